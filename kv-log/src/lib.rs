@@ -1,1 +1,74 @@
-//! placeholder
+//! Append-only segment files for the kv storage engine.
+//!
+//! A [`Log`] is a directory of numbered segment files (`0000000001.seg`,
+//! `0000000002.seg`, ...). Each starts with a 32-byte segment header and
+//! then holds `kv-format` records back to back. Appends go to the *active*
+//! (newest) segment; when it would grow past
+//! [`LogOptions::segment_size`] it is synced and *sealed*, and a new active
+//! segment is created. Sealed segments are never written again.
+//!
+//! # Reading
+//!
+//! Every segment is mapped with memmap2, and a read hands out a borrowed
+//! slice of the map: no copy, no syscall, no lock. Readers reach the
+//! segments through a [`LogReader`], which any number of threads share with
+//! the single writer. The active segment is mapped once at its full
+//! capacity (past the end of the file, as LMDB does) and grows underneath
+//! the map: the writer appends with `pwrite` and then publishes the new
+//! readable length with a release store, so a reader only ever touches bytes
+//! that were completely written before it looked. A reader never waits for
+//! the writer.
+//!
+//! # Recovery
+//!
+//! [`Log::open`] scans every segment in order and hands each valid record
+//! to the caller, which rebuilds its index from them. A record that fails
+//! to decode at the tail of the newest segment, with no valid record after
+//! it, is a torn write: it is cut off and the cut is logged. The same
+//! failure anywhere else is [`LogError::Corruption`], naming the file and
+//! the offset; nothing is skipped.
+//!
+//! # What this crate is not
+//!
+//! It keeps no index, assigns no sequence numbers and spawns no threads;
+//! `kv-engine` does those. It depends only on `kv-format`.
+//!
+//! # Platform
+//!
+//! Unix only: it relies on positioned writes and on mapping a file past its
+//! end.
+//!
+//! ```
+//! use kv_format::Record;
+//! use kv_log::{Log, LogOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut log = Log::open(dir.path(), LogOptions::default(), |_, _| {})?;
+//! let loc = log.append(&Record::put(1, b"key", b"value"))?;
+//! log.flush()?;
+//!
+//! let reader = log.reader();
+//! let segments = reader.segments();
+//! let bytes = segments.read(loc)?;
+//! let record = kv_format::decode(bytes)?.record;
+//! assert_eq!(record.value, b"value");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(unsafe_code)]
+
+mod error;
+mod format;
+mod log;
+mod segment;
+
+pub use error::LogError;
+pub use format::{
+    DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    SEGMENT_VERSION, segment_file_name,
+};
+pub use log::{Location, Log, LogOptions, LogReader, SegmentSet, SegmentsGuard};
+pub use segment::Segment;
+
+/// The result type of this crate.
+pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -1,0 +1,80 @@
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// An error from the segment log.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// An operating-system call on a segment file or the directory failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A segment holds bytes that are not a valid record where one must be.
+    #[error("corruption in {path} at offset {offset}: {reason}")]
+    Corruption {
+        /// The damaged segment file.
+        path: PathBuf,
+        /// Byte offset of the bad record in the file.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A segment file's header is not one this build writes.
+    #[error("{path} is not a kv segment file this build can read: {reason}")]
+    BadSegmentHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its header.
+        reason: String,
+    },
+    /// A record does not fit in a segment at all.
+    #[error("record of {len} bytes cannot be stored: segments hold at most {max} bytes")]
+    RecordTooLarge {
+        /// The record's encoded length.
+        len: u64,
+        /// The largest record a segment can hold.
+        max: u64,
+    },
+    /// The record could not be encoded.
+    #[error(transparent)]
+    Format(#[from] kv_format::FormatError),
+    /// A read asked for a segment that does not exist (any more).
+    #[error("segment {segment} does not exist")]
+    NoSuchSegment {
+        /// The segment id asked for.
+        segment: u32,
+    },
+    /// A read asked for bytes beyond what the segment holds.
+    #[error(
+        "read of {len} bytes at offset {offset} is past the end of segment {segment} ({end} bytes)"
+    )]
+    OutOfBounds {
+        /// The segment id.
+        segment: u32,
+        /// Requested offset.
+        offset: u32,
+        /// Requested length.
+        len: u32,
+        /// Readable length of the segment.
+        end: u64,
+    },
+    /// The segment id space is exhausted.
+    #[error("segment ids are exhausted")]
+    SegmentIdsExhausted,
+}
+
+impl LogError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> LogError {
+        LogError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
