@@ -1,1 +1,65 @@
-//! placeholder
+//! kv: an embedded, persistent key-value store in the family of Bitcask and
+//! HaloDB.
+//!
+//! Values live in append-only segment files; an in-memory hash index maps
+//! every key to where its latest value lives, so a read is one index lookup
+//! and one read from a memory-mapped file. All writes go through one writer
+//! thread, which groups the writes of concurrent callers; reads run on the
+//! caller's thread and never wait for the writer.
+//!
+//! ```
+//! use kv_engine::Db;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = Db::open(dir.path())?;
+//! db.put(b"apple", b"red")?;
+//! assert_eq!(db.get(b"apple")?.as_deref(), Some(&b"red"[..]));
+//! db.delete(b"apple")?;
+//! assert_eq!(db.get(b"apple")?, None);
+//! db.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Limits
+//!
+//! Keys are 1 to 65,535 bytes. Values are 0 bytes to 64 MiB, or less as
+//! [`Options::max_value_len`] says. Every key is held in memory.
+//!
+//! # Durability
+//!
+//! An acknowledged write has been handed to the operating system, so it
+//! survives the process being killed; [`Db::sync`] and [`Db::close`] make
+//! everything acknowledged durable on disk.
+//!
+//! # What this crate is not
+//!
+//! Not a server, not ordered: there are no range scans, as a hash index
+//! does not keep keys in order. It is the facade over `kv-format`, `kv-log`
+//! and `kv-index`, and the only crate of kv that spawns threads.
+
+#![forbid(unsafe_code)]
+
+mod db;
+mod error;
+mod options;
+mod reply;
+mod writer;
+
+pub use db::{Db, LOCK_FILE_NAME, Value};
+pub use error::Error;
+pub use options::Options;
+
+/// The result type of kv-engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Db;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn db_is_send_and_sync() {
+        assert_send_sync::<Db>();
+    }
+}

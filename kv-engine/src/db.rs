@@ -1,0 +1,402 @@
+//! The `Db` facade: opening, the read path, and handing writes to the
+//! writer thread.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use kv_format::{Limits, NO_EXPIRY, RecordKind, decode};
+use kv_index::{Entry, Index};
+use kv_log::{Location, Log, LogError, LogOptions, LogReader, Segment};
+use parking_lot::Mutex;
+
+use crate::reply::{self, Reply};
+use crate::writer::{Command, Write, Writer, entry_for};
+use crate::{Error, Options, Result};
+
+/// The name of the lock file in the database directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// State shared by readers and the writer thread.
+pub(crate) struct Shared {
+    pub(crate) index: Index,
+    pub(crate) reader: LogReader,
+    pub(crate) limits: Limits,
+}
+
+/// An open database.
+///
+/// `Db` is `Send + Sync`: share it across threads with an `Arc`. Reads run
+/// on the calling thread against the in-memory index and the mapped
+/// segments; writes are handed to one writer thread, which groups the
+/// writes of concurrent callers into one append.
+///
+/// Dropping a `Db` closes it cleanly; [`Db::close`] does the same and
+/// reports any error.
+pub struct Db {
+    shared: Arc<Shared>,
+    commands: Sender<Command>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    dir: PathBuf,
+    /// Held with an OS file lock for as long as the `Db` lives; declared
+    /// last so that it is released only after the writer has stopped.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens the database in `path` with default [`Options`], creating the
+    /// directory if it is missing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another `Db` has the directory open,
+    /// [`Error::Corruption`] for damaged data, [`Error::Io`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Db::open_with(path, Options::default())
+    }
+
+    /// Opens the database in `path` with `options`, creating the directory
+    /// if it is missing.
+    ///
+    /// The index is rebuilt by scanning every segment in order: for each
+    /// key, the record with the highest sequence number wins, and a
+    /// tombstone removes the key. A torn write at the tail of the newest
+    /// segment is cut off; damage anywhere else is [`Error::Corruption`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::open`].
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let dir = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let lock = lock_dir(&dir)?;
+
+        let index = Index::new();
+        let mut max_seq = 0;
+        let log = Log::open(
+            &dir,
+            LogOptions {
+                segment_size: options.segment_size,
+                ..LogOptions::default()
+            },
+            |loc, record| {
+                max_seq = max_seq.max(record.seq);
+                let newer = index
+                    .get(record.key)
+                    .is_none_or(|current| current.seq < record.seq);
+                if newer {
+                    // Tombstones stay in the index until the scan ends: a
+                    // record of the same key with a lower sequence number may
+                    // still come in a later segment.
+                    let entry = entry_for(loc, record.seq, record.expires_at, record.kind);
+                    index.insert(record.key, entry);
+                }
+            },
+        )?;
+        index.retain(|_, entry| !entry.tombstone);
+        log::debug!(
+            "opened {} with {} keys, next sequence number {}",
+            dir.display(),
+            index.len(),
+            max_seq + 1
+        );
+
+        let shared = Arc::new(Shared {
+            index,
+            reader: log.reader(),
+            limits: Limits::with_max_value_len(options.max_value_len),
+        });
+        let (commands, rx) = crossbeam_channel::bounded(options.max_group_size.max(1) * 4);
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            log,
+            next_seq: max_seq + 1,
+            max_group: options.max_group_size.max(1),
+            poisoned: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("kv-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        Ok(Db {
+            shared,
+            commands,
+            writer: Mutex::new(Some(handle)),
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Sets `key` to `value`. When this returns `Ok`, the write is visible
+    /// to every reader and has been handed to the operating system.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`]
+    /// for bad input; [`Error::Poisoned`] or [`Error::Io`] when the write
+    /// could not be made; [`Error::Closed`].
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.shared.limits.check(key.len(), value.len())?;
+        self.submit(Write::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+    }
+
+    /// Deletes `key`. Deleting an absent key is not an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::put`].
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.shared.limits.check(key.len(), 0)?;
+        self.submit(Write::Delete { key: key.into() })
+    }
+
+    fn submit(&self, write: Write) -> Result<()> {
+        reply::call(|reply| {
+            // A failed send drops the command and with it the reply, which
+            // reports `Closed`.
+            let _ = self.commands.send(Command::Write { write, reply });
+        })
+    }
+
+    /// Makes every write acknowledged so far durable on disk.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the sync fails (the database then refuses writes),
+    /// [`Error::Poisoned`], [`Error::Closed`].
+    pub fn sync(&self) -> Result<()> {
+        reply::call(|reply: Reply| {
+            let _ = self.commands.send(Command::Sync { reply });
+        })
+    }
+
+    /// The value of `key`, copied out, or `None` if it is absent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] if the stored record fails its checksum or is
+    /// not the record the index expects: never wrong data. Bad keys give
+    /// [`Error::EmptyKey`] or [`Error::KeyTooLarge`].
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with_value(key, |_, value| value.to_vec())
+    }
+
+    /// The value of `key` without copying it: a [`Value`] that borrows the
+    /// mapped segment and keeps it alive while held.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::get`].
+    pub fn get_pinned(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.with_value(key, |segment, value| Value {
+            segment: Arc::clone(segment),
+            start: value.as_ptr() as usize - segment.bytes().as_ptr() as usize,
+            len: value.len(),
+        })
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`] or [`Error::KeyTooLarge`].
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        Ok(self.live_entry(key).is_some())
+    }
+
+    /// The number of keys present.
+    pub fn len(&self) -> usize {
+        self.shared.index.len()
+    }
+
+    /// Whether no key is present.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Flushes, syncs and closes the database, waiting for the writer
+    /// thread, and releases the directory lock.
+    ///
+    /// # Errors
+    ///
+    /// The error of the final sync, if it fails.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let Some(handle) = self.writer.lock().take() else {
+            return Ok(());
+        };
+        let result = reply::call(|reply| {
+            let _ = self.commands.send(Command::Close { reply });
+        });
+        if handle.join().is_err() {
+            return Err(Error::Poisoned {
+                reason: "the writer thread panicked".into(),
+            });
+        }
+        result
+    }
+
+    fn live_entry(&self, key: &[u8]) -> Option<Entry> {
+        self.shared
+            .index
+            .get(key)
+            .filter(|e| !e.tombstone && !expired(e.expires_at))
+    }
+
+    /// Finds `key`, reads and checks its record, and hands the value to
+    /// `f` while the segment is held.
+    fn with_value<T>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&Arc<Segment>, &[u8]) -> T,
+    ) -> Result<Option<T>> {
+        check_key(key)?;
+        let Some(entry) = self.live_entry(key) else {
+            return Ok(None);
+        };
+        let segments = self.shared.reader.segments();
+        let loc = Location {
+            segment: entry.segment,
+            offset: entry.offset,
+            len: entry.len,
+        };
+        let Some(segment) = segments.get(loc.segment) else {
+            return Err(corrupt_index(&self.dir, loc, "the segment does not exist"));
+        };
+        let bytes = segment.read(loc.offset, loc.len).map_err(|e| match e {
+            LogError::OutOfBounds { .. } => corrupt_index(segment.path(), loc, &e.to_string()),
+            other => Error::from(other),
+        })?;
+        let record = decode(bytes)
+            .map_err(|e| Error::Corruption {
+                path: segment.path().to_path_buf(),
+                offset: u64::from(loc.offset),
+                reason: e.to_string(),
+            })?
+            .record;
+        if record.key != key || record.seq != entry.seq || record.kind != RecordKind::Put {
+            return Err(Error::Corruption {
+                path: segment.path().to_path_buf(),
+                offset: u64::from(loc.offset),
+                reason: "the record there is not the one the index expects".into(),
+            });
+        }
+        Ok(Some(f(segment, record.value)))
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            log::error!("closing {} failed: {e}", self.dir.display());
+        }
+    }
+}
+
+/// A value read without copying: it borrows the mapped segment that holds
+/// it and keeps that segment alive while held. Derefs to `[u8]`.
+#[derive(Debug, Clone)]
+pub struct Value {
+    segment: Arc<Segment>,
+    start: usize,
+    len: usize,
+}
+
+impl Deref for Value {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // The range was taken from this segment's readable bytes, which
+        // never shrink while the segment lives.
+        &self.segment.bytes()[self.start..self.start + self.len]
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl PartialEq<[u8]> for Value {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    Limits::default().check(key.len(), 0).map_err(Error::from)
+}
+
+fn expired(expires_at: u64) -> bool {
+    if expires_at == NO_EXPIRY {
+        return false;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    now >= expires_at
+}
+
+fn corrupt_index(path: &Path, loc: Location, why: &str) -> Error {
+    Error::Corruption {
+        path: path.to_path_buf(),
+        offset: u64::from(loc.offset),
+        reason: format!(
+            "the index points at {} bytes in segment {}, but {why}",
+            loc.len, loc.segment
+        ),
+    }
+}
+
+/// Takes the directory's lock file with an OS lock (flock), released when
+/// the process dies. A second open, from any process, fails at once.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(source)) => Err(Error::Io { path, source }),
+    }
+}
