@@ -241,6 +241,24 @@ impl Db {
         self.len() == 0
     }
 
+    /// Every key present, in no particular order.
+    ///
+    /// The keys are gathered from the index one shard at a time, so writers
+    /// are held up for no more than one shard's copy. Each key present for
+    /// the whole call is returned exactly once; a key written or deleted
+    /// during the call may or may not be.
+    pub fn keys(&self) -> Keys {
+        let mut keys = Vec::with_capacity(self.shared.index.len());
+        self.shared.index.for_each(|key, entry| {
+            if !entry.tombstone && !expired(entry.expires_at) {
+                keys.push(key.to_vec());
+            }
+        });
+        Keys {
+            inner: keys.into_iter(),
+        }
+    }
+
     /// Flushes, syncs and closes the database, waiting for the writer
     /// thread, and releases the directory lock.
     ///
@@ -322,6 +340,24 @@ impl Drop for Db {
         }
     }
 }
+
+/// An iterator over keys, returned by [`Db::keys`].
+#[derive(Debug)]
+pub struct Keys {
+    inner: std::vec::IntoIter<Vec<u8>>,
+}
+
+impl Iterator for Keys {
+    type Item = Vec<u8>;
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.inner.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Keys {}
 
 /// A value read without copying: it borrows the mapped segment that holds
 /// it and keeps that segment alive while held. Derefs to `[u8]`.

@@ -45,7 +45,7 @@ mod options;
 mod reply;
 mod writer;
 
-pub use db::{Db, LOCK_FILE_NAME, Value};
+pub use db::{Db, Keys, LOCK_FILE_NAME, Value};
 pub use error::Error;
 pub use options::Options;
 
