@@ -1,5 +1,8 @@
 //! Record encode and decode throughput.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use kv_format::{Record, decode, encode};
 
