@@ -67,7 +67,7 @@ pub use format::{
     DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
     SEGMENT_VERSION, segment_file_name,
 };
-pub use log::{Location, Log, LogOptions, LogReader, SegmentSet, SegmentsGuard};
+pub use log::{Location, Log, LogOptions, LogPosition, LogReader, SegmentSet, SegmentsGuard};
 pub use segment::Segment;
 
 /// The result type of this crate.

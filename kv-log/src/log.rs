@@ -28,6 +28,16 @@ pub struct Location {
     pub len: u32,
 }
 
+/// A point in the log: everything before `offset` in segment `segment`,
+/// and everything in lower segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    /// The segment id.
+    pub segment: u32,
+    /// Byte offset in the segment file (at least the header length).
+    pub offset: u64,
+}
+
 /// Options of a [`Log`].
 #[derive(Debug, Clone)]
 pub struct LogOptions {
@@ -161,6 +171,28 @@ impl Log {
     pub fn open(
         dir: &Path,
         options: LogOptions,
+        visit: impl FnMut(Location, &Record<'_>),
+    ) -> Result<Log> {
+        Log::open_at(dir, options, None, visit)
+    }
+
+    /// Opens the log like [`Log::open`], but first discards everything
+    /// after `end`: segments with a higher id are removed and segment
+    /// `end.segment` is cut to `end.offset` bytes.
+    ///
+    /// This is for a caller that keeps a write-ahead log: `end` is the
+    /// position it last made durable (a checkpoint), and it replays its own
+    /// log for everything after it. Because the data before `end` was
+    /// durable, the scan is strict: no torn tail is tolerated there.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::open`], and [`LogError::Corruption`] when segment
+    /// `end.segment` is missing or shorter than `end.offset`.
+    pub fn open_at(
+        dir: &Path,
+        options: LogOptions,
+        end: Option<LogPosition>,
         mut visit: impl FnMut(Location, &Record<'_>),
     ) -> Result<Log> {
         let mut options = options;
@@ -168,7 +200,10 @@ impl Log {
             .segment_size
             .clamp(SEGMENT_HEADER_LEN as u64 + 1, MAX_SEGMENT_SIZE);
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-        let ids = list_segments(dir)?;
+        let mut ids = list_segments(dir)?;
+        if let Some(end) = end {
+            discard_after(dir, &mut ids, end)?;
+        }
 
         let mut segments = Vec::with_capacity(ids.len() + 1);
         let mut active_file = None;
@@ -193,7 +228,8 @@ impl Log {
                 file_len
             };
             let segment = Segment::map(id, path, &file, file_len, capacity, !newest)?;
-            let end = scan_segment(&segment, newest, &mut visit)?;
+            let tolerate_torn_tail = newest && end.is_none();
+            let end = scan_segment(&segment, tolerate_torn_tail, &mut visit)?;
             if end < file_len {
                 log::warn!(
                     "cutting a torn write off the end of {}: {} bytes at offset {end}",
@@ -258,7 +294,41 @@ impl Log {
     ///
     /// A record that cannot be encoded, or an I/O error while rolling over.
     pub fn append(&mut self, record: &Record<'_>) -> Result<Location> {
-        let len = record.encoded_len() as u64;
+        self.append_with(record.encoded_len(), |buf| {
+            kv_format::encode(record, buf).map(drop)
+        })
+    }
+
+    /// Like [`Log::append`], for a record the caller already encoded with
+    /// `kv-format` (for example into its write-ahead log), so it is not
+    /// encoded twice.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Format`] if `encoded` is not exactly one valid record;
+    /// an I/O error while rolling over.
+    pub fn append_encoded(&mut self, encoded: &[u8]) -> Result<Location> {
+        // Checking the header (not the checksum, which the caller computed)
+        // keeps a wrong length from ever reaching a segment.
+        let header = kv_format::decode_header(encoded, &Limits::default())?;
+        if header.record_len() != encoded.len() as u64 {
+            return Err(LogError::Format(kv_format::FormatError::Truncated {
+                needed: header.record_len(),
+                available: encoded.len(),
+            }));
+        }
+        self.append_with(encoded.len(), |buf| {
+            buf.extend_from_slice(encoded);
+            Ok(())
+        })
+    }
+
+    fn append_with(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), kv_format::FormatError>,
+    ) -> Result<Location> {
+        let len = len as u64;
         let max = MAX_SEGMENT_SIZE - SEGMENT_HEADER_LEN as u64;
         if len > max {
             return Err(LogError::RecordTooLarge { len, max });
@@ -271,7 +341,7 @@ impl Log {
             self.roll(len)?;
             end = self.end();
         }
-        kv_format::encode(record, &mut self.pending)?;
+        write(&mut self.pending)?;
         let loc = Location {
             segment: self.active.id(),
             // end + len <= capacity <= MAX_SEGMENT_SIZE = u32::MAX.
@@ -282,6 +352,15 @@ impl Log {
             self.flush()?;
         }
         Ok(loc)
+    }
+
+    /// Where the next record will go. After [`Log::sync`] everything before
+    /// it is durable.
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            segment: self.active.id(),
+            offset: self.end(),
+        }
     }
 
     /// The offset in the active segment where the next record will go.
@@ -371,6 +450,71 @@ fn list_segments(dir: &Path) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// Removes every segment after `end` and cuts segment `end.segment` to
+/// `end.offset`, syncing what it changed.
+fn discard_after(dir: &Path, ids: &mut Vec<u32>, end: LogPosition) -> Result<()> {
+    let mut removed = false;
+    while let Some(&id) = ids.last() {
+        if id <= end.segment {
+            break;
+        }
+        let path = dir.join(segment_file_name(id));
+        log::info!(
+            "removing {}: it begins after the last checkpoint",
+            path.display()
+        );
+        fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+        ids.pop();
+        removed = true;
+    }
+    if removed {
+        sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+    }
+    let path = dir.join(segment_file_name(end.segment));
+    if ids.last() != Some(&end.segment) {
+        if ids.is_empty() && end.segment == 1 && end.offset == SEGMENT_HEADER_LEN as u64 {
+            // A checkpoint of an empty log, taken before its first segment
+            // existed on disk: nothing is missing.
+            return Ok(());
+        }
+        return Err(LogError::Corruption {
+            path,
+            offset: 0,
+            reason: format!(
+                "the segment is missing, but the last checkpoint says {} bytes of it are durable",
+                end.offset
+            ),
+        });
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io(&path, e))?;
+    let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+    if len < end.offset {
+        return Err(LogError::Corruption {
+            path,
+            offset: len,
+            reason: format!(
+                "the file ends at {len}, but the last checkpoint says {} bytes are durable",
+                end.offset
+            ),
+        });
+    }
+    if len > end.offset {
+        log::info!(
+            "cutting {} to the last checkpoint: {} bytes after offset {} are replayed from the write-ahead log",
+            path.display(),
+            len - end.offset,
+            end.offset
+        );
+        file.set_len(end.offset)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| LogError::io(&path, e))?;
+    }
+    Ok(())
+}
+
 /// Creates segment `id` atomically: header to a temporary file, sync,
 /// rename, directory sync. A crash leaves either no segment or a whole one.
 fn create_segment(dir: &Path, id: u32, capacity: u64) -> Result<(Segment, File)> {
@@ -400,11 +544,12 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Checks the segment's header and hands each record to `visit`. Returns
-/// the offset where the valid records end: the file's length, or for the
-/// newest segment the start of a torn tail.
+/// the offset where the valid records end: the file's length, or, when a
+/// torn tail is tolerated (the newest segment, with no checkpoint), the
+/// start of the torn tail.
 fn scan_segment(
     segment: &Segment,
-    newest: bool,
+    tolerate_torn_tail: bool,
     visit: &mut impl FnMut(Location, &Record<'_>),
 ) -> Result<u64> {
     let bytes = segment.bytes();
@@ -434,7 +579,7 @@ fn scan_segment(
                 at += decoded.len;
             }
             Err(err) => {
-                if newest && !any_valid_record_after(bytes, at, &limits) {
+                if tolerate_torn_tail && !any_valid_record_after(bytes, at, &limits) {
                     return Ok(at as u64);
                 }
                 return Err(LogError::Corruption {
