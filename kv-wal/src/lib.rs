@@ -1,1 +1,120 @@
-//! placeholder
+//! A write-ahead log: an append-only sequence of checksummed records in a
+//! directory of numbered files, with group commit, sync policies, and
+//! replay that tells a torn tail from corruption.
+//!
+//! Payloads are opaque bytes. The kv engine puts one encoded put, delete or
+//! atomic batch in each, so a record is its unit of atomicity: replay yields
+//! a record whole or not at all.
+//!
+//! # What this crate is not
+//!
+//! It knows nothing of keys, values or the engine's record format, spawns no
+//! threads, and keeps no index: it appends, syncs, replays and deletes old
+//! files. It depends on no other kv crate; `kv-engine` depends on it, never
+//! the reverse. It does not lock its directory: one process owns a log.
+//!
+//! # Format
+//!
+//! Files are named `NNNNNNNNNNNNNNNNNNNN.wal`, the file number in 20 digits.
+//! Each starts with a 32-byte header, then holds frames back to back. All
+//! integers are little-endian; checksums are xxh3-64. `FORMAT.md` draws the
+//! layouts.
+//!
+//! ```text
+//! file header: { magic [u8; 8] = "KVWAL\0\r\n" | version u8 = 1 | reserved [u8; 7]
+//!              | file_number u64 | checksum u64 }   checksum over the 24 bytes before it
+//! frame:       { checksum u64 | len u32 | payload [len] }   checksum over len and payload
+//! ```
+//!
+//! A [`Position`] (file number, byte offset) names a frame.
+//!
+//! # Limits
+//!
+//! - A payload is 1 to [`MAX_RECORD_LEN`] (256 MiB) bytes;
+//!   [`WalOptions::max_record_len`] lowers that for writing.
+//! - A file is closed when the next frame would take it past
+//!   [`WalOptions::max_file_size`] (64 MiB by default); a larger record gets
+//!   a file of its own.
+//!
+//! # Durability
+//!
+//! [`Wal::append`] buffers; [`Wal::commit`] writes the buffer with one write
+//! system call, syncs (`fdatasync`) if the [`SyncPolicy`] says so, and then
+//! the records are acknowledged. Under every policy an acknowledged record
+//! has been handed to the operating system, so a crash of the process loses
+//! nothing acknowledged. Against a crash of the machine:
+//!
+//! - [`SyncPolicy::Always`]: nothing acknowledged is lost; every commit
+//!   syncs, and group commit shares one sync among many records.
+//! - [`SyncPolicy::Interval`]: nothing acknowledged stays unsynced longer
+//!   than the interval, provided the owner calls [`Wal::sync_if_due`] at
+//!   [`Wal::sync_deadline`] (this crate has no timer thread).
+//! - [`SyncPolicy::Never`]: the operating system writes back when it
+//!   chooses.
+//!
+//! Rotating to a new file always syncs the old one, so only the last file
+//! can end with a torn write. Creating, renaming and deleting files syncs
+//! the directory. A failed write or sync poisons the [`Wal`]: it is never
+//! retried (a retried `fsync` can report success for pages the kernel has
+//! already dropped), and every later write returns [`Error::Poisoned`].
+//!
+//! # Recovery
+//!
+//! [`Wal::open`] reads the last file to its end. A bad frame that nothing
+//! valid follows (zeros, garbage, a frame cut off) is the torn tail of an
+//! interrupted write: under [`RecoveryMode::TolerateCorruptedTail`] (the
+//! default) the file is truncated there and synced before the next append;
+//! under [`RecoveryMode::AbsoluteConsistency`] it is an error. A bad frame
+//! with a valid frame after it, or a bad frame in any file but the last, is
+//! [`Error::Corruption`] in both modes, naming the file and offset: damage
+//! is reported, never skipped. [`Wal::replay`] iterates the records from a
+//! position with the same rules.
+//!
+//! # Example
+//!
+//! ```
+//! use kv_wal::{Position, RecoveryMode, SyncPolicy, Wal, WalOptions};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let options = WalOptions::default().with_sync(SyncPolicy::Always);
+//!
+//! let mut wal = Wal::open(dir.path(), options.clone())?;
+//! let first = wal.append(b"put apple red")?;
+//! wal.append(b"delete pear")?;
+//! wal.commit()?; // one write, one fdatasync: both records are durable
+//! drop(wal);
+//!
+//! let records = Wal::replay(dir.path(), Position::START, RecoveryMode::default())?
+//!     .collect::<Result<Vec<_>, _>>()?;
+//! assert_eq!(records.len(), 2);
+//! assert_eq!(records[0], (first, b"put apple red".to_vec()));
+//! assert_eq!(records[1].1, b"delete pear");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod error;
+#[cfg(feature = "fail-points")]
+mod fault;
+mod format;
+mod fs;
+mod options;
+mod replay;
+mod shared;
+mod wal;
+
+pub use error::Error;
+#[cfg(feature = "fail-points")]
+pub use fault::FaultInjector;
+pub use format::{
+    FILE_HEADER_LEN, FILE_SUFFIX, FIRST_FILE_NUMBER, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC,
+    MAX_RECORD_LEN, TEMP_SUFFIX, file_name, parse_file_name,
+};
+pub use options::{DEFAULT_MAX_FILE_SIZE, RecoveryMode, SyncPolicy, WalOptions};
+pub use replay::Replay;
+pub use shared::SharedWal;
+pub use wal::{Position, TruncatedTail, Wal, WalStats};
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

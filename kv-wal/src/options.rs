@@ -1,0 +1,154 @@
+//! The knobs of a [`Wal`](crate::Wal): sync policy, recovery mode, sizes.
+
+use std::time::Duration;
+
+use crate::format::{FILE_HEADER_LEN, MAX_RECORD_LEN};
+use crate::{Error, Result};
+
+/// When appended records are synced to stable storage.
+///
+/// Under every policy a record is handed to the operating system (a write
+/// system call) before its caller is acknowledged, so a crash of the process
+/// loses nothing acknowledged. The policies differ in what a crash of the
+/// operating system or a power loss can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SyncPolicy {
+    /// Every commit syncs (`fdatasync`) before it returns: nothing
+    /// acknowledged is lost, even by a power loss. Group commit makes one
+    /// sync cover every record written with it.
+    Always,
+    /// A commit returns once its records are written; the owner syncs when
+    /// [`Wal::sync_deadline`](crate::Wal::sync_deadline) passes, so nothing
+    /// acknowledged stays unsynced longer than this interval (as long as
+    /// the owner calls [`Wal::sync_if_due`](crate::Wal::sync_if_due) on
+    /// time: this crate spawns no timer thread). A power loss can take the
+    /// last interval's records.
+    Interval(Duration),
+    /// The WAL never syncs on its own (except when it rotates to a new
+    /// file); the operating system writes pages back when it chooses. A
+    /// power loss can take any records not yet written back.
+    Never,
+}
+
+/// What to do with a damaged frame found when the log is opened or
+/// replayed, after RocksDB's WAL recovery modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RecoveryMode {
+    /// An incomplete or zero-filled frame at the end of the last file is the
+    /// mark of a write interrupted by a crash: it is dropped (and
+    /// [`Wal::open`](crate::Wal::open) truncates the file there). Damage
+    /// anywhere else is [`Error::Corruption`].
+    #[default]
+    TolerateCorruptedTail,
+    /// Any bad frame, even at the end of the last file, is
+    /// [`Error::Corruption`].
+    AbsoluteConsistency,
+}
+
+/// The options a [`Wal`](crate::Wal) is opened with.
+///
+/// Build them from [`WalOptions::default`] and the `with_*` methods; the
+/// struct is `#[non_exhaustive]` so that options can be added.
+///
+/// ```
+/// use std::time::Duration;
+/// use kv_wal::{RecoveryMode, SyncPolicy, WalOptions};
+///
+/// let options = WalOptions::default()
+///     .with_sync(SyncPolicy::Interval(Duration::from_millis(10)))
+///     .with_recovery(RecoveryMode::AbsoluteConsistency)
+///     .with_max_file_size(16 << 20);
+/// assert_eq!(options.max_file_size, 16 << 20);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WalOptions {
+    /// When records are synced. Default: [`SyncPolicy::Always`].
+    pub sync: SyncPolicy,
+    /// How damage at the end of the log is treated when it is opened.
+    /// Default: [`RecoveryMode::TolerateCorruptedTail`].
+    pub recovery: RecoveryMode,
+    /// A file that would grow past this many bytes is closed and a new one
+    /// started. A record longer than this gets a file of its own. Default:
+    /// 64 MiB.
+    pub max_file_size: u64,
+    /// The longest payload accepted by `append`, 1 to [`MAX_RECORD_LEN`].
+    /// Default: [`MAX_RECORD_LEN`] (256 MiB). Replay accepts records up to
+    /// [`MAX_RECORD_LEN`] whatever this is, so lowering it never makes old
+    /// records unreadable.
+    pub max_record_len: u32,
+    /// Makes chosen writes or syncs fail, for tests.
+    #[cfg(feature = "fail-points")]
+    pub faults: Option<std::sync::Arc<crate::FaultInjector>>,
+}
+
+/// The default [`WalOptions::max_file_size`]: 64 MiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 20;
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            sync: SyncPolicy::Always,
+            recovery: RecoveryMode::default(),
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_record_len: MAX_RECORD_LEN,
+            #[cfg(feature = "fail-points")]
+            faults: None,
+        }
+    }
+}
+
+impl WalOptions {
+    /// Sets [`WalOptions::sync`].
+    #[must_use]
+    pub fn with_sync(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets [`WalOptions::recovery`].
+    #[must_use]
+    pub fn with_recovery(mut self, recovery: RecoveryMode) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// Sets [`WalOptions::max_file_size`].
+    #[must_use]
+    pub fn with_max_file_size(mut self, max_file_size: u64) -> Self {
+        self.max_file_size = max_file_size;
+        self
+    }
+
+    /// Sets [`WalOptions::max_record_len`].
+    #[must_use]
+    pub fn with_max_record_len(mut self, max_record_len: u32) -> Self {
+        self.max_record_len = max_record_len;
+        self
+    }
+
+    /// Sets the fault injector that tests use to make writes or syncs fail.
+    #[cfg(feature = "fail-points")]
+    #[must_use]
+    pub fn with_faults(mut self, faults: std::sync::Arc<crate::FaultInjector>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// Checks that every option is in range.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_record_len == 0 || self.max_record_len > MAX_RECORD_LEN {
+            return Err(Error::InvalidOptions(format!(
+                "max_record_len is {}, but it must be 1 to {MAX_RECORD_LEN}",
+                self.max_record_len
+            )));
+        }
+        if self.max_file_size <= FILE_HEADER_LEN as u64 {
+            return Err(Error::InvalidOptions(format!(
+                "max_file_size is {}, but it must be more than the {FILE_HEADER_LEN}-byte file header",
+                self.max_file_size
+            )));
+        }
+        Ok(())
+    }
+}

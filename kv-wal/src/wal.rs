@@ -1,0 +1,620 @@
+//! [`Wal`]: the single-owner write-ahead log.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::io_error;
+use crate::format::{self, FILE_HEADER_LEN, FIRST_FILE_NUMBER, frame_len};
+use crate::replay::{FileCursor, FrameError, Replay, tail_outcome};
+use crate::{Error, RecoveryMode, Result, SyncPolicy, WalOptions, fs};
+
+/// A buffer that grew past this for one large record is shrunk back after
+/// it is written.
+const RETAINED_BUFFER_CAPACITY: usize = 1 << 20;
+
+/// Where a frame starts: a file number and a byte offset in that file.
+///
+/// Positions order as the frames do in the log. A position from
+/// [`Wal::end_position`] is where the next frame will go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// The number of the file the frame is in.
+    pub file: u64,
+    /// The byte offset of the frame in its file.
+    pub offset: u64,
+}
+
+impl Position {
+    /// A position before every frame of every log: replaying from here
+    /// yields everything.
+    pub const START: Position = Position { file: 0, offset: 0 };
+
+    /// The position `offset` bytes into file `file`.
+    pub const fn new(file: u64, offset: u64) -> Position {
+        Position { file, offset }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.offset)
+    }
+}
+
+/// Counters of what a [`Wal`] has done since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WalStats {
+    /// Records appended.
+    pub appends: u64,
+    /// Flushes that wrote frames: one write of everything buffered.
+    pub writes: u64,
+    /// Data syncs (`fdatasync`) of WAL files.
+    pub syncs: u64,
+    /// Frame bytes written.
+    pub bytes_written: u64,
+    /// New files started.
+    pub rotations: u64,
+}
+
+/// The torn tail that [`Wal::open`] cut off the last file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TruncatedTail {
+    /// Where the file now ends: the position of the first bad frame.
+    pub position: Position,
+    /// How many bytes were cut off.
+    pub dropped_bytes: u64,
+}
+
+/// The file being appended to.
+struct ActiveFile {
+    number: u64,
+    path: PathBuf,
+    file: File,
+    /// The bytes handed to the operating system: where the next write goes.
+    written: u64,
+}
+
+/// A write-ahead log with one owner: a directory of numbered files that
+/// records are appended to, in order.
+///
+/// `append` only buffers a record; [`Wal::commit`] writes everything
+/// buffered with one write and syncs it if the [`SyncPolicy`] says so, and a
+/// record is acknowledged when the commit after it returns. Calling
+/// `append` for several records and then `commit` once is group commit;
+/// [`SharedWal`](crate::SharedWal) does it for many threads.
+///
+/// A failed write or sync poisons the `Wal`: every later `append`, `flush`,
+/// `sync`, `commit` and `rotate` returns [`Error::Poisoned`]. Reopening it
+/// recovers what reached the disk.
+///
+/// Dropping a `Wal` does no I/O: records appended but not flushed are
+/// discarded (they were never acknowledged). [`Wal::close`] flushes and
+/// syncs first.
+pub struct Wal {
+    dir: PathBuf,
+    options: WalOptions,
+    active: ActiveFile,
+    /// Frames appended but not yet written.
+    buf: Vec<u8>,
+    /// The files before the active one, with their sizes.
+    older: BTreeMap<u64, u64>,
+    /// When the oldest write not yet synced was made.
+    unsynced_since: Option<Instant>,
+    /// Why the `Wal` refuses to write, after a failed write or sync.
+    poisoned: Option<String>,
+    stats: WalStats,
+    recovered_tail: Option<TruncatedTail>,
+}
+
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("end", &self.end_position())
+            .field("files", &(self.older.len() + 1))
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wal {
+    /// Opens the log in `dir`, creating the directory and a first file if
+    /// needed, and positions it after the last valid frame.
+    ///
+    /// Only the last file is read through, to find its end. A bad frame
+    /// there that nothing valid follows (zeros, garbage, a cut-off frame) is
+    /// a torn tail: under [`RecoveryMode::TolerateCorruptedTail`] the file is
+    /// truncated at the bad frame and synced before this returns, and a
+    /// warning is logged. Older files are only checked for a valid header;
+    /// damage in them is found by [`Wal::replay`]. Temporary files left by
+    /// an interrupted file creation are deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] for a bad frame followed by valid ones, or any
+    /// bad frame under [`RecoveryMode::AbsoluteConsistency`];
+    /// [`Error::NotAWalFile`] or [`Error::UnsupportedVersion`] for a file
+    /// with a foreign header; [`Error::InvalidOptions`]; [`Error::Io`].
+    pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<Wal> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir(&dir)?;
+        fs::remove_temp_files(&dir)?;
+        let mut files = fs::list_wal_files(&dir)?;
+        let (active, recovered_tail) = match files.pop() {
+            None => {
+                let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER)?;
+                let active = ActiveFile {
+                    number: FIRST_FILE_NUMBER,
+                    path,
+                    file,
+                    written: FILE_HEADER_LEN as u64,
+                };
+                (active, None)
+            }
+            Some((number, path)) => recover_last(number, path, options.recovery)?,
+        };
+        let mut older = BTreeMap::new();
+        for (number, path) in files {
+            let mut file = File::open(&path).map_err(io_error(&path))?;
+            fs::read_file_header(&mut file, &path, number)?;
+            let len = file.metadata().map_err(io_error(&path))?.len();
+            older.insert(number, len);
+        }
+        Ok(Wal {
+            dir,
+            options,
+            active,
+            buf: Vec::new(),
+            older,
+            unsynced_since: None,
+            poisoned: None,
+            stats: WalStats::default(),
+            recovered_tail,
+        })
+    }
+
+    /// Iterates over the records of the log in `dir`, in order, starting at
+    /// the first frame at or after `from`.
+    ///
+    /// This reads the files as they are and changes nothing: a torn tail
+    /// ends the iteration under [`RecoveryMode::TolerateCorruptedTail`] but
+    /// stays on disk until [`Wal::open`] truncates it. Files before
+    /// `from.file` are not read; `from` must be a frame's position (as
+    /// returned by `append` or `end_position`) or a file's start.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the directory cannot be listed. The iterator yields
+    /// the errors described at [`Replay`].
+    pub fn replay(dir: impl AsRef<Path>, from: Position, mode: RecoveryMode) -> Result<Replay> {
+        let dir = dir.as_ref().to_path_buf();
+        let files = fs::list_wal_files(&dir)?;
+        Ok(Replay::new(dir, files, from, None, mode))
+    }
+
+    /// Iterates over the records this `Wal` has written (flushed), from
+    /// `from` to the current [`Wal::flushed_position`]. Records appended
+    /// after this call are not included.
+    pub fn read_from(&self, from: Position) -> Replay {
+        let mut files: Vec<_> = self
+            .older
+            .keys()
+            .map(|&number| (number, self.dir.join(format::file_name(number))))
+            .collect();
+        files.push((self.active.number, self.active.path.clone()));
+        Replay::new(
+            self.dir.clone(),
+            files,
+            from,
+            Some(self.flushed_position()),
+            self.options.recovery,
+        )
+    }
+
+    /// Appends a record to the buffer and returns its position. Nothing is
+    /// written until [`Wal::flush`], [`Wal::commit`] or [`Wal::sync`].
+    ///
+    /// If the record would take the active file past
+    /// [`WalOptions::max_file_size`], the log first rotates to a new file
+    /// (see [`Wal::rotate`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyRecord`], [`Error::RecordTooLarge`], [`Error::Poisoned`],
+    /// or the errors of [`Wal::rotate`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<Position> {
+        self.check_poisoned()?;
+        check_payload_len(payload.len(), self.options.max_record_len)?;
+        let position = self.reserve(frame_len(payload.len()))?;
+        format::encode_frame(payload, &mut self.buf);
+        self.stats.appends += 1;
+        Ok(position)
+    }
+
+    /// Appends a frame encoded (and length-checked) by the caller.
+    pub(crate) fn append_frame(&mut self, frame: &[u8]) -> Result<Position> {
+        self.check_poisoned()?;
+        let position = self.reserve(frame.len())?;
+        self.buf.extend_from_slice(frame);
+        self.stats.appends += 1;
+        Ok(position)
+    }
+
+    /// The position for a frame of `frame_len` bytes, rotating first if it
+    /// does not fit in the active file. A file holds at least one frame.
+    fn reserve(&mut self, frame_len: usize) -> Result<Position> {
+        let end = self.end_position();
+        if end.offset > FILE_HEADER_LEN as u64
+            && end.offset.saturating_add(frame_len as u64) > self.options.max_file_size
+        {
+            return self.rotate();
+        }
+        Ok(end)
+    }
+
+    /// Writes everything buffered to the active file with one write (a
+    /// process crash can no longer lose it), without syncing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`]; [`Error::Io`] if the write fails, which poisons
+    /// the `Wal`.
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_poisoned()?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(source) = self.write_buffer() {
+            return Err(self.poison("write", source));
+        }
+        let len = self.buf.len() as u64;
+        self.active.written += len;
+        self.stats.writes += 1;
+        self.stats.bytes_written += len;
+        self.buf.clear();
+        if self.buf.capacity() > RETAINED_BUFFER_CAPACITY {
+            self.buf.shrink_to(RETAINED_BUFFER_CAPACITY);
+        }
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    fn write_buffer(&mut self) -> io::Result<()> {
+        #[cfg(feature = "fail-points")]
+        if let Some(faults) = &self.options.faults
+            && let Err(error) = faults.before_write()
+        {
+            let half = self.buf.len() / 2;
+            self.active.file.write_all(&self.buf[..half])?;
+            return Err(error);
+        }
+        self.active.file.write_all(&self.buf)
+    }
+
+    /// Flushes, then syncs (`fdatasync`) the active file, whatever the
+    /// policy. Does nothing more if everything written is already synced.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`]; [`Error::Io`] if the write or sync fails, which
+    /// poisons the `Wal`.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        if self.unsynced_since.is_some() {
+            self.sync_active()?;
+        }
+        Ok(())
+    }
+
+    fn sync_active(&mut self) -> Result<()> {
+        if let Err(source) = self.sync_file() {
+            return Err(self.poison("sync", source));
+        }
+        self.stats.syncs += 1;
+        self.unsynced_since = None;
+        Ok(())
+    }
+
+    fn sync_file(&mut self) -> io::Result<()> {
+        #[cfg(feature = "fail-points")]
+        if let Some(faults) = &self.options.faults {
+            faults.before_sync()?;
+        }
+        self.active.file.sync_data()
+    }
+
+    /// Makes every record appended so far durable under the policy, and so
+    /// acknowledges them: flushes with one write, then syncs under
+    /// [`SyncPolicy::Always`], and under [`SyncPolicy::Interval`] if the
+    /// oldest unsynced write is at least the interval old.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::sync`].
+    pub fn commit(&mut self) -> Result<()> {
+        self.flush()?;
+        if self.sync_due(Instant::now()) {
+            self.sync_active()?;
+        }
+        Ok(())
+    }
+
+    /// When [`Wal::sync_if_due`] must next be called so that nothing written
+    /// stays unsynced longer than the policy allows; `None` if nothing
+    /// written is unsynced or the policy is [`SyncPolicy::Never`].
+    ///
+    /// This crate spawns no threads: under [`SyncPolicy::Interval`] the
+    /// owner wakes at this instant (a timed wait on its queue, say) and
+    /// calls `sync_if_due`.
+    pub fn sync_deadline(&self) -> Option<Instant> {
+        let since = self.unsynced_since?;
+        match self.options.sync {
+            SyncPolicy::Always => Some(since),
+            SyncPolicy::Interval(interval) => since.checked_add(interval),
+            SyncPolicy::Never => None,
+        }
+    }
+
+    fn sync_due(&self, now: Instant) -> bool {
+        self.sync_deadline().is_some_and(|deadline| deadline <= now)
+    }
+
+    /// Syncs if [`Wal::sync_deadline`] has passed, and says whether it did.
+    /// Records buffered but not flushed are left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`]; [`Error::Io`] if the sync fails, which poisons
+    /// the `Wal`.
+    pub fn sync_if_due(&mut self) -> Result<bool> {
+        self.check_poisoned()?;
+        if !self.sync_due(Instant::now()) {
+            return Ok(false);
+        }
+        self.sync_active()?;
+        Ok(true)
+    }
+
+    /// Closes the active file and starts a new one, and returns the position
+    /// where its first frame will go.
+    ///
+    /// The active file is flushed and synced first, whatever the policy, so
+    /// that only the last file of a log can end with a torn write. The new
+    /// file is created under a temporary name, its header synced, renamed
+    /// into place, and the directory synced.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`]; [`Error::Io`] if any step fails, which poisons
+    /// the `Wal`.
+    pub fn rotate(&mut self) -> Result<Position> {
+        self.flush()?;
+        if self.unsynced_since.is_some() {
+            self.sync_active()?;
+        }
+        let Some(number) = self.active.number.checked_add(1) else {
+            let error = Error::InvalidOptions("the WAL has run out of file numbers".to_owned());
+            self.poisoned = Some(error.to_string());
+            return Err(error);
+        };
+        let (file, path) = match fs::create_wal_file(&self.dir, number) {
+            Ok(created) => created,
+            Err(error) => {
+                self.poisoned = Some(format!("creating WAL file {number} failed: {error}"));
+                return Err(error);
+            }
+        };
+        let new = ActiveFile {
+            number,
+            path,
+            file,
+            written: FILE_HEADER_LEN as u64,
+        };
+        let old = std::mem::replace(&mut self.active, new);
+        self.older.insert(old.number, old.written);
+        self.stats.rotations += 1;
+        log::debug!("WAL rotated to {}", self.active.path.display());
+        Ok(Position::new(number, FILE_HEADER_LEN as u64))
+    }
+
+    /// Deletes every file whose frames are all before `position` (every
+    /// file numbered below `position.file`, except the active one), syncs
+    /// the directory, and returns how many were deleted.
+    ///
+    /// Use it after a checkpoint: once everything before `position` is
+    /// safe elsewhere, replay starts at `position`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a file cannot be deleted or the directory synced.
+    /// Files deleted before the failure stay deleted. This does not poison
+    /// the `Wal`: a file that survives is only replayed needlessly.
+    pub fn remove_before(&mut self, position: Position) -> Result<usize> {
+        let doomed: Vec<u64> = self
+            .older
+            .range(..position.file)
+            .map(|(&number, _)| number)
+            .collect();
+        let mut removed = 0;
+        let mut failure = None;
+        // Oldest first, so that a crash midway leaves a contiguous log.
+        for number in doomed {
+            let path = self.dir.join(format::file_name(number));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    failure = Some(Error::Io { path, source });
+                    break;
+                }
+            }
+            self.older.remove(&number);
+            removed += 1;
+        }
+        if removed > 0 {
+            fs::sync_dir(&self.dir)?;
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(removed),
+        }
+    }
+
+    /// Flushes, syncs and closes the log.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::sync`].
+    pub fn close(mut self) -> Result<()> {
+        self.sync()
+    }
+
+    /// Where the next appended frame will go (after the buffered ones).
+    pub fn end_position(&self) -> Position {
+        Position::new(
+            self.active.number,
+            self.active.written + self.buf.len() as u64,
+        )
+    }
+
+    /// The end of what has been written to the operating system.
+    pub fn flushed_position(&self) -> Position {
+        Position::new(self.active.number, self.active.written)
+    }
+
+    /// The bytes the log's files take on disk (not counting buffered
+    /// frames).
+    pub fn size_on_disk(&self) -> u64 {
+        self.older.values().sum::<u64>() + self.active.written
+    }
+
+    /// The number of files in the log.
+    pub fn file_count(&self) -> usize {
+        self.older.len() + 1
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &WalOptions {
+        &self.options
+    }
+
+    /// What this `Wal` has done since it was opened.
+    pub fn stats(&self) -> WalStats {
+        self.stats
+    }
+
+    /// The torn tail [`Wal::open`] cut off, if it found one.
+    pub fn truncated_tail(&self) -> Option<TruncatedTail> {
+        self.recovered_tail
+    }
+
+    /// Why the `Wal` refuses to write, if an earlier write or sync failed.
+    pub fn poison_cause(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a failed write or sync; the `Wal` writes nothing more.
+    fn poison(&mut self, operation: &str, source: io::Error) -> Error {
+        let path = self.active.path.clone();
+        log::error!(
+            "{operation} of WAL file {} failed, refusing further writes: {source}",
+            path.display()
+        );
+        self.poisoned = Some(format!(
+            "{operation} of {} failed: {source}",
+            path.display()
+        ));
+        self.buf.clear();
+        Error::Io { path, source }
+    }
+
+    /// Marks the `Wal` unusable for a reason other than an I/O error.
+    pub(crate) fn poison_with(&mut self, cause: String) {
+        self.poisoned.get_or_insert(cause);
+        self.buf.clear();
+    }
+}
+
+/// Checks a payload's length against the format and the configured maximum.
+pub(crate) fn check_payload_len(len: usize, max: u32) -> Result<()> {
+    if len == 0 {
+        return Err(Error::EmptyRecord);
+    }
+    if len > max as usize {
+        return Err(Error::RecordTooLarge { len, max });
+    }
+    Ok(())
+}
+
+/// Finds the end of the last file, truncating a torn tail if `mode` allows.
+fn recover_last(
+    number: u64,
+    path: PathBuf,
+    mode: RecoveryMode,
+) -> Result<(ActiveFile, Option<TruncatedTail>)> {
+    let mut cursor = FileCursor::open(path.clone(), number, 0, None)?;
+    let mut scratch = Vec::new();
+    let torn_at = loop {
+        match cursor.next_frame(&mut scratch) {
+            Ok(Some(_)) => {}
+            Ok(None) => break None,
+            Err(FrameError::Io(source)) => return Err(Error::Io { path, source }),
+            Err(FrameError::Bad { offset, bad }) => {
+                tail_outcome(&path, offset, bad, mode)?;
+                break Some(offset);
+            }
+        }
+    };
+    let end = cursor.offset;
+    drop(cursor);
+    let mut file = File::options()
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    let mut truncated = None;
+    if let Some(offset) = torn_at {
+        let len = file.metadata().map_err(io_error(&path))?.len();
+        // The truncation is synced before anything is appended, so a crash
+        // cannot bring the torn bytes back behind new frames.
+        file.set_len(offset)
+            .and_then(|()| file.sync_all())
+            .map_err(io_error(&path))?;
+        log::warn!(
+            "truncated the torn tail of WAL file {} at byte offset {offset} ({} bytes dropped)",
+            path.display(),
+            len - offset
+        );
+        truncated = Some(TruncatedTail {
+            position: Position::new(number, offset),
+            dropped_bytes: len - offset,
+        });
+    }
+    file.seek(SeekFrom::Start(end)).map_err(io_error(&path))?;
+    let active = ActiveFile {
+        number,
+        path,
+        file,
+        written: end,
+    };
+    Ok((active, truncated))
+}
