@@ -11,15 +11,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 use kv_format::{Limits, NO_EXPIRY, RecordKind, decode};
 use kv_index::{Entry, Index};
-use kv_log::{Location, Log, LogError, LogOptions, LogReader, Segment};
+use kv_log::{
+    Location, Log, LogError, LogOptions, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment,
+};
+use kv_wal::{Position, Wal};
 use parking_lot::Mutex;
 
+use crate::checkpoint::Checkpoint;
 use crate::reply::{self, Reply};
-use crate::writer::{Command, Write, Writer, entry_for};
-use crate::{Error, Options, Result};
+use crate::writer::{Command, Write, Writer, recover_record};
+use crate::{Error, Options, Result, WriteBatch};
 
 /// The name of the lock file in the database directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
+/// The name of the write-ahead log's subdirectory.
+pub const WAL_DIR_NAME: &str = "wal";
 
 /// State shared by readers and the writer thread.
 pub(crate) struct Shared {
@@ -85,32 +91,62 @@ impl Db {
             source,
         })?;
         let lock = lock_dir(&dir)?;
+        let checkpoint = Checkpoint::read(&dir)?;
 
+        // 1. The segments, up to the last checkpoint: what they hold beyond
+        //    it may be incomplete, and the WAL has all of it.
         let index = Index::new();
-        let mut max_seq = 0;
-        let log = Log::open(
+        let checkpoint_seq = checkpoint.map_or(0, |c| c.seq);
+        let mut max_seq = checkpoint_seq;
+        let segments_end = checkpoint.map_or(
+            LogPosition {
+                segment: 1,
+                offset: SEGMENT_HEADER_LEN as u64,
+            },
+            |c| c.segments_end,
+        );
+        let mut log = Log::open_at(
             &dir,
             LogOptions {
                 segment_size: options.segment_size,
                 ..LogOptions::default()
             },
+            Some(segments_end),
             |loc, record| {
                 max_seq = max_seq.max(record.seq);
-                let newer = index
-                    .get(record.key)
-                    .is_none_or(|current| current.seq < record.seq);
-                if newer {
-                    // Tombstones stay in the index until the scan ends: a
-                    // record of the same key with a lower sequence number may
-                    // still come in a later segment.
-                    let entry = entry_for(loc, record.seq, record.expires_at, record.kind);
-                    index.insert(record.key, entry);
-                }
+                recover_record(&index, loc, record);
             },
         )?;
+
+        // 2. The WAL after the checkpoint, applied to the segments.
+        let wal_dir = dir.join(WAL_DIR_NAME);
+        let wal = Wal::open(&wal_dir, options.wal_options())?;
+        let mut replay = wal.read_from(checkpoint.map_or(Position::START, |c| c.wal_from));
+        let mut payload = Vec::new();
+        let mut replayed = 0u64;
+        while let Some(position) = replay.next_into(&mut payload) {
+            let position = position?;
+            let mut at = 0;
+            while at < payload.len() {
+                let decoded = decode(&payload[at..]).map_err(|e| Error::Corruption {
+                    path: wal_dir.join(kv_wal::file_name(position.file)),
+                    offset: position.offset,
+                    reason: format!("a WAL record holds a bad data record: {e}"),
+                })?;
+                let record = decoded.record;
+                if record.seq > checkpoint_seq {
+                    let loc = log.append_encoded(&payload[at..at + decoded.len])?;
+                    recover_record(&index, loc, &record);
+                    max_seq = max_seq.max(record.seq);
+                    replayed += 1;
+                }
+                at += decoded.len;
+            }
+        }
+        log.flush()?;
         index.retain(|_, entry| !entry.tombstone);
         log::debug!(
-            "opened {} with {} keys, next sequence number {}",
+            "opened {}: {} keys, {replayed} records replayed from the WAL, next sequence number {}",
             dir.display(),
             index.len(),
             max_seq + 1
@@ -121,14 +157,24 @@ impl Db {
             reader: log.reader(),
             limits: Limits::with_max_value_len(options.max_value_len),
         });
-        let (commands, rx) = crossbeam_channel::bounded(options.max_group_size.max(1) * 4);
-        let writer = Writer {
+        let mut writer = Writer {
             shared: Arc::clone(&shared),
+            dir: dir.clone(),
             log,
+            wal,
             next_seq: max_seq + 1,
             max_group: options.max_group_size.max(1),
+            checkpoint_bytes: options.checkpoint_wal_size,
+            wal_bytes: 0,
             poisoned: None,
+            buf: Vec::new(),
         };
+        if replayed > 0 || checkpoint.is_none() {
+            // Make what was replayed durable in the segments, so the WAL
+            // can be dropped; a new database gets its first marker.
+            writer.checkpoint()?;
+        }
+        let (commands, rx) = crossbeam_channel::bounded(options.max_group_size.max(1) * 4);
         let handle = std::thread::Builder::new()
             .name("kv-writer".into())
             .spawn(move || writer.run(rx))
@@ -150,8 +196,9 @@ impl Db {
         &self.dir
     }
 
-    /// Sets `key` to `value`. When this returns `Ok`, the write is visible
-    /// to every reader and has been handed to the operating system.
+    /// Sets `key` to `value`. When this returns `Ok`, the write is in the
+    /// write-ahead log (synced, under [`SyncPolicy::Always`](crate::SyncPolicy::Always))
+    /// and visible to every reader.
     ///
     /// # Errors
     ///
@@ -174,6 +221,33 @@ impl Db {
     pub fn delete(&self, key: &[u8]) -> Result<()> {
         self.shared.limits.check(key.len(), 0)?;
         self.submit(Write::Delete { key: key.into() })
+    }
+
+    /// Applies every operation of `batch` atomically: after any crash,
+    /// either all of them are there or none. Readers may see the batch's
+    /// keys change one by one while it is applied, never before it is in
+    /// the write-ahead log.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::put`] for any of its keys and values, and
+    /// [`Error::BatchTooLarge`] when its encoded size passes the WAL's
+    /// record limit (256 MiB). On error nothing of the batch is applied.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for op in &batch.ops {
+            self.shared.limits.check(op.key().len(), op.value_len())?;
+        }
+        let encoded = batch.payload_bytes + batch.len() * kv_format::HEADER_LEN;
+        if encoded > kv_wal::MAX_RECORD_LEN as usize {
+            return Err(Error::BatchTooLarge {
+                len: encoded,
+                max: kv_wal::MAX_RECORD_LEN as usize,
+            });
+        }
+        self.submit(Write::Batch(batch))
     }
 
     fn submit(&self, write: Write) -> Result<()> {

@@ -73,9 +73,50 @@ pub enum Error {
         /// The failure that poisoned it.
         reason: String,
     },
+    /// A batch too large to be one write-ahead log record.
+    #[error("the batch encodes to {len} bytes; the maximum is {max}; split it")]
+    BatchTooLarge {
+        /// The batch's encoded size.
+        len: usize,
+        /// The largest batch allowed.
+        max: usize,
+    },
     /// An error from the segment log that has no more specific kind.
     #[error(transparent)]
     Log(LogError),
+    /// An error from the write-ahead log that has no more specific kind.
+    #[error(transparent)]
+    Wal(kv_wal::Error),
+}
+
+impl From<kv_wal::Error> for Error {
+    fn from(err: kv_wal::Error) -> Error {
+        use kv_wal::Error as W;
+        match err {
+            W::Io { path, source } => Error::Io { path, source },
+            W::Corruption {
+                path,
+                offset,
+                reason,
+            } => Error::Corruption {
+                path,
+                offset,
+                reason,
+            },
+            W::MissingFile { path } => Error::Corruption {
+                path,
+                offset: 0,
+                reason: "the WAL file is missing, but later ones exist".into(),
+            },
+            W::NotAWalFile { path, reason } => Error::UnsupportedFile { path, reason },
+            W::UnsupportedVersion { path, version } => Error::UnsupportedFile {
+                path,
+                reason: format!("WAL format version {version} is not supported"),
+            },
+            W::Poisoned { cause } => Error::Poisoned { reason: cause },
+            other => Error::Wal(other),
+        }
+    }
 }
 
 impl From<LogError> for Error {

@@ -27,9 +27,13 @@
 //!
 //! # Durability
 //!
-//! An acknowledged write has been handed to the operating system, so it
-//! survives the process being killed; [`Db::sync`] and [`Db::close`] make
-//! everything acknowledged durable on disk.
+//! Every write goes to a write-ahead log before it reaches the segments.
+//! Under [`SyncPolicy::Always`] (the default) a write is synced before it
+//! is acknowledged, so it survives power loss. Under every policy an
+//! acknowledged write has been handed to the operating system, so it
+//! survives the process being killed; after a power loss what survives is
+//! a prefix of the history. A [`WriteBatch`] is all or nothing.
+//! [`Db::sync`] makes everything acknowledged durable.
 //!
 //! # What this crate is not
 //!
@@ -39,14 +43,18 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
+mod checkpoint;
 mod db;
 mod error;
 mod options;
 mod reply;
 mod writer;
 
-pub use db::{Db, Keys, LOCK_FILE_NAME, Value};
+pub use batch::WriteBatch;
+pub use db::{Db, Keys, LOCK_FILE_NAME, Value, WAL_DIR_NAME};
 pub use error::Error;
+pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
 
 /// The result type of kv-engine.

@@ -1,5 +1,6 @@
 use kv_format::MAX_VALUE_LEN;
 use kv_log::DEFAULT_SEGMENT_SIZE;
+use kv_wal::{RecoveryMode, SyncPolicy, WalOptions};
 
 /// Options for [`Db::open_with`](crate::Db::open_with).
 ///
@@ -19,6 +20,19 @@ pub struct Options {
     pub max_value_len: usize,
     /// Most writes the writer thread takes into one group. Default 1024.
     pub max_group_size: usize,
+    /// When the write-ahead log is synced. Default [`SyncPolicy::Always`]:
+    /// an acknowledged write survives power loss. Under every policy an
+    /// acknowledged write survives the process being killed.
+    pub sync: SyncPolicy,
+    /// How a damaged tail of the write-ahead log is treated at open.
+    /// Default [`RecoveryMode::TolerateCorruptedTail`].
+    pub wal_recovery: RecoveryMode,
+    /// A checkpoint (segments synced, WAL dropped) is taken whenever the WAL
+    /// has grown by this many bytes, and at close. Default 64 MiB.
+    pub checkpoint_wal_size: u64,
+    /// Makes chosen WAL writes or syncs fail, for tests.
+    #[cfg(feature = "fail-points")]
+    pub wal_faults: Option<std::sync::Arc<kv_wal::FaultInjector>>,
 }
 
 impl Default for Options {
@@ -27,6 +41,11 @@ impl Default for Options {
             segment_size: DEFAULT_SEGMENT_SIZE,
             max_value_len: MAX_VALUE_LEN,
             max_group_size: 1024,
+            sync: SyncPolicy::Always,
+            wal_recovery: RecoveryMode::default(),
+            checkpoint_wal_size: 64 << 20,
+            #[cfg(feature = "fail-points")]
+            wal_faults: None,
         }
     }
 }
@@ -42,6 +61,36 @@ impl Options {
     pub fn max_value_len(mut self, bytes: usize) -> Self {
         self.max_value_len = bytes.min(MAX_VALUE_LEN);
         self
+    }
+
+    /// Sets [`Options::sync`].
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
+    }
+
+    /// Sets [`Options::wal_recovery`].
+    pub fn wal_recovery(mut self, mode: RecoveryMode) -> Self {
+        self.wal_recovery = mode;
+        self
+    }
+
+    /// Sets [`Options::checkpoint_wal_size`].
+    pub fn checkpoint_wal_size(mut self, bytes: u64) -> Self {
+        self.checkpoint_wal_size = bytes;
+        self
+    }
+
+    pub(crate) fn wal_options(&self) -> WalOptions {
+        let options = WalOptions::default()
+            .with_sync(self.sync)
+            .with_recovery(self.wal_recovery);
+        #[cfg(feature = "fail-points")]
+        let options = match &self.wal_faults {
+            Some(faults) => options.with_faults(std::sync::Arc::clone(faults)),
+            None => options,
+        };
+        options
     }
 
     /// Sets [`Options::max_group_size`] (at least 1).

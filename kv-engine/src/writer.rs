@@ -1,21 +1,34 @@
-//! The writer thread: the only code that appends to the log or changes the
-//! index on behalf of callers.
+//! The writer thread: the only code that appends to the write-ahead log and
+//! the segments, or changes the index on behalf of callers.
+//!
+//! For each group of writes: encode the records (assigning sequence
+//! numbers), append one WAL payload per write, commit the WAL (one write,
+//! and one sync if the policy says so), append the same record bytes to the
+//! segments, make them readable, update the index, and only then
+//! acknowledge each caller.
 
+use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-use crossbeam_channel::Receiver;
-use kv_format::{NO_EXPIRY, Record, RecordKind};
-use kv_index::Entry;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use kv_format::{HEADER_LEN, Record, RecordKind, decode_header};
+use kv_index::{Entry, Index};
 use kv_log::{Location, Log};
+use kv_wal::Wal;
 
+use crate::batch::{BatchOp, WriteBatch};
+use crate::checkpoint::Checkpoint;
 use crate::db::Shared;
 use crate::reply::Reply;
 use crate::{Error, Result};
 
-/// One write a caller asked for.
+/// One write a caller asked for: the unit of atomicity.
 pub(crate) enum Write {
     Put { key: Box<[u8]>, value: Box<[u8]> },
     Delete { key: Box<[u8]> },
+    Batch(WriteBatch),
 }
 
 /// A message to the writer thread.
@@ -28,7 +41,7 @@ pub(crate) enum Command {
     Sync {
         reply: Reply,
     },
-    /// Flush, sync and stop.
+    /// Commit, checkpoint and stop.
     Close {
         reply: Reply,
     },
@@ -36,157 +49,289 @@ pub(crate) enum Command {
 
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
+    pub(crate) dir: PathBuf,
     pub(crate) log: Log,
+    pub(crate) wal: Wal,
+    /// The sequence number the next record gets.
     pub(crate) next_seq: u64,
     pub(crate) max_group: usize,
+    /// A checkpoint is taken once the WAL has grown this much since the
+    /// last one.
+    pub(crate) checkpoint_bytes: u64,
+    /// WAL bytes appended since the last checkpoint.
+    pub(crate) wal_bytes: u64,
     /// Set by the first failed write or sync; every later write is refused.
     pub(crate) poisoned: Option<String>,
+    /// The encoded records of the current group, back to back.
+    pub(crate) buf: Vec<u8>,
 }
 
-/// A write of the current group, with where its record went.
-struct Applied {
-    write: Write,
+/// A caller's write in the current group: its reply and its records'
+/// bytes in `Writer::buf`.
+struct Pending {
     reply: Reply,
-    seq: u64,
-    loc: Location,
+    records: Range<usize>,
 }
 
 impl Writer {
     /// Serves commands until a `Close` arrives or every sender is gone.
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
         let mut group = Vec::with_capacity(self.max_group);
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = match self.wal.sync_deadline() {
+                // Interval policy: wake in time to sync what is due.
+                Some(deadline) => match rx.recv_deadline(deadline.max(Instant::now())) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync_if_due();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(command) => command,
+                    Err(_) => break,
+                },
+            };
             // Group commit: take whatever else is already waiting, so that
-            // many callers share one write.
+            // many callers share one write and one sync.
             let mut next = Some(first);
-            loop {
-                match next.take() {
-                    Some(Command::Write { write, reply }) => {
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Write { write, reply } => {
                         group.push((write, reply));
                         if group.len() < self.max_group {
                             next = rx.try_recv().ok();
                         }
                     }
-                    Some(Command::Sync { reply }) => {
-                        self.commit_group(&mut group);
-                        let result = self.sync();
-                        reply.send(result);
-                        next = rx.try_recv().ok();
-                    }
-                    Some(Command::Close { reply }) => {
+                    Command::Sync { reply } => {
                         self.commit_group(&mut group);
                         reply.send(self.sync());
+                        next = rx.try_recv().ok();
+                    }
+                    Command::Close { reply } => {
+                        self.commit_group(&mut group);
+                        reply.send(self.close());
                         return;
                     }
-                    None => break,
-                }
-                if next.is_none() {
-                    break;
                 }
             }
             self.commit_group(&mut group);
+            self.sync_if_due();
+            if self.wal_bytes >= self.checkpoint_bytes
+                && self.poisoned.is_none()
+                && let Err(e) = self.checkpoint()
+            {
+                self.poison(&e);
+            }
         }
         // Every `Db` handle is gone without a Close: still leave the files
-        // synced.
-        if let Err(e) = self.sync() {
-            log::error!("final sync failed: {e}");
+        // synced and checkpointed.
+        if let Err(e) = self.close() {
+            log::error!("closing {} failed: {e}", self.dir.display());
         }
     }
 
     fn poison(&mut self, err: &Error) {
         if self.poisoned.is_none() {
-            log::error!("refusing further writes: {err}");
+            log::error!("refusing further writes to {}: {err}", self.dir.display());
             self.poisoned = Some(err.to_string());
         }
     }
 
-    fn refusal(&self) -> Option<Error> {
-        self.poisoned.as_ref().map(|reason| Error::Poisoned {
-            reason: reason.clone(),
-        })
+    fn refusal(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
+    /// Makes everything acknowledged durable: the WAL holds it all.
     fn sync(&mut self) -> Result<()> {
-        if let Some(err) = self.refusal() {
-            return Err(err);
-        }
-        let result = self.log.sync().map_err(Error::from);
+        self.refusal()?;
+        let result = self.wal.sync().map_err(Error::from);
         if let Err(e) = &result {
             self.poison(e);
         }
         result
     }
 
-    /// Appends the group's records, makes them readable, applies them to
-    /// the index, and only then acknowledges each caller.
+    fn sync_if_due(&mut self) {
+        if self.poisoned.is_none()
+            && let Err(e) = self.wal.sync_if_due()
+        {
+            self.poison(&e.into());
+        }
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.refusal()?;
+        let result = self.checkpoint();
+        if let Err(e) = &result {
+            self.poison(e);
+        }
+        result
+    }
+
+    /// Makes the segments durable, records that in the checkpoint marker,
+    /// and drops the WAL files the segments now cover.
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        self.log.sync()?;
+        let segments_end = self.log.position();
+        // Everything appended from here on goes to a new WAL file; the
+        // older files hold nothing the segments do not.
+        let wal_from = self.wal.rotate()?;
+        Checkpoint {
+            seq: self.next_seq - 1,
+            segments_end,
+            wal_from,
+        }
+        .write(&self.dir)?;
+        self.wal.remove_before(wal_from)?;
+        self.wal_bytes = 0;
+        Ok(())
+    }
+
+    /// Logs, applies and acknowledges a group of writes.
     fn commit_group(&mut self, group: &mut Vec<(Write, Reply)>) {
         if group.is_empty() {
             return;
         }
-        if let Some(err) = self.refusal() {
+        if let Err(err) = self.refusal() {
             for (_, reply) in group.drain(..) {
                 reply.send(Err(err.duplicate()));
             }
             return;
         }
-        let mut applied = Vec::with_capacity(group.len());
+        self.buf.clear();
+        let mut pending = Vec::with_capacity(group.len());
         let mut failure = None;
         for (write, reply) in group.drain(..) {
-            if failure.is_some() {
-                applied.push((write, reply, None));
-                continue;
-            }
-            let seq = self.next_seq;
-            let record = match &write {
-                Write::Put { key, value } => Record::put(seq, key, value),
-                Write::Delete { key } => Record::tombstone(seq, key),
-            };
-            match self.log.append(&record) {
-                Ok(loc) => {
-                    self.next_seq += 1;
-                    applied.push((write, reply, Some((seq, loc))));
-                }
+            let start = self.buf.len();
+            match self.encode(&write) {
+                Ok(()) => pending.push(Pending {
+                    reply,
+                    records: start..self.buf.len(),
+                }),
+                // Inputs were checked by the caller, so this is not expected;
+                // the write is refused and the group goes on.
                 Err(e) => {
-                    failure = Some(Error::from(e));
-                    applied.push((write, reply, None));
+                    self.buf.truncate(start);
+                    reply.send(Err(e));
                 }
             }
         }
+        // Write-ahead: every write's records go to the WAL as one payload,
+        // and the WAL is committed before anything else happens.
+        for p in &pending {
+            if let Err(e) = self.wal.append(&self.buf[p.records.clone()]) {
+                failure = Some(Error::from(e));
+                break;
+            }
+            self.wal_bytes += p.records.len() as u64;
+        }
         if failure.is_none()
-            && let Err(e) = self.log.flush()
+            && let Err(e) = self.wal.commit()
         {
             failure = Some(Error::from(e));
         }
+        let mut applied = Vec::with_capacity(pending.len());
+        if failure.is_none() {
+            match self.append_to_segments(&pending, &mut applied) {
+                Ok(()) => {}
+                Err(e) => failure = Some(e),
+            }
+        }
         if let Some(err) = failure {
-            // Nothing of this group was made readable or acknowledged.
+            // Nothing of this group was made visible or acknowledged.
             self.poison(&err);
-            for (_, reply, _) in applied {
-                reply.send(Err(err.duplicate()));
+            for p in pending {
+                p.reply.send(Err(err.duplicate()));
             }
             return;
         }
-        let applied = applied.into_iter().filter_map(|(write, reply, at)| {
-            at.map(|(seq, loc)| Applied {
-                write,
-                reply,
-                seq,
-                loc,
-            })
-        });
-        for a in applied {
-            self.apply(&a);
-            a.reply.send(Ok(()));
+        apply_records(&self.shared.index, &self.buf, &applied);
+        for p in pending {
+            p.reply.send(Ok(()));
         }
     }
 
-    /// Makes one written record visible to readers.
-    fn apply(&self, a: &Applied) {
-        let index = &self.shared.index;
-        match &a.write {
-            Write::Put { key, .. } => {
-                index.insert(key, entry_for(a.loc, a.seq, NO_EXPIRY, RecordKind::Put));
+    /// Encodes the records of one write at the end of `self.buf`, with
+    /// consecutive sequence numbers.
+    fn encode(&mut self, write: &Write) -> Result<()> {
+        let seq = self.next_seq;
+        match write {
+            Write::Put { key, value } => {
+                kv_format::encode(&Record::put(seq, key, value), &mut self.buf)?;
+                self.next_seq += 1;
             }
             Write::Delete { key } => {
+                kv_format::encode(&Record::tombstone(seq, key), &mut self.buf)?;
+                self.next_seq += 1;
+            }
+            Write::Batch(batch) => {
+                for (i, op) in batch.ops.iter().enumerate() {
+                    let seq = seq + i as u64;
+                    let record = match op {
+                        BatchOp::Put { key, value } => Record::put(seq, key, value),
+                        BatchOp::Delete { key } => Record::tombstone(seq, key),
+                    };
+                    kv_format::encode(&record, &mut self.buf)?;
+                }
+                self.next_seq += batch.ops.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends every record of `pending` to the segments and makes them
+    /// readable; fills `applied` with each record's bytes in `buf` and its
+    /// location.
+    fn append_to_segments(
+        &mut self,
+        pending: &[Pending],
+        applied: &mut Vec<(Range<usize>, Location)>,
+    ) -> Result<()> {
+        for p in pending {
+            let mut at = p.records.start;
+            while at < p.records.end {
+                let len = record_len(&self.buf[at..p.records.end])?;
+                let loc = self.log.append_encoded(&self.buf[at..at + len])?;
+                applied.push((at..at + len, loc));
+                at += len;
+            }
+        }
+        self.log.flush()?;
+        Ok(())
+    }
+}
+
+/// The length of the encoded record at the front of `bytes`.
+fn record_len(bytes: &[u8]) -> Result<usize> {
+    Ok(decode_header(bytes, &kv_format::Limits::default())?.record_len() as usize)
+}
+
+/// Applies records, in order, to the index: a put replaces the key's
+/// entry, a tombstone removes it.
+fn apply_records(index: &Index, buf: &[u8], applied: &[(Range<usize>, Location)]) {
+    for (range, loc) in applied {
+        // These bytes were encoded by this thread a moment ago, so the
+        // header is read without verifying the checksum again.
+        let bytes = &buf[range.clone()];
+        let Ok(header) = decode_header(bytes, &kv_format::Limits::default()) else {
+            continue;
+        };
+        let key = &bytes[HEADER_LEN..HEADER_LEN + usize::from(header.key_len)];
+        match header.kind() {
+            RecordKind::Put => {
+                index.insert(
+                    key,
+                    entry_for(*loc, header.seq, header.expires_at, RecordKind::Put),
+                );
+            }
+            RecordKind::Tombstone => {
                 index.remove(key);
             }
         }
@@ -202,5 +347,21 @@ pub(crate) fn entry_for(loc: Location, seq: u64, expires_at: u64, kind: RecordKi
         seq,
         expires_at,
         tombstone: kind == RecordKind::Tombstone,
+    }
+}
+
+/// Whether a record read back at open should replace the index's entry for
+/// its key: the highest sequence number wins. Tombstones are kept in the
+/// index until the whole scan is done, since a lower-numbered record of the
+/// key may still come.
+pub(crate) fn recover_record(index: &Index, loc: Location, record: &Record<'_>) {
+    let newer = index
+        .get(record.key)
+        .is_none_or(|current| current.seq < record.seq);
+    if newer {
+        index.insert(
+            record.key,
+            entry_for(loc, record.seq, record.expires_at, record.kind),
+        );
     }
 }

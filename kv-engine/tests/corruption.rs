@@ -31,36 +31,107 @@ fn fill(dir: &Path, n: u32) {
     db.close().unwrap();
 }
 
-#[test]
-fn truncated_last_record_is_cut_and_the_rest_reads_back() {
-    let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 300);
-    let last = segments(dir.path()).pop().unwrap();
-    let len = std::fs::metadata(&last).unwrap().len();
-    // Cut the last record in half.
+/// Copies a database directory while its `Db` is still open: the files as
+/// a process killed at this moment would leave them.
+fn crash_image(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            crash_image(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+fn wal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join(kv_engine::WAL_DIR_NAME))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn cut(path: &Path, bytes: u64) {
+    let len = std::fs::metadata(path).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&last)
+        .open(path)
         .unwrap()
-        .set_len(len - 10)
+        .set_len(len - bytes)
         .unwrap();
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key-{i:05}").into_bytes()
+}
+
+/// Writes 300 keys without closing, and returns a crash image of the
+/// directory taken before the close.
+fn crashed_fill(image: &Path) {
+    let dir = tempfile::tempdir().unwrap();
     let db = Db::open_with(dir.path(), options()).unwrap();
+    for i in 0..300 {
+        db.put(&key(i), format!("value-{i}").repeat(3).as_bytes())
+            .unwrap();
+    }
+    crash_image(dir.path(), image);
+}
+
+#[test]
+fn torn_last_wal_record_is_cut_and_the_rest_reads_back() {
+    let image = tempfile::tempdir().unwrap();
+    crashed_fill(image.path());
+    let wal = wal_files(image.path()).pop().unwrap();
+    cut(&wal, 10);
+    // The segments hold all 300 records past the checkpoint; they are
+    // discarded, and the WAL is the truth.
+    let db = Db::open_with(image.path(), options()).unwrap();
     assert_eq!(db.len(), 299);
-    assert_eq!(db.get(b"key-00299").unwrap(), None);
+    assert_eq!(db.get(&key(299)).unwrap(), None);
     for i in 0..299 {
-        assert!(
-            db.get(format!("key-{i:05}").as_bytes()).unwrap().is_some(),
-            "key {i}"
+        assert!(db.get(&key(i)).unwrap().is_some(), "key {i}");
+    }
+    // Writing goes on after the cut, and survives a reopen.
+    db.put(&key(299), b"again").unwrap();
+    db.close().unwrap();
+    let db = Db::open_with(image.path(), options()).unwrap();
+    assert_eq!(db.len(), 300);
+    assert_eq!(db.get(&key(299)).unwrap().as_deref(), Some(&b"again"[..]));
+}
+
+#[test]
+fn torn_segment_tail_after_the_checkpoint_is_replayed_from_the_wal() {
+    let image = tempfile::tempdir().unwrap();
+    crashed_fill(image.path());
+    let last = segments(image.path()).pop().unwrap();
+    cut(&last, 10);
+    let db = Db::open_with(image.path(), options()).unwrap();
+    assert_eq!(db.len(), 300);
+    for i in 0..300 {
+        assert_eq!(
+            db.get(&key(i)).unwrap().unwrap(),
+            format!("value-{i}").repeat(3).into_bytes()
         );
     }
-    // Writing goes on after the cut.
-    db.put(b"key-00299", b"again").unwrap();
-    db.close().unwrap();
-    let db = Db::open_with(dir.path(), options()).unwrap();
-    assert_eq!(
-        db.get(b"key-00299").unwrap().as_deref(),
-        Some(&b"again"[..])
-    );
+}
+
+#[test]
+fn truncated_segment_before_the_checkpoint_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 300);
+    // close() took a checkpoint: the whole segment was synced, so a short
+    // file is damage, not a torn write.
+    let last = segments(dir.path()).pop().unwrap();
+    cut(&last, 10);
+    match Db::open_with(dir.path(), options()) {
+        Err(Error::Corruption { path, .. }) => assert_eq!(path, last),
+        other => panic!("expected corruption, got {other:?}"),
+    }
 }
 
 #[test]

@@ -19,7 +19,9 @@ fn value(i: u32) -> Vec<u8> {
 fn hundred_thousand_keys_survive_close_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     // 8 MiB segments: the data spans several of them.
-    let options = Options::default().segment_size(8 << 20);
+    let options = Options::default()
+        .segment_size(8 << 20)
+        .sync(kv_engine::SyncPolicy::Never);
     let db = std::sync::Arc::new(Db::open_with(dir.path(), options.clone()).unwrap());
     // Four writer threads, so that the writer thread forms real groups.
     let threads: Vec<_> = (0..4u32)

@@ -1,0 +1,176 @@
+//! The checkpoint marker: which prefix of the history the segments hold
+//! durably, and where in the write-ahead log recovery resumes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use kv_log::LogPosition;
+use kv_wal::Position;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::{Error, Result};
+
+/// The marker's file name in the database directory.
+pub(crate) const CHECKPOINT_FILE_NAME: &str = "CHECKPOINT";
+const TEMP_NAME: &str = "CHECKPOINT.tmp";
+
+// Format: { magic [u8; 8] | version u16 | reserved u16 | segment u32
+//         | segment_offset u64 | seq u64 | wal_file u64 | wal_offset u64
+//         | checksum u64 }, little-endian, 56 bytes; the checksum is xxh3-64
+// over the 48 bytes before it.
+const MAGIC: [u8; 8] = *b"KVCHKPNT";
+const VERSION: u16 = 1;
+const VERSION_OFFSET: usize = MAGIC.len();
+const SEGMENT_OFFSET: usize = VERSION_OFFSET + size_of::<u16>() + size_of::<u16>();
+const SEGMENT_POS_OFFSET: usize = SEGMENT_OFFSET + size_of::<u32>();
+const SEQ_OFFSET: usize = SEGMENT_POS_OFFSET + size_of::<u64>();
+const WAL_FILE_OFFSET: usize = SEQ_OFFSET + size_of::<u64>();
+const WAL_POS_OFFSET: usize = WAL_FILE_OFFSET + size_of::<u64>();
+const CHECKSUM_OFFSET: usize = WAL_POS_OFFSET + size_of::<u64>();
+const MARKER_LEN: usize = CHECKSUM_OFFSET + size_of::<u64>();
+
+/// What a checkpoint made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// Every record with a sequence number up to this is in the segments,
+    /// durably, before `segments_end`.
+    pub(crate) seq: u64,
+    /// The end of the durable segment data.
+    pub(crate) segments_end: LogPosition,
+    /// Where replay of the write-ahead log starts.
+    pub(crate) wal_from: Position,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+impl Checkpoint {
+    fn encode(&self) -> [u8; MARKER_LEN] {
+        let mut b = [0u8; MARKER_LEN];
+        b[..VERSION_OFFSET].copy_from_slice(&MAGIC);
+        b[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&VERSION.to_le_bytes());
+        b[SEGMENT_OFFSET..SEGMENT_POS_OFFSET]
+            .copy_from_slice(&self.segments_end.segment.to_le_bytes());
+        b[SEGMENT_POS_OFFSET..SEQ_OFFSET].copy_from_slice(&self.segments_end.offset.to_le_bytes());
+        b[SEQ_OFFSET..WAL_FILE_OFFSET].copy_from_slice(&self.seq.to_le_bytes());
+        b[WAL_FILE_OFFSET..WAL_POS_OFFSET].copy_from_slice(&self.wal_from.file.to_le_bytes());
+        b[WAL_POS_OFFSET..CHECKSUM_OFFSET].copy_from_slice(&self.wal_from.offset.to_le_bytes());
+        let sum = xxh3_64(&b[..CHECKSUM_OFFSET]);
+        b[CHECKSUM_OFFSET..].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> std::result::Result<Checkpoint, String> {
+        if b.len() != MARKER_LEN {
+            return Err(format!("it is {} bytes, not {MARKER_LEN}", b.len()));
+        }
+        if b[..VERSION_OFFSET] != MAGIC {
+            return Err("the magic bytes are wrong".into());
+        }
+        if u64_at(b, CHECKSUM_OFFSET) != xxh3_64(&b[..CHECKSUM_OFFSET]) {
+            return Err("the checksum does not match".into());
+        }
+        let version = u16::from_le_bytes([b[VERSION_OFFSET], b[VERSION_OFFSET + 1]]);
+        if version != VERSION {
+            return Err(format!(
+                "format version {version} is not supported (this build reads version {VERSION})"
+            ));
+        }
+        let mut seg = [0u8; 4];
+        seg.copy_from_slice(&b[SEGMENT_OFFSET..SEGMENT_POS_OFFSET]);
+        Ok(Checkpoint {
+            seq: u64_at(b, SEQ_OFFSET),
+            segments_end: LogPosition {
+                segment: u32::from_le_bytes(seg),
+                offset: u64_at(b, SEGMENT_POS_OFFSET),
+            },
+            wal_from: Position::new(u64_at(b, WAL_FILE_OFFSET), u64_at(b, WAL_POS_OFFSET)),
+        })
+    }
+
+    /// Reads the marker in `dir`; `None` if there is none yet.
+    pub(crate) fn read(dir: &Path) -> Result<Option<Checkpoint>> {
+        let path = dir.join(CHECKPOINT_FILE_NAME);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        // The marker is replaced atomically, so any damage is corruption,
+        // never a torn write.
+        Checkpoint::decode(&bytes)
+            .map(Some)
+            .map_err(|reason| Error::Corruption {
+                path,
+                offset: 0,
+                reason: format!("the checkpoint marker is damaged: {reason}"),
+            })
+    }
+
+    /// Replaces the marker in `dir` atomically: temporary file, sync,
+    /// rename, directory sync.
+    pub(crate) fn write(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(TEMP_NAME);
+        let path = dir.join(CHECKPOINT_FILE_NAME);
+        (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            file.write_all(&self.encode())?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        })()
+        .map_err(|source| Error::Io { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_every_flipped_byte() {
+        let cp = Checkpoint {
+            seq: 123_456,
+            segments_end: LogPosition {
+                segment: 7,
+                offset: 4096,
+            },
+            wal_from: Position::new(3, 16),
+        };
+        let bytes = cp.encode();
+        assert_eq!(Checkpoint::decode(&bytes), Ok(cp));
+        for i in 0..bytes.len() {
+            let mut bad = bytes;
+            bad[i] ^= 0x01;
+            assert!(Checkpoint::decode(&bad).is_err(), "flip at {i}");
+        }
+        assert!(Checkpoint::decode(&bytes[..MARKER_LEN - 1]).is_err());
+    }
+
+    #[test]
+    fn written_marker_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Checkpoint::read(dir.path()).unwrap(), None);
+        let cp = Checkpoint {
+            seq: 9,
+            segments_end: LogPosition {
+                segment: 1,
+                offset: 32,
+            },
+            wal_from: Position::new(2, 16),
+        };
+        cp.write(dir.path()).unwrap();
+        assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(cp));
+        assert!(!dir.path().join(TEMP_NAME).exists());
+        std::fs::write(dir.path().join(CHECKPOINT_FILE_NAME), b"junk").unwrap();
+        assert!(Checkpoint::read(dir.path()).unwrap_err().is_corruption());
+    }
+}
