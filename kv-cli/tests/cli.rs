@@ -27,7 +27,10 @@ fn put_get_delete_keys() {
     assert_eq!(got.status.code(), Some(0));
     assert_eq!(stdout(&got), "red\n");
 
-    let mut keys: Vec<_> = stdout(&kv(&db, &["keys"])).lines().map(String::from).collect();
+    let mut keys: Vec<_> = stdout(&kv(&db, &["keys"]))
+        .lines()
+        .map(String::from)
+        .collect();
     keys.sort();
     assert_eq!(keys, ["apple", "banana"]);
 
@@ -93,5 +96,10 @@ fn corruption_exits_4() {
     bytes[0] ^= 1;
     std::fs::write(&seg, bytes).unwrap();
     let out = kv(dir.path(), &["get", "k"]);
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

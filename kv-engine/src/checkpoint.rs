@@ -170,7 +170,7 @@ mod tests {
         cp.write(dir.path()).unwrap();
         assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(cp));
         assert!(!dir.path().join(TEMP_NAME).exists());
-        std::fs::write(dir.path().join(CHECKPOINT_FILE_NAME), b"junk").unwrap();
+        fs::write(dir.path().join(CHECKPOINT_FILE_NAME), b"junk").unwrap();
         assert!(Checkpoint::read(dir.path()).unwrap_err().is_corruption());
     }
 }

@@ -1,1 +1,110 @@
-//! placeholder
+//! The concurrent in-memory hash index of the kv storage engine: from key
+//! bytes to the [`Entry`] that says where the key's latest record lives
+//! (segment, offset, length) and what the engine needs without reading it
+//! (sequence number, expiry, tombstone).
+//!
+//! ```
+//! use kv_index::{Entry, Index};
+//!
+//! let index = Index::new();
+//! let entry = Entry { segment: 3, offset: 4096, len: 57, seq: 12, expires_at: 0, tombstone: false };
+//! assert_eq!(index.insert(b"apple", entry), None);
+//! assert_eq!(index.get(b"apple"), Some(entry));
+//!
+//! // Compaction moves the record, unless a write got there first.
+//! let moved = Entry { segment: 9, offset: 0, ..entry };
+//! assert!(index.compare_and_swap(b"apple", &entry, moved));
+//! assert!(!index.compare_and_swap(b"apple", &entry, moved));
+//! assert_eq!(index.remove(b"apple"), Some(moved));
+//! assert!(index.is_empty());
+//! ```
+//!
+//! # What this crate is not
+//!
+//! It never touches disk and spawns no threads: it does not know what a
+//! segment is, does not expire keys (it stores `expires_at` for the engine
+//! to compare) and keeps nothing across restarts (the engine rebuilds it
+//! from hint files and segments). It depends on no other kv crate;
+//! `kv-engine` and `kv-compact` depend on it.
+//!
+//! # Limits
+//!
+//! - Keys are 0 to [`MAX_KEY_LEN`] (65,535) bytes; the engine already
+//!   rejects empty keys. Inserting a longer key panics.
+//! - Every field of [`Entry`] is stored in full: no field is truncated.
+//! - One shard's arena addresses 2^32 words (32 GiB), so the index holds up
+//!   to about 2 TiB of packed entries.
+//!
+//! # Concurrency protocol
+//!
+//! The index is [`SHARDS`] (64) shards, chosen by the top six bits of the
+//! key's xxh3-64 hash. Each shard has a writer [`parking_lot::Mutex`], a
+//! seqlock version (`AtomicU64`) and its storage (slot table and arena)
+//! published through an [`arc_swap::ArcSwap`]. Slot table and arena are
+//! made of `AtomicU64`, so optimistic reads that race in-place writes are
+//! data-race free without `unsafe`.
+//!
+//! - **Readers** ([`Index::get`]) never touch the mutex and write no shared
+//!   memory: `v1 = version.load(Acquire)` (spin while odd); `load()` the
+//!   storage (arc-swap's fast path writes only thread-local state); read
+//!   slots and arena words with `Relaxed` loads; `fence(Acquire)`;
+//!   `v2 = version.load(Relaxed)`; retry unless `v1 == v2`. A read that
+//!   races a writer may see any mix of words, so every index is
+//!   bounds-checked, the probe is bounded by the table length and each key
+//!   comparison by the key length: a torn read never panics, never loops
+//!   forever and never allocates; it just retries.
+//! - **Writers** hold the shard mutex. New arena words above the arena's
+//!   bump pointer are written first (no slot reaches them yet); then every
+//!   change to reachable words happens between `version.store(v + 1,
+//!   Relaxed); fence(Release)` and `version.store(v + 2, Release)`.
+//! - **Growth, shrinking and compaction** build a new slot table or arena
+//!   off to the side, then publish it with `ArcSwap::swap` inside a version
+//!   bump. A reader that loaded the old storage keeps it alive through its
+//!   guard and then fails its version check; the writer never changes
+//!   memory that only an old storage reaches.
+//!
+//! At most a couple of writer threads are expected (the engine's writer and
+//! compaction); any number of readers.
+//!
+//! # Memory layout
+//!
+//! Each shard has one slot table and one arena, both arrays of `u64` words.
+//!
+//! ```text
+//! Format: slot  { arena_offset + 1 u32 | tag u32 }, 0 = empty
+//! Format: entry { head = key_len u16 | flags u16 | len u32 } { segment u32 | offset u32 } { seq u64 }
+//!               [ expires_at u64, if flags has HAS_EXPIRY ] { key, 8 bytes a word, zero-padded }
+//! ```
+//!
+//! Fields in a word are listed from the least significant bit; key bytes are
+//! packed little-endian. The `tag` is 32 bits of the hash (below the shard
+//! bits) and also fixes the slot's home position (`tag * capacity >> 32`),
+//! so rehashing reads only the slots.
+//!
+//! - **Slot table**: open addressing with linear probing in Robin Hood
+//!   order, and backward-shift deletion, so there are no tombstones and
+//!   misses stop early. It grows by 1.5x before passing a load of 7/8, and
+//!   shrinks to a load of 1/2 when below 1/8. Table sizes need not be
+//!   powers of two.
+//! - **Arena**: a bump allocator over 32 KiB chunks; the last chunk starts
+//!   at 512 bytes and doubles (by copy) until full, so a small shard holds
+//!   little. A key of 16 bytes without expiry packs into 5 words (40
+//!   bytes). Overwriting a key rewrites its meta words in place; only an
+//!   entry without an expiry word that gets an expiry moves. Removed and
+//!   moved entries are garbage; when garbage passes a quarter of the arena
+//!   (and 4 KiB), the shard copies its live entries into a fresh arena.
+//!
+//! [`Index::memory_usage`] adds up the real allocation sizes; the
+//! `memory` example prints it per key next to the process's RSS.
+
+#![forbid(unsafe_code)]
+
+mod entry;
+mod index;
+mod shard;
+
+#[cfg(test)]
+mod tests;
+
+pub use entry::Entry;
+pub use index::{Index, MAX_KEY_LEN, SHARDS};

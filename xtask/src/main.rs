@@ -21,7 +21,9 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("bench") => cargo(&["bench", "--workspace"], &rest),
         Some("help") | None => {
-            println!("usage: cargo xtask <task>\n\ntasks:\n  ci     fmt check, clippy -D warnings, tests\n  bench  criterion micro-benchmarks of every crate (extra args go to criterion)");
+            println!(
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     fmt check, clippy -D warnings, tests\n  bench  criterion micro-benchmarks of every crate (extra args go to criterion)"
+            );
             Ok(())
         }
         Some(other) => bail!("unknown task {other:?}; run `cargo xtask help`"),
@@ -38,7 +40,17 @@ fn root() -> PathBuf {
 
 fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
     cargo(&["test", "--workspace"], &[])
 }
 
