@@ -34,7 +34,9 @@ fn key(t: u64, k: u64) -> Vec<u8> {
 fn op(t: u64, i: u64) -> Op {
     let mix = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
     let k = mix % KEYS_PER_THREAD;
-    let value = format!("t{t}-i{i}-").repeat((mix % 5 + 1) as usize).into_bytes();
+    let value = format!("t{t}-i{i}-")
+        .repeat((mix % 5 + 1) as usize)
+        .into_bytes();
     match i % 7 {
         0 | 3 => Op::Delete(key(t, k)),
         5 => Op::Batch(
@@ -77,8 +79,13 @@ fn kill9_child() {
         return;
     };
     let db = std::sync::Arc::new(
-        Db::open_with(&dir, Options::default().sync(SyncPolicy::Always).segment_size(16 << 10))
-            .unwrap(),
+        Db::open_with(
+            &dir,
+            Options::default()
+                .sync(SyncPolicy::Always)
+                .segment_size(16 << 10),
+        )
+        .unwrap(),
     );
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -125,7 +132,13 @@ fn next_random(state: &mut u64) -> u64 {
 fn round(dir: &Path, seed: u64) {
     let mut rng = seed | 1;
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["kill9_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "kill9_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_VAR, dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
