@@ -133,7 +133,7 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
             }
         }
         history.push(op);
-        if next_random(&mut rng) % 97 == 0 {
+        if next_random(&mut rng).is_multiple_of(97) {
             db.sync().unwrap();
             let wal = files_with_extension(&dir.path().join(WAL_DIR_NAME), "wal");
             synced = (
@@ -186,7 +186,7 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
         }
         let at = from + next_random(&mut rng) % (len - from);
         let mut bytes = std::fs::read(&seg).unwrap();
-        if next_random(&mut rng) % 2 == 0 {
+        if next_random(&mut rng).is_multiple_of(2) {
             bytes.truncate(at as usize);
         } else {
             bytes[at as usize..].fill(0);

@@ -148,7 +148,7 @@ fn round(dir: &Path, seed: u64) {
     let mut reader = BufReader::new(stdout);
     let kill_after = 5 + next_random(&mut rng) % 120;
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut record = |line: &str, acked: &mut BTreeMap<u64, u64>| {
+    let record = |line: &str, acked: &mut BTreeMap<u64, u64>| {
         if let Some(rest) = line.strip_prefix("ACK ")
             && let Some((t, i)) = rest.trim_end().split_once(' ')
             && let (Ok(t), Ok(i)) = (t.parse::<u64>(), i.parse::<u64>())
