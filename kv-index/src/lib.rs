@@ -83,7 +83,7 @@
 //!
 //! - **Slot table**: open addressing with linear probing in Robin Hood
 //!   order, and backward-shift deletion, so there are no tombstones and
-//!   misses stop early. It grows by 1.5x before passing a load of 7/8, and
+//!   misses stop early. It grows by 1.25x before passing a load of 7/8, and
 //!   shrinks to a load of 1/2 when below 1/8. Table sizes need not be
 //!   powers of two.
 //! - **Arena**: a bump allocator over 32 KiB chunks; the last chunk starts
@@ -95,7 +95,10 @@
 //!   (and 4 KiB), the shard copies its live entries into a fresh arena.
 //!
 //! [`Index::memory_usage`] adds up the real allocation sizes; the
-//! `memory` example prints it per key next to the process's RSS.
+//! `memory` example prints it per key next to the process's RSS. With
+//! 1M to 10M keys of 16 bytes that is about 50 bytes per key: 40 packed in
+//! the arena, the rest slot table (less when pre-sized with
+//! [`Index::with_capacity`]).
 
 #![forbid(unsafe_code)]
 

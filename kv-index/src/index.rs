@@ -1,0 +1,233 @@
+//! The sharded index: hashing a key to its shard and tag.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::entry::Entry;
+use crate::shard::{Copied, Shard, slots_for};
+
+/// log2 of the number of shards.
+pub(crate) const SHARD_BITS: u32 = 6;
+/// The number of shards.
+pub const SHARDS: usize = 1 << SHARD_BITS;
+/// The tag is the 32 hash bits just below the shard bits.
+const TAG_SHIFT: u32 = u64::BITS - SHARD_BITS - u32::BITS;
+
+/// The longest key the index stores, in bytes.
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
+
+/// The concurrent in-memory hash index from key to [`Entry`].
+///
+/// `Index` is `Send + Sync`; share it through an `Arc` or a reference.
+/// Lookups take no lock and write no shared memory; writers lock one shard.
+/// See the [crate documentation](crate) for the protocol and the layout.
+pub struct Index {
+    shards: Box<[Shard]>,
+    /// A test-only hash function, to force collisions.
+    #[cfg(test)]
+    hasher: Option<fn(&[u8]) -> u64>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::new()
+    }
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Index {
+        Index::with_capacity(0)
+    }
+
+    /// An empty index whose slot tables are sized for `keys` keys, so a
+    /// bulk load of that many keys does not rehash. (Arenas grow in 32 KiB
+    /// chunks, which costs no copying.)
+    pub fn with_capacity(keys: usize) -> Index {
+        let per_shard = keys / SHARDS;
+        // Keys spread binomially over the shards: leave four standard
+        // deviations of headroom.
+        let headroom = 4 * per_shard.isqrt() + 8;
+        let slots = if keys == 0 {
+            0
+        } else {
+            slots_for(per_shard + headroom)
+        };
+        Index {
+            shards: (0..SHARDS).map(|_| Shard::new(slots)).collect(),
+            #[cfg(test)]
+            hasher: None,
+        }
+    }
+
+    /// An empty index that hashes keys with `hasher` instead of xxh3, so
+    /// tests can force every key into one shard or onto one tag.
+    #[cfg(test)]
+    pub(crate) fn with_hasher(hasher: fn(&[u8]) -> u64) -> Index {
+        Index {
+            hasher: Some(hasher),
+            ..Index::new()
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        #[cfg(test)]
+        if let Some(hasher) = self.hasher {
+            return hasher(key);
+        }
+        xxh3_64(key)
+    }
+
+    /// The key's shard and tag.
+    fn locate(&self, key: &[u8]) -> (&Shard, u32) {
+        let hash = self.hash(key);
+        let shard = &self.shards[(hash >> (u64::BITS - SHARD_BITS)) as usize];
+        (shard, (hash >> TAG_SHIFT) as u32)
+    }
+
+    /// The entry of `key`, if any.
+    ///
+    /// Lock-free: it retries while a writer changes the key's shard, but it
+    /// takes no lock, writes no shared memory and does not allocate.
+    pub fn get(&self, key: &[u8]) -> Option<Entry> {
+        let (shard, tag) = self.locate(key);
+        shard.get(key, tag)
+    }
+
+    /// Sets the entry of `key` and returns the previous one.
+    ///
+    /// Overwriting a key updates its entry in place, except when an entry
+    /// without expiry gets one, which moves it within the shard's arena.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is longer than [`MAX_KEY_LEN`], or if one shard's arena
+    /// would pass 2^32 words (32 GiB).
+    pub fn insert(&self, key: &[u8], entry: Entry) -> Option<Entry> {
+        check_key(key);
+        let (shard, tag) = self.locate(key);
+        shard.upsert(key, tag, entry, None).1
+    }
+
+    /// Removes `key` and returns its entry.
+    pub fn remove(&self, key: &[u8]) -> Option<Entry> {
+        let (shard, tag) = self.locate(key);
+        shard.remove(key, tag, None)
+    }
+
+    /// Replaces the entry of `key` with `new` only if it is currently
+    /// `expected`; returns whether it did. For compaction: when a concurrent
+    /// write has changed the key since `expected` was read, that write wins.
+    ///
+    /// # Panics
+    ///
+    /// As [`insert`](Index::insert).
+    pub fn compare_and_swap(&self, key: &[u8], expected: &Entry, new: Entry) -> bool {
+        check_key(key);
+        let (shard, tag) = self.locate(key);
+        shard.upsert(key, tag, new, Some(expected)).0
+    }
+
+    /// Removes `key` only if its entry is currently `expected`; returns
+    /// whether it did.
+    pub fn remove_if(&self, key: &[u8], expected: &Entry) -> bool {
+        let (shard, tag) = self.locate(key);
+        shard.remove(key, tag, Some(expected)).is_some()
+    }
+
+    /// The number of keys. Summed over the shards without locking, so it is
+    /// exact only when no writer runs.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(Shard::len).sum()
+    }
+
+    /// Whether the index holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of heap the index holds: every slot table, arena chunk and
+    /// chunk directory, and the shard structs, from their actual lengths and
+    /// capacities. Storage that a reader still holds after it was replaced
+    /// is not counted.
+    pub fn memory_usage(&self) -> usize {
+        let shards = self.shards.len() * size_of::<Shard>();
+        shards + self.shards.iter().map(Shard::memory_usage).sum::<usize>()
+    }
+
+    /// Calls `f` with every key and entry, in no particular order.
+    ///
+    /// Consistent per shard: it copies one shard at a time (optimistically,
+    /// validated against concurrent writers, and under the shard's writer
+    /// lock after a few failed tries), then calls `f` on the copy while
+    /// holding nothing, so `f` may use the index and a writer is held up for
+    /// at most one shard copy. Writes that land in a shard after its copy
+    /// are not seen.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], Entry)) {
+        let mut keys = Vec::new();
+        let mut copied = Vec::new();
+        for shard in &self.shards {
+            shard.snapshot(&mut keys, &mut copied);
+            for c in &copied {
+                f(key_of(&keys, c), c.entry);
+            }
+        }
+    }
+
+    /// Removes every entry for which `f` returns false (the engine drops
+    /// tombstones this way after a rebuild).
+    ///
+    /// Works shard by shard like [`for_each`](Index::for_each): `f` runs on
+    /// a copy without holding anything, then the rejected entries are
+    /// removed under one hold of the shard's writer lock, each only if it
+    /// is unchanged, so an entry written concurrently (which `f` never saw)
+    /// stays.
+    pub fn retain(&self, mut f: impl FnMut(&[u8], &Entry) -> bool) {
+        let mut keys = Vec::new();
+        let mut copied = Vec::new();
+        let mut rejected = Vec::new();
+        for shard in &self.shards {
+            shard.snapshot(&mut keys, &mut copied);
+            rejected.clear();
+            rejected.extend(
+                copied
+                    .iter()
+                    .copied()
+                    .filter(|c| !f(key_of(&keys, c), &c.entry)),
+            );
+            if !rejected.is_empty() {
+                shard.remove_batch(rejected.iter().map(|c| {
+                    let key = key_of(&keys, c);
+                    (key, self.locate(key).1, c.entry)
+                }));
+            }
+        }
+    }
+}
+
+fn key_of<'k>(keys: &'k [u8], copied: &Copied) -> &'k [u8] {
+    &keys[copied.key_start..copied.key_start + copied.key_len]
+}
+
+fn check_key(key: &[u8]) {
+    assert!(
+        key.len() <= MAX_KEY_LEN,
+        "kv-index: a key of {} bytes is longer than {MAX_KEY_LEN}",
+        key.len()
+    );
+}
+
+#[cfg(test)]
+impl Index {
+    /// Checks every shard's invariants; returns the total slot count.
+    pub(crate) fn check(&self) -> usize {
+        self.shards.iter().map(Shard::check).sum()
+    }
+}
