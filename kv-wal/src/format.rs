@@ -1,6 +1,6 @@
 //! Every on-disk constant of the WAL: file naming, the file header and the
 //! frame, with their encoders and decoders. All integers are little-endian.
-//! `FORMAT.md` draws the same layouts.
+//! `docs/format.md` at the repository root draws the same layouts.
 
 use std::fmt;
 

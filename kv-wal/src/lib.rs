@@ -17,8 +17,8 @@
 //!
 //! Files are named `NNNNNNNNNNNNNNNNNNNN.wal`, the file number in 20 digits.
 //! Each starts with a 32-byte header, then holds frames back to back. All
-//! integers are little-endian; checksums are xxh3-64. `FORMAT.md` draws the
-//! layouts.
+//! integers are little-endian; checksums are xxh3-64. `docs/format.md` in the
+//! repository draws the layouts.
 //!
 //! ```text
 //! file header: { magic [u8; 8] = "KVWAL\0\r\n" | version u8 = 1 | reserved [u8; 7]
