@@ -113,7 +113,24 @@ impl Index {
     pub fn insert(&self, key: &[u8], entry: Entry) -> Option<Entry> {
         check_key(key);
         let (shard, tag) = self.locate(key);
-        shard.upsert(key, tag, entry, None).1
+        shard.upsert(key, tag, entry, |_| true).1
+    }
+
+    /// Sets the entry of `key` to `entry` only if the key is absent or its
+    /// current entry has a lower sequence number; returns whether it did.
+    /// The check and the change are one atomic step, so several threads can
+    /// load records in any order and the newest record of each key wins.
+    ///
+    /// # Panics
+    ///
+    /// As [`insert`](Index::insert).
+    pub fn insert_if_newer(&self, key: &[u8], entry: Entry) -> bool {
+        check_key(key);
+        let (shard, tag) = self.locate(key);
+        let seq = entry.seq;
+        shard
+            .upsert(key, tag, entry, |current| current.is_none_or(|c| c.seq < seq))
+            .0
     }
 
     /// Removes `key` and returns its entry.
@@ -132,7 +149,7 @@ impl Index {
     pub fn compare_and_swap(&self, key: &[u8], expected: &Entry, new: Entry) -> bool {
         check_key(key);
         let (shard, tag) = self.locate(key);
-        shard.upsert(key, tag, new, Some(expected)).0
+        shard.upsert(key, tag, new, |current| current == Some(expected)).0
     }
 
     /// Removes `key` only if its entry is currently `expected`; returns

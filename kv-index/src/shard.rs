@@ -477,21 +477,21 @@ impl Shard {
         }
     }
 
-    /// Sets `key` to `entry` if `expected` is `None` or equals the current
-    /// entry. Returns whether it did, and the entry it found.
+    /// Sets `key` to `entry` if `accept` says so of the current entry
+    /// (`None` when the key is absent); `accept` runs under the shard's
+    /// writer lock, so the check and the change are one atomic step.
+    /// Returns whether it did, and the entry it found.
     pub(crate) fn upsert(
         &self,
         key: &[u8],
         tag: u32,
         entry: Entry,
-        expected: Option<&Entry>,
+        accept: impl FnOnce(Option<&Entry>) -> bool,
     ) -> (bool, Option<Entry>) {
         let mut w = self.writer.lock();
         let found = w.find(key, tag);
         let previous = found.map(|found| found.entry);
-        if let Some(expected) = expected
-            && previous.as_ref() != Some(expected)
-        {
+        if !accept(previous.as_ref()) {
             return (false, previous);
         }
         match found {

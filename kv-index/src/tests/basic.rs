@@ -415,3 +415,61 @@ fn memory_usage_counts_what_is_allocated() {
     assert!(per_key > 40.0 + 8.0, "{per_key}");
     assert!(per_key < 80.0, "{per_key}");
 }
+
+#[test]
+fn insert_if_newer_keeps_the_highest_sequence_number() {
+    let index = Index::new();
+    let at = |seq: u64| Entry {
+        segment: seq as u32,
+        offset: 64,
+        len: 40,
+        seq,
+        expires_at: 0,
+        tombstone: false,
+    };
+    assert!(index.insert_if_newer(b"k", at(5)));
+    assert!(!index.insert_if_newer(b"k", at(3)));
+    assert!(!index.insert_if_newer(b"k", at(5)), "an equal sequence number keeps the first");
+    assert_eq!(index.get(b"k"), Some(at(5)));
+    assert!(index.insert_if_newer(b"k", at(9)));
+    assert_eq!(index.get(b"k"), Some(at(9)));
+    assert_eq!(index.len(), 1);
+}
+
+#[test]
+fn insert_if_newer_from_two_threads_in_opposite_orders() {
+    // Two loaders see the records of the same keys in opposite orders; the
+    // highest sequence number of every key must win whatever the timing.
+    let index = std::sync::Arc::new(Index::new());
+    let entry = |key: u64, seq: u64| Entry {
+        segment: (seq % 7) as u32,
+        offset: key as u32,
+        len: 32,
+        seq,
+        expires_at: 0,
+        tombstone: seq % 2 == 0,
+    };
+    let loaders: Vec<_> = [false, true]
+        .into_iter()
+        .map(|reverse| {
+            let index = std::sync::Arc::clone(&index);
+            std::thread::spawn(move || {
+                let mut seqs: Vec<u64> = (1..=20).collect();
+                if reverse {
+                    seqs.reverse();
+                }
+                for seq in seqs {
+                    for key in 0..2_000u64 {
+                        index.insert_if_newer(&key.to_le_bytes(), entry(key, seq * 10 + key % 3));
+                    }
+                }
+            })
+        })
+        .collect();
+    for l in loaders {
+        l.join().unwrap();
+    }
+    for key in 0..2_000u64 {
+        assert_eq!(index.get(&key.to_le_bytes()), Some(entry(key, 200 + key % 3)));
+    }
+}
