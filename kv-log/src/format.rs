@@ -1,10 +1,13 @@
-//! Segment file naming and every on-disk constant of a segment file.
+//! Segment and hint file naming, and every on-disk constant of both.
 
 use xxhash_rust::xxh3::xxh3_64;
 
-// Format: { magic [u8; 8] | version u16 | reserved u16 | segment_id u32
-//         | reserved u64 | checksum u64 }, little-endian, 32 bytes.
-// The checksum is xxh3-64 over the 24 bytes before it. Records follow.
+// Format: { magic [u8; 8] | version u16 | flags u16 | segment_id u32
+//         | supersedes_count u32 | reserved u32 | checksum u64 }
+//         [ supersedes: { ids [u32; supersedes_count] | checksum u64 } ]
+// little-endian. The header checksum is xxh3-64 over the 24 bytes before
+// it; the supersedes block (present when the count is not zero) has its own
+// checksum over the ids. Records follow.
 
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"KVSEGMNT";
@@ -12,12 +15,19 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"KVSEGMNT";
 pub const SEGMENT_VERSION: u16 = 1;
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + SEGMENT_MAGIC.len();
-const RESERVED_OFFSET: usize = VERSION_OFFSET + size_of::<u16>();
-const ID_OFFSET: usize = RESERVED_OFFSET + size_of::<u16>();
-const RESERVED2_OFFSET: usize = ID_OFFSET + size_of::<u32>();
-const CHECKSUM_OFFSET: usize = RESERVED2_OFFSET + size_of::<u64>();
-/// Length of the segment header; the first record starts here.
+const FLAGS_OFFSET: usize = VERSION_OFFSET + size_of::<u16>();
+const ID_OFFSET: usize = FLAGS_OFFSET + size_of::<u16>();
+const SUPERSEDES_OFFSET: usize = ID_OFFSET + size_of::<u32>();
+const RESERVED_OFFSET: usize = SUPERSEDES_OFFSET + size_of::<u32>();
+const CHECKSUM_OFFSET: usize = RESERVED_OFFSET + size_of::<u32>();
+/// Length of the fixed segment header. In a segment written by the log
+/// (not by compaction) the first record starts here.
 pub const SEGMENT_HEADER_LEN: usize = CHECKSUM_OFFSET + size_of::<u64>();
+
+/// Header flag: the segment was written by compaction.
+const FLAG_COMPACTED: u16 = 1;
+/// The most segments one compaction output may supersede.
+pub const MAX_SUPERSEDES: usize = 1 << 16;
 
 /// The file name extension of segment files.
 pub const SEGMENT_EXTENSION: &str = "seg";
@@ -30,6 +40,28 @@ pub const DEFAULT_SEGMENT_SIZE: u64 = 256 << 20;
 /// every record must start and end below 4 GiB.
 pub const MAX_SEGMENT_SIZE: u64 = u32::MAX as u64;
 
+/// Who wrote a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SegmentKind {
+    /// Appended by the log's writer, in sequence-number order.
+    Log,
+    /// Written by compaction: live records copied from older segments,
+    /// which it supersedes.
+    Compacted,
+}
+
+/// A decoded segment header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub(crate) id: u32,
+    pub(crate) kind: SegmentKind,
+    /// Segments whose every live record this one holds; they are deleted
+    /// when found at open.
+    pub(crate) supersedes: Vec<u32>,
+    /// Where the first record starts.
+    pub(crate) data_start: u64,
+}
+
 /// The file name of segment `id`: ten decimal digits and `.seg`, so that
 /// names sort in id order.
 pub fn segment_file_name(id: u32) -> String {
@@ -38,25 +70,72 @@ pub fn segment_file_name(id: u32) -> String {
 
 /// Parses a segment file name back into its id.
 pub(crate) fn parse_segment_file_name(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(".seg")?;
+    parse_numbered(name, ".seg")
+}
+
+fn parse_numbered(name: &str, suffix: &str) -> Option<u32> {
+    let digits = name.strip_suffix(suffix)?;
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
-pub(crate) fn encode_header(id: u32) -> [u8; SEGMENT_HEADER_LEN] {
-    let mut h = [0u8; SEGMENT_HEADER_LEN];
+pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+pub(crate) fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// The header (and supersedes block) of a new segment.
+pub(crate) fn encode_header(id: u32, kind: SegmentKind, supersedes: &[u32]) -> Vec<u8> {
+    let mut h = vec![0u8; SEGMENT_HEADER_LEN];
     h[MAGIC_OFFSET..VERSION_OFFSET].copy_from_slice(&SEGMENT_MAGIC);
-    h[VERSION_OFFSET..RESERVED_OFFSET].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-    h[ID_OFFSET..RESERVED2_OFFSET].copy_from_slice(&id.to_le_bytes());
+    h[VERSION_OFFSET..FLAGS_OFFSET].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    let flags = match kind {
+        SegmentKind::Log => 0,
+        SegmentKind::Compacted => FLAG_COMPACTED,
+    };
+    h[FLAGS_OFFSET..ID_OFFSET].copy_from_slice(&flags.to_le_bytes());
+    h[ID_OFFSET..SUPERSEDES_OFFSET].copy_from_slice(&id.to_le_bytes());
+    // Callers keep `supersedes` under MAX_SUPERSEDES.
+    h[SUPERSEDES_OFFSET..RESERVED_OFFSET].copy_from_slice(&(supersedes.len() as u32).to_le_bytes());
     let sum = xxh3_64(&h[..CHECKSUM_OFFSET]);
     h[CHECKSUM_OFFSET..].copy_from_slice(&sum.to_le_bytes());
+    if !supersedes.is_empty() {
+        let start = h.len();
+        for id in supersedes {
+            h.extend_from_slice(&id.to_le_bytes());
+        }
+        let sum = xxh3_64(&h[start..]);
+        h.extend_from_slice(&sum.to_le_bytes());
+    }
     h
 }
 
-/// Checks a segment header and returns the id it names.
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<u32, String> {
+/// How many bytes the whole header claims to take (fixed part and
+/// supersedes block), read from its fixed part without checking it; capped
+/// by [`MAX_SUPERSEDES`], so it is safe to use as a read length.
+pub(crate) fn claimed_header_len(fixed: &[u8]) -> usize {
+    let count = fixed
+        .get(SUPERSEDES_OFFSET..RESERVED_OFFSET)
+        .map_or(0, |_| read_u32(fixed, SUPERSEDES_OFFSET) as usize)
+        .min(MAX_SUPERSEDES);
+    if count == 0 {
+        SEGMENT_HEADER_LEN
+    } else {
+        SEGMENT_HEADER_LEN + count * 4 + 8
+    }
+}
+
+/// Checks a segment header (and supersedes block) at the front of `bytes`.
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, String> {
     let Some(h) = bytes.get(..SEGMENT_HEADER_LEN) else {
         return Err(format!(
             "the file is {} bytes, shorter than the {SEGMENT_HEADER_LEN}-byte header",
@@ -66,9 +145,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<u32, String> {
     if h[MAGIC_OFFSET..VERSION_OFFSET] != SEGMENT_MAGIC {
         return Err("the magic bytes are wrong".into());
     }
-    let mut sum = [0u8; 8];
-    sum.copy_from_slice(&h[CHECKSUM_OFFSET..]);
-    if u64::from_le_bytes(sum) != xxh3_64(&h[..CHECKSUM_OFFSET]) {
+    if read_u64(h, CHECKSUM_OFFSET) != xxh3_64(&h[..CHECKSUM_OFFSET]) {
         return Err("the header checksum does not match".into());
     }
     let version = u16::from_le_bytes([h[VERSION_OFFSET], h[VERSION_OFFSET + 1]]);
@@ -77,9 +154,93 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<u32, String> {
             "segment format version {version} is not supported (this build reads version {SEGMENT_VERSION})"
         ));
     }
-    let mut id = [0u8; 4];
-    id.copy_from_slice(&h[ID_OFFSET..RESERVED2_OFFSET]);
-    Ok(u32::from_le_bytes(id))
+    let flags = u16::from_le_bytes([h[FLAGS_OFFSET], h[FLAGS_OFFSET + 1]]);
+    let kind = match flags {
+        0 => SegmentKind::Log,
+        FLAG_COMPACTED => SegmentKind::Compacted,
+        other => return Err(format!("unknown header flags {other:#06x}")),
+    };
+    let count = read_u32(h, SUPERSEDES_OFFSET) as usize;
+    if count > MAX_SUPERSEDES {
+        return Err(format!("it claims to supersede {count} segments"));
+    }
+    let mut data_start = SEGMENT_HEADER_LEN;
+    let mut supersedes = Vec::new();
+    if count > 0 {
+        let ids_end = SEGMENT_HEADER_LEN + count * 4;
+        let Some(block) = bytes.get(SEGMENT_HEADER_LEN..ids_end + 8) else {
+            return Err("the list of superseded segments is cut short".into());
+        };
+        let (ids, sum) = block.split_at(count * 4);
+        if read_u64(sum, 0) != xxh3_64(ids) {
+            return Err("the checksum of the superseded segments does not match".into());
+        }
+        supersedes = ids.chunks_exact(4).map(|c| read_u32(c, 0)).collect();
+        data_start = ids_end + 8;
+    }
+    if kind == SegmentKind::Log && !supersedes.is_empty() {
+        return Err("a log segment cannot supersede others".into());
+    }
+    Ok(SegmentHeader {
+        id: read_u32(h, ID_OFFSET),
+        kind,
+        supersedes,
+        data_start: data_start as u64,
+    })
+}
+
+// Hint file.
+//
+// Format: { magic [u8; 8] | version u16 | reserved u16 | segment_id u32
+//         | segment_len u64 | entry_count u64 } entries... { checksum u64 }
+// entry:   { key_len u16 | flags u8 | reserved u8 | offset u32 | len u32
+//         | seq u64 | expires_at u64 | key [key_len] }
+// The trailing checksum is xxh3-64 over every byte before it.
+
+/// The first eight bytes of every hint file.
+pub const HINT_MAGIC: [u8; 8] = *b"KVHINTS\0";
+/// The hint file format version this build writes and reads.
+pub const HINT_VERSION: u16 = 1;
+pub(crate) const HINT_HEADER_LEN: usize = 8 + 2 + 2 + 4 + 8 + 8;
+pub(crate) const HINT_ENTRY_LEN: usize = 2 + 1 + 1 + 4 + 4 + 8 + 8;
+pub(crate) const HINT_FLAG_TOMBSTONE: u8 = 1;
+
+/// The file name of the hint file of segment `id`.
+pub fn hint_file_name(id: u32) -> String {
+    format!("{id:010}.hint")
+}
+
+pub(crate) fn parse_hint_file_name(name: &str) -> Option<u32> {
+    parse_numbered(name, ".hint")
+}
+
+pub(crate) fn encode_hint_header(id: u32, segment_len: u64, count: u64) -> [u8; HINT_HEADER_LEN] {
+    let mut h = [0u8; HINT_HEADER_LEN];
+    h[..8].copy_from_slice(&HINT_MAGIC);
+    h[8..10].copy_from_slice(&HINT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&id.to_le_bytes());
+    h[16..24].copy_from_slice(&segment_len.to_le_bytes());
+    h[24..32].copy_from_slice(&count.to_le_bytes());
+    h
+}
+
+/// A hint file's header: (segment id, segment length, entry count).
+pub(crate) fn decode_hint_header(h: &[u8]) -> Result<(u32, u64, u64), String> {
+    let Some(h) = h.get(..HINT_HEADER_LEN) else {
+        return Err("the file is shorter than its header".into());
+    };
+    if h[..8] != HINT_MAGIC {
+        return Err("the magic bytes are wrong".into());
+    }
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if version != HINT_VERSION {
+        return Err(format!("hint format version {version} is not supported"));
+    }
+    Ok((read_u32(h, 12), read_u64(h, 16), read_u64(h, 24)))
+}
+
+pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
 }
 
 #[cfg(test)]
@@ -98,17 +259,34 @@ mod tests {
         assert_eq!(parse_segment_file_name("0000000007.seg.tmp"), None);
         assert_eq!(parse_segment_file_name("00000000x7.seg"), None);
         assert!(segment_file_name(9) < segment_file_name(10));
+        assert_eq!(parse_hint_file_name(&hint_file_name(12)), Some(12));
     }
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let h = encode_header(42);
-        assert_eq!(decode_header(&h), Ok(42));
-        for i in 0..SEGMENT_HEADER_LEN {
-            let mut bad = h;
+        let h = encode_header(42, SegmentKind::Log, &[]);
+        let d = decode_header(&h).unwrap();
+        assert_eq!((d.id, d.kind, d.data_start), (42, SegmentKind::Log, 32));
+        for i in 0..h.len() {
+            let mut bad = h.clone();
             bad[i] ^= 0x10;
             assert!(decode_header(&bad).is_err(), "flip at {i} accepted");
         }
         assert!(decode_header(&h[..10]).is_err());
+    }
+
+    #[test]
+    fn compacted_header_carries_what_it_supersedes() {
+        let h = encode_header(9, SegmentKind::Compacted, &[3, 5, 7]);
+        let d = decode_header(&h).unwrap();
+        assert_eq!(d.kind, SegmentKind::Compacted);
+        assert_eq!(d.supersedes, vec![3, 5, 7]);
+        assert_eq!(d.data_start as usize, h.len());
+        for i in 0..h.len() {
+            let mut bad = h.clone();
+            bad[i] ^= 0x01;
+            assert!(decode_header(&bad).is_err(), "flip at {i} accepted");
+        }
+        assert!(decode_header(&h[..h.len() - 1]).is_err());
     }
 }

@@ -64,11 +64,14 @@ mod segment;
 
 pub use error::LogError;
 pub use format::{
-    DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
-    SEGMENT_VERSION, segment_file_name,
+    DEFAULT_SEGMENT_SIZE, HINT_MAGIC, HINT_VERSION, MAX_SEGMENT_SIZE, MAX_SUPERSEDES,
+    SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentKind,
+    hint_file_name, segment_file_name,
 };
-pub use log::{Location, Log, LogOptions, LogPosition, LogReader, SegmentSet, SegmentsGuard};
-pub use segment::Segment;
+pub use log::{
+    CompactionOutput, Location, Log, LogOptions, LogPosition, LogReader, SegmentSet, SegmentsGuard,
+};
+pub use segment::{LoadSource, RecordMeta, Segment};
 
 /// The result type of this crate.
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -1,17 +1,22 @@
-//! The segment log: the writer's [`Log`] and the readers' [`LogReader`].
+//! The segment log: the writer's [`Log`], the shared [`LogReader`], and
+//! compaction outputs.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use arc_swap::ArcSwap;
-use kv_format::{FORMAT_VERSION, Limits, Record, decode_with_limits};
+use kv_format::{Limits, Record};
 
 use crate::format::{
-    TEMP_SUFFIX, decode_header, encode_header, parse_segment_file_name, segment_file_name,
+    MAX_SUPERSEDES, SegmentHeader, SegmentKind, TEMP_SUFFIX, claimed_header_len, decode_header,
+    encode_header, hint_file_name, parse_hint_file_name, parse_segment_file_name,
+    segment_file_name,
 };
 use crate::{
     DEFAULT_SEGMENT_SIZE, LogError, MAX_SEGMENT_SIZE, Result, SEGMENT_HEADER_LEN, Segment,
@@ -28,8 +33,8 @@ pub struct Location {
     pub len: u32,
 }
 
-/// A point in the log: everything before `offset` in segment `segment`,
-/// and everything in lower segments.
+/// A point in the log's own segments: everything before `offset` in
+/// segment `segment`, and everything in lower log segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LogPosition {
     /// The segment id.
@@ -64,7 +69,7 @@ impl Default for LogOptions {
 ///
 /// A reader loads the current set through [`LogReader::segments`]; the set
 /// it holds stays valid (and its segments mapped) for as long as it holds
-/// it, even if the writer moves on.
+/// it, even if the writer or compaction moves on.
 #[derive(Debug, Default)]
 pub struct SegmentSet {
     segments: Vec<Arc<Segment>>,
@@ -114,14 +119,43 @@ impl SegmentSet {
     }
 }
 
-/// A handle readers use to reach the segments, shared with the writer.
+/// State shared by the writer, readers and compaction.
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    set: ArcSwap<SegmentSet>,
+    /// The id the next new segment gets; ids only grow.
+    next_id: AtomicU32,
+}
+
+impl Shared {
+    fn allocate_id(&self) -> Result<u32> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if id == u32::MAX {
+            return Err(LogError::SegmentIdsExhausted);
+        }
+        Ok(id)
+    }
+
+    fn add(&self, segment: &Arc<Segment>) {
+        self.set.rcu(|set| {
+            let mut segments = set.segments.clone();
+            let at = segments.partition_point(|s| s.id() < segment.id());
+            segments.insert(at, Arc::clone(segment));
+            SegmentSet { segments }
+        });
+    }
+}
+
+/// A handle readers (and compaction) use to reach the segments, shared
+/// with the writer.
 ///
 /// Cloning it is cheap. Loading the segment set writes no shared memory on
 /// the fast path (arc-swap keeps its bookkeeping thread-local), so readers
 /// do not contend with one another.
 #[derive(Debug, Clone)]
 pub struct LogReader {
-    set: Arc<ArcSwap<SegmentSet>>,
+    shared: Arc<Shared>,
 }
 
 /// The segment set as a reader loaded it; derefs to [`SegmentSet`].
@@ -139,16 +173,175 @@ impl LogReader {
     /// The current segments. Hold the guard only for the duration of a
     /// read; to keep one segment alive longer, clone its `Arc`.
     pub fn segments(&self) -> SegmentsGuard {
-        SegmentsGuard(self.set.load())
+        SegmentsGuard(self.shared.set.load())
+    }
+
+    /// Begins a compaction output that will supersede the segments
+    /// `supersedes`: records appended to it are not readable until
+    /// [`CompactionOutput::finish`].
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`] creating the file.
+    pub fn create_output(&self, supersedes: &[u32]) -> Result<CompactionOutput> {
+        if supersedes.is_empty() || supersedes.len() > MAX_SUPERSEDES {
+            return Err(LogError::io(
+                &self.shared.dir,
+                std::io::Error::other("a compaction output supersedes 1 to 65536 segments"),
+            ));
+        }
+        let id = self.shared.allocate_id()?;
+        let tmp = self.shared.dir.join(format!("{id:010}{TEMP_SUFFIX}"));
+        let header = encode_header(id, SegmentKind::Compacted, supersedes);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| LogError::io(&tmp, e))?;
+        file.write_all(&header).map_err(|e| LogError::io(&tmp, e))?;
+        Ok(CompactionOutput {
+            shared: Arc::clone(&self.shared),
+            id,
+            tmp: Some(tmp),
+            file,
+            supersedes: supersedes.to_vec(),
+            data_start: header.len() as u64,
+            written: header.len() as u64,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Removes the segments `ids` from the set. Readers that hold them keep
+    /// reading; each file is deleted when the last reference goes.
+    pub fn retire(&self, ids: &[u32]) {
+        let retired: HashSet<u32> = ids.iter().copied().collect();
+        let old = self.shared.set.rcu(|set| SegmentSet {
+            segments: set
+                .segments
+                .iter()
+                .filter(|s| !retired.contains(&s.id()))
+                .cloned()
+                .collect(),
+        });
+        for segment in old.segments.iter().filter(|s| retired.contains(&s.id())) {
+            segment.retire();
+        }
+    }
+}
+
+/// A segment being written by compaction. Dropped without
+/// [`finish`](CompactionOutput::finish), it deletes its temporary file.
+#[derive(Debug)]
+pub struct CompactionOutput {
+    shared: Arc<Shared>,
+    id: u32,
+    tmp: Option<PathBuf>,
+    file: File,
+    supersedes: Vec<u32>,
+    data_start: u64,
+    written: u64,
+    buf: Vec<u8>,
+}
+
+impl CompactionOutput {
+    /// The id the output will have.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Bytes of records appended so far.
+    pub fn data_len(&self) -> u64 {
+        self.written + self.buf.len() as u64 - self.data_start
+    }
+
+    /// Appends one encoded record (already checked by the caller, who read
+    /// it from a segment) and returns where it will be.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::RecordTooLarge`] if the output would pass 4 GiB;
+    /// [`LogError::Io`].
+    pub fn append_encoded(&mut self, encoded: &[u8]) -> Result<Location> {
+        let offset = self.written + self.buf.len() as u64;
+        let end = offset + encoded.len() as u64;
+        if end > MAX_SEGMENT_SIZE {
+            return Err(LogError::RecordTooLarge {
+                len: encoded.len() as u64,
+                max: MAX_SEGMENT_SIZE - offset,
+            });
+        }
+        self.buf.extend_from_slice(encoded);
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(Location {
+            segment: self.id,
+            offset: offset as u32,
+            len: encoded.len() as u32,
+        })
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let path = self.tmp.as_deref().unwrap_or(Path::new(""));
+        self.file
+            .write_all_at(&self.buf, self.written)
+            .map_err(|e| LogError::io(path, e))?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Makes the output durable and visible: flush, sync, rename into
+    /// place, sync the directory, map it and add it to the segment set.
+    /// From here on it supersedes its inputs, even across a crash.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`]; the temporary file is then removed.
+    pub fn finish(mut self) -> Result<Arc<Segment>> {
+        self.flush()?;
+        let path = self.shared.dir.join(segment_file_name(self.id));
+        let tmp = self.tmp.clone().unwrap_or_default();
+        self.file.sync_all().map_err(|e| LogError::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
+        self.tmp = None;
+        sync_dir(&self.shared.dir).map_err(|e| LogError::io(&self.shared.dir, e))?;
+        let header = SegmentHeader {
+            id: self.id,
+            kind: SegmentKind::Compacted,
+            supersedes: std::mem::take(&mut self.supersedes),
+            data_start: self.data_start,
+        };
+        let segment = Arc::new(Segment::map(
+            path,
+            header,
+            &self.file,
+            self.written,
+            self.written,
+            true,
+        )?);
+        self.shared.add(&segment);
+        Ok(segment)
+    }
+}
+
+impl Drop for CompactionOutput {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp
+            && let Err(e) = fs::remove_file(tmp)
+        {
+            log::warn!("could not remove unfinished {}: {e}", tmp.display());
+        }
     }
 }
 
 /// The writer's side of the segment log. One per directory.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
     options: LogOptions,
-    set: Arc<ArcSwap<SegmentSet>>,
+    shared: Arc<Shared>,
     active: Arc<Segment>,
     file: File,
     /// Encoded records not yet written to `file`; they start at
@@ -156,18 +349,27 @@ pub struct Log {
     pending: Vec<u8>,
 }
 
+/// A segment file found at open, before it is mapped.
+struct Found {
+    id: u32,
+    path: PathBuf,
+    file: File,
+    len: u64,
+    header: SegmentHeader,
+}
+
 impl Log {
     /// Opens (creating if needed) the segment log in `dir` and hands every
     /// valid record, oldest segment first, to `visit`.
     ///
-    /// A torn record at the tail of the newest segment is cut off and the
-    /// cut logged as a warning.
+    /// A torn record at the tail of the newest log segment is cut off and
+    /// the cut logged as a warning.
     ///
     /// # Errors
     ///
     /// [`LogError::Corruption`] for a bad record anywhere but the tail of
-    /// the newest segment, [`LogError::BadSegmentHeader`] for a file that
-    /// is not a segment this build reads, and [`LogError::Io`].
+    /// the newest log segment, [`LogError::BadSegmentHeader`] for a file
+    /// that is not a segment this build reads, and [`LogError::Io`].
     pub fn open(
         dir: &Path,
         options: LogOptions,
@@ -177,105 +379,128 @@ impl Log {
     }
 
     /// Opens the log like [`Log::open`], but first discards everything
-    /// after `end`: segments with a higher id are removed and segment
-    /// `end.segment` is cut to `end.offset` bytes.
-    ///
-    /// This is for a caller that keeps a write-ahead log: `end` is the
-    /// position it last made durable (a checkpoint), and it replays its own
-    /// log for everything after it. Because the data before `end` was
-    /// durable, the scan is strict: no torn tail is tolerated there.
+    /// after `end` (see [`Log::recover`]).
     ///
     /// # Errors
     ///
-    /// As [`Log::open`], and [`LogError::Corruption`] when segment
-    /// `end.segment` is missing or shorter than `end.offset`.
+    /// As [`Log::recover`], and [`LogError::Corruption`] from the scan.
     pub fn open_at(
         dir: &Path,
         options: LogOptions,
         end: Option<LogPosition>,
         mut visit: impl FnMut(Location, &Record<'_>),
     ) -> Result<Log> {
+        let log = Log::recover(dir, options, end)?;
+        for segment in log.reader().segments().iter() {
+            segment.for_each_record(&mut visit)?;
+        }
+        Ok(log)
+    }
+
+    /// Opens the log without reading its records (the caller loads them,
+    /// for example with [`Segment::load`]).
+    ///
+    /// Compaction outputs delete the segments they supersede. When `end` is
+    /// given (the position a caller with a write-ahead log last made
+    /// durable), log segments with a higher id are removed and segment
+    /// `end.segment` is cut to `end.offset`: the caller replays its own log
+    /// for everything after it. Without `end`, the newest log segment is
+    /// scanned for a torn tail, which is cut off.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::BadSegmentHeader`], [`LogError::Io`], and
+    /// [`LogError::Corruption`] when segment `end.segment` is missing or
+    /// shorter than `end.offset`, or (without `end`) for a bad record in
+    /// the newest log segment that is followed by a valid one.
+    pub fn recover(dir: &Path, options: LogOptions, end: Option<LogPosition>) -> Result<Log> {
         let mut options = options;
         options.segment_size = options
             .segment_size
             .clamp(SEGMENT_HEADER_LEN as u64 + 1, MAX_SEGMENT_SIZE);
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-        let mut ids = list_segments(dir)?;
+        let mut found = list_segments(dir)?;
+        let max_id = found.iter().map(|f| f.id).max().unwrap_or(0);
+        let mut changed = remove_superseded(&mut found)?;
         if let Some(end) = end {
-            discard_after(dir, &mut ids, end)?;
+            changed |= discard_after(dir, &mut found, end)?;
+        }
+        changed |= remove_orphan_hints(dir, &found)?;
+        if changed {
+            sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
         }
 
-        let mut segments = Vec::with_capacity(ids.len() + 1);
-        let mut active_file = None;
-        for (i, &id) in ids.iter().enumerate() {
-            let newest = i + 1 == ids.len();
-            let path = dir.join(segment_file_name(id));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(newest)
-                .open(&path)
-                .map_err(|e| LogError::io(&path, e))?;
-            let file_len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
-            if file_len > MAX_SEGMENT_SIZE {
-                return Err(LogError::BadSegmentHeader {
-                    path,
-                    reason: format!("the file is {file_len} bytes, more than a segment can be"),
-                });
-            }
-            let capacity = if newest {
-                options.segment_size.max(file_len)
+        let newest_log = found
+            .iter()
+            .filter(|f| f.header.kind == SegmentKind::Log)
+            .map(|f| f.id)
+            .max();
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            set: ArcSwap::from_pointee(SegmentSet::default()),
+            next_id: AtomicU32::new(max_id + 1),
+        });
+        let mut segments = Vec::with_capacity(found.len() + 1);
+        let mut active = None;
+        for f in found {
+            let is_active = Some(f.id) == newest_log;
+            let capacity = if is_active {
+                options.segment_size.max(f.len)
             } else {
-                file_len
+                f.len
             };
-            let segment = Segment::map(id, path, &file, file_len, capacity, !newest)?;
-            let tolerate_torn_tail = newest && end.is_none();
-            let end = scan_segment(&segment, tolerate_torn_tail, &mut visit)?;
-            if end < file_len {
-                log::warn!(
-                    "cutting a torn write off the end of {}: {} bytes at offset {end}",
-                    segment.path().display(),
-                    file_len - end
-                );
-                file.set_len(end)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| LogError::io(segment.path(), e))?;
-                segment.publish(end);
+            let segment = Segment::map(f.path, f.header, &f.file, f.len, capacity, !is_active)?;
+            if is_active && end.is_none() {
+                let valid = segment.scan(true, &mut |_, _| {})?;
+                if valid < f.len {
+                    log::warn!(
+                        "cutting a torn write off the end of {}: {} bytes at offset {valid}",
+                        segment.path().display(),
+                        f.len - valid
+                    );
+                    f.file
+                        .set_len(valid)
+                        .and_then(|()| f.file.sync_all())
+                        .map_err(|e| LogError::io(segment.path(), e))?;
+                    segment.publish(valid);
+                }
             }
-            segments.push(Arc::new(segment));
-            if newest {
-                active_file = Some(file);
+            let segment = Arc::new(segment);
+            if is_active {
+                active = Some((Arc::clone(&segment), f.file));
             }
+            segments.push(segment);
         }
-
-        let (active, file) = match (segments.last(), active_file) {
-            (Some(active), Some(file)) => (Arc::clone(active), file),
-            _ => {
-                let (segment, file) = create_segment(dir, 1, options.segment_size)?;
+        shared.set.store(Arc::new(SegmentSet { segments }));
+        let (active, file) = match active {
+            Some(active) => active,
+            None => {
+                let id = shared.allocate_id()?;
+                let (segment, file) = create_log_segment(dir, id, options.segment_size)?;
                 let segment = Arc::new(segment);
-                segments.push(Arc::clone(&segment));
+                shared.add(&segment);
                 (segment, file)
             }
         };
         Ok(Log {
-            dir: dir.to_path_buf(),
             options,
-            set: Arc::new(ArcSwap::from_pointee(SegmentSet { segments })),
+            shared,
             active,
             file,
             pending: Vec::new(),
         })
     }
 
-    /// A handle for readers.
+    /// A handle for readers and compaction.
     pub fn reader(&self) -> LogReader {
         LogReader {
-            set: Arc::clone(&self.set),
+            shared: Arc::clone(&self.shared),
         }
     }
 
     /// The directory of the log.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.shared.dir
     }
 
     /// The id of the active segment.
@@ -334,7 +559,7 @@ impl Log {
             return Err(LogError::RecordTooLarge { len, max });
         }
         let mut end = self.end();
-        let has_records = end > SEGMENT_HEADER_LEN as u64;
+        let has_records = end > self.active.data_start();
         if end + len > self.active.capacity()
             || (has_records && end + len > self.options.segment_size)
         {
@@ -400,126 +625,227 @@ impl Log {
             .map_err(|e| LogError::io(self.active.path(), e))
     }
 
+    /// Seals the active segment (flushed and synced) and begins a new one,
+    /// even if the active one has room.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error from the sync or the creation.
+    pub fn seal_active(&mut self) -> Result<()> {
+        self.roll(0)
+    }
+
     /// Seals the active segment and begins a new one with room for a record
     /// of `next_len` bytes.
     fn roll(&mut self, next_len: u64) -> Result<()> {
         self.sync()?;
-        let id = self
-            .active
-            .id()
-            .checked_add(1)
-            .ok_or(LogError::SegmentIdsExhausted)?;
+        let id = self.shared.allocate_id()?;
         let capacity = self
             .options
             .segment_size
             .max(SEGMENT_HEADER_LEN as u64 + next_len);
-        let (segment, file) = create_segment(&self.dir, id, capacity)?;
+        let (segment, file) = create_log_segment(&self.shared.dir, id, capacity)?;
         let segment = Arc::new(segment);
         self.active.seal();
-        self.set.rcu(|set| {
-            let mut segments = set.segments.clone();
-            segments.push(Arc::clone(&segment));
-            SegmentSet { segments }
-        });
+        self.shared.add(&segment);
         self.active = segment;
         self.file = file;
         Ok(())
     }
 }
 
-/// Ids of the segment files in `dir`, ascending. Removes leftover temporary
-/// files of segments whose creation was cut short.
-fn list_segments(dir: &Path) -> Result<Vec<u32>> {
-    let mut ids = Vec::new();
+/// The segment files in `dir`, by id, with their headers checked. Removes
+/// leftover temporary files of segments whose creation was cut short.
+fn list_segments(dir: &Path) -> Result<Vec<Found>> {
+    let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let entry = entry.map_err(|e| LogError::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TEMP_SUFFIX) {
+        if name.ends_with(TEMP_SUFFIX) || name.ends_with(".hint.tmp") {
             let path = entry.path();
             log::warn!(
-                "removing {}, a segment whose creation did not finish",
+                "removing {}, a file whose creation did not finish",
                 path.display()
             );
             fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
-        } else if let Some(id) = parse_segment_file_name(name) {
-            ids.push(id);
+            continue;
         }
+        let Some(id) = parse_segment_file_name(name) else {
+            continue;
+        };
+        let path = entry.path();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
+        if len > MAX_SEGMENT_SIZE {
+            return Err(LogError::BadSegmentHeader {
+                path,
+                reason: format!("the file is {len} bytes, more than a segment can be"),
+            });
+        }
+        // The fixed header says how long the whole header is; read that
+        // much (bounded by the file and by MAX_SUPERSEDES) and check it all.
+        let mut fixed = vec![0u8; (len as usize).min(SEGMENT_HEADER_LEN)];
+        file.read_exact_at(&mut fixed, 0)
+            .map_err(|e| LogError::io(&path, e))?;
+        let mut head = vec![0u8; claimed_header_len(&fixed).min(len as usize)];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| LogError::io(&path, e))?;
+        let header = decode_header(&head);
+        let header = header.map_err(|reason| LogError::BadSegmentHeader {
+            path: path.clone(),
+            reason,
+        })?;
+        if header.id != id {
+            return Err(LogError::BadSegmentHeader {
+                path,
+                reason: format!("its header names segment {}, not {id}", header.id),
+            });
+        }
+        found.push(Found {
+            id,
+            path,
+            file,
+            len,
+            header,
+        });
     }
-    ids.sort_unstable();
-    Ok(ids)
+    found.sort_unstable_by_key(|f| f.id);
+    Ok(found)
 }
 
-/// Removes every segment after `end` and cuts segment `end.segment` to
-/// `end.offset`, syncing what it changed.
-fn discard_after(dir: &Path, ids: &mut Vec<u32>, end: LogPosition) -> Result<()> {
+/// Deletes every segment that a compaction output supersedes: the output
+/// holds all of their live records. Returns whether it deleted any.
+fn remove_superseded(found: &mut Vec<Found>) -> Result<bool> {
+    let superseded: HashSet<u32> = found
+        .iter()
+        .flat_map(|f| {
+            f.header
+                .supersedes
+                .iter()
+                .copied()
+                .filter(move |&s| s != f.id)
+        })
+        .collect();
     let mut removed = false;
-    while let Some(&id) = ids.last() {
-        if id <= end.segment {
-            break;
-        }
-        let path = dir.join(segment_file_name(id));
+    for f in found.iter().filter(|f| superseded.contains(&f.id)) {
         log::info!(
-            "removing {}: it begins after the last checkpoint",
-            path.display()
+            "removing {}: a compaction output supersedes it",
+            f.path.display()
         );
-        fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
-        ids.pop();
+        fs::remove_file(&f.path).map_err(|e| LogError::io(&f.path, e))?;
+        let hint = f.path.with_file_name(hint_file_name(f.id));
+        if let Err(e) = fs::remove_file(&hint)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(LogError::io(&hint, e));
+        }
         removed = true;
     }
-    if removed {
-        sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+    found.retain(|f| !superseded.contains(&f.id));
+    Ok(removed)
+}
+
+/// Removes hint files whose segment is gone.
+fn remove_orphan_hints(dir: &Path, found: &[Found]) -> Result<bool> {
+    let ids: HashSet<u32> = found.iter().map(|f| f.id).collect();
+    let mut removed = false;
+    for entry in fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+        let entry = entry.map_err(|e| LogError::io(dir, e))?;
+        if let Some(id) = entry.file_name().to_str().and_then(parse_hint_file_name)
+            && !ids.contains(&id)
+        {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+            removed = true;
+        }
     }
-    let path = dir.join(segment_file_name(end.segment));
-    if ids.last() != Some(&end.segment) {
-        if ids.is_empty() && end.segment == 1 && end.offset == SEGMENT_HEADER_LEN as u64 {
+    Ok(removed)
+}
+
+/// Removes every log segment after `end` and cuts segment `end.segment` to
+/// `end.offset`, syncing what it changed. Compaction outputs are kept: they
+/// only ever hold records from before a checkpoint. Returns whether it
+/// removed a file.
+fn discard_after(dir: &Path, found: &mut Vec<Found>, end: LogPosition) -> Result<bool> {
+    let mut removed = false;
+    for f in found
+        .iter()
+        .filter(|f| f.header.kind == SegmentKind::Log && f.id > end.segment)
+    {
+        log::info!(
+            "removing {}: it begins after the last checkpoint",
+            f.path.display()
+        );
+        fs::remove_file(&f.path).map_err(|e| LogError::io(&f.path, e))?;
+        let hint = dir.join(hint_file_name(f.id));
+        if let Err(e) = fs::remove_file(&hint)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(LogError::io(&hint, e));
+        }
+        removed = true;
+    }
+    found.retain(|f| !(f.header.kind == SegmentKind::Log && f.id > end.segment));
+
+    let Some(f) = found
+        .iter_mut()
+        .find(|f| f.id == end.segment && f.header.kind == SegmentKind::Log)
+    else {
+        if !found.iter().any(|f| f.header.kind == SegmentKind::Log)
+            && end.offset == SEGMENT_HEADER_LEN as u64
+        {
             // A checkpoint of an empty log, taken before its first segment
             // existed on disk: nothing is missing.
-            return Ok(());
+            return Ok(removed);
         }
         return Err(LogError::Corruption {
-            path,
+            path: dir.join(segment_file_name(end.segment)),
             offset: 0,
             reason: format!(
                 "the segment is missing, but the last checkpoint says {} bytes of it are durable",
                 end.offset
             ),
         });
-    }
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogError::io(&path, e))?;
-    let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
-    if len < end.offset {
+    };
+    if f.len < end.offset {
         return Err(LogError::Corruption {
-            path,
-            offset: len,
+            path: f.path.clone(),
+            offset: f.len,
             reason: format!(
-                "the file ends at {len}, but the last checkpoint says {} bytes are durable",
-                end.offset
+                "the file ends at {}, but the last checkpoint says {} bytes are durable",
+                f.len, end.offset
             ),
         });
     }
-    if len > end.offset {
+    if f.len > end.offset {
         log::info!(
             "cutting {} to the last checkpoint: {} bytes after offset {} are replayed from the write-ahead log",
-            path.display(),
-            len - end.offset,
+            f.path.display(),
+            f.len - end.offset,
             end.offset
         );
-        file.set_len(end.offset)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| LogError::io(&path, e))?;
+        f.file
+            .set_len(end.offset)
+            .and_then(|()| f.file.sync_all())
+            .map_err(|e| LogError::io(&f.path, e))?;
+        f.len = end.offset;
+        // A hint file describes the old length; it is stale now.
+        let _ = fs::remove_file(dir.join(hint_file_name(f.id)));
     }
-    Ok(())
+    Ok(removed)
 }
 
-/// Creates segment `id` atomically: header to a temporary file, sync,
+/// Creates log segment `id` atomically: header to a temporary file, sync,
 /// rename, directory sync. A crash leaves either no segment or a whole one.
-fn create_segment(dir: &Path, id: u32, capacity: u64) -> Result<(Segment, File)> {
+fn create_log_segment(dir: &Path, id: u32, capacity: u64) -> Result<(Segment, File)> {
     let path = dir.join(segment_file_name(id));
     let tmp = dir.join(format!("{id:010}{TEMP_SUFFIX}"));
+    let header = encode_header(id, SegmentKind::Log, &[]);
     let file = (|| {
         let mut file = OpenOptions::new()
             .read(true)
@@ -527,77 +853,31 @@ fn create_segment(dir: &Path, id: u32, capacity: u64) -> Result<(Segment, File)>
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        file.write_all(&encode_header(id))?;
+        file.write_all(&header)?;
         file.sync_all()?;
         fs::rename(&tmp, &path)?;
         sync_dir(dir)?;
         Ok(file)
     })()
     .map_err(|e| LogError::io(&path, e))?;
-    let segment = Segment::map(id, path, &file, SEGMENT_HEADER_LEN as u64, capacity, false)?;
+    let header = SegmentHeader {
+        id,
+        kind: SegmentKind::Log,
+        supersedes: Vec::new(),
+        data_start: SEGMENT_HEADER_LEN as u64,
+    };
+    let segment = Segment::map(
+        path,
+        header,
+        &file,
+        SEGMENT_HEADER_LEN as u64,
+        capacity,
+        false,
+    )?;
     Ok((segment, file))
 }
 
 /// Makes the creation, renaming or removal of files in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Checks the segment's header and hands each record to `visit`. Returns
-/// the offset where the valid records end: the file's length, or, when a
-/// torn tail is tolerated (the newest segment, with no checkpoint), the
-/// start of the torn tail.
-fn scan_segment(
-    segment: &Segment,
-    tolerate_torn_tail: bool,
-    visit: &mut impl FnMut(Location, &Record<'_>),
-) -> Result<u64> {
-    let bytes = segment.bytes();
-    let id = decode_header(bytes).map_err(|reason| LogError::BadSegmentHeader {
-        path: segment.path().to_path_buf(),
-        reason,
-    })?;
-    if id != segment.id() {
-        return Err(LogError::BadSegmentHeader {
-            path: segment.path().to_path_buf(),
-            reason: format!("its header names segment {id}, not {}", segment.id()),
-        });
-    }
-    // Read with the format's own limits, not a configured lower maximum, so
-    // that lowering the maximum never makes old data unreadable.
-    let limits = Limits::default();
-    let mut at = SEGMENT_HEADER_LEN;
-    while at < bytes.len() {
-        match decode_with_limits(&bytes[at..], &limits) {
-            Ok(decoded) => {
-                let loc = Location {
-                    segment: segment.id(),
-                    offset: at as u32,
-                    len: decoded.len as u32,
-                };
-                visit(loc, &decoded.record);
-                at += decoded.len;
-            }
-            Err(err) => {
-                if tolerate_torn_tail && !any_valid_record_after(bytes, at, &limits) {
-                    return Ok(at as u64);
-                }
-                return Err(LogError::Corruption {
-                    path: segment.path().to_path_buf(),
-                    offset: at as u64,
-                    reason: err.to_string(),
-                });
-            }
-        }
-    }
-    Ok(bytes.len() as u64)
-}
-
-/// Whether a valid record starts anywhere after `bad`. A bad record with a
-/// valid one after it is damage, not a torn write at the tail.
-fn any_valid_record_after(bytes: &[u8], bad: usize, limits: &Limits) -> bool {
-    (bad + 1..bytes.len()).any(|at| {
-        bytes.get(at + kv_format::VERSION_OFFSET) == Some(&FORMAT_VERSION)
-            && decode_with_limits(&bytes[at..], limits).is_ok()
-    })
 }

@@ -1,12 +1,41 @@
-//! One mapped segment file.
+//! One mapped segment file, and its hint file.
 
-use std::fs::File;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use kv_format::{FORMAT_VERSION, Limits, Record, RecordKind, decode_with_limits};
 use memmap2::{Mmap, MmapOptions};
 
-use crate::{LogError, Result};
+use crate::format::{
+    HINT_ENTRY_LEN, HINT_FLAG_TOMBSTONE, HINT_HEADER_LEN, SegmentHeader, SegmentKind,
+    decode_hint_header, encode_hint_header, hint_file_name, read_u16, read_u32, read_u64,
+};
+use crate::{Location, LogError, Result};
+
+/// What loading a segment learns of one record: enough to rebuild an
+/// index entry, from the record itself or from the hint file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMeta<'a> {
+    /// The record's key.
+    pub key: &'a [u8],
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its expiry (milliseconds since the Unix epoch, 0 = never).
+    pub expires_at: u64,
+    /// Put or tombstone.
+    pub kind: RecordKind,
+}
+
+/// Where [`Segment::load`] read a segment's records from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadSource {
+    /// The hint file.
+    Hint,
+    /// A scan of the segment (no hint file, or a damaged one).
+    Scan,
+}
 
 /// One segment file, mapped read-only.
 ///
@@ -16,20 +45,28 @@ use crate::{LogError, Result};
 pub struct Segment {
     id: u32,
     path: PathBuf,
+    kind: SegmentKind,
+    supersedes: Vec<u32>,
+    data_start: u64,
     map: Mmap,
     /// Bytes at the front of the file that are completely written and may
     /// be read. Only grows; published with release ordering after the bytes
     /// are in the file.
     readable: AtomicU64,
     sealed: AtomicBool,
+    /// A valid hint file exists for exactly the readable bytes.
+    hinted: AtomicBool,
+    /// Retired by compaction: the file (and its hint) is deleted when the
+    /// last reference to the segment is dropped.
+    retired: AtomicBool,
 }
 
 impl Segment {
     /// Maps `file`, whose first `readable` bytes are valid, with room for
     /// the file to grow to `capacity` bytes underneath the map.
     pub(crate) fn map(
-        id: u32,
         path: PathBuf,
+        header: SegmentHeader,
         file: &File,
         readable: u64,
         capacity: u64,
@@ -49,18 +86,26 @@ impl Segment {
         // `readable` length while mapped (the only truncation, of a torn
         // tail at open, happens before anything past it is published). Bytes
         // past the end of the file are never read: every read is bounded by
-        // `readable`, which never exceeds the file's length. A file changed
-        // or truncated by another program breaks these assumptions and can
-        // raise SIGBUS; that is outside the contract (see ARCHITECTURE.md).
+        // `readable`, which never exceeds the file's length. A retired
+        // segment's file is deleted only when the last `Segment` (and so the
+        // map) is dropped; on Unix a deleted file stays readable while
+        // mapped anyway. A file changed or truncated by another program
+        // breaks these assumptions and can raise SIGBUS; that is outside the
+        // contract (see ARCHITECTURE.md).
         #[allow(unsafe_code)]
         let map =
             unsafe { MmapOptions::new().len(len).map(file) }.map_err(|e| LogError::io(&path, e))?;
         Ok(Segment {
-            id,
+            id: header.id,
             path,
+            kind: header.kind,
+            supersedes: header.supersedes,
+            data_start: header.data_start,
             map,
             readable: AtomicU64::new(readable),
             sealed: AtomicBool::new(sealed),
+            hinted: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -74,19 +119,44 @@ impl Segment {
         &self.path
     }
 
+    /// Who wrote the segment.
+    pub fn kind(&self) -> SegmentKind {
+        self.kind
+    }
+
+    /// The segments this compaction output supersedes.
+    pub fn supersedes(&self) -> &[u32] {
+        &self.supersedes
+    }
+
+    /// The offset of the first record.
+    pub fn data_start(&self) -> u64 {
+        self.data_start
+    }
+
     /// The number of bytes readable, header included.
     pub fn len(&self) -> u64 {
         self.readable.load(Ordering::Acquire)
     }
 
-    /// Whether the segment holds only its header.
+    /// Bytes of records: [`Segment::len`] less the header.
+    pub fn data_len(&self) -> u64 {
+        self.len().saturating_sub(self.data_start)
+    }
+
+    /// Whether the segment holds no record.
     pub fn is_empty(&self) -> bool {
-        self.len() <= crate::SEGMENT_HEADER_LEN as u64
+        self.data_len() == 0
     }
 
     /// Whether the segment is sealed: it will never be written again.
     pub fn is_sealed(&self) -> bool {
         self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Whether a valid hint file describes the segment.
+    pub fn has_hint(&self) -> bool {
+        self.hinted.load(Ordering::Acquire)
     }
 
     /// The readable bytes of the segment, header included.
@@ -107,7 +177,7 @@ impl Segment {
         let end = self.len();
         let start = u64::from(offset);
         let stop = start + u64::from(len);
-        if stop > end {
+        if stop > end || start < self.data_start {
             return Err(LogError::OutOfBounds {
                 segment: self.id,
                 offset,
@@ -133,4 +203,265 @@ impl Segment {
     pub(crate) fn seal(&self) {
         self.sealed.store(true, Ordering::Release);
     }
+
+    /// Marks the segment retired: its files are deleted once nothing holds
+    /// it any more.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Hands every record to `visit`, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Corruption`] naming the file and offset of the first
+    /// record that does not decode.
+    pub fn for_each_record(&self, mut visit: impl FnMut(Location, &Record<'_>)) -> Result<()> {
+        self.scan(false, &mut visit).map(drop)
+    }
+
+    /// Scans the records, handing each to `visit`. Returns where the valid
+    /// records end: the readable length, or, when a torn tail is tolerated,
+    /// the start of the torn tail.
+    pub(crate) fn scan(
+        &self,
+        tolerate_torn_tail: bool,
+        visit: &mut impl FnMut(Location, &Record<'_>),
+    ) -> Result<u64> {
+        let bytes = self.bytes();
+        // Read with the format's own limits, not a configured lower maximum,
+        // so that lowering the maximum never makes old data unreadable.
+        let limits = Limits::default();
+        let mut at = self.data_start as usize;
+        while at < bytes.len() {
+            match decode_with_limits(&bytes[at..], &limits) {
+                Ok(decoded) => {
+                    let loc = Location {
+                        segment: self.id,
+                        offset: at as u32,
+                        len: decoded.len as u32,
+                    };
+                    visit(loc, &decoded.record);
+                    at += decoded.len;
+                }
+                Err(err) => {
+                    if tolerate_torn_tail && !any_valid_record_after(bytes, at, &limits) {
+                        return Ok(at as u64);
+                    }
+                    return Err(LogError::Corruption {
+                        path: self.path.clone(),
+                        offset: at as u64,
+                        reason: err.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(bytes.len() as u64)
+    }
+
+    fn hint_path(&self) -> PathBuf {
+        self.path.with_file_name(hint_file_name(self.id))
+    }
+
+    /// Hands every record's metadata to `visit`, from the hint file when a
+    /// valid one exists, else by scanning the segment. A damaged hint file
+    /// is logged and ignored, never an error.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Corruption`] from the scan.
+    pub fn load(&self, mut visit: impl FnMut(Location, RecordMeta<'_>)) -> Result<LoadSource> {
+        match self.read_hint() {
+            Ok(Some(hint)) => {
+                visit_hint(&hint, self.id, &mut visit);
+                self.hinted.store(true, Ordering::Release);
+                return Ok(LoadSource::Hint);
+            }
+            Ok(None) => {}
+            Err(reason) => log::warn!(
+                "ignoring the hint file of {} ({reason}); scanning the segment instead",
+                self.path.display()
+            ),
+        }
+        self.for_each_record(|loc, record| {
+            visit(
+                loc,
+                RecordMeta {
+                    key: record.key,
+                    seq: record.seq,
+                    expires_at: record.expires_at,
+                    kind: record.kind,
+                },
+            )
+        })?;
+        Ok(LoadSource::Scan)
+    }
+
+    /// Reads and fully checks the hint file: `Ok(None)` if there is none.
+    fn read_hint(&self) -> std::result::Result<Option<Vec<u8>>, String> {
+        let path = self.hint_path();
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let (id, segment_len, count) = decode_hint_header(&bytes)?;
+        if id != self.id {
+            return Err(format!("it names segment {id}"));
+        }
+        if segment_len != self.len() {
+            return Err(format!(
+                "it describes {segment_len} bytes of segment, but the segment has {}",
+                self.len()
+            ));
+        }
+        let Some(body_end) = bytes.len().checked_sub(8) else {
+            return Err("it is cut short".into());
+        };
+        if body_end < HINT_HEADER_LEN {
+            return Err("it is cut short".into());
+        }
+        if read_u64(&bytes, body_end) != xxhash_rust::xxh3::xxh3_64(&bytes[..body_end]) {
+            return Err("its checksum does not match".into());
+        }
+        // Every entry must parse and lie within the segment's records.
+        let mut at = HINT_HEADER_LEN;
+        let mut n = 0u64;
+        while at < body_end {
+            let entry = parse_hint_entry(&bytes[at..body_end]).ok_or("an entry is malformed")?;
+            let end = u64::from(entry.offset) + u64::from(entry.len);
+            if u64::from(entry.offset) < self.data_start || end > self.len() {
+                return Err(format!(
+                    "an entry points outside the segment, at {}",
+                    entry.offset
+                ));
+            }
+            at += HINT_ENTRY_LEN + entry.meta.key.len();
+            n += 1;
+        }
+        if n != count {
+            return Err(format!("it has {n} entries but says {count}"));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Writes the hint file of this sealed segment atomically (temporary
+    /// file, sync, rename, directory sync).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Io`], or [`LogError::Corruption`] if a record fails to
+    /// decode while the segment is read.
+    pub fn write_hint(&self) -> Result<()> {
+        let mut body = Vec::with_capacity(HINT_HEADER_LEN + (self.data_len() / 8) as usize);
+        body.extend_from_slice(&[0u8; HINT_HEADER_LEN]);
+        let mut count = 0u64;
+        self.for_each_record(|loc, record| {
+            body.extend_from_slice(&(record.key.len() as u16).to_le_bytes());
+            body.push(match record.kind {
+                RecordKind::Put => 0,
+                RecordKind::Tombstone => HINT_FLAG_TOMBSTONE,
+            });
+            body.push(0);
+            body.extend_from_slice(&loc.offset.to_le_bytes());
+            body.extend_from_slice(&loc.len.to_le_bytes());
+            body.extend_from_slice(&record.seq.to_le_bytes());
+            body.extend_from_slice(&record.expires_at.to_le_bytes());
+            body.extend_from_slice(record.key);
+            count += 1;
+        })?;
+        body[..HINT_HEADER_LEN].copy_from_slice(&encode_hint_header(self.id, self.len(), count));
+        let sum = xxhash_rust::xxh3::xxh3_64(&body);
+        body.extend_from_slice(&sum.to_le_bytes());
+
+        let path = self.hint_path();
+        let tmp = path.with_extension("hint.tmp");
+        let dir = path.parent().unwrap_or(Path::new("."));
+        (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            file.write_all(&body)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        })()
+        .map_err(|e| LogError::io(&path, e))?;
+        self.hinted.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.retired.load(Ordering::Acquire) {
+            // Best effort: a file left behind is deleted at the next open,
+            // because the compaction output that retired it supersedes it.
+            for path in [self.hint_path(), self.path.clone()] {
+                if let Err(e) = fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    log::warn!("could not delete retired {}: {e}", path.display());
+                }
+            }
+        }
+    }
+}
+
+struct HintEntry<'a> {
+    offset: u32,
+    len: u32,
+    meta: RecordMeta<'a>,
+}
+
+fn parse_hint_entry(b: &[u8]) -> Option<HintEntry<'_>> {
+    let fixed = b.get(..HINT_ENTRY_LEN)?;
+    let key_len = usize::from(read_u16(fixed, 0));
+    let flags = fixed[2];
+    if key_len == 0 || flags & !HINT_FLAG_TOMBSTONE != 0 {
+        return None;
+    }
+    let key = b.get(HINT_ENTRY_LEN..HINT_ENTRY_LEN + key_len)?;
+    Some(HintEntry {
+        offset: read_u32(fixed, 4),
+        len: read_u32(fixed, 8),
+        meta: RecordMeta {
+            key,
+            seq: read_u64(fixed, 12),
+            expires_at: read_u64(fixed, 20),
+            kind: if flags & HINT_FLAG_TOMBSTONE != 0 {
+                RecordKind::Tombstone
+            } else {
+                RecordKind::Put
+            },
+        },
+    })
+}
+
+/// Visits the entries of a hint file that `read_hint` checked.
+fn visit_hint(bytes: &[u8], segment: u32, visit: &mut impl FnMut(Location, RecordMeta<'_>)) {
+    let body_end = bytes.len() - 8;
+    let mut at = HINT_HEADER_LEN;
+    while let Some(entry) = parse_hint_entry(&bytes[at..body_end]) {
+        at += HINT_ENTRY_LEN + entry.meta.key.len();
+        visit(
+            Location {
+                segment,
+                offset: entry.offset,
+                len: entry.len,
+            },
+            entry.meta,
+        );
+    }
+}
+
+/// Whether a valid record starts anywhere after `bad`. A bad record with a
+/// valid one after it is damage, not a torn write at the tail.
+fn any_valid_record_after(bytes: &[u8], bad: usize, limits: &Limits) -> bool {
+    (bad + 1..bytes.len()).any(|at| {
+        bytes.get(at + kv_format::VERSION_OFFSET) == Some(&FORMAT_VERSION)
+            && decode_with_limits(&bytes[at..], limits).is_ok()
+    })
 }
