@@ -1,13 +1,66 @@
 //! Compaction for the kv storage engine.
 //!
-//! Compaction will copy the live records of sealed segments into new
-//! segments and switch each key's index entry with a compare-and-swap, so
-//! that a concurrent write always wins, reclaiming the space of overwritten,
-//! deleted and expired records. It is planned work (see ARCHITECTURE.md);
-//! this crate has no public API yet.
+//! A compaction *run* takes some sealed segments (the inputs) and writes
+//! one new segment (the output) holding what of them is still needed:
 //!
-//! Dependencies will point down only: to `kv-format`, `kv-log` and
-//! `kv-index`. This crate spawns no threads: `kv-engine` owns the thread
-//! that drives it.
+//! - every put that the index still points at is copied, byte for byte
+//!   (same sequence number, same checksum);
+//! - a tombstone is copied only if the key is still absent and the caller's
+//!   [`Policy`] says an older record of the key may still exist in a
+//!   segment outside the run (the rule that keeps a deleted key from coming
+//!   back, which Bitcask got wrong for years);
+//! - everything else is dropped.
+//!
+//! The output is made durable and visible before anything else changes,
+//! and its header names the inputs it supersedes, so that from that moment
+//! on, even across a crash, the inputs are deleted when found. Then each
+//! copied key's index entry is switched to the output with a
+//! compare-and-swap: only where the index still points at the input
+//! record, so a concurrent write always wins. Finally the inputs are
+//! retired: removed from the segment set, and deleted once the last reader
+//! holding them lets go.
+//!
+//! # What this crate is not
+//!
+//! It picks no segments, keeps no statistics and spawns no threads: the
+//! engine (`kv-engine`) decides what to compact and when, on a thread it
+//! owns, and paces the run through [`Policy::pace`]. Dependencies point
+//! down only: `kv-format`, `kv-log`, `kv-index`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kv_compact::{Policy, compact};
+//! use kv_format::Record;
+//! use kv_index::{Entry, Index};
+//! use kv_log::{Log, LogOptions};
+//!
+//! struct KeepAll;
+//! impl Policy for KeepAll {
+//!     fn keep_tombstone(&self, _key: &[u8], _seq: u64) -> bool { true }
+//! }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut log = Log::open(dir.path(), LogOptions::default(), |_, _| {})?;
+//! let index = Index::new();
+//! for (seq, value) in [(1, "old"), (2, "new")] {
+//!     let loc = log.append(&Record::put(seq, b"k", value.as_bytes()))?;
+//!     index.insert(b"k", Entry { segment: loc.segment, offset: loc.offset, len: loc.len,
+//!                                seq, expires_at: 0, tombstone: false });
+//! }
+//! log.seal_active()?;
+//! let reader = log.reader();
+//! let inputs = vec![Arc::clone(reader.segments().get(1).unwrap())];
+//! let outcome = compact(&reader, &index, &inputs, &mut KeepAll)?;
+//! assert_eq!(outcome.counts.records_copied, 1); // "old" was dead
+//! assert_eq!(index.get(b"k").unwrap().segment, outcome.output.id());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
+
+mod run;
+
+pub use run::{CompactError, Counts, Outcome, Policy, compact};
+
+/// The result type of this crate.
+pub type Result<T, E = CompactError> = std::result::Result<T, E>;

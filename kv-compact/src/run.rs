@@ -1,0 +1,211 @@
+//! One compaction run.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use kv_format::RecordKind;
+use kv_index::{Entry, Index};
+use kv_log::{Location, LogError, LogReader, Segment};
+
+use thiserror::Error;
+
+/// An error from a compaction run. After an error nothing has changed: the
+/// output, if begun, is deleted, and the index and the inputs are as they
+/// were.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CompactError {
+    /// Reading an input or writing the output failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// [`Policy::pace`] asked the run to stop.
+    #[error("compaction was cancelled")]
+    Cancelled,
+    /// A run needs at least one input segment.
+    #[error("a compaction run needs at least one input segment")]
+    NoInputs,
+}
+
+/// What the engine decides for a run.
+pub trait Policy {
+    /// Whether a tombstone of `key` with sequence number `seq`, whose key
+    /// is absent from the index, must be kept: true if a record of `key`
+    /// older than `seq` may still exist in a segment outside the run.
+    fn keep_tombstone(&self, key: &[u8], seq: u64) -> bool;
+
+    /// Whether a put that expires at `expires_at` (milliseconds since the
+    /// Unix epoch, never 0) has expired and can be dropped.
+    fn is_expired(&self, _expires_at: u64) -> bool {
+        false
+    }
+
+    /// Called after every `bytes` read from the inputs: a chance to sleep
+    /// (rate limit) or wait (pause). Returning `false` cancels the run.
+    fn pace(&mut self, _bytes: u64) -> bool {
+        true
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The output segment, durable and in the segment set.
+    pub output: Arc<Segment>,
+    /// Ids of the inputs, now retired.
+    pub inputs: Vec<u32>,
+    /// The counts of the run.
+    pub counts: Counts,
+}
+
+/// The counts of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Record bytes read from the inputs.
+    pub bytes_in: u64,
+    /// Record bytes written to the output.
+    pub bytes_out: u64,
+    /// Bytes of the output that are dead already: copies whose key a
+    /// concurrent write changed before the switch, and kept tombstones.
+    pub dead_bytes_out: u64,
+    /// The lowest sequence number in the output (`u64::MAX` if empty).
+    pub min_seq_out: u64,
+    /// Puts copied.
+    pub records_copied: u64,
+    /// Index entries switched to the output.
+    pub entries_switched: u64,
+    /// Tombstones copied because an older record may still exist.
+    pub tombstones_kept: u64,
+    /// Tombstones dropped.
+    pub tombstones_dropped: u64,
+    /// Dead or expired puts dropped.
+    pub records_dropped: u64,
+}
+
+/// A copied put, to switch in the index once the output is visible.
+struct Copied {
+    key: Range<usize>,
+    old: Entry,
+    new: Location,
+}
+
+/// Compacts `inputs` (sealed segments) into one new segment, switches the
+/// index to it and retires the inputs. See the crate docs for the rules.
+///
+/// # Errors
+///
+/// [`CompactError::Log`] if an input is damaged or the output cannot be
+/// written; [`CompactError::Cancelled`]. Either way nothing has changed.
+pub fn compact(
+    reader: &LogReader,
+    index: &Index,
+    inputs: &[Arc<Segment>],
+    policy: &mut impl Policy,
+) -> crate::Result<Outcome> {
+    if inputs.is_empty() {
+        return Err(CompactError::NoInputs);
+    }
+    let ids: Vec<u32> = inputs.iter().map(|s| s.id()).collect();
+    let mut output = reader.create_output(&ids)?;
+    let mut keys = Vec::new();
+    let mut copied = Vec::new();
+    let mut counts = Counts {
+        min_seq_out: u64::MAX,
+        ..Counts::default()
+    };
+    for input in inputs {
+        let mut failure = None;
+        let mut cancelled = false;
+        input.for_each_record(|loc, record| {
+            if failure.is_some() || cancelled {
+                return;
+            }
+            counts.bytes_in += u64::from(loc.len);
+            // Some(Some(entry)): a live put; Some(None): a needed tombstone.
+            let keep = match record.kind {
+                RecordKind::Put => index
+                    .get(record.key)
+                    .filter(|e| {
+                        e.segment == loc.segment
+                            && e.offset == loc.offset
+                            && !(record.expires_at != 0 && policy.is_expired(record.expires_at))
+                    })
+                    .map(Some),
+                // A present key was written again after this delete: the
+                // newer record shadows every older one.
+                RecordKind::Tombstone => (index.get(record.key).is_none()
+                    && policy.keep_tombstone(record.key, record.seq))
+                .then_some(None),
+            };
+            match keep {
+                None => match record.kind {
+                    RecordKind::Put => counts.records_dropped += 1,
+                    RecordKind::Tombstone => counts.tombstones_dropped += 1,
+                },
+                Some(old) => {
+                    // The bytes were just decoded and checked from this map.
+                    let appended = input
+                        .read(loc.offset, loc.len)
+                        .and_then(|bytes| output.append_encoded(bytes));
+                    match appended {
+                        Ok(new) => {
+                            counts.bytes_out += u64::from(new.len);
+                            counts.min_seq_out = counts.min_seq_out.min(record.seq);
+                            if let Some(old) = old {
+                                let start = keys.len();
+                                keys.extend_from_slice(record.key);
+                                copied.push(Copied {
+                                    key: start..keys.len(),
+                                    old,
+                                    new,
+                                });
+                                counts.records_copied += 1;
+                            } else {
+                                counts.tombstones_kept += 1;
+                                counts.dead_bytes_out += u64::from(new.len);
+                            }
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                }
+            }
+            cancelled = !policy.pace(u64::from(loc.len));
+        })?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        if cancelled {
+            return Err(CompactError::Cancelled);
+        }
+    }
+
+    // Durable and visible first; from here on the output supersedes the
+    // inputs, even across a crash.
+    let output = output.finish()?;
+    for c in &copied {
+        let new = Entry {
+            segment: c.new.segment,
+            offset: c.new.offset,
+            len: c.new.len,
+            ..c.old
+        };
+        if index.compare_and_swap(&keys[c.key.clone()], &c.old, new) {
+            counts.entries_switched += 1;
+        } else {
+            // A concurrent write won: this copy is dead on arrival.
+            counts.dead_bytes_out += u64::from(c.new.len);
+        }
+    }
+    reader.retire(&ids);
+    if let Err(e) = output.write_hint() {
+        log::warn!(
+            "could not write the hint file of {}: {e}",
+            output.path().display()
+        );
+    }
+    Ok(Outcome {
+        output,
+        inputs: ids,
+        counts,
+    })
+}
