@@ -1,10 +1,12 @@
 //! The `Db` facade: opening, the read path, and handing writes to the
 //! writer thread.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,8 +20,10 @@ use kv_wal::{Position, Wal};
 use parking_lot::Mutex;
 
 use crate::checkpoint::Checkpoint;
+use crate::compactor::{self, CompactionReport, Control, PassOptions};
 use crate::reply::{self, Reply};
-use crate::writer::{Command, Write, Writer, recover_record};
+use crate::usage::{SegmentUsage, Usage};
+use crate::writer::{Command, Write, Writer, entry_for, recover_record};
 use crate::{Error, Options, Result, WriteBatch};
 
 /// The name of the lock file in the database directory.
@@ -27,11 +31,27 @@ pub const LOCK_FILE_NAME: &str = "LOCK";
 /// The name of the write-ahead log's subdirectory.
 pub const WAL_DIR_NAME: &str = "wal";
 
-/// State shared by readers and the writer thread.
+/// State shared by readers, the writer thread and compaction.
 pub(crate) struct Shared {
     pub(crate) index: Index,
     pub(crate) reader: LogReader,
     pub(crate) limits: Limits,
+    /// Live and dead bytes per segment.
+    pub(crate) usage: SegmentUsage,
+    /// The segment of the last checkpoint's position: every segment below
+    /// it holds only durable, checkpointed records.
+    pub(crate) checkpointed: AtomicU32,
+    pub(crate) control: Control,
+    /// Wakes the compactor thread (after a checkpoint).
+    pub(crate) wake_compactor: Sender<()>,
+    pub(crate) stats: Counters,
+}
+
+/// Counters kept off the read path.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) compactions: AtomicU64,
+    pub(crate) bytes_reclaimed: AtomicU64,
 }
 
 /// An open database.
@@ -47,6 +67,8 @@ pub struct Db {
     shared: Arc<Shared>,
     commands: Sender<Command>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
+    options: Options,
     dir: PathBuf,
     /// Held with an OS file lock for as long as the `Db` lives; declared
     /// last so that it is released only after the writer has stopped.
@@ -97,7 +119,6 @@ impl Db {
         //    it may be incomplete, and the WAL has all of it.
         let index = Index::new();
         let checkpoint_seq = checkpoint.map_or(0, |c| c.seq);
-        let mut max_seq = checkpoint_seq;
         let segments_end = checkpoint.map_or(
             LogPosition {
                 segment: 1,
@@ -105,18 +126,16 @@ impl Db {
             },
             |c| c.segments_end,
         );
-        let mut log = Log::open_at(
+        let mut log = Log::recover(
             &dir,
             LogOptions {
                 segment_size: options.segment_size,
                 ..LogOptions::default()
             },
             Some(segments_end),
-            |loc, record| {
-                max_seq = max_seq.max(record.seq);
-                recover_record(&index, loc, record);
-            },
         )?;
+        let (mut usage, loaded_max_seq) = load_segments(&log.reader(), &index)?;
+        let mut max_seq = checkpoint_seq.max(loaded_max_seq);
 
         // 2. The WAL after the checkpoint, applied to the segments.
         let wal_dir = dir.join(WAL_DIR_NAME);
@@ -137,6 +156,9 @@ impl Db {
                 if record.seq > checkpoint_seq {
                     let loc = log.append_encoded(&payload[at..at + decoded.len])?;
                     recover_record(&index, loc, &record);
+                    let u = usage.entry(loc.segment).or_default();
+                    u.total += u64::from(loc.len);
+                    u.min_seq = u.min_seq.min(record.seq);
                     max_seq = max_seq.max(record.seq);
                     replayed += 1;
                 }
@@ -145,6 +167,12 @@ impl Db {
         }
         log.flush()?;
         index.retain(|_, entry| !entry.tombstone);
+        // Live bytes are what the index points at; the rest is dead.
+        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
+        index.for_each(|_, e| *live.entry(e.segment).or_default() += u64::from(e.len));
+        for (id, u) in usage.iter_mut() {
+            u.dead = u.total.saturating_sub(live.get(id).copied().unwrap_or(0));
+        }
         log::debug!(
             "opened {}: {} keys, {replayed} records replayed from the WAL, next sequence number {}",
             dir.display(),
@@ -152,11 +180,18 @@ impl Db {
             max_seq + 1
         );
 
+        let (wake_compactor, wake) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             index,
             reader: log.reader(),
             limits: Limits::with_max_value_len(options.max_value_len),
+            usage: SegmentUsage::default(),
+            checkpointed: AtomicU32::new(segments_end.segment),
+            control: Control::default(),
+            wake_compactor,
+            stats: Counters::default(),
         });
+        shared.usage.set(usage);
         let mut writer = Writer {
             shared: Arc::clone(&shared),
             dir: dir.clone(),
@@ -182,10 +217,27 @@ impl Db {
                 path: dir.clone(),
                 source,
             })?;
+        let compactor = if options.background_compaction {
+            let shared = Arc::clone(&shared);
+            let interval = options.compaction_interval;
+            let pass = options.background_pass();
+            let handle = std::thread::Builder::new()
+                .name("kv-compactor".into())
+                .spawn(move || compactor::background(shared, wake, interval, pass))
+                .map_err(|source| Error::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+            Some(handle)
+        } else {
+            None
+        };
         Ok(Db {
             shared,
             commands,
             writer: Mutex::new(Some(handle)),
+            compactor: Mutex::new(compactor),
+            options,
             dir,
             _lock: lock,
         })
@@ -333,6 +385,54 @@ impl Db {
         }
     }
 
+    /// Compacts now: seals the active segment, takes a checkpoint, and
+    /// compacts every sealed segment that holds any dead bytes; then takes
+    /// another checkpoint, which empties the WAL. Runs on the caller's
+    /// thread, without the rate limit, even while compaction is paused;
+    /// reads and writes go on meanwhile. A background pass in progress is
+    /// waited for.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corruption`] if a segment is damaged (nothing is changed by
+    /// the run that found it), [`Error::Io`], [`Error::Poisoned`],
+    /// [`Error::Closed`].
+    pub fn compact(&self) -> Result<CompactionReport> {
+        let _running = self.shared.control.running.lock();
+        self.checkpoint_now(true)?;
+        let report = compactor::pass(
+            &self.shared,
+            PassOptions {
+                min_dead_ratio: 0.0,
+                rate: None,
+                pausable: false,
+                run_bytes: self.options.segment_size,
+            },
+        )?;
+        self.checkpoint_now(false)?;
+        Ok(report)
+    }
+
+    /// Pauses background compaction (a run in progress waits at its next
+    /// record). [`Db::compact`] still runs.
+    pub fn pause_compaction(&self) {
+        self.shared.control.paused.store(true, Ordering::Relaxed);
+    }
+
+    /// Resumes background compaction.
+    pub fn resume_compaction(&self) {
+        self.shared.control.paused.store(false, Ordering::Relaxed);
+        let _ = self.shared.wake_compactor.try_send(());
+    }
+
+    /// Asks the writer to take a checkpoint now, sealing the active segment
+    /// first if `seal`.
+    fn checkpoint_now(&self, seal: bool) -> Result<()> {
+        reply::call(|reply| {
+            let _ = self.commands.send(Command::Checkpoint { seal, reply });
+        })
+    }
+
     /// Flushes, syncs and closes the database, waiting for the writer
     /// thread, and releases the directory lock.
     ///
@@ -344,6 +444,15 @@ impl Db {
     }
 
     fn shutdown(&self) -> Result<()> {
+        // Compaction first: a run in progress is cancelled and leaves
+        // nothing behind.
+        self.shared.control.stopping.store(true, Ordering::Relaxed);
+        let _ = self.shared.wake_compactor.try_send(());
+        if let Some(compactor) = self.compactor.lock().take()
+            && compactor.join().is_err()
+        {
+            log::error!("the compactor thread panicked");
+        }
         let Some(handle) = self.writer.lock().take() else {
             return Ok(());
         };
@@ -373,17 +482,35 @@ impl Db {
         f: impl FnOnce(&Arc<Segment>, &[u8]) -> T,
     ) -> Result<Option<T>> {
         check_key(key)?;
-        let Some(entry) = self.live_entry(key) else {
-            return Ok(None);
-        };
-        let segments = self.shared.reader.segments();
+        // The segment set is loaded before the index entry: a segment the
+        // entry names is then in the set, unless it was created (by a roll
+        // or a compaction) after the set was loaded, and a fresh load finds
+        // it. A segment is retired only after no entry points at it.
+        for _ in 0..4 {
+            let segments = self.shared.reader.segments();
+            let Some(entry) = self.live_entry(key) else {
+                return Ok(None);
+            };
+            let Some(segment) = segments.get(entry.segment) else {
+                continue;
+            };
+            return self
+                .read_entry(segment, key, entry)
+                .map(|v| Some(f(segment, v)));
+        }
+        Err(Error::Corruption {
+            path: self.dir.clone(),
+            offset: 0,
+            reason: "the index points at a segment that does not exist".into(),
+        })
+    }
+
+    /// Reads and checks the record `entry` names, and returns its value.
+    fn read_entry<'s>(&self, segment: &'s Segment, key: &[u8], entry: Entry) -> Result<&'s [u8]> {
         let loc = Location {
             segment: entry.segment,
             offset: entry.offset,
             len: entry.len,
-        };
-        let Some(segment) = segments.get(loc.segment) else {
-            return Err(corrupt_index(&self.dir, loc, "the segment does not exist"));
         };
         let bytes = segment.read(loc.offset, loc.len).map_err(|e| match e {
             LogError::OutOfBounds { .. } => corrupt_index(segment.path(), loc, &e.to_string()),
@@ -403,7 +530,7 @@ impl Db {
                 reason: "the record there is not the one the index expects".into(),
             });
         }
-        Ok(Some(f(segment, record.value)))
+        Ok(record.value)
     }
 }
 
@@ -461,6 +588,58 @@ impl PartialEq<[u8]> for Value {
     fn eq(&self, other: &[u8]) -> bool {
         **self == *other
     }
+}
+
+/// Loads every segment into the index, on two threads: from its hint file
+/// where it has a valid one, else by scanning it. The newest record of each
+/// key wins whatever the order (`Index::insert_if_newer`); tombstones stay
+/// in the index until the caller has seen everything. Returns each
+/// segment's usage (total bytes and lowest sequence number; dead bytes are
+/// known only at the end) and the highest sequence number seen.
+fn load_segments(reader: &LogReader, index: &Index) -> Result<(BTreeMap<u32, Usage>, u64)> {
+    let segments: Vec<Arc<Segment>> = reader.segments().iter().cloned().collect();
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    let load = || -> Result<(BTreeMap<u32, Usage>, u64)> {
+        let mut usage = BTreeMap::new();
+        let mut max_seq = 0;
+        while let Some(segment) = segments.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let mut u = Usage {
+                total: segment.data_len(),
+                ..Usage::default()
+            };
+            segment.load(|loc, meta| {
+                u.min_seq = u.min_seq.min(meta.seq);
+                max_seq = max_seq.max(meta.seq);
+                index.insert_if_newer(
+                    meta.key,
+                    entry_for(loc, meta.seq, meta.expires_at, meta.kind),
+                );
+            })?;
+            usage.insert(segment.id(), u);
+        }
+        Ok((usage, max_seq))
+    };
+    let results: Vec<Result<(BTreeMap<u32, Usage>, u64)>> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(load)).collect();
+        let mut results = vec![load()];
+        results.extend(helpers.into_iter().map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(Error::Poisoned {
+                    reason: "a loader thread panicked".into(),
+                })
+            })
+        }));
+        results
+    });
+    let mut usage = BTreeMap::new();
+    let mut max_seq = 0;
+    for result in results {
+        let (u, m) = result?;
+        usage.extend(u);
+        max_seq = max_seq.max(m);
+    }
+    Ok((usage, max_seq))
 }
 
 fn check_key(key: &[u8]) -> Result<()> {

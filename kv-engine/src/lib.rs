@@ -45,13 +45,16 @@
 
 mod batch;
 mod checkpoint;
+mod compactor;
 mod db;
 mod error;
 mod options;
 mod reply;
+mod usage;
 mod writer;
 
 pub use batch::WriteBatch;
+pub use compactor::CompactionReport;
 pub use db::{Db, Keys, LOCK_FILE_NAME, Value, WAL_DIR_NAME};
 pub use error::Error;
 pub use kv_wal::{RecoveryMode, SyncPolicy};

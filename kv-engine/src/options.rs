@@ -1,6 +1,10 @@
 use kv_format::MAX_VALUE_LEN;
 use kv_log::DEFAULT_SEGMENT_SIZE;
+use std::time::Duration;
+
 use kv_wal::{RecoveryMode, SyncPolicy, WalOptions};
+
+use crate::compactor::PassOptions;
 
 /// Options for [`Db::open_with`](crate::Db::open_with).
 ///
@@ -30,6 +34,18 @@ pub struct Options {
     /// A checkpoint (segments synced, WAL dropped) is taken whenever the WAL
     /// has grown by this many bytes, and at close. Default 64 MiB.
     pub checkpoint_wal_size: u64,
+    /// Whether a background thread compacts on its own. Default true.
+    pub background_compaction: bool,
+    /// Background compaction takes a sealed segment once this share of its
+    /// bytes is dead (0 to 1). Default 0.5.
+    pub compaction_threshold: f64,
+    /// Most bytes per second background compaction reads, or `None` for no
+    /// limit. Default `None`. [`Db::compact`](crate::Db::compact) is not
+    /// limited.
+    pub compaction_rate: Option<u64>,
+    /// How often the background thread looks for work, besides after every
+    /// checkpoint. Default 1 s.
+    pub compaction_interval: Duration,
     /// Makes chosen WAL writes or syncs fail, for tests.
     #[cfg(feature = "fail-points")]
     pub wal_faults: Option<std::sync::Arc<kv_wal::FaultInjector>>,
@@ -44,6 +60,10 @@ impl Default for Options {
             sync: SyncPolicy::Always,
             wal_recovery: RecoveryMode::default(),
             checkpoint_wal_size: 64 << 20,
+            background_compaction: true,
+            compaction_threshold: 0.5,
+            compaction_rate: None,
+            compaction_interval: Duration::from_secs(1),
             #[cfg(feature = "fail-points")]
             wal_faults: None,
         }
@@ -79,6 +99,39 @@ impl Options {
     pub fn checkpoint_wal_size(mut self, bytes: u64) -> Self {
         self.checkpoint_wal_size = bytes;
         self
+    }
+
+    /// Sets [`Options::background_compaction`].
+    pub fn background_compaction(mut self, on: bool) -> Self {
+        self.background_compaction = on;
+        self
+    }
+
+    /// Sets [`Options::compaction_threshold`], clamped to 0..=1.
+    pub fn compaction_threshold(mut self, dead_share: f64) -> Self {
+        self.compaction_threshold = dead_share.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Sets [`Options::compaction_rate`].
+    pub fn compaction_rate(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.compaction_rate = bytes_per_second;
+        self
+    }
+
+    /// Sets [`Options::compaction_interval`].
+    pub fn compaction_interval(mut self, interval: Duration) -> Self {
+        self.compaction_interval = interval;
+        self
+    }
+
+    pub(crate) fn background_pass(&self) -> PassOptions {
+        PassOptions {
+            min_dead_ratio: self.compaction_threshold,
+            rate: self.compaction_rate,
+            pausable: true,
+            run_bytes: self.segment_size,
+        }
     }
 
     pub(crate) fn wal_options(&self) -> WalOptions {

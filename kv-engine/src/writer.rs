@@ -10,6 +10,7 @@
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -22,6 +23,7 @@ use crate::batch::{BatchOp, WriteBatch};
 use crate::checkpoint::Checkpoint;
 use crate::db::Shared;
 use crate::reply::Reply;
+use crate::usage::UsageDelta;
 use crate::{Error, Result};
 
 /// One write a caller asked for: the unit of atomicity.
@@ -39,6 +41,12 @@ pub(crate) enum Command {
     },
     /// Make everything acknowledged so far durable.
     Sync {
+        reply: Reply,
+    },
+    /// Take a checkpoint now, sealing the active segment first if `seal`
+    /// (so that compaction can reach everything written so far).
+    Checkpoint {
+        seal: bool,
         reply: Reply,
     },
     /// Commit, checkpoint and stop.
@@ -107,6 +115,20 @@ impl Writer {
                     Command::Sync { reply } => {
                         self.commit_group(&mut group);
                         reply.send(self.sync());
+                        next = rx.try_recv().ok();
+                    }
+                    Command::Checkpoint { seal, reply } => {
+                        self.commit_group(&mut group);
+                        let result = self.refusal().and_then(|()| {
+                            if seal {
+                                self.log.seal_active()?;
+                            }
+                            self.checkpoint()
+                        });
+                        if let Err(e) = &result {
+                            self.poison(e);
+                        }
+                        reply.send(result);
                         next = rx.try_recv().ok();
                     }
                     Command::Close { reply } => {
@@ -191,6 +213,12 @@ impl Writer {
         .write(&self.dir)?;
         self.wal.remove_before(wal_from)?;
         self.wal_bytes = 0;
+        // Every segment before this one is now checkpointed: compaction may
+        // take it.
+        self.shared
+            .checkpointed
+            .store(segments_end.segment, Ordering::Release);
+        let _ = self.shared.wake_compactor.try_send(());
         Ok(())
     }
 
@@ -252,7 +280,7 @@ impl Writer {
             }
             return;
         }
-        apply_records(&self.shared.index, &self.buf, &applied);
+        apply_records(&self.shared, &self.buf, &applied);
         for p in pending {
             p.reply.send(Ok(()));
         }
@@ -314,8 +342,10 @@ fn record_len(bytes: &[u8]) -> Result<usize> {
 }
 
 /// Applies records, in order, to the index: a put replaces the key's
-/// entry, a tombstone removes it.
-fn apply_records(index: &Index, buf: &[u8], applied: &[(Range<usize>, Location)]) {
+/// entry, a tombstone removes it; and counts the bytes each makes dead.
+fn apply_records(shared: &Shared, buf: &[u8], applied: &[(Range<usize>, Location)]) {
+    let index = &shared.index;
+    let mut usage = UsageDelta::default();
     for (range, loc) in applied {
         // These bytes were encoded by this thread a moment ago, so the
         // header is read without verifying the checksum again.
@@ -324,18 +354,24 @@ fn apply_records(index: &Index, buf: &[u8], applied: &[(Range<usize>, Location)]
             continue;
         };
         let key = &bytes[HEADER_LEN..HEADER_LEN + usize::from(header.key_len)];
+        usage.appended(loc.segment, loc.len, header.seq);
         match header.kind() {
             RecordKind::Put => {
-                index.insert(
+                let old = index.insert(
                     key,
                     entry_for(*loc, header.seq, header.expires_at, RecordKind::Put),
                 );
+                usage.superseded(old);
             }
             RecordKind::Tombstone => {
-                index.remove(key);
+                usage.superseded(index.remove(key));
+                // A tombstone serves no read: it is dead from the start, and
+                // compaction keeps it only while it is needed.
+                usage.dead_on_arrival(loc.segment, loc.len);
             }
         }
     }
+    shared.usage.apply(&mut usage);
 }
 
 /// The index entry for a record at `loc`.
@@ -350,18 +386,13 @@ pub(crate) fn entry_for(loc: Location, seq: u64, expires_at: u64, kind: RecordKi
     }
 }
 
-/// Whether a record read back at open should replace the index's entry for
-/// its key: the highest sequence number wins. Tombstones are kept in the
-/// index until the whole scan is done, since a lower-numbered record of the
-/// key may still come.
+/// Applies a record read back at open (from the WAL) to the index: the
+/// highest sequence number of a key wins. Tombstones are kept in the index
+/// until everything is read, since a lower-numbered record of the key may
+/// still come.
 pub(crate) fn recover_record(index: &Index, loc: Location, record: &Record<'_>) {
-    let newer = index
-        .get(record.key)
-        .is_none_or(|current| current.seq < record.seq);
-    if newer {
-        index.insert(
-            record.key,
-            entry_for(loc, record.seq, record.expires_at, record.kind),
-        );
-    }
+    index.insert_if_newer(
+        record.key,
+        entry_for(loc, record.seq, record.expires_at, record.kind),
+    );
 }

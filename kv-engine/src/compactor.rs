@@ -1,0 +1,291 @@
+//! Compaction, driven by the engine: which segments, when, how fast.
+//!
+//! A background thread (`kv-compactor`) wakes every
+//! [`Options::compaction_interval`](crate::Options::compaction_interval) or
+//! when the writer checkpoints. It writes the hint files that sealed
+//! segments lack, then compacts the sealed segments whose dead share is at
+//! least [`Options::compaction_threshold`](crate::Options::compaction_threshold).
+//! [`Db::compact`](crate::Db::compact) runs a full compaction on the
+//! caller's thread. One compaction runs at a time.
+//!
+//! Only segments wholly before the last checkpoint are compacted: their
+//! records are durable and the WAL no longer holds them. Compacting newer
+//! ones could let a copy outlive, across a power loss, the WAL records
+//! before it: a hole in the history.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use kv_compact::{CompactError, Policy};
+use kv_log::{Segment, SegmentKind};
+use parking_lot::Mutex;
+
+use crate::db::Shared;
+use crate::usage::Usage;
+use crate::{Error, Result};
+
+/// What a compaction did, returned by [`Db::compact`](crate::Db::compact).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionReport {
+    /// Compaction runs: each wrote one new segment.
+    pub runs: u64,
+    /// Segments compacted (and retired).
+    pub segments_compacted: u64,
+    /// Bytes of records in the compacted segments.
+    pub bytes_before: u64,
+    /// Bytes of records written to the new segments.
+    pub bytes_after: u64,
+    /// Puts copied.
+    pub records_copied: u64,
+    /// Overwritten, deleted or expired puts dropped.
+    pub records_dropped: u64,
+    /// Tombstones kept because an older record of their key may still
+    /// exist.
+    pub tombstones_kept: u64,
+    /// Tombstones dropped.
+    pub tombstones_dropped: u64,
+}
+
+impl CompactionReport {
+    /// Bytes of records reclaimed.
+    pub fn bytes_reclaimed(&self) -> u64 {
+        self.bytes_before.saturating_sub(self.bytes_after)
+    }
+}
+
+/// Controls shared by the compactor thread and `Db`.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// Held for the whole of a compaction pass: one at a time.
+    pub(crate) running: Mutex<()>,
+    pub(crate) paused: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+}
+
+/// Settings of a pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PassOptions {
+    /// Compact segments whose dead share is at least this.
+    pub(crate) min_dead_ratio: f64,
+    /// Bytes per second, or unlimited.
+    pub(crate) rate: Option<u64>,
+    /// Whether pausing holds this pass up (the background's do; an explicit
+    /// `Db::compact` does not).
+    pub(crate) pausable: bool,
+    /// The most bytes of live records one run merges.
+    pub(crate) run_bytes: u64,
+}
+
+/// Runs one compaction pass over the eligible segments.
+pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionReport> {
+    let mut report = CompactionReport::default();
+    let set = shared.reader.segments();
+    let present: Vec<u32> = set.iter().map(|s| s.id()).collect();
+    let usage = shared.usage.snapshot(&present);
+    let limit = shared.checkpointed.load(Ordering::Acquire);
+    let candidates: Vec<Arc<Segment>> = set
+        .iter()
+        .filter(|s| s.is_sealed() && s.id() < limit)
+        .filter(|s| {
+            let u = usage.get(&s.id()).copied().unwrap_or_default();
+            let empty_output = u.total == 0 && s.kind() == SegmentKind::Compacted;
+            (u.dead > 0 || empty_output) && u.dead_ratio() >= options.min_dead_ratio
+        })
+        .cloned()
+        .collect();
+    drop(set);
+
+    for run in group_runs(&candidates, &usage, options.run_bytes) {
+        let ids: Vec<u32> = run.iter().map(|s| s.id()).collect();
+        // The oldest record outside the run: a tombstone newer than it may
+        // still hide an older record of its key there.
+        let floor = usage
+            .iter()
+            .filter(|(id, _)| !ids.contains(id))
+            .map(|(_, u)| u.min_seq)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut policy = EnginePolicy {
+            floor,
+            pacer: Pacer::new(&shared.control, options),
+        };
+        match kv_compact::compact(&shared.reader, &shared.index, &run, &mut policy) {
+            Ok(outcome) => {
+                let c = outcome.counts;
+                shared.usage.replace(
+                    &outcome.inputs,
+                    outcome.output.id(),
+                    Usage {
+                        total: c.bytes_out,
+                        dead: c.dead_bytes_out,
+                        min_seq: c.min_seq_out,
+                    },
+                );
+                report.runs += 1;
+                report.segments_compacted += outcome.inputs.len() as u64;
+                report.bytes_before += c.bytes_in;
+                report.bytes_after += c.bytes_out;
+                report.records_copied += c.records_copied;
+                report.records_dropped += c.records_dropped;
+                report.tombstones_kept += c.tombstones_kept;
+                report.tombstones_dropped += c.tombstones_dropped;
+                shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .bytes_reclaimed
+                    .fetch_add(c.bytes_in.saturating_sub(c.bytes_out), Ordering::Relaxed);
+                log::debug!(
+                    "compacted segments {ids:?} into {}: {} -> {} bytes",
+                    outcome.output.id(),
+                    c.bytes_in,
+                    c.bytes_out
+                );
+            }
+            Err(CompactError::Cancelled) => return Ok(report),
+            Err(CompactError::Log(e)) => return Err(e.into()),
+            Err(other) => {
+                return Err(Error::Poisoned {
+                    reason: other.to_string(),
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Splits candidates (in id order) into runs whose live bytes fit in one
+/// segment, so that each run writes one output.
+fn group_runs(
+    candidates: &[Arc<Segment>],
+    usage: &BTreeMap<u32, Usage>,
+    run_bytes: u64,
+) -> Vec<Vec<Arc<Segment>>> {
+    let mut runs: Vec<Vec<Arc<Segment>>> = Vec::new();
+    let mut live = 0;
+    for s in candidates {
+        let l = usage.get(&s.id()).map_or(0, Usage::live);
+        match runs.last_mut() {
+            Some(run) if live + l <= run_bytes && run.len() < kv_log::MAX_SUPERSEDES => {
+                run.push(Arc::clone(s));
+                live += l;
+            }
+            _ => {
+                runs.push(vec![Arc::clone(s)]);
+                live = l;
+            }
+        }
+    }
+    runs
+}
+
+struct EnginePolicy<'a> {
+    floor: u64,
+    pacer: Pacer<'a>,
+}
+
+impl Policy for EnginePolicy<'_> {
+    fn keep_tombstone(&self, _key: &[u8], seq: u64) -> bool {
+        self.floor < seq
+    }
+
+    fn pace(&mut self, bytes: u64) -> bool {
+        self.pacer.pace(bytes)
+    }
+}
+
+/// Rate limit, pause and stop, checked between records.
+struct Pacer<'a> {
+    control: &'a Control,
+    options: PassOptions,
+    started: Instant,
+    bytes: u64,
+}
+
+impl<'a> Pacer<'a> {
+    fn new(control: &'a Control, options: PassOptions) -> Pacer<'a> {
+        Pacer {
+            control,
+            options,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn pace(&mut self, bytes: u64) -> bool {
+        if self.control.stopping.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.options.pausable {
+            while self.control.paused.load(Ordering::Relaxed) {
+                if self.control.stopping.load(Ordering::Relaxed) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if let Some(rate) = self.options.rate.filter(|&r| r > 0) {
+            self.bytes += bytes;
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            let elapsed = self.started.elapsed();
+            if due > elapsed + Duration::from_millis(1) {
+                // Sleep in short steps, so a stop is noticed quickly.
+                std::thread::sleep((due - elapsed).min(Duration::from_millis(50)));
+            }
+        }
+        true
+    }
+}
+
+/// The background thread's loop.
+pub(crate) fn background(
+    shared: Arc<Shared>,
+    wake: Receiver<()>,
+    interval: Duration,
+    options: PassOptions,
+) {
+    loop {
+        match wake.recv_timeout(interval) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if shared.control.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        if shared.control.paused.load(Ordering::Relaxed) {
+            continue;
+        }
+        write_missing_hints(&shared);
+        let Some(_running) = shared.control.running.try_lock() else {
+            continue;
+        };
+        if let Err(e) = pass(&shared, options) {
+            log::error!("background compaction failed: {e}");
+        }
+    }
+}
+
+/// Writes a hint file for every sealed log segment that lacks one.
+fn write_missing_hints(shared: &Shared) {
+    let set = shared.reader.segments();
+    let lacking: Vec<Arc<Segment>> = set
+        .iter()
+        .filter(|s| s.is_sealed() && !s.has_hint())
+        .cloned()
+        .collect();
+    drop(set);
+    for segment in lacking {
+        if shared.control.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = segment.write_hint() {
+            log::warn!(
+                "could not write the hint file of {}: {e}",
+                segment.path().display()
+            );
+        }
+    }
+}
