@@ -269,7 +269,7 @@ pub(crate) fn background(
 }
 
 /// Writes a hint file for every sealed log segment that lacks one.
-fn write_missing_hints(shared: &Shared) {
+pub(crate) fn write_missing_hints(shared: &Shared) {
     let set = shared.reader.segments();
     let lacking: Vec<Arc<Segment>> = set
         .iter()

@@ -387,7 +387,8 @@ impl Db {
 
     /// Compacts now: seals the active segment, takes a checkpoint, and
     /// compacts every sealed segment that holds any dead bytes; then takes
-    /// another checkpoint, which empties the WAL. Runs on the caller's
+    /// another checkpoint, which empties the WAL, and writes the hint files
+    /// that sealed segments lack. Runs on the caller's
     /// thread, without the rate limit, even while compaction is paused;
     /// reads and writes go on meanwhile. A background pass in progress is
     /// waited for.
@@ -410,6 +411,7 @@ impl Db {
             },
         )?;
         self.checkpoint_now(false)?;
+        compactor::write_missing_hints(&self.shared);
         Ok(report)
     }
 

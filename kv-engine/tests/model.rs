@@ -13,6 +13,7 @@ enum Op {
     Delete(u8),
     Contains(u8),
     Reopen,
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -24,6 +25,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u8>().prop_map(|k| Op::Delete(k % 32)),
         1 => any::<u8>().prop_map(|k| Op::Contains(k % 32)),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -37,8 +39,13 @@ fn key(k: u8) -> Vec<u8> {
 }
 
 fn options() -> Options {
-    // Tiny segments, so that a few hundred bytes of writes roll over.
-    Options::default().segment_size(1024)
+    // Tiny segments, so that a few hundred bytes of writes roll over, and
+    // eager background compaction, so that it interleaves with everything.
+    Options::default()
+        .segment_size(1024)
+        .sync(kv_engine::SyncPolicy::Never)
+        .compaction_threshold(0.3)
+        .compaction_interval(std::time::Duration::from_millis(1))
 }
 
 proptest! {
@@ -70,6 +77,9 @@ proptest! {
                 Op::Reopen => {
                     db.close().unwrap();
                     db = Db::open_with(dir.path(), options()).unwrap();
+                }
+                Op::Compact => {
+                    db.compact().unwrap();
                 }
             }
             prop_assert_eq!(db.len(), model.len());

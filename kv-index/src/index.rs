@@ -129,7 +129,9 @@ impl Index {
         let (shard, tag) = self.locate(key);
         let seq = entry.seq;
         shard
-            .upsert(key, tag, entry, |current| current.is_none_or(|c| c.seq < seq))
+            .upsert(key, tag, entry, |current| {
+                current.is_none_or(|c| c.seq < seq)
+            })
             .0
     }
 
@@ -149,7 +151,9 @@ impl Index {
     pub fn compare_and_swap(&self, key: &[u8], expected: &Entry, new: Entry) -> bool {
         check_key(key);
         let (shard, tag) = self.locate(key);
-        shard.upsert(key, tag, new, |current| current == Some(expected)).0
+        shard
+            .upsert(key, tag, new, |current| current == Some(expected))
+            .0
     }
 
     /// Removes `key` only if its entry is currently `expected`; returns

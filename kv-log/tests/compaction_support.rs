@@ -77,7 +77,11 @@ fn output_supersedes_its_inputs_and_is_readable_after_finish() {
     assert_eq!(seen, total);
     // A new segment gets an id above every id ever used, the output's too.
     log.seal_active().unwrap();
-    assert!(log.active_id() > id, "new segment {} after output {id}", log.active_id());
+    assert!(
+        log.active_id() > id,
+        "new segment {} after output {id}",
+        log.active_id()
+    );
 }
 
 #[test]

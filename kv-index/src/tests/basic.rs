@@ -429,7 +429,10 @@ fn insert_if_newer_keeps_the_highest_sequence_number() {
     };
     assert!(index.insert_if_newer(b"k", at(5)));
     assert!(!index.insert_if_newer(b"k", at(3)));
-    assert!(!index.insert_if_newer(b"k", at(5)), "an equal sequence number keeps the first");
+    assert!(
+        !index.insert_if_newer(b"k", at(5)),
+        "an equal sequence number keeps the first"
+    );
     assert_eq!(index.get(b"k"), Some(at(5)));
     assert!(index.insert_if_newer(b"k", at(9)));
     assert_eq!(index.get(b"k"), Some(at(9)));
@@ -470,6 +473,9 @@ fn insert_if_newer_from_two_threads_in_opposite_orders() {
         l.join().unwrap();
     }
     for key in 0..2_000u64 {
-        assert_eq!(index.get(&key.to_le_bytes()), Some(entry(key, 200 + key % 3)));
+        assert_eq!(
+            index.get(&key.to_le_bytes()),
+            Some(entry(key, 200 + key % 3))
+        );
     }
 }
