@@ -450,7 +450,7 @@ fn insert_if_newer_from_two_threads_in_opposite_orders() {
         len: 32,
         seq,
         expires_at: 0,
-        tombstone: seq % 2 == 0,
+        tombstone: seq.is_multiple_of(2),
     };
     let loaders: Vec<_> = [false, true]
         .into_iter()
