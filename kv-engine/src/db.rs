@@ -23,7 +23,7 @@ use crate::checkpoint::Checkpoint;
 use crate::compactor::{self, CompactionReport, Control, PassOptions};
 use crate::reply::{self, Reply};
 use crate::usage::{SegmentUsage, Usage};
-use crate::writer::{Command, Write, Writer, entry_for, recover_record};
+use crate::writer::{Command, Write, Writer, entry_for};
 use crate::{Error, Options, Result, WriteBatch};
 
 /// The name of the lock file in the database directory.
@@ -134,8 +134,8 @@ impl Db {
             },
             Some(segments_end),
         )?;
-        let (mut usage, loaded_max_seq) = load_segments(&log.reader(), &index)?;
-        let mut max_seq = checkpoint_seq.max(loaded_max_seq);
+        let mut tally = load_segments(&log.reader(), &index)?;
+        tally.max_seq = tally.max_seq.max(checkpoint_seq);
 
         // 2. The WAL after the checkpoint, applied to the segments.
         let wal_dir = dir.join(WAL_DIR_NAME);
@@ -152,27 +152,22 @@ impl Db {
                     offset: position.offset,
                     reason: format!("a WAL record holds a bad data record: {e}"),
                 })?;
-                let record = decoded.record;
-                if record.seq > checkpoint_seq {
+                let r = decoded.record;
+                if r.seq > checkpoint_seq {
                     let loc = log.append_encoded(&payload[at..at + decoded.len])?;
-                    recover_record(&index, loc, &record);
-                    let u = usage.entry(loc.segment).or_default();
-                    u.total += u64::from(loc.len);
-                    u.min_seq = u.min_seq.min(record.seq);
-                    max_seq = max_seq.max(record.seq);
+                    tally.usage.entry(loc.segment).or_default().total += u64::from(loc.len);
+                    tally.load(&index, loc, r.key, r.seq, r.expires_at, r.kind);
                     replayed += 1;
                 }
                 at += decoded.len;
             }
         }
         log.flush()?;
-        index.retain(|_, entry| !entry.tombstone);
-        // Live bytes are what the index points at; the rest is dead.
-        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
-        index.for_each(|_, e| *live.entry(e.segment).or_default() += u64::from(e.len));
-        for (id, u) in usage.iter_mut() {
-            u.dead = u.total.saturating_sub(live.get(id).copied().unwrap_or(0));
+        if tally.tombstones_loaded > 0 {
+            index.retain(|_, entry| !entry.tombstone);
         }
+        let max_seq = tally.max_seq;
+        let usage = tally.finish();
         log::debug!(
             "opened {}: {} keys, {replayed} records replayed from the WAL, next sequence number {}",
             dir.display(),
@@ -592,37 +587,102 @@ impl PartialEq<[u8]> for Value {
     }
 }
 
+/// What loading learns besides the index: per segment the total bytes,
+/// the lowest sequence number and the bytes the index points at; the
+/// tombstones loaded; the highest sequence number.
+#[derive(Default)]
+struct Tally {
+    usage: BTreeMap<u32, Usage>,
+    /// Bytes of index entries per segment (tombstone entries included), as
+    /// entries come and go.
+    pointed: BTreeMap<u32, i64>,
+    /// The same, for tombstone entries only.
+    tombstones: BTreeMap<u32, i64>,
+    tombstones_loaded: u64,
+    max_seq: u64,
+}
+
+impl Tally {
+    /// Offers one record to the index: the newest record of each key wins.
+    /// Tombstones stay in the index until everything is loaded, since a
+    /// lower-numbered record of the key may still come.
+    fn load(
+        &mut self,
+        index: &Index,
+        loc: Location,
+        key: &[u8],
+        seq: u64,
+        expires_at: u64,
+        kind: RecordKind,
+    ) {
+        let u = self.usage.entry(loc.segment).or_default();
+        u.min_seq = u.min_seq.min(seq);
+        self.max_seq = self.max_seq.max(seq);
+        let entry = entry_for(loc, seq, expires_at, kind);
+        if let Ok(previous) = index.insert_if_newer(key, entry) {
+            self.count(&entry, 1);
+            if let Some(previous) = previous {
+                self.count(&previous, -1);
+            }
+        }
+        if kind == RecordKind::Tombstone {
+            self.tombstones_loaded += 1;
+        }
+    }
+
+    fn count(&mut self, e: &Entry, sign: i64) {
+        let len = i64::from(e.len) * sign;
+        *self.pointed.entry(e.segment).or_default() += len;
+        if e.tombstone {
+            *self.tombstones.entry(e.segment).or_default() += len;
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (id, u) in other.usage {
+            let mine = self.usage.entry(id).or_default();
+            mine.total += u.total;
+            mine.min_seq = mine.min_seq.min(u.min_seq);
+        }
+        for (id, n) in other.pointed {
+            *self.pointed.entry(id).or_default() += n;
+        }
+        for (id, n) in other.tombstones {
+            *self.tombstones.entry(id).or_default() += n;
+        }
+        self.tombstones_loaded += other.tombstones_loaded;
+        self.max_seq = self.max_seq.max(other.max_seq);
+    }
+
+    /// The usage of every segment once loading is done: dead bytes are what
+    /// no live (non-tombstone) entry points at.
+    fn finish(mut self) -> BTreeMap<u32, Usage> {
+        for (id, u) in self.usage.iter_mut() {
+            let live = self.pointed.get(id).copied().unwrap_or(0)
+                - self.tombstones.get(id).copied().unwrap_or(0);
+            u.dead = u.total.saturating_sub(live.max(0) as u64);
+        }
+        self.usage
+    }
+}
+
 /// Loads every segment into the index, on two threads: from its hint file
-/// where it has a valid one, else by scanning it. The newest record of each
-/// key wins whatever the order (`Index::insert_if_newer`); tombstones stay
-/// in the index until the caller has seen everything. Returns each
-/// segment's usage (total bytes and lowest sequence number; dead bytes are
-/// known only at the end) and the highest sequence number seen.
-fn load_segments(reader: &LogReader, index: &Index) -> Result<(BTreeMap<u32, Usage>, u64)> {
+/// where it has a valid one, else by scanning it.
+fn load_segments(reader: &LogReader, index: &Index) -> Result<Tally> {
     let segments: Vec<Arc<Segment>> = reader.segments().iter().cloned().collect();
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    let load = || -> Result<(BTreeMap<u32, Usage>, u64)> {
-        let mut usage = BTreeMap::new();
-        let mut max_seq = 0;
+    let load = || -> Result<Tally> {
+        let mut tally = Tally::default();
         while let Some(segment) = segments.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let mut u = Usage {
-                total: segment.data_len(),
-                ..Usage::default()
-            };
+            tally.usage.entry(segment.id()).or_default().total += segment.data_len();
             segment.load(|loc, meta| {
-                u.min_seq = u.min_seq.min(meta.seq);
-                max_seq = max_seq.max(meta.seq);
-                index.insert_if_newer(
-                    meta.key,
-                    entry_for(loc, meta.seq, meta.expires_at, meta.kind),
-                );
+                tally.load(index, loc, meta.key, meta.seq, meta.expires_at, meta.kind);
             })?;
-            usage.insert(segment.id(), u);
         }
-        Ok((usage, max_seq))
+        Ok(tally)
     };
-    let results: Vec<Result<(BTreeMap<u32, Usage>, u64)>> = std::thread::scope(|scope| {
+    let results: Vec<Result<Tally>> = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(load)).collect();
         let mut results = vec![load()];
         results.extend(helpers.into_iter().map(|h| {
@@ -634,14 +694,11 @@ fn load_segments(reader: &LogReader, index: &Index) -> Result<(BTreeMap<u32, Usa
         }));
         results
     });
-    let mut usage = BTreeMap::new();
-    let mut max_seq = 0;
+    let mut tally = Tally::default();
     for result in results {
-        let (u, m) = result?;
-        usage.extend(u);
-        max_seq = max_seq.max(m);
+        tally.merge(result?);
     }
-    Ok((usage, max_seq))
+    Ok(tally)
 }
 
 fn check_key(key: &[u8]) -> Result<()> {

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kv_format::{HEADER_LEN, Record, RecordKind, decode_header};
-use kv_index::{Entry, Index};
+use kv_index::Entry;
 use kv_log::{Location, Log};
 use kv_wal::Wal;
 
@@ -384,15 +384,4 @@ pub(crate) fn entry_for(loc: Location, seq: u64, expires_at: u64, kind: RecordKi
         expires_at,
         tombstone: kind == RecordKind::Tombstone,
     }
-}
-
-/// Applies a record read back at open (from the WAL) to the index: the
-/// highest sequence number of a key wins. Tombstones are kept in the index
-/// until everything is read, since a lower-numbered record of the key may
-/// still come.
-pub(crate) fn recover_record(index: &Index, loc: Location, record: &Record<'_>) {
-    index.insert_if_newer(
-        record.key,
-        entry_for(loc, record.seq, record.expires_at, record.kind),
-    );
 }

@@ -117,22 +117,31 @@ impl Index {
     }
 
     /// Sets the entry of `key` to `entry` only if the key is absent or its
-    /// current entry has a lower sequence number; returns whether it did.
-    /// The check and the change are one atomic step, so several threads can
-    /// load records in any order and the newest record of each key wins.
+    /// current entry has a lower sequence number. Returns `Ok` with the
+    /// entry it replaced (if any) when it set it, and `Err` with the
+    /// current entry when that one is at least as new. The check and the
+    /// change are one atomic step, so several threads can load records in
+    /// any order and the newest record of each key wins.
+    ///
+    /// # Errors
+    ///
+    /// `Err(current)` is not a failure: it says the index kept `current`.
     ///
     /// # Panics
     ///
     /// As [`insert`](Index::insert).
-    pub fn insert_if_newer(&self, key: &[u8], entry: Entry) -> bool {
+    pub fn insert_if_newer(&self, key: &[u8], entry: Entry) -> Result<Option<Entry>, Entry> {
         check_key(key);
         let (shard, tag) = self.locate(key);
         let seq = entry.seq;
-        shard
-            .upsert(key, tag, entry, |current| {
-                current.is_none_or(|c| c.seq < seq)
-            })
-            .0
+        match shard.upsert(key, tag, entry, |current| {
+            current.is_none_or(|c| c.seq < seq)
+        }) {
+            (true, previous) => Ok(previous),
+            (false, Some(current)) => Err(current),
+            // Rejected only when an entry exists.
+            (false, None) => Ok(None),
+        }
     }
 
     /// Removes `key` and returns its entry.

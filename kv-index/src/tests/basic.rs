@@ -427,14 +427,15 @@ fn insert_if_newer_keeps_the_highest_sequence_number() {
         expires_at: 0,
         tombstone: false,
     };
-    assert!(index.insert_if_newer(b"k", at(5)));
-    assert!(!index.insert_if_newer(b"k", at(3)));
-    assert!(
-        !index.insert_if_newer(b"k", at(5)),
+    assert_eq!(index.insert_if_newer(b"k", at(5)), Ok(None));
+    assert_eq!(index.insert_if_newer(b"k", at(3)), Err(at(5)));
+    assert_eq!(
+        index.insert_if_newer(b"k", at(5)),
+        Err(at(5)),
         "an equal sequence number keeps the first"
     );
     assert_eq!(index.get(b"k"), Some(at(5)));
-    assert!(index.insert_if_newer(b"k", at(9)));
+    assert_eq!(index.insert_if_newer(b"k", at(9)), Ok(Some(at(5))));
     assert_eq!(index.get(b"k"), Some(at(9)));
     assert_eq!(index.len(), 1);
 }
@@ -463,7 +464,8 @@ fn insert_if_newer_from_two_threads_in_opposite_orders() {
                 }
                 for seq in seqs {
                     for key in 0..2_000u64 {
-                        index.insert_if_newer(&key.to_le_bytes(), entry(key, seq * 10 + key % 3));
+                        let _ = index
+                            .insert_if_newer(&key.to_le_bytes(), entry(key, seq * 10 + key % 3));
                     }
                 }
             })
