@@ -117,7 +117,6 @@ impl Db {
 
         // 1. The segments, up to the last checkpoint: what they hold beyond
         //    it may be incomplete, and the WAL has all of it.
-        let index = Index::new();
         let checkpoint_seq = checkpoint.map_or(0, |c| c.seq);
         let segments_end = checkpoint.map_or(
             LogPosition {
@@ -134,6 +133,15 @@ impl Db {
             },
             Some(segments_end),
         )?;
+        // Sized from the hint files' record counts (an upper bound on the
+        // keys they hold), so that loading does not rehash.
+        let hinted: u64 = log
+            .reader()
+            .segments()
+            .iter()
+            .filter_map(|s| s.hinted_records())
+            .sum();
+        let index = Index::with_capacity(usize::try_from(hinted).unwrap_or(0));
         let mut tally = load_segments(&log.reader(), &index)?;
         tally.max_seq = tally.max_seq.max(checkpoint_seq);
 

@@ -263,6 +263,21 @@ impl Segment {
         self.path.with_file_name(hint_file_name(self.id))
     }
 
+    /// The number of records the segment's hint file lists, read from its
+    /// header only (for sizing an index before loading). `None` without a
+    /// hint file that names this segment at its current length; the count
+    /// is not checked against the entries here: [`Segment::load`] does that.
+    pub fn hinted_records(&self) -> Option<u64> {
+        use std::io::Read;
+        let mut head = [0u8; HINT_HEADER_LEN];
+        File::open(self.hint_path())
+            .ok()?
+            .read_exact(&mut head)
+            .ok()?;
+        let (id, segment_len, count) = decode_hint_header(&head).ok()?;
+        (id == self.id && segment_len == self.len()).then_some(count)
+    }
+
     /// Hands every record's metadata to `visit`, from the hint file when a
     /// valid one exists, else by scanning the segment. A damaged hint file
     /// is logged and ignored, never an error.
