@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kv_compact::{CompactError, Policy};
-use kv_log::{Segment, SegmentKind};
+use kv_log::Segment;
 use parking_lot::Mutex;
 
 use crate::db::Shared;
@@ -92,8 +92,9 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
         .filter(|s| s.is_sealed() && s.id() < limit)
         .filter(|s| {
             let u = usage.get(&s.id()).copied().unwrap_or_default();
-            let empty_output = u.total == 0 && s.kind() == SegmentKind::Compacted;
-            (u.dead > 0 || empty_output) && u.dead_ratio() >= options.min_dead_ratio
+            // An empty sealed segment (an output whose copies all died, or a
+            // log segment sealed with nothing in it) is all overhead.
+            (u.dead > 0 || u.total == 0) && u.dead_ratio() >= options.min_dead_ratio
         })
         .cloned()
         .collect();

@@ -361,3 +361,37 @@ fn a_tombstone_outlives_the_older_records_of_its_key() {
     );
     assert_eq!(db.len(), 41);
 }
+
+#[test]
+fn compacting_an_idle_database_again_and_again_leaves_no_empty_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), options()).unwrap();
+    for i in 0..100 {
+        db.put(&key(i), &value(i, 0)).unwrap();
+    }
+    let count = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count()
+    };
+    db.compact().unwrap();
+    let after_first = count();
+    for _ in 0..20 {
+        db.compact().unwrap();
+    }
+    assert!(
+        count() <= after_first,
+        "{} segments after 20 idle compactions, {after_first} after one",
+        count()
+    );
+    for i in 0..100 {
+        assert_eq!(db.get(&key(i)).unwrap().unwrap(), value(i, 0));
+    }
+}

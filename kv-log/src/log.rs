@@ -626,12 +626,16 @@ impl Log {
     }
 
     /// Seals the active segment (flushed and synced) and begins a new one,
-    /// even if the active one has room.
+    /// even if the active one has room. Does nothing if the active segment
+    /// holds no record.
     ///
     /// # Errors
     ///
     /// An I/O error from the sync or the creation.
     pub fn seal_active(&mut self) -> Result<()> {
+        if self.end() == self.active.data_start() {
+            return Ok(());
+        }
         self.roll(0)
     }
 
