@@ -2,16 +2,38 @@
 //!
 //! - `cargo xtask ci`: what `.ci/run` checks: formatting, clippy with
 //!   warnings denied, and the test suite.
-//! - `cargo xtask bench [ARGS]`: the criterion micro-benchmarks of every
-//!   crate (`cargo bench --workspace`); ARGS go to criterion, e.g.
-//!   `cargo xtask bench -- --quick`.
+//! - `cargo xtask bench [--quick] [--with-rocksdb] [--engines kv,redb]
+//!   [--seed N] [--update-benchmarks-md]`: builds kv-bench (its own
+//!   workspace, so `cargo test` never compiles the peer engines) in
+//!   release, runs it, and renders `target/bench-report/<timestamp>/`
+//!   (report.md from results.json, beside the SVG charts). With
+//!   `--update-benchmarks-md`, a full run also becomes
+//!   `bench-results/latest.json` and the generated part of BENCHMARKS.md.
+//! - `cargo xtask bench --render DIR [--update-benchmarks-md]`: renders an
+//!   earlier run's results.json again.
+//! - `cargo xtask bench --micro [ARGS]`: the criterion micro-benchmarks of
+//!   every crate (`cargo bench --workspace`); ARGS go to criterion, e.g.
+//!   `cargo xtask bench --micro -- --quick`.
 
 #![forbid(unsafe_code)]
 
+mod report;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci     fmt check, clippy -D warnings, tests
+  bench  side-by-side benchmarks against fjall, redb and LMDB:
+           cargo xtask bench [--quick] [--with-rocksdb] [--engines kv,redb] [--seed N]
+                             [--update-benchmarks-md]
+           cargo xtask bench --render DIR [--update-benchmarks-md]
+           cargo xtask bench --micro [ARGS]   (criterion micro-benchmarks; ARGS go to criterion)";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -19,11 +41,9 @@ fn main() -> Result<()> {
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
         Some("ci") => ci(),
-        Some("bench") => cargo(&["bench", "--workspace"], &rest),
+        Some("bench") => bench(&rest),
         Some("help") | None => {
-            println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci     fmt check, clippy -D warnings, tests\n  bench  criterion micro-benchmarks of every crate (extra args go to criterion)"
-            );
+            println!("{USAGE}");
             Ok(())
         }
         Some(other) => bail!("unknown task {other:?}; run `cargo xtask help`"),
@@ -54,6 +74,127 @@ fn ci() -> Result<()> {
     cargo(&["test", "--workspace"], &[])
 }
 
+/// `cargo xtask bench`: see the crate docs.
+fn bench(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("--micro") {
+        return cargo(&["bench", "--workspace"], &args[1..]);
+    }
+    let mut quick = false;
+    let mut rocksdb = false;
+    let mut update = false;
+    let mut render_dir = None;
+    let mut passed = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--with-rocksdb" => rocksdb = true,
+            "--update-benchmarks-md" => update = true,
+            "--render" => render_dir = Some(PathBuf::from(it.next().context("--render DIR")?)),
+            "--engines" | "--seed" | "--order-seed" => {
+                passed.push(arg.clone());
+                passed.push(
+                    it.next()
+                        .with_context(|| format!("{arg} needs a value"))?
+                        .clone(),
+                );
+            }
+            other => bail!("unknown flag {other:?} for bench\n\n{USAGE}"),
+        }
+    }
+
+    let dir = match render_dir {
+        Some(dir) => dir,
+        None => {
+            let root = root();
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| root.join("target"), PathBuf::from);
+            let mut build = vec![
+                "build",
+                "--release",
+                "--manifest-path",
+                "kv-bench/Cargo.toml",
+            ];
+            if rocksdb {
+                build.extend(["--features", "rocksdb"]);
+            }
+            let target_arg = target.to_string_lossy().into_owned();
+            build.extend(["--target-dir", &target_arg]);
+            cargo(&build, &[])?;
+
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            let dir = root
+                .join("target")
+                .join("bench-report")
+                .join(report::stamp(now));
+            let command = std::iter::once("cargo xtask bench".to_string())
+                .chain(args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut run = Command::new(target.join("release").join("kv-bench"));
+            run.current_dir(&root)
+                .arg("run")
+                .arg("--out")
+                .arg(&dir)
+                .arg("--work-dir")
+                .arg(root.join("target").join("bench-work"))
+                .args(["--command", &command])
+                .args(&passed);
+            if quick {
+                run.arg("--quick");
+            }
+            let status = run.status().context("running kv-bench")?;
+            if !status.success() {
+                bail!("kv-bench failed ({status})");
+            }
+            dir
+        }
+    };
+
+    let json = std::fs::read_to_string(dir.join("results.json"))
+        .with_context(|| format!("reading {}", dir.join("results.json").display()))?;
+    let run = report::parse(&json)?;
+    let report_path = dir.join("report.md");
+    std::fs::write(&report_path, report::report(&run))?;
+    println!("{}", report_path.display());
+    if update {
+        publish(&run, &json, &dir)?;
+    }
+    Ok(())
+}
+
+/// Makes a full run the published one: bench-results/latest.json, its
+/// charts, and the generated part of BENCHMARKS.md.
+fn publish(run: &report::Run, json: &str, dir: &Path) -> Result<()> {
+    if run.quick {
+        bail!("a --quick run is not published; run `cargo xtask bench --update-benchmarks-md`");
+    }
+    let results = root().join("bench-results");
+    std::fs::create_dir_all(&results)?;
+    for entry in std::fs::read_dir(&results)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "svg") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    std::fs::write(results.join("latest.json"), json)?;
+    for chart in &run.charts {
+        std::fs::copy(dir.join(&chart.file), results.join(&chart.file))
+            .with_context(|| format!("copying {}", chart.file))?;
+    }
+    let path = root().join("BENCHMARKS.md");
+    let md = std::fs::read_to_string(&path).context("reading BENCHMARKS.md")?;
+    std::fs::write(
+        &path,
+        report::splice(&md, &report::render(run, CHARTS_PREFIX))?,
+    )?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// Where BENCHMARKS.md finds the published charts.
+const CHARTS_PREFIX: &str = "bench-results/";
+
 /// Runs cargo (the one that runs xtask, through `$CARGO`) in the root.
 fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -72,4 +213,35 @@ fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables of BENCHMARKS.md are exactly the rendering of the JSON of
+    /// the run they claim to be: no figure is typed by hand.
+    #[test]
+    fn benchmarks_md_is_the_rendering_of_latest_json() {
+        let root = root();
+        let json = std::fs::read_to_string(root.join("bench-results/latest.json"))
+            .expect("bench-results/latest.json");
+        let run = report::parse(&json).expect("a valid results.json");
+        assert!(!run.quick, "the published run must be a full run");
+        let md = std::fs::read_to_string(root.join("BENCHMARKS.md")).expect("BENCHMARKS.md");
+        let part = report::generated_part(&md).expect("BENCHMARKS.md has its generated part");
+        assert_eq!(
+            part,
+            report::render(&run, CHARTS_PREFIX),
+            "BENCHMARKS.md differs from bench-results/latest.json: \
+             run `cargo xtask bench --render DIR --update-benchmarks-md`"
+        );
+        for chart in &run.charts {
+            assert!(
+                root.join(CHARTS_PREFIX).join(&chart.file).exists(),
+                "{} is missing",
+                chart.file
+            );
+        }
+    }
 }
