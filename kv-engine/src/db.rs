@@ -98,10 +98,13 @@ impl Db {
     /// Opens the database in `path` with `options`, creating the directory
     /// if it is missing.
     ///
-    /// The index is rebuilt by scanning every segment in order: for each
-    /// key, the record with the highest sequence number wins, and a
-    /// tombstone removes the key. A torn write at the tail of the newest
-    /// segment is cut off; damage anywhere else is [`Error::Corruption`].
+    /// Recovery: segment data after the last checkpoint is discarded (the
+    /// write-ahead log holds all of it); the segments are loaded into the
+    /// index on two threads, each from its hint file if valid, else by a
+    /// scan (for each key the record with the highest sequence number wins,
+    /// and a tombstone removes the key); then the WAL is replayed from the
+    /// checkpoint, its torn tail (if any) cut off. Damage anywhere else is
+    /// [`Error::Corruption`] naming the file and offset.
     ///
     /// # Errors
     ///
