@@ -134,11 +134,6 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
                 report.records_dropped += c.records_dropped;
                 report.tombstones_kept += c.tombstones_kept;
                 report.tombstones_dropped += c.tombstones_dropped;
-                shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .stats
-                    .bytes_reclaimed
-                    .fetch_add(c.bytes_in.saturating_sub(c.bytes_out), Ordering::Relaxed);
                 log::debug!(
                     "compacted segments {ids:?} into {}: {} -> {} bytes",
                     outcome.output.id(),

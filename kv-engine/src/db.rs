@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,14 +44,6 @@ pub(crate) struct Shared {
     pub(crate) control: Control,
     /// Wakes the compactor thread (after a checkpoint).
     pub(crate) wake_compactor: Sender<()>,
-    pub(crate) stats: Counters,
-}
-
-/// Counters kept off the read path.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) compactions: AtomicU64,
-    pub(crate) bytes_reclaimed: AtomicU64,
 }
 
 /// An open database.
@@ -195,7 +187,6 @@ impl Db {
             checkpointed: AtomicU32::new(segments_end.segment),
             control: Control::default(),
             wake_compactor,
-            stats: Counters::default(),
         });
         shared.usage.set(usage);
         let mut writer = Writer {
