@@ -51,6 +51,7 @@ mod error;
 mod options;
 mod reply;
 mod usage;
+mod verify;
 mod writer;
 
 pub use batch::WriteBatch;
@@ -59,6 +60,7 @@ pub use db::{Db, Keys, LOCK_FILE_NAME, Value, WAL_DIR_NAME};
 pub use error::Error;
 pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
+pub use verify::{Problem, VerifyReport, verify};
 
 /// The result type of kv-engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
