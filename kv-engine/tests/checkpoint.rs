@@ -161,7 +161,7 @@ fn checkpoints_under_concurrent_writes_are_prefixes_holding_everything_acknowled
                 while !stop.load(Ordering::Relaxed) {
                     db.put(&key(t, i), &i.to_le_bytes().repeat(16)).unwrap();
                     // Overwrites give compaction something to do.
-                    if i > 0 && i % 2 == 0 {
+                    if i > 0 && i.is_multiple_of(2) {
                         db.put(&key(t, i / 2), &(i / 2).to_le_bytes().repeat(16))
                             .unwrap();
                     }
