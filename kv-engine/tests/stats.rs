@@ -18,19 +18,19 @@ fn stats_count_what_happened() {
     assert_eq!(empty.live_bytes, 0);
 
     for i in 0..1000u32 {
-        db.put(&i.to_be_bytes(), &[1u8; 100]).unwrap();
+        db.put(&i.to_le_bytes(), &[1u8; 100]).unwrap();
     }
     let mut batch = WriteBatch::new();
     batch
         .put(b"a", b"1")
         .delete(b"b")
-        .delete(&0u32.to_be_bytes());
+        .delete(&0u32.to_le_bytes());
     db.write(batch).unwrap();
     for i in 0..100u32 {
-        db.delete(&i.to_be_bytes()).unwrap();
+        db.delete(&i.to_le_bytes()).unwrap();
     }
     for i in 0..50u32 {
-        let _ = db.get(&i.to_be_bytes()).unwrap();
+        let _ = db.get(&i.to_le_bytes()).unwrap();
     }
     let _ = db.contains_key(b"a").unwrap();
     let _ = db.get_pinned(b"a").unwrap();
