@@ -311,7 +311,9 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             "a temporary file left by an interrupted write; opening the database removes it",
         ));
     }
-    if let Some(marker) = marker {
+    // A marker whose replay starts at the very beginning (file 0, as in a
+    // copy made by `Db::checkpoint`) needs no particular file.
+    if let Some(marker) = marker.filter(|m| m.wal_from.file >= kv_wal::FIRST_FILE_NUMBER) {
         let from = wal_dir.join(kv_wal::file_name(marker.wal_from.file));
         if !from.exists() {
             report.problems.push(problem(

@@ -311,3 +311,22 @@ fn verify_does_not_create_a_lock_file() {
     assert!(verify(dir.path()).unwrap().is_clean());
     assert!(!dir.path().join("LOCK").exists());
 }
+
+#[test]
+fn a_checkpoint_copy_verifies_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    build(&dir.path().join("db"));
+    let db = Db::open_with(dir.path().join("db"), options()).unwrap();
+    db.put(b"after", b"reopen").unwrap();
+    let copy = dir.path().join("copy");
+    db.checkpoint(&copy).unwrap();
+    let report = verify(&copy).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(report.records > 0);
+    drop(db);
+    assert_eq!(
+        Db::open(&copy).unwrap().get(b"after").unwrap().as_deref(),
+        Some(&b"reopen"[..])
+    );
+}
