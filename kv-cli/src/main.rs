@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use kv_engine::{CompactionReport, Db, Error};
+use kv_engine::{CompactionReport, Db, Error, Stats};
 
 use crate::encoding::{Encoding, escape_for_terminal};
 use crate::transfer::{ExportArgs, ImportArgs};
@@ -97,6 +97,10 @@ pub(crate) enum Command {
         /// are: --encoding does not apply to them.
         #[arg(long, value_name = "PATH", conflicts_with = "value")]
         value_file: Option<PathBuf>,
+        /// Expire the key after this long: 30s, 5m, 1h, 2days, "1h 30m".
+        /// After that it reads as absent, and compaction drops it.
+        #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+        ttl: Option<Duration>,
         #[command(flatten)]
         encoding: EncodingArg,
     },
@@ -144,12 +148,38 @@ pub(crate) enum Command {
     /// Print the number of keys.
     #[command(after_help = AFTER_HELP)]
     Count,
+    /// Print sizes, space and activity counters.
+    ///
+    /// keys, live and dead bytes of records, segments and their bytes, WAL
+    /// bytes, compactions run and bytes reclaimed, index memory, and puts,
+    /// gets and deletes. The last five count since the database was opened:
+    /// in a one-shot `kv stats` that is just now, so run it in `kv shell`
+    /// to see a session's.
+    #[command(after_help = AFTER_HELP)]
+    Stats {
+        /// Print one JSON object instead, with the same names (bytes as
+        /// plain numbers).
+        #[arg(long)]
+        json: bool,
+    },
     /// Compact now: rewrite every segment that holds dead records, and
     /// report what was reclaimed.
     ///
     /// A spinner shows on a terminal; piped, only the report is printed.
     #[command(after_help = AFTER_HELP)]
     Compact,
+    /// Write a consistent copy of the database, as of now, into DIR.
+    ///
+    /// DIR must not exist, or be an empty directory. The copy is a complete
+    /// database (open it with --dir DIR); sealed segments are hard-linked
+    /// where the file system allows, so it takes little space at first.
+    #[command(after_help = AFTER_HELP)]
+    Checkpoint {
+        /// The new directory.
+        // NOTE: not named `dir`, which would shadow the global --dir.
+        #[arg(value_name = "DIR")]
+        target: PathBuf,
+    },
     /// Check every file of the database (segments, hint files, WAL files,
     /// the checkpoint marker) and every checksum, without changing
     /// anything.
@@ -362,6 +392,7 @@ impl Session {
                 key,
                 value,
                 value_file,
+                ttl,
                 encoding,
             } => {
                 let key = arg_bytes(&key, encoding.encoding, "KEY")?;
@@ -370,7 +401,11 @@ impl Session {
                     (None, Some(path)) => self.read_value_file(&path)?,
                     (None, None) => return Err(UsageError("VALUE is missing".into()).into()),
                 };
-                self.open(true)?.put(&key, &value)?;
+                let db = self.open(true)?;
+                match ttl {
+                    Some(ttl) => db.put_with_ttl(&key, &value, ttl)?,
+                    None => db.put(&key, &value)?,
+                }
             }
             Command::Get { key, encoding } => {
                 let key = arg_bytes(&key, encoding.encoding, "KEY")?;
@@ -405,26 +440,33 @@ impl Session {
             Command::Scan { filter, encoding } => {
                 let prefix = filter_prefix(&filter, encoding.encoding)?;
                 let db = self.open(false)?;
-                let mut left = filter.limit.unwrap_or(usize::MAX);
-                for key in db.keys() {
-                    if left == 0 {
-                        break;
-                    }
-                    if !key.starts_with(&prefix) {
-                        continue;
-                    }
-                    // A key deleted since the keys were gathered is skipped.
-                    let Some(value) = db.get(&key)? else { continue };
+                let records = db
+                    .iter()
+                    .filter(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+                    .take(filter.limit.unwrap_or(usize::MAX));
+                for record in records {
+                    let (key, value) = record?;
                     out.bytes(&key, encoding.encoding)?;
                     out.writer.write_all(b"\t")?;
                     out.bytes(&value, encoding.encoding)?;
                     out.writer.write_all(b"\n")?;
-                    left -= 1;
                 }
             }
             Command::Count => {
                 let n = self.open(false)?.len();
                 writeln!(out.writer, "{n}")?;
+            }
+            Command::Stats { json } => {
+                let stats = self.open(false)?.stats();
+                print_stats(out.writer(), &stats, json)?;
+            }
+            Command::Checkpoint { target } => {
+                self.open(false)?.checkpoint(&target)?;
+                writeln!(
+                    out.writer,
+                    "checkpoint written to {}; open it with --dir",
+                    target.display()
+                )?;
             }
             Command::Compact => {
                 let db = self.open(false)?;
@@ -591,8 +633,45 @@ fn print_compaction(w: &mut dyn Write, r: &CompactionReport) -> std::io::Result<
     )
 }
 
+/// The counters of `stats`, by the names `--json` uses.
+fn stats_fields(s: &Stats) -> [(&'static str, u64, bool); 12] {
+    // (name, value, whether it is a size in bytes)
+    [
+        ("keys", s.keys, false),
+        ("live_bytes", s.live_bytes, true),
+        ("dead_bytes", s.dead_bytes, true),
+        ("segments", s.segments, false),
+        ("segment_bytes", s.segment_bytes, true),
+        ("wal_bytes", s.wal_bytes, true),
+        ("compactions", s.compactions, false),
+        ("bytes_reclaimed", s.bytes_reclaimed, true),
+        ("index_memory", s.index_memory, true),
+        ("puts", s.puts, false),
+        ("gets", s.gets, false),
+        ("deletes", s.deletes, false),
+    ]
+}
+
+fn print_stats(w: &mut dyn Write, stats: &Stats, json: bool) -> std::io::Result<()> {
+    let fields = stats_fields(stats);
+    if json {
+        let object: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .map(|&(name, value, _)| (name.to_owned(), value.into()))
+            .collect();
+        return writeln!(w, "{}", serde_json::Value::Object(object));
+    }
+    for (name, value, bytes) in fields {
+        if bytes {
+            writeln!(w, "{name:<16} {value} ({})", indicatif::HumanBytes(value))?;
+        } else {
+            writeln!(w, "{name:<16} {value}")?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a `--ttl`: a humantime duration such as 30s, 5m, 1h or "1h 30m".
-#[allow(dead_code)]
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     let ttl = humantime::parse_duration(text)
         .map_err(|e| format!("{e}; write a duration such as 30s, 5m, 1h or \"1h 30m\""))?;

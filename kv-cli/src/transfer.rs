@@ -314,9 +314,8 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
     let mut n = 0u64;
     let mut line = String::new();
     let result = (|| -> anyhow::Result<()> {
-        for key in db.keys() {
-            // A key deleted since the keys were gathered is skipped.
-            let Some(value) = db.get(&key)? else { continue };
+        for record in db.iter() {
+            let (key, value) = record?;
             line.clear();
             format_record(&mut line, &key, &value, args.format, args.encoding)?;
             writer.write_all(line.as_bytes())?;
