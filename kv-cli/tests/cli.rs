@@ -887,3 +887,30 @@ fn checkpoint_writes_a_database_that_opens_and_verifies() {
     assert_one_line_error(&out, 3, "not empty");
     assert_eq!(stdout(&kv(&copy, &["get", "k"])), "before\n");
 }
+
+#[test]
+fn a_reader_that_stops_early_is_no_error() {
+    // `kv export | head -1`: once the reader is gone, kv stops quietly.
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::new();
+    for i in 0..5000 {
+        input.push_str(&format!("key{i}\t{}\n", "v".repeat(100)));
+    }
+    assert_code(
+        &kv_in(dir.path(), &["import", "-f", "tsv"], input.as_bytes()),
+        0,
+    );
+    // Far more than a pipe holds, so kv is still writing when the pipe
+    // closes.
+    let mut child = command(dir.path(), &["export"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("{\"key\":"));
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+}
