@@ -105,11 +105,8 @@ struct Pending {
 
 /// Reads records from the file (or stdin) and writes them in batches.
 pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary> {
-    let (mut input, progress): (Box<dyn BufRead>, ProgressBar) = if args.reads_stdin() {
-        let progress = spinner("importing");
-        (Box::new(std::io::stdin().lock()), progress)
-    } else {
-        let path = args.file.as_deref().expect("not stdin");
+    let file = args.file.as_deref().filter(|f| *f != Path::new("-"));
+    let (mut input, progress): (Box<dyn BufRead>, ProgressBar) = if let Some(path) = file {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let progress = bar(
@@ -117,6 +114,9 @@ pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary
             "importing [{bar:40}] {bytes}/{total_bytes} {per_sec} eta {eta}",
         );
         (Box::new(BufReader::with_capacity(1 << 20, file)), progress)
+    } else {
+        let progress = spinner("importing");
+        (Box::new(std::io::stdin().lock()), progress)
     };
     let mut importer = Importer {
         db,
