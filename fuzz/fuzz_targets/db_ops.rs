@@ -36,7 +36,10 @@ enum Val {
     Bytes(Vec<u8>),
     /// `len` copies of `byte`: values larger than a segment, or than the
     /// maximum.
-    Long { byte: u8, len: u16 },
+    Long {
+        byte: u8,
+        len: u16,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -113,7 +116,11 @@ fn check_all(db: &Db, model: &HashMap<Vec<u8>, Vec<u8>>, when: &str) {
     expected.sort();
     assert_eq!(keys, expected, "{when}: the set of keys");
     for (k, v) in model {
-        assert_eq!(db.get(k).unwrap().as_ref(), Some(v), "{when}: value of {k:?}");
+        assert_eq!(
+            db.get(k).unwrap().as_ref(),
+            Some(v),
+            "{when}: value of {k:?}"
+        );
     }
 }
 

@@ -85,7 +85,9 @@ fn pristine() -> &'static Pristine {
         let mut keys = Vec::new();
         for i in 0..24u32 {
             let k = format!("key-{i:02}").into_bytes();
-            let v = format!("value-{i}-").repeat(1 + i as usize % 3).into_bytes();
+            let v = format!("value-{i}-")
+                .repeat(1 + i as usize % 3)
+                .into_bytes();
             db.put(&k, &v).unwrap();
             model.insert(k.clone(), v);
             keys.push(k);
@@ -105,9 +107,11 @@ fn pristine() -> &'static Pristine {
         db.compact().unwrap();
         db.close().unwrap();
         assert!(
-            std::fs::read_dir(&path)
+            std::fs::read_dir(&path).unwrap().any(|e| e
                 .unwrap()
-                .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "hint")),
+                .path()
+                .extension()
+                .is_some_and(|x| x == "hint")),
             "the pristine database has no hint file"
         );
         Pristine {

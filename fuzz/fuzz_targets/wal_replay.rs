@@ -51,6 +51,9 @@ impl Damage {
     }
 }
 
+/// A record as replay yields it: its position and payload.
+type Record = (Position, Vec<u8>);
+
 fn wal_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -62,7 +65,7 @@ fn wal_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Everything a replay yields before it ends or fails.
-fn replay(dir: &Path, mode: RecoveryMode) -> Vec<(Position, Vec<u8>)> {
+fn replay(dir: &Path, mode: RecoveryMode) -> Vec<Record> {
     let mut out = Vec::new();
     let Ok(replay) = Wal::replay(dir, Position::START, mode) else {
         return out;
@@ -77,7 +80,7 @@ fn replay(dir: &Path, mode: RecoveryMode) -> Vec<(Position, Vec<u8>)> {
 }
 
 /// Whether `got` is `written` in order with some records left out.
-fn is_subsequence(got: &[(Position, Vec<u8>)], written: &[(Position, Vec<u8>)]) -> bool {
+fn is_subsequence(got: &[Record], written: &[Record]) -> bool {
     let mut it = written.iter();
     got.iter().all(|g| it.any(|w| w == g))
 }
@@ -88,7 +91,7 @@ fuzz_target!(|input: Input| {
     std::fs::create_dir_all(&dir).unwrap();
 
     // What was written, and whether all damage hit the last file.
-    let mut written: Option<(Vec<(Position, Vec<u8>)>, bool)> = None;
+    let mut written: Option<(Vec<Record>, bool)> = None;
     match &input {
         Input::Raw(bytes) => std::fs::write(dir.join(file_name(1)), bytes).unwrap(),
         Input::Built {
@@ -170,7 +173,7 @@ fuzz_target!(|input: Input| {
     let Ok(mut wal) = Wal::open(&dir, WalOptions::default().with_sync(SyncPolicy::Never)) else {
         return;
     };
-    let mut back: Vec<(Position, Vec<u8>)> = Vec::new();
+    let mut back: Vec<Record> = Vec::new();
     for item in wal.read_from(Position::START) {
         match item {
             Ok(record) => back.push(record),
@@ -178,7 +181,10 @@ fuzz_target!(|input: Input| {
         }
     }
     // What an open log reads back is what replay yielded before the open.
-    assert_eq!(back, tolerant, "the opened log reads back other records than replay");
+    assert_eq!(
+        back, tolerant,
+        "the opened log reads back other records than replay"
+    );
     let position = wal.append(b"after recovery").unwrap();
     wal.commit().unwrap();
     drop(wal);
