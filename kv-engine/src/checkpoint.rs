@@ -30,6 +30,15 @@ const WAL_POS_OFFSET: usize = WAL_FILE_OFFSET + size_of::<u64>();
 const CHECKSUM_OFFSET: usize = WAL_POS_OFFSET + size_of::<u64>();
 const MARKER_LEN: usize = CHECKSUM_OFFSET + size_of::<u64>();
 
+/// Why a marker could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MarkerError {
+    /// Damaged bytes: wrong length, magic or checksum.
+    Damaged(String),
+    /// A whole marker of a format version this build does not read.
+    Unsupported(String),
+}
+
 /// What a checkpoint made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Checkpoint {
@@ -64,21 +73,27 @@ impl Checkpoint {
         b
     }
 
-    fn decode(b: &[u8]) -> std::result::Result<Checkpoint, String> {
+    fn decode(b: &[u8]) -> std::result::Result<Checkpoint, MarkerError> {
+        use MarkerError::{Damaged, Unsupported};
         if b.len() != MARKER_LEN {
-            return Err(format!("it is {} bytes, not {MARKER_LEN}", b.len()));
+            return Err(Damaged(format!(
+                "it is {} bytes, not {MARKER_LEN}",
+                b.len()
+            )));
         }
         if b[..VERSION_OFFSET] != MAGIC {
-            return Err("the magic bytes are wrong".into());
+            return Err(Damaged("the magic bytes are wrong".into()));
         }
         if u64_at(b, CHECKSUM_OFFSET) != xxh3_64(&b[..CHECKSUM_OFFSET]) {
-            return Err("the checksum does not match".into());
+            return Err(Damaged("the checksum does not match".into()));
         }
+        // Checked after the checksum, so that a damaged version byte reads
+        // as damage and only a marker written as a later version as one.
         let version = u16::from_le_bytes([b[VERSION_OFFSET], b[VERSION_OFFSET + 1]]);
         if version != VERSION {
-            return Err(format!(
-                "format version {version} is not supported (this build reads version {VERSION})"
-            ));
+            return Err(Unsupported(format!(
+                "checkpoint marker format version {version} is not supported (this build reads version {VERSION})"
+            )));
         }
         let mut seg = [0u8; 4];
         seg.copy_from_slice(&b[SEGMENT_OFFSET..SEGMENT_POS_OFFSET]);
@@ -102,13 +117,14 @@ impl Checkpoint {
         };
         // The marker is replaced atomically, so any damage is corruption,
         // never a torn write.
-        Checkpoint::decode(&bytes)
-            .map(Some)
-            .map_err(|reason| Error::Corruption {
+        Checkpoint::decode(&bytes).map(Some).map_err(|e| match e {
+            MarkerError::Damaged(reason) => Error::Corruption {
                 path,
                 offset: 0,
                 reason: format!("the checkpoint marker is damaged: {reason}"),
-            })
+            },
+            MarkerError::Unsupported(reason) => Error::UnsupportedFile { path, reason },
+        })
     }
 
     /// Replaces the marker in `dir` atomically: temporary file, sync,
@@ -153,6 +169,16 @@ mod tests {
             assert!(Checkpoint::decode(&bad).is_err(), "flip at {i}");
         }
         assert!(Checkpoint::decode(&bytes[..MARKER_LEN - 1]).is_err());
+
+        // A later version with a matching checksum is not damage.
+        let mut v2 = bytes;
+        v2[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&2u16.to_le_bytes());
+        let sum = xxh3_64(&v2[..CHECKSUM_OFFSET]);
+        v2[CHECKSUM_OFFSET..].copy_from_slice(&sum.to_le_bytes());
+        assert!(matches!(
+            Checkpoint::decode(&v2),
+            Err(MarkerError::Unsupported(reason)) if reason.contains("version 2")
+        ));
     }
 
     #[test]

@@ -108,10 +108,7 @@ impl Db {
     /// As [`Db::open`].
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Db> {
         let dir = path.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        create_dir(&dir)?;
         let lock = lock_dir(&dir)?;
         let checkpoint = Checkpoint::read(&dir)?;
 
@@ -1114,6 +1111,25 @@ fn corrupt_index(path: &Path, loc: Location, why: &str) -> Error {
             loc.len, loc.segment
         ),
     }
+}
+
+/// Creates the database directory if it is missing. A path that is a file
+/// gets an error that says so, rather than the OS's "File exists".
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| {
+        let source = if dir.exists() && !dir.is_dir() {
+            std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "the database path is a file, not a directory",
+            )
+        } else {
+            source
+        };
+        Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Takes the directory's lock file with an OS lock (flock), released when

@@ -294,9 +294,10 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[SEGMENT_HEADER_LEN - 1] ^= 1;
         fs::write(&path, &bytes).unwrap();
+        // A header that fails its checksum is damage (at offset 0).
         assert!(matches!(
             Segment::open_read_only(&path),
-            Err(LogError::BadSegmentHeader { .. })
+            Err(LogError::Corruption { offset: 0, .. })
         ));
         let other = dir.path().join("segment.bin");
         fs::write(&other, b"x").unwrap();

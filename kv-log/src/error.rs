@@ -26,7 +26,9 @@ pub enum LogError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A segment file's header is not one this build writes.
+    /// A segment file's header is not one this build writes: another magic
+    /// number, or a later format version. (A header that fails its
+    /// checksum is [`LogError::Corruption`] at offset 0.)
     #[error("{path} is not a kv segment file this build can read: {reason}")]
     BadSegmentHeader {
         /// The file.

@@ -134,52 +134,72 @@ pub(crate) fn claimed_header_len(fixed: &[u8]) -> usize {
     }
 }
 
+/// Why a segment header was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeaderError {
+    /// Not a segment this build reads: another magic number, or a header
+    /// whose checksum matches but whose version or flags this build does
+    /// not know.
+    Unsupported(String),
+    /// The bytes are damaged: a checksum does not match, or the header is
+    /// cut short (a segment's header is synced before the file gets its
+    /// name, so a short header is never a torn write).
+    Damaged(String),
+}
+
 /// Checks a segment header (and supersedes block) at the front of `bytes`.
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, String> {
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+    use HeaderError::{Damaged, Unsupported};
     let Some(h) = bytes.get(..SEGMENT_HEADER_LEN) else {
-        return Err(format!(
+        return Err(Damaged(format!(
             "the file is {} bytes, shorter than the {SEGMENT_HEADER_LEN}-byte header",
             bytes.len()
-        ));
+        )));
     };
     if h[MAGIC_OFFSET..VERSION_OFFSET] != SEGMENT_MAGIC {
-        return Err("the magic bytes are wrong".into());
+        return Err(Unsupported("the magic bytes are wrong".into()));
     }
     if read_u64(h, CHECKSUM_OFFSET) != xxh3_64(&h[..CHECKSUM_OFFSET]) {
-        return Err("the header checksum does not match".into());
+        return Err(Damaged("the header checksum does not match".into()));
     }
     let version = u16::from_le_bytes([h[VERSION_OFFSET], h[VERSION_OFFSET + 1]]);
     if version != SEGMENT_VERSION {
-        return Err(format!(
+        return Err(Unsupported(format!(
             "segment format version {version} is not supported (this build reads version {SEGMENT_VERSION})"
-        ));
+        )));
     }
     let flags = u16::from_le_bytes([h[FLAGS_OFFSET], h[FLAGS_OFFSET + 1]]);
     let kind = match flags {
         0 => SegmentKind::Log,
         FLAG_COMPACTED => SegmentKind::Compacted,
-        other => return Err(format!("unknown header flags {other:#06x}")),
+        other => return Err(Unsupported(format!("unknown header flags {other:#06x}"))),
     };
     let count = read_u32(h, SUPERSEDES_OFFSET) as usize;
     if count > MAX_SUPERSEDES {
-        return Err(format!("it claims to supersede {count} segments"));
+        return Err(Unsupported(format!(
+            "it claims to supersede {count} segments"
+        )));
     }
     let mut data_start = SEGMENT_HEADER_LEN;
     let mut supersedes = Vec::new();
     if count > 0 {
         let ids_end = SEGMENT_HEADER_LEN + count * 4;
         let Some(block) = bytes.get(SEGMENT_HEADER_LEN..ids_end + 8) else {
-            return Err("the list of superseded segments is cut short".into());
+            return Err(Damaged(
+                "the list of superseded segments is cut short".into(),
+            ));
         };
         let (ids, sum) = block.split_at(count * 4);
         if read_u64(sum, 0) != xxh3_64(ids) {
-            return Err("the checksum of the superseded segments does not match".into());
+            return Err(Damaged(
+                "the checksum of the superseded segments does not match".into(),
+            ));
         }
         supersedes = ids.chunks_exact(4).map(|c| read_u32(c, 0)).collect();
         data_start = ids_end + 8;
     }
     if kind == SegmentKind::Log && !supersedes.is_empty() {
-        return Err("a log segment cannot supersede others".into());
+        return Err(Unsupported("a log segment cannot supersede others".into()));
     }
     Ok(SegmentHeader {
         id: read_u32(h, ID_OFFSET),
@@ -270,9 +290,27 @@ mod tests {
         for i in 0..h.len() {
             let mut bad = h.clone();
             bad[i] ^= 0x10;
-            assert!(decode_header(&bad).is_err(), "flip at {i} accepted");
+            // A damaged magic number cannot be told from a foreign file;
+            // anything else fails the checksum: damage, not a new format.
+            match decode_header(&bad) {
+                Err(HeaderError::Unsupported(_)) => assert!(i < 8, "flip at {i}"),
+                Err(HeaderError::Damaged(_)) => assert!(i >= 8, "flip at {i}"),
+                Ok(_) => panic!("flip at {i} accepted"),
+            }
         }
-        assert!(decode_header(&h[..10]).is_err());
+        assert!(matches!(
+            decode_header(&h[..10]),
+            Err(HeaderError::Damaged(_))
+        ));
+        // A later version, with a checksum that matches, is not damage.
+        let mut v2 = h.clone();
+        v2[VERSION_OFFSET..FLAGS_OFFSET].copy_from_slice(&2u16.to_le_bytes());
+        let sum = xxh3_64(&v2[..CHECKSUM_OFFSET]);
+        v2[CHECKSUM_OFFSET..].copy_from_slice(&sum.to_le_bytes());
+        assert!(matches!(
+            decode_header(&v2),
+            Err(HeaderError::Unsupported(reason)) if reason.contains("version 2")
+        ));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use arc_swap::ArcSwap;
 use kv_format::{Limits, Record};
 
 use crate::format::{
-    MAX_SUPERSEDES, SegmentHeader, SegmentKind, TEMP_SUFFIX, claimed_header_len, decode_header,
-    encode_header, hint_file_name, parse_hint_file_name, parse_segment_file_name,
+    HeaderError, MAX_SUPERSEDES, SegmentHeader, SegmentKind, TEMP_SUFFIX, claimed_header_len,
+    decode_header, encode_header, hint_file_name, parse_hint_file_name, parse_segment_file_name,
     segment_file_name,
 };
 use crate::{
@@ -377,8 +377,10 @@ impl Log {
     /// # Errors
     ///
     /// [`LogError::Corruption`] for a bad record anywhere but the tail of
-    /// the newest log segment, [`LogError::BadSegmentHeader`] for a file
-    /// that is not a segment this build reads, and [`LogError::Io`].
+    /// the newest log segment or a damaged segment header (offset 0),
+    /// [`LogError::BadSegmentHeader`] for a file that is not a segment this
+    /// build reads (another magic number, a later version), and
+    /// [`LogError::Io`].
     pub fn open(
         dir: &Path,
         options: LogOptions,
@@ -419,7 +421,8 @@ impl Log {
     /// # Errors
     ///
     /// [`LogError::BadSegmentHeader`], [`LogError::Io`], and
-    /// [`LogError::Corruption`] when segment `end.segment` is missing or
+    /// [`LogError::Corruption`] for a damaged segment header, when segment
+    /// `end.segment` is missing or
     /// shorter than `end.offset`, or (without `end`) for a bad record in
     /// the newest log segment that is followed by a valid one.
     pub fn recover(dir: &Path, options: LogOptions, end: Option<LogPosition>) -> Result<Log> {
@@ -728,9 +731,16 @@ pub(crate) fn read_segment_header(
     let mut head = vec![0u8; claimed_header_len(&fixed).min(len as usize)];
     file.read_exact_at(&mut head, 0)
         .map_err(|e| LogError::io(path, e))?;
-    let header = decode_header(&head).map_err(|reason| LogError::BadSegmentHeader {
-        path: path.to_path_buf(),
-        reason,
+    let header = decode_header(&head).map_err(|e| match e {
+        HeaderError::Damaged(reason) => LogError::Corruption {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: format!("the segment header is damaged: {reason}"),
+        },
+        HeaderError::Unsupported(reason) => LogError::BadSegmentHeader {
+            path: path.to_path_buf(),
+            reason,
+        },
     })?;
     if header.id != id {
         return Err(LogError::BadSegmentHeader {

@@ -265,8 +265,13 @@ impl Segment {
 
     /// The number of records the segment's hint file lists, read from its
     /// header only (for sizing an index before loading). `None` without a
-    /// hint file that names this segment at its current length; the count
-    /// is not checked against the entries here: [`Segment::load`] does that.
+    /// hint file that names this segment at its current length, or with a
+    /// count more records than the segment's bytes can hold; the count is
+    /// not checked against the entries here: [`Segment::load`] does that.
+    ///
+    /// The header is not covered by a checksum until the whole file is
+    /// read, so the count is bounded by the segment's size: a damaged count
+    /// must never size an allocation.
     pub fn hinted_records(&self) -> Option<u64> {
         use std::io::Read;
         let mut head = [0u8; HINT_HEADER_LEN];
@@ -275,7 +280,9 @@ impl Segment {
             .read_exact(&mut head)
             .ok()?;
         let (id, segment_len, count) = decode_hint_header(&head).ok()?;
-        (id == self.id && segment_len == self.len()).then_some(count)
+        // Every record takes a header and at least one byte of key.
+        let most = self.data_len() / (kv_format::HEADER_LEN as u64 + 1);
+        (id == self.id && segment_len == self.len() && count <= most).then_some(count)
     }
 
     /// Hands every record's metadata to `visit`, from the hint file when a

@@ -200,6 +200,41 @@ fn hint_files_give_the_same_records_as_a_scan_and_damage_falls_back() {
     }
 }
 
+/// Found by the `hint_load` fuzz target: a damaged record count in a hint
+/// file's header (which no checksum covers until the whole file is read)
+/// sized the engine's index at open, allocating gigabytes. The count is
+/// now bounded by what the segment can hold.
+#[test]
+fn a_damaged_hint_count_is_never_trusted_for_sizing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small(), |_, _| {}).unwrap();
+    fill(&mut log, 0, 200);
+    let reader = log.reader();
+    let segment = std::sync::Arc::clone(reader.segments().get(1).unwrap());
+    assert!(segment.is_sealed());
+    segment.write_hint().unwrap();
+    let real = segment.hinted_records().unwrap();
+    assert!(real > 0);
+    let most = segment.data_len() / (kv_format::HEADER_LEN as u64 + 1);
+    let hint = dir.path().join(hint_file_name(1));
+    let good = std::fs::read(&hint).unwrap();
+    // The count is the u64 at bytes 24..32 (docs/format.md); the fuzzer's
+    // input flipped its high bytes.
+    for (byte, mask) in [(31, 0x65), (29, 0xFF), (27, 0x01), (24, 0xFF)] {
+        let mut bad = good.clone();
+        bad[byte] ^= mask;
+        std::fs::write(&hint, &bad).unwrap();
+        let count = segment.hinted_records();
+        assert!(
+            count.is_none_or(|c| c <= most),
+            "byte {byte} ^ {mask:#x}: a count of {count:?} passed for a segment of at most {most} records"
+        );
+        let mut n = 0;
+        assert_eq!(segment.load(|_, _| n += 1).unwrap(), LoadSource::Scan);
+        assert_eq!(n, real);
+    }
+}
+
 #[test]
 fn checkpoint_discard_keeps_compaction_outputs_and_drops_stale_hints() {
     let dir = tempfile::tempdir().unwrap();

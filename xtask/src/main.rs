@@ -14,6 +14,12 @@
 //! - `cargo xtask bench --micro [ARGS]`: the criterion micro-benchmarks of
 //!   every crate (`cargo bench --workspace`); ARGS go to criterion, e.g.
 //!   `cargo xtask bench --micro -- --quick`.
+//! - `cargo xtask fuzz [--seconds N] [--target T] [-- LIBFUZZER_ARGS]`: runs
+//!   each cargo-fuzz target of `fuzz/` (its own workspace) for N seconds
+//!   (default 60), one after another, installing cargo-fuzz if it is
+//!   missing, and prints the executions per target. The toolchain is
+//!   stable, so cargo-fuzz runs with `RUSTC_BOOTSTRAP=1` (it passes `-Z`
+//!   flags); libFuzzer needs a C++ compiler.
 
 #![forbid(unsafe_code)]
 
@@ -33,7 +39,11 @@ tasks:
            cargo xtask bench [--quick] [--with-rocksdb] [--engines kv,redb] [--seed N]
                              [--update-benchmarks-md]
            cargo xtask bench --render DIR [--update-benchmarks-md]
-           cargo xtask bench --micro [ARGS]   (criterion micro-benchmarks; ARGS go to criterion)";
+           cargo xtask bench --micro [ARGS]   (criterion micro-benchmarks; ARGS go to criterion)
+  fuzz   run the cargo-fuzz targets of fuzz/, one after another:
+           cargo xtask fuzz [--seconds N] [--target T] [-- LIBFUZZER_ARGS]
+           (N seconds per target, default 60; targets: format_decode, wal_replay,
+            hint_load, db_ops)";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -42,6 +52,7 @@ fn main() -> Result<()> {
     match task.as_deref() {
         Some("ci") => ci(),
         Some("bench") => bench(&rest),
+        Some("fuzz") => fuzz(&rest),
         Some("help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -163,6 +174,164 @@ fn bench(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The cargo-fuzz targets in `fuzz/fuzz_targets/`, in the order they run.
+const FUZZ_TARGETS: [&str; 4] = ["format_decode", "wal_replay", "hint_load", "db_ops"];
+
+/// What one fuzz target's run did.
+struct FuzzRun {
+    target: String,
+    /// The `#N DONE ... exec/s: X` line's N and X, if libFuzzer printed it.
+    execs: Option<(u64, u64)>,
+    ok: bool,
+}
+
+/// `cargo xtask fuzz`: see the crate docs.
+fn fuzz(args: &[String]) -> Result<()> {
+    let mut seconds = 60u64;
+    let mut targets: Vec<String> = FUZZ_TARGETS.iter().map(|t| t.to_string()).collect();
+    let mut extra = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                seconds = it
+                    .next()
+                    .context("--seconds N")?
+                    .parse()
+                    .context("--seconds takes a whole number")?;
+            }
+            "--target" => {
+                let t = it.next().context("--target T")?;
+                if !FUZZ_TARGETS.contains(&t.as_str()) {
+                    bail!("unknown fuzz target {t:?}; the targets are {FUZZ_TARGETS:?}");
+                }
+                targets = vec![t.clone()];
+            }
+            "--" => extra.extend(it.by_ref().cloned()),
+            other => bail!("unknown flag {other:?} for fuzz\n\n{USAGE}"),
+        }
+    }
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let has_cargo_fuzz = Command::new(&cargo_bin)
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_fuzz {
+        eprintln!("cargo-fuzz is missing: installing it (cargo install cargo-fuzz --locked)");
+        cargo(&["install", "cargo-fuzz", "--locked"], &[])?;
+    }
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if !Command::new(&cxx)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        bail!(
+            "libFuzzer is C++ and needs a C++ compiler, but `{cxx} --version` failed; \
+             install one (Debian: apt-get install g++) or set CXX"
+        );
+    }
+
+    let root = root();
+    // One build of every target first, so that each run's time is fuzzing.
+    let status = Command::new(&cargo_bin)
+        .current_dir(&root)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "build", "--fuzz-dir", "fuzz"])
+        .status()
+        .context("running cargo fuzz build")?;
+    if !status.success() {
+        bail!("`cargo fuzz build` failed ({status})");
+    }
+    let mut runs = Vec::new();
+    for target in &targets {
+        runs.push(fuzz_one(&cargo_bin, &root, target, seconds, &extra)?);
+    }
+    println!("\nfuzz summary ({seconds} s per target):");
+    println!(
+        "{:<15} {:>14} {:>10}  result",
+        "target", "executions", "exec/s"
+    );
+    for run in &runs {
+        let (execs, rate) = run
+            .execs
+            .map_or(("?".to_string(), "?".to_string()), |(n, r)| {
+                (n.to_string(), r.to_string())
+            });
+        let result = if run.ok {
+            "no crash".to_string()
+        } else {
+            format!("FAILED: see fuzz/artifacts/{}/", run.target)
+        };
+        println!("{:<15} {execs:>14} {rate:>10}  {result}", run.target);
+    }
+    if runs.iter().any(|r| !r.ok) {
+        bail!("a fuzz target failed; `cargo fuzz fmt TARGET ARTIFACT` shows the input");
+    }
+    Ok(())
+}
+
+/// Runs one target for `seconds`, passing libFuzzer's output through, and
+/// reads its final `#N DONE ... exec/s: X` line.
+fn fuzz_one(
+    cargo_bin: &str,
+    root: &Path,
+    target: &str,
+    seconds: u64,
+    extra: &[String],
+) -> Result<FuzzRun> {
+    use std::io::{BufRead, BufReader};
+    let corpus = root.join("fuzz").join("corpus").join(target);
+    std::fs::create_dir_all(&corpus)?;
+    let mut cmd = Command::new(cargo_bin);
+    cmd.current_dir(root)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "run", "--fuzz-dir", "fuzz", target])
+        .arg(&corpus);
+    // Seeds kept in the repository are read, never written: libFuzzer adds
+    // new inputs to the first directory only.
+    let seeds = root.join("fuzz").join("seeds").join(target);
+    if seeds.is_dir() {
+        cmd.arg(&seeds);
+    }
+    cmd.arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        // A single allocation this large, or this much memory in all, is a
+        // crash: sizes read from damaged bytes must never be trusted.
+        .arg("-malloc_limit_mb=512")
+        .arg("-rss_limit_mb=2048")
+        .args(extra)
+        .stderr(std::process::Stdio::piped());
+    println!("== fuzzing {target} for {seconds} s");
+    let mut child = cmd.spawn().context("running cargo fuzz run")?;
+    let stderr = child.stderr.take().context("libFuzzer's output")?;
+    let mut execs = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        eprintln!("{line}");
+        if let Some(done) = parse_done(&line) {
+            execs = Some(done);
+        }
+    }
+    let status = child.wait()?;
+    Ok(FuzzRun {
+        target: target.to_string(),
+        execs,
+        ok: status.success(),
+    })
+}
+
+/// `#1114616\tDONE   cov: 195 ... exec/s: 69663 rss: 517Mb` -> (1114616, 69663).
+fn parse_done(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix('#')?;
+    let (count, rest) = rest.split_once(char::is_whitespace)?;
+    if !rest.trim_start().starts_with("DONE") {
+        return None;
+    }
+    let rate = rest.split("exec/s:").nth(1)?.split_whitespace().next()?;
+    Some((count.parse().ok()?, rate.parse().ok()?))
+}
+
 /// Makes a full run the published one: bench-results/latest.json, its
 /// charts, and the generated part of BENCHMARKS.md.
 fn publish(run: &report::Run, json: &str, dir: &Path) -> Result<()> {
@@ -218,6 +387,21 @@ fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libfuzzer_done_line_is_parsed() {
+        assert_eq!(
+            parse_done(
+                "#1114616\tDONE   cov: 195 ft: 457 corp: 71/16Kb lim: 4096 exec/s: 69663 rss: 517Mb"
+            ),
+            Some((1_114_616, 69_663))
+        );
+        assert_eq!(
+            parse_done("#57\tINITED cov: 3630 ft: 5425 exec/s: 0 rss: 81Mb"),
+            None
+        );
+        assert_eq!(parse_done("Done 57 runs in 0 second(s)"), None);
+    }
 
     /// The tables of BENCHMARKS.md are exactly the rendering of the JSON of
     /// the run they claim to be: no figure is typed by hand.

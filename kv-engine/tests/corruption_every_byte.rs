@@ -1,0 +1,503 @@
+//! Corruption at every byte: a small database is built deterministically
+//! (sealed log segments, a compaction output, hint files, a checkpoint
+//! marker, and a WAL tail of writes after the last checkpoint), then, for
+//! every byte of every file, a copy of it is made with that byte changed,
+//! opened, and every key ever written is read.
+//!
+//! The contract is **never wrong data, never a panic, never an unbounded
+//! allocation**. For each flip one of these must hold:
+//!
+//! - **detected at open**: `Db::open_with` fails with `Error::Corruption`
+//!   (or `Error::UnsupportedFile` for a damaged magic number, which cannot
+//!   be told from a foreign file);
+//! - **detected at read**: the open succeeds; every read returns the right
+//!   value or `Error::Corruption`, and at least one returns the error;
+//! - **harmless**: every read returns the right value, and `Db::keys`
+//!   lists exactly the right keys (the byte was in a dead record, a hint
+//!   file that is then ignored, or segment bytes after the checkpoint,
+//!   which open discards and replays from the WAL);
+//! - **torn tail dropped** (WAL only, under the default
+//!   `RecoveryMode::TolerateCorruptedTail`): the byte is in the last frame
+//!   of the last WAL file, so nothing valid follows the damaged frame. That
+//!   is exactly what a write torn by a crash looks like, and the default
+//!   recovery mode drops it. The database must then equal the model
+//!   *without the last write* (a whole batch, all or nothing): one
+//!   acknowledged write is lost, and no wrong value is returned. This is
+//!   the one loss the default mode accepts; the same flips under
+//!   `RecoveryMode::AbsoluteConsistency` must be detected at open, and the
+//!   test checks that too. A flip in any earlier frame must be detected,
+//!   since a valid frame follows it.
+//!
+//! Anything else fails the test, naming the file, the offset and the
+//! pattern: a wrong value, a key listed that should not be, a key missing
+//! (outside the one case above), another kind of error, a panic on any
+//! thread, or more than `ALLOCATION_LIMIT` bytes allocated during one open
+//! and its reads (measured with a counting global allocator, so a length
+//! read from damaged bytes and trusted for an allocation is caught even
+//! when the operating system would have overcommitted it).
+//!
+//! Each flipped byte is XORed with 0xFF by default. `KV_CORRUPTION_PATTERNS=all`
+//! also tries each of the eight single-bit flips (nine opens per byte).
+//! The tally per kind of file is printed (`cargo test -p kv-engine --test
+//! corruption_every_byte -- --nocapture` shows it). Scratch copies go to
+//! `/dev/shm` where it exists, since every open syncs.
+
+use std::alloc::System;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kv_engine::{Db, Error, Options, RecoveryMode, WriteBatch};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Most bytes one open of the damaged copy and its reads may allocate in
+/// all (a bound on the peak). A clean open allocates well under 1 MiB.
+const ALLOCATION_LIMIT: usize = 64 << 20;
+
+/// Panics on any thread, counted by a panic hook.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn options() -> Options {
+    // Background compaction off, so that the build is deterministic; a big
+    // checkpoint interval, so that the last writes stay in the WAL.
+    Options::default()
+        .segment_size(512)
+        .checkpoint_wal_size(1 << 20)
+        .background_compaction(false)
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("k{i:02}").into_bytes()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Checkpoint,
+    LogSegment,
+    CompactedSegment,
+    Hint,
+    Wal,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Checkpoint => "CHECKPOINT",
+            Kind::LogSegment => "log segment",
+            Kind::CompactedSegment => "compacted segment",
+            Kind::Hint => "hint file",
+            Kind::Wal => "WAL",
+        })
+    }
+}
+
+/// The pristine database and what it must read back.
+struct Fixture {
+    _root: tempfile::TempDir,
+    dir: PathBuf,
+    /// The state after every write.
+    model: Model,
+    /// The state before the last write (the last WAL frame).
+    before_last: Model,
+    /// Every key ever written, deleted ones included.
+    keys: Vec<Vec<u8>>,
+    /// Every file with bytes, relative to `dir`, and its kind.
+    files: Vec<(PathBuf, Kind)>,
+    /// Where the last frame of the WAL file starts.
+    last_frame: u64,
+}
+
+fn scratch_root() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let builder = {
+        let mut b = tempfile::Builder::new();
+        b.prefix("kv-corruption-");
+        b
+    };
+    if shm.is_dir()
+        && let Ok(dir) = builder.tempdir_in(shm)
+    {
+        return dir;
+    }
+    builder.tempdir().unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Builds the database: see the module docs. Deterministic: the same
+/// writes in the same order, no background thread.
+fn build() -> Fixture {
+    let root = scratch_root();
+    let live = root.path().join("live");
+    let mut model = Model::new();
+    let mut keys = Vec::new();
+    let put = |db: &Db, model: &mut Model, i: u32, v: String| {
+        db.put(&key(i), v.as_bytes()).unwrap();
+        model.insert(key(i), v.into_bytes());
+    };
+    let del = |db: &Db, model: &mut Model, i: u32| {
+        db.delete(&key(i)).unwrap();
+        model.remove(&key(i));
+    };
+
+    let db = Db::open_with(&live, options()).unwrap();
+    // A segment that is never overwritten: compaction leaves it alone and
+    // gives it a hint file.
+    for i in 40..48 {
+        put(&db, &mut model, i, format!("stable-{i}"));
+    }
+    db.compact().unwrap();
+    // Segments of first values, then overwrites and deletes, so that
+    // compaction has dead bytes to drop and a tombstone to keep or drop.
+    for i in 0..20 {
+        put(&db, &mut model, i, format!("first-{i}-").repeat(2));
+    }
+    for i in 0..8 {
+        put(&db, &mut model, i, format!("second-{i}"));
+    }
+    for i in 10..13 {
+        del(&db, &mut model, i);
+    }
+    // Seals, checkpoints, compacts (one output superseding its inputs,
+    // with a hint file), checkpoints again, and writes the missing hints.
+    db.compact().unwrap();
+    // More segments after the compaction, sealed without hint files.
+    for i in 20..32 {
+        put(&db, &mut model, i, format!("third-{i}-"));
+    }
+    put(&db, &mut model, 1, "third-1".into());
+    del(&db, &mut model, 2);
+    db.close().unwrap(); // a checkpoint at the end of the segments
+
+    // The WAL tail: writes after the last checkpoint, then a crash image.
+    let db = Db::open_with(&live, options()).unwrap();
+    put(&db, &mut model, 32, "tail-32".into());
+    del(&db, &mut model, 3);
+    put(&db, &mut model, 4, "tail-4".into());
+    let before_last = model.clone();
+    // The last write is a batch: dropped, it goes all at once.
+    let mut batch = WriteBatch::new();
+    batch
+        .put(&key(6), b"tail-6")
+        .delete(&key(7))
+        .put(&key(33), b"tail-33");
+    db.write(batch).unwrap();
+    model.insert(key(6), b"tail-6".to_vec());
+    model.remove(&key(7));
+    model.insert(key(33), b"tail-33".to_vec());
+    let dir = root.path().join("pristine");
+    // Every write was acknowledged, so it has reached the operating system:
+    // a copy taken now is what kill -9 would leave.
+    copy_dir(&live, &dir);
+    drop(db);
+    std::fs::remove_dir_all(&live).unwrap();
+    for i in (0..34).chain(40..48) {
+        keys.push(key(i));
+    }
+
+    let mut files = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(dir.join(&rel)).unwrap() {
+            let entry = entry.unwrap();
+            let rel = rel.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(rel);
+                continue;
+            }
+            let bytes = std::fs::read(dir.join(&rel)).unwrap();
+            let name = rel.to_string_lossy().into_owned();
+            let kind = if name == "CHECKPOINT" {
+                Kind::Checkpoint
+            } else if name.ends_with(".hint") {
+                Kind::Hint
+            } else if name.ends_with(".wal") {
+                Kind::Wal
+            } else if name.ends_with(".seg") {
+                // docs/format.md: flags u16 at 10, bit 0 = compaction output.
+                if bytes[10] & 1 == 1 {
+                    Kind::CompactedSegment
+                } else {
+                    Kind::LogSegment
+                }
+            } else if name == kv_engine::LOCK_FILE_NAME {
+                assert!(bytes.is_empty(), "LOCK is empty");
+                continue;
+            } else {
+                panic!("unexpected file {name} in the database");
+            };
+            files.push((rel, kind));
+        }
+    }
+    files.sort();
+
+    // The WAL: one file (the checkpoint rotated to it), with the tail.
+    let wal_dir = dir.join(kv_engine::WAL_DIR_NAME);
+    let frames: Vec<kv_wal::Position> = kv_wal::Wal::replay(
+        &wal_dir,
+        kv_wal::Position::START,
+        RecoveryMode::AbsoluteConsistency,
+    )
+    .unwrap()
+    .map(|r| r.unwrap().0)
+    .collect();
+    assert_eq!(frames.len(), 4, "the WAL tail holds the four last writes");
+    let last_frame = frames.last().unwrap().offset;
+
+    let count = |k: Kind| files.iter().filter(|f| f.1 == k).count();
+    assert_eq!(count(Kind::Checkpoint), 1);
+    assert_eq!(count(Kind::Wal), 1);
+    assert!(count(Kind::CompactedSegment) >= 1, "{files:?}");
+    assert!(count(Kind::Hint) >= 2, "{files:?}");
+    assert!(count(Kind::LogSegment) >= 2, "{files:?}");
+    Fixture {
+        _root: root,
+        dir,
+        model,
+        before_last,
+        keys,
+        files,
+        last_frame,
+    }
+}
+
+/// What one damaged copy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    DetectedAtOpen(&'static str),
+    DetectedAtRead,
+    Harmless,
+    TornTailDropped,
+}
+
+/// Opens `dir` and reads every key; `Err` describes a broken contract.
+fn attempt(
+    dir: &Path,
+    fixture: &Fixture,
+    mode: RecoveryMode,
+    drop_allowed: bool,
+) -> Result<Outcome, String> {
+    let db = match Db::open_with(dir, options().wal_recovery(mode)) {
+        Ok(db) => db,
+        Err(Error::Corruption { .. }) => return Ok(Outcome::DetectedAtOpen("Corruption")),
+        Err(Error::UnsupportedFile { .. }) => {
+            return Ok(Outcome::DetectedAtOpen("UnsupportedFile"));
+        }
+        Err(other) => return Err(format!("open failed with an untyped error: {other:?}")),
+    };
+    let mut errors = 0;
+    let mut is_model = true;
+    let mut is_before_last = true;
+    let mut wrong = Vec::new();
+    for k in &fixture.keys {
+        match db.get(k) {
+            Ok(v) => {
+                let (a, b) = (fixture.model.get(k), fixture.before_last.get(k));
+                is_model &= v.as_ref() == a;
+                is_before_last &= v.as_ref() == b;
+                if v.as_ref() != a {
+                    wrong.push(format!(
+                        "{}: read {:?}, expected {:?}",
+                        String::from_utf8_lossy(k),
+                        v.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                        a.map(|v| String::from_utf8_lossy(v).into_owned())
+                    ));
+                }
+            }
+            Err(e) if e.is_corruption() => errors += 1,
+            Err(e) => return Err(format!("read of {k:?} failed with an untyped error: {e:?}")),
+        }
+    }
+    for k in db.keys() {
+        is_model &= fixture.model.contains_key(&k);
+        is_before_last &= fixture.before_last.contains_key(&k);
+        if !fixture.model.contains_key(&k) {
+            wrong.push(format!("listed {}", String::from_utf8_lossy(&k)));
+        }
+    }
+    drop(db);
+    if is_model {
+        Ok(if errors > 0 {
+            Outcome::DetectedAtRead
+        } else {
+            Outcome::Harmless
+        })
+    } else if drop_allowed && is_before_last {
+        Ok(Outcome::TornTailDropped)
+    } else {
+        Err(format!("wrong data: {}", wrong.join("; ")))
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    flips: u64,
+    at_open: BTreeMap<&'static str, u64>,
+    at_read: u64,
+    harmless: u64,
+    dropped: u64,
+}
+
+#[test]
+fn every_flipped_byte_is_detected_or_harmless() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
+    let patterns: Vec<u8> = match std::env::var("KV_CORRUPTION_PATTERNS").as_deref() {
+        Ok("all") => vec![0xFF, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80],
+        _ => vec![0xFF],
+    };
+    let fixture = build();
+    let work_root = scratch_root();
+    let work = work_root.path().join("db");
+
+    // The pristine copy reads back exactly, and sets the allocation baseline.
+    copy_dir(&fixture.dir, &work);
+    let region = Region::new(GLOBAL);
+    let clean = attempt(&work, &fixture, RecoveryMode::default(), false);
+    let baseline = region.change().bytes_allocated;
+    assert_eq!(clean, Ok(Outcome::Harmless), "the undamaged database");
+    std::fs::remove_dir_all(&work).unwrap();
+
+    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut most_allocated = 0usize;
+    let mut total_bytes = 0;
+    for (rel, kind) in &fixture.files {
+        let pristine = std::fs::read(fixture.dir.join(rel)).unwrap();
+        total_bytes += pristine.len();
+        // The WAL is tried under both recovery modes.
+        let modes: &[RecoveryMode] = if *kind == Kind::Wal {
+            &[
+                RecoveryMode::TolerateCorruptedTail,
+                RecoveryMode::AbsoluteConsistency,
+            ]
+        } else {
+            &[RecoveryMode::TolerateCorruptedTail]
+        };
+        for &mode in modes {
+            let label = match (kind, mode) {
+                (Kind::Wal, RecoveryMode::AbsoluteConsistency) => {
+                    format!("{kind} (AbsoluteConsistency)")
+                }
+                _ => kind.to_string(),
+            };
+            for offset in 0..pristine.len() {
+                for &pattern in &patterns {
+                    copy_dir(&fixture.dir, &work);
+                    let mut bytes = pristine.clone();
+                    bytes[offset] ^= pattern;
+                    std::fs::write(work.join(rel), &bytes).unwrap();
+                    let drop_allowed = *kind == Kind::Wal
+                        && mode == RecoveryMode::TolerateCorruptedTail
+                        && offset as u64 >= fixture.last_frame;
+                    let panics = PANICS.load(Ordering::SeqCst);
+                    let region = Region::new(GLOBAL);
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        attempt(&work, &fixture, mode, drop_allowed)
+                    }));
+                    let stats = region.change();
+                    let allocated = stats.bytes_allocated + stats.bytes_reallocated.max(0) as usize;
+                    most_allocated = most_allocated.max(allocated);
+                    let at = format!(
+                        "{} at offset {offset} (xor {pattern:#04x}, {mode:?})",
+                        rel.display()
+                    );
+                    let outcome = match result {
+                        Err(_) => Err("panicked".to_string()),
+                        Ok(_) if PANICS.load(Ordering::SeqCst) != panics => {
+                            Err("a thread panicked".to_string())
+                        }
+                        Ok(_) if allocated > ALLOCATION_LIMIT => Err(format!(
+                            "allocated {allocated} bytes (limit {ALLOCATION_LIMIT})"
+                        )),
+                        Ok(r) => r,
+                    };
+                    let tally = tallies.entry(label.clone()).or_default();
+                    tally.flips += 1;
+                    match outcome {
+                        Ok(Outcome::DetectedAtOpen(how)) => {
+                            if how == "UnsupportedFile" && offset >= 8 {
+                                failures.push(format!(
+                                    "{at}: damage past the magic number reported as \
+                                     UnsupportedFile, not Corruption"
+                                ));
+                            }
+                            *tally.at_open.entry(how).or_default() += 1;
+                        }
+                        Ok(Outcome::DetectedAtRead) => tally.at_read += 1,
+                        Ok(Outcome::Harmless) => tally.harmless += 1,
+                        Ok(Outcome::TornTailDropped) => tally.dropped += 1,
+                        Err(why) => failures.push(format!("{at}: {why}")),
+                    }
+                    std::fs::remove_dir_all(&work).unwrap();
+                }
+            }
+        }
+    }
+
+    println!(
+        "corruption at every byte: {} files, {total_bytes} bytes, patterns {patterns:#04x?}",
+        fixture.files.len()
+    );
+    println!(
+        "{:<36} {:>6} {:>16} {:>9} {:>9} {:>12}",
+        "file kind", "flips", "open (C/U)", "read", "harmless", "tail dropped"
+    );
+    for (label, t) in &tallies {
+        let c = t.at_open.get("Corruption").copied().unwrap_or(0);
+        let u = t.at_open.get("UnsupportedFile").copied().unwrap_or(0);
+        println!(
+            "{label:<36} {:>6} {:>16} {:>9} {:>9} {:>12}",
+            t.flips,
+            format!("{} ({c}/{u})", c + u),
+            t.at_read,
+            t.harmless,
+            t.dropped
+        );
+    }
+    println!(
+        "allocation: a clean open and its reads {baseline} bytes; the most any damaged copy took {most_allocated} bytes"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} flips broke the contract; the first ones:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Damage to the last WAL frame is dropped under the default mode, and
+    // always detected under AbsoluteConsistency.
+    let strict = &tallies["WAL (AbsoluteConsistency)"];
+    assert_eq!(strict.dropped, 0);
+    assert!(tallies["WAL"].dropped > 0);
+    assert_eq!(
+        tallies["CHECKPOINT"].flips,
+        tallies["CHECKPOINT"].at_open.values().sum::<u64>(),
+        "every flip of the checkpoint marker is detected at open"
+    );
+}
