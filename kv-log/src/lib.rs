@@ -58,11 +58,14 @@
 #![deny(unsafe_code)]
 
 mod error;
+mod fault;
 mod format;
 mod log;
 mod segment;
 
 pub use error::LogError;
+#[cfg(feature = "fail-points")]
+pub use fault::{FaultHook, FileOp};
 pub use format::{
     DEFAULT_SEGMENT_SIZE, HINT_MAGIC, HINT_VERSION, MAX_SEGMENT_SIZE, MAX_SUPERSEDES,
     SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentKind,
