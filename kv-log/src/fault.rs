@@ -31,7 +31,11 @@ pub enum FileOp {
 /// [`LogOptions::faults`](crate::LogOptions::faults).
 #[cfg(feature = "fail-points")]
 #[derive(Clone)]
-pub struct FaultHook(std::sync::Arc<dyn Fn(FileOp, &Path) -> io::Result<()> + Send + Sync>);
+pub struct FaultHook(std::sync::Arc<HookFn>);
+
+/// The function a [`FaultHook`] wraps.
+#[cfg(feature = "fail-points")]
+type HookFn = dyn Fn(FileOp, &Path) -> io::Result<()> + Send + Sync;
 
 #[cfg(feature = "fail-points")]
 impl FaultHook {
