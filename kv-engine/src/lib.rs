@@ -45,20 +45,24 @@
 
 mod batch;
 mod checkpoint;
+mod clock;
 mod compactor;
 mod db;
 mod error;
 mod options;
 mod reply;
+mod stats;
 mod usage;
 mod writer;
 
 pub use batch::WriteBatch;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use compactor::CompactionReport;
-pub use db::{Db, Keys, LOCK_FILE_NAME, Value, WAL_DIR_NAME};
+pub use db::{Db, Iter, Keys, LOCK_FILE_NAME, Value, WAL_DIR_NAME};
 pub use error::Error;
 pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
+pub use stats::Stats;
 
 /// The result type of kv-engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -73,6 +73,7 @@ pub use format::{
 };
 pub use log::{
     CompactionOutput, Location, Log, LogOptions, LogPosition, LogReader, SegmentSet, SegmentsGuard,
+    copy_segments,
 };
 pub use segment::{LoadSource, RecordMeta, Segment};
 

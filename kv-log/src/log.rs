@@ -178,6 +178,15 @@ impl Deref for SegmentsGuard {
     }
 }
 
+impl SegmentsGuard {
+    /// The set as an `Arc`, to hold for longer than a read (an iterator
+    /// does): its segments stay mapped, and their files on disk, while it
+    /// is held.
+    pub fn to_arc(&self) -> Arc<SegmentSet> {
+        Arc::clone(&self.0)
+    }
+}
+
 impl LogReader {
     /// The current segments. Hold the guard only for the duration of a
     /// read; to keep one segment alive longer, clone its `Arc`.
@@ -962,6 +971,80 @@ impl CreateError {
         match self {
             CreateError::Unchanged(e) | CreateError::Unsynced(e) => e,
         }
+    }
+}
+
+/// Puts copies of the sealed `segments` and their hint files into the
+/// directory `to` (which must exist), for a checkpoint of the log: each
+/// file is hard-linked, or copied where a link cannot be made (another file
+/// system). Then creates an empty log segment numbered after all of them,
+/// so that a [`Log`] opened in `to` appends there and never to a linked
+/// file, and syncs everything. Returns the position of that new segment's
+/// start: the end of the copied log.
+///
+/// Sealed segments and hint files are never changed in place (a hint file
+/// is replaced by a rename), which is what makes sharing them by link safe.
+/// A segment retired meanwhile stays readable while the caller holds it; a
+/// hint file that disappears meanwhile is skipped (loading scans instead).
+///
+/// # Errors
+///
+/// [`LogError::Io`] for a file that cannot be linked, copied or synced.
+pub fn copy_segments(segments: &[Arc<Segment>], to: &Path) -> Result<LogPosition> {
+    let mut max_id = 0;
+    for segment in segments {
+        max_id = max_id.max(segment.id());
+        let target = to.join(segment_file_name(segment.id()));
+        link_or_copy(segment.path(), &target)?.ok_or_else(|| {
+            LogError::io(
+                segment.path(),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the segment file vanished while held",
+                ),
+            )
+        })?;
+        let hint = segment.path().with_file_name(hint_file_name(segment.id()));
+        link_or_copy(&hint, &to.join(hint_file_name(segment.id())))?;
+    }
+    let id = max_id
+        .checked_add(1)
+        .ok_or_else(|| LogError::io(to, std::io::Error::other("segment ids are exhausted")))?;
+    // Creating the segment syncs the directory, which makes the links
+    // durable too.
+    // The segments share their log's fault hook (a test seam).
+    let faults = segments.first().map(|s| s.faults().clone()).unwrap_or_default();
+    create_log_segment(to, id, SEGMENT_HEADER_LEN as u64 + 1, &faults)
+        .map_err(CreateError::into_error)?;
+    Ok(LogPosition {
+        segment: id,
+        offset: SEGMENT_HEADER_LEN as u64,
+    })
+}
+
+/// Hard-links `from` to `to`, or copies and syncs it if the link fails.
+/// `Ok(None)` if `from` does not exist.
+fn link_or_copy(from: &Path, to: &Path) -> Result<Option<()>> {
+    match fs::hard_link(from, to) {
+        Ok(()) => return Ok(Some(())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => return Ok(None),
+        Err(e) => log::debug!(
+            "cannot link {} to {} ({e}); copying it",
+            from.display(),
+            to.display()
+        ),
+    }
+    let copied = (|| {
+        fs::copy(from, to)?;
+        File::open(to)?.sync_all()
+    })();
+    match copied {
+        Ok(()) => Ok(Some(())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => {
+            let _ = fs::remove_file(to);
+            Ok(None)
+        }
+        Err(e) => Err(LogError::io(to, e)),
     }
 }
 

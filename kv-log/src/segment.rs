@@ -193,6 +193,11 @@ impl Segment {
         Ok(&self.map[start as usize..stop as usize])
     }
 
+    /// The fault-injection seam of the log this segment belongs to.
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
     /// The capacity of the map: how far the file may grow.
     pub(crate) fn capacity(&self) -> u64 {
         self.map.len() as u64
