@@ -342,7 +342,16 @@ impl CompactionOutput {
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(|e| LogError::io(&path, e))?;
         self.tmp = None;
-        sync_dir(&self.shared.dir, faults).map_err(|e| LogError::io(&self.shared.dir, e))?;
+        if let Err(e) = sync_dir(&self.shared.dir, faults) {
+            // The output may or may not survive a crash now. Take it away
+            // again (best effort): an output on disk that is not in the
+            // segment set would be invisible to the tombstone rule of later
+            // runs and could bring back a deleted key at the next open. If
+            // it survives a crash anyway, it supersedes its inputs as a
+            // crash right after the rename would.
+            let _ = fs::remove_file(&path);
+            return Err(LogError::io(&self.shared.dir, e));
+        }
         let header = SegmentHeader {
             id: self.id,
             kind: SegmentKind::Compacted,
@@ -1013,7 +1022,10 @@ pub fn copy_segments(segments: &[Arc<Segment>], to: &Path) -> Result<LogPosition
     // Creating the segment syncs the directory, which makes the links
     // durable too.
     // The segments share their log's fault hook (a test seam).
-    let faults = segments.first().map(|s| s.faults().clone()).unwrap_or_default();
+    let faults = segments
+        .first()
+        .map(|s| s.faults().clone())
+        .unwrap_or_default();
     create_log_segment(to, id, SEGMENT_HEADER_LEN as u64 + 1, &faults)
         .map_err(CreateError::into_error)?;
     Ok(LogPosition {

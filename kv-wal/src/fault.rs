@@ -113,6 +113,7 @@ struct State {
     counts: [u64; 4],
     plans: [Option<Plan>; 4],
     hits: u64,
+    first_hit: Option<(FaultOp, std::path::PathBuf)>,
 }
 
 #[cfg(feature = "fail-points")]
@@ -208,6 +209,11 @@ impl FaultInjector {
         self.state.lock().hits
     }
 
+    /// The first operation that was made to fail, and the path it was on.
+    pub fn first_hit(&self) -> Option<(FaultOp, std::path::PathBuf)> {
+        self.state.lock().first_hit.clone()
+    }
+
     /// Counts one operation of kind `op` on `path`, and returns the
     /// injected error if it is one that must fail. Call it just before the
     /// real operation, and skip the operation on `Err` (for a write, write
@@ -234,6 +240,9 @@ impl FaultInjector {
             return Ok(());
         }
         state.hits += 1;
+        state
+            .first_hit
+            .get_or_insert_with(|| (op, path.to_path_buf()));
         let os = io::Error::from_raw_os_error(plan.error.errno());
         Err(io::Error::new(
             os.kind(),

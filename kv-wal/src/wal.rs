@@ -527,8 +527,9 @@ impl Wal {
     /// # Errors
     ///
     /// [`Error::Io`] if a file cannot be deleted or the directory synced.
-    /// Files deleted before the failure stay deleted. This does not poison
-    /// the `Wal`: a file that survives is only replayed needlessly.
+    /// Files deleted before the failure stay deleted. A file that cannot be
+    /// deleted does not poison the `Wal` (it is only replayed needlessly);
+    /// a failed directory sync does.
     pub fn remove_before(&mut self, position: Position) -> Result<usize> {
         let doomed: Vec<u64> = self
             .older
@@ -551,8 +552,13 @@ impl Wal {
             self.older.remove(&number);
             removed += 1;
         }
-        if removed > 0 {
-            fs::sync_dir(&self.dir, &self.faults)?;
+        if removed > 0
+            && let Err(error) = fs::sync_dir(&self.dir, &self.faults)
+        {
+            // A later directory sync could report success for a directory
+            // the kernel failed to write back: refuse to go on.
+            self.poison_with(format!("syncing the WAL directory failed: {error}"));
+            return Err(error);
         }
         match failure {
             Some(error) => Err(error),
