@@ -9,6 +9,7 @@ use kv_log::LogPosition;
 use kv_wal::Position;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::fault::{Faults, Op};
 use crate::{Error, Result};
 
 /// The marker's file name in the database directory.
@@ -29,6 +30,25 @@ const WAL_FILE_OFFSET: usize = SEQ_OFFSET + size_of::<u64>();
 const WAL_POS_OFFSET: usize = WAL_FILE_OFFSET + size_of::<u64>();
 const CHECKSUM_OFFSET: usize = WAL_POS_OFFSET + size_of::<u64>();
 const MARKER_LEN: usize = CHECKSUM_OFFSET + size_of::<u64>();
+
+/// Why writing the marker failed, and what it left.
+#[derive(Debug)]
+pub(crate) enum MarkerError {
+    /// Before the rename: the old marker is in place, the temporary file
+    /// removed.
+    Unchanged(Error),
+    /// The directory sync after the rename failed: which marker a crash
+    /// keeps is unknown.
+    Unsynced(Error),
+}
+
+impl From<MarkerError> for Error {
+    fn from(e: MarkerError) -> Error {
+        match e {
+            MarkerError::Unchanged(e) | MarkerError::Unsynced(e) => e,
+        }
+    }
+}
 
 /// What a checkpoint made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,22 +132,40 @@ impl Checkpoint {
     }
 
     /// Replaces the marker in `dir` atomically: temporary file, sync,
-    /// rename, directory sync.
-    pub(crate) fn write(&self, dir: &Path) -> Result<()> {
+    /// rename, directory sync. A failure before the rename removes the
+    /// temporary file and leaves the old marker in place.
+    pub(crate) fn write(&self, dir: &Path, faults: &Faults) -> Result<(), MarkerError> {
         let tmp = dir.join(TEMP_NAME);
         let path = dir.join(CHECKPOINT_FILE_NAME);
+        let bytes = self.encode();
         (|| {
+            faults.check(Op::Create, &tmp)?;
             let mut file = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            file.write_all(&self.encode())?;
+            if let Err(e) = faults.check(Op::Write, &tmp) {
+                file.write_all(&bytes[..bytes.len() / 2])?;
+                return Err(e);
+            }
+            file.write_all(&bytes)?;
+            faults.check(Op::Sync, &tmp)?;
             file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(dir)?.sync_all()
+            faults.check(Op::Rename, &path)?;
+            fs::rename(&tmp, &path)
         })()
-        .map_err(|source| Error::Io { path, source })
+        .map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            MarkerError::Unchanged(Error::Io {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        faults
+            .check(Op::Sync, dir)
+            .and_then(|()| File::open(dir)?.sync_all())
+            .map_err(|source| MarkerError::Unsynced(Error::Io { path, source }))
     }
 }
 
@@ -167,7 +205,7 @@ mod tests {
             },
             wal_from: Position::new(2, 16),
         };
-        cp.write(dir.path()).unwrap();
+        cp.write(dir.path(), &Faults::default()).unwrap();
         assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(cp));
         assert!(!dir.path().join(TEMP_NAME).exists());
         fs::write(dir.path().join(CHECKPOINT_FILE_NAME), b"junk").unwrap();

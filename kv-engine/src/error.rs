@@ -143,6 +143,7 @@ impl From<LogError> for Error {
             },
             LogError::BadSegmentHeader { path, reason } => Error::UnsupportedFile { path, reason },
             LogError::Format(e) => Error::from(e),
+            LogError::Poisoned { cause } => Error::Poisoned { reason: cause },
             other => Error::Log(other),
         }
     }

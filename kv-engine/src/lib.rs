@@ -49,6 +49,7 @@ mod clock;
 mod compactor;
 mod db;
 mod error;
+mod fault;
 mod options;
 mod reply;
 mod stats;
