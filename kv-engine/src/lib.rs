@@ -35,6 +35,15 @@
 //! a prefix of the history. A [`WriteBatch`] is all or nothing.
 //! [`Db::sync`] makes everything acknowledged durable.
 //!
+//! # Expiry, iteration, checkpoints, statistics
+//!
+//! [`Db::put_with_ttl`] writes a key that expires (time from
+//! [`Options::clock`]; [`ManualClock`] for tests). [`Db::iter`] and
+//! [`Db::keys`] walk every key lazily, without a key twice, and see every
+//! key not written meanwhile exactly once, even while compaction runs.
+//! [`Db::checkpoint`] writes a consistent copy into a new directory that
+//! opens as a database. [`Db::stats`] reports sizes and counters.
+//!
 //! # What this crate is not
 //!
 //! Not a server, not ordered: there are no range scans, as a hash index
