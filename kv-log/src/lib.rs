@@ -62,6 +62,10 @@ mod fault;
 mod format;
 mod log;
 mod segment;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom;
 
 pub use error::LogError;
 #[cfg(feature = "fail-points")]

@@ -7,10 +7,8 @@ use std::io::Write;
 use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwap;
 use kv_format::{Limits, Record};
 
 use crate::fault::{Faults, FileOp};
@@ -19,6 +17,7 @@ use crate::format::{
     encode_header, hint_file_name, parse_hint_file_name, parse_segment_file_name,
     segment_file_name,
 };
+use crate::sync::{Arc, ArcSwap, AtomicU32, Guard};
 use crate::{
     DEFAULT_SEGMENT_SIZE, LogError, MAX_SEGMENT_SIZE, Result, SEGMENT_HEADER_LEN, Segment,
 };
@@ -169,7 +168,7 @@ pub struct LogReader {
 
 /// The segment set as a reader loaded it; derefs to [`SegmentSet`].
 #[derive(Debug)]
-pub struct SegmentsGuard(arc_swap::Guard<Arc<SegmentSet>>);
+pub struct SegmentsGuard(Guard<SegmentSet>);
 
 impl Deref for SegmentsGuard {
     type Target = SegmentSet;

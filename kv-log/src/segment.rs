@@ -3,7 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use kv_format::{FORMAT_VERSION, Limits, Record, RecordKind, decode_with_limits};
 use memmap2::{Mmap, MmapOptions};
@@ -13,6 +13,7 @@ use crate::format::{
     HINT_ENTRY_LEN, HINT_FLAG_TOMBSTONE, HINT_HEADER_LEN, SegmentHeader, SegmentKind,
     decode_hint_header, encode_hint_header, hint_file_name, read_u16, read_u32, read_u64,
 };
+use crate::sync::{AtomicBool, AtomicU64};
 use crate::{Location, LogError, Result};
 
 /// What loading a segment learns of one record: enough to rebuild an
