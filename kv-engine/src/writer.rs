@@ -80,7 +80,8 @@ pub(crate) struct Writer {
     pub(crate) checkpoint_bytes: u64,
     /// WAL bytes appended since the last checkpoint.
     pub(crate) wal_bytes: u64,
-    /// Set by the first failed write or sync; every later write is refused.
+    /// Set by the first failed sync (or failed write that could not be
+    /// taken back); every later write is refused.
     pub(crate) poisoned: Option<String>,
     /// The encoded records of the current group, back to back.
     pub(crate) buf: Vec<u8>,

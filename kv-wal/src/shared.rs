@@ -192,7 +192,8 @@ impl SharedWal {
         self.wal.lock().stats()
     }
 
-    /// Why the `Wal` refuses to write, if an earlier write or sync failed.
+    /// Why the `Wal` refuses to write, if an earlier sync failed (or a
+    /// failed write could not be rolled back).
     pub fn poison_cause(&self) -> Option<String> {
         self.wal.lock().poison_cause().map(str::to_owned)
     }

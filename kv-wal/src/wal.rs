@@ -392,8 +392,8 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`]; [`Error::Io`] if the write or sync fails, which
-    /// poisons the `Wal`.
+    /// [`Error::Poisoned`]; [`Error::Io`] if the write fails (rolled back as
+    /// [`Wal::flush`] says) or the sync fails, which poisons the `Wal`.
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
         if self.unsynced_since.is_some() {
@@ -619,7 +619,8 @@ impl Wal {
         self.recovered_tail
     }
 
-    /// Why the `Wal` refuses to write, if an earlier write or sync failed.
+    /// Why the `Wal` refuses to write, if an earlier sync failed (or a
+    /// failed write could not be rolled back).
     pub fn poison_cause(&self) -> Option<&str> {
         self.poisoned.as_deref()
     }

@@ -1,5 +1,5 @@
-//! A failed write or sync poisons the WAL; what was acknowledged before
-//! survives. Uses the `fail-points` seam.
+//! A failed sync poisons the WAL, a failed write is rolled back; what was
+//! acknowledged before survives. Uses the `fail-points` seam.
 
 mod common;
 
