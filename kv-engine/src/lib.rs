@@ -63,6 +63,7 @@ mod options;
 mod reply;
 mod stats;
 mod usage;
+mod verify;
 mod writer;
 
 pub use batch::WriteBatch;
@@ -73,6 +74,7 @@ pub use error::Error;
 pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
 pub use stats::Stats;
+pub use verify::{Problem, VerifyReport, verify};
 
 /// The result type of kv-engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

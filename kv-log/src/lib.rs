@@ -28,6 +28,13 @@
 //! failure anywhere else is [`LogError::Corruption`], naming the file and
 //! the offset; nothing is skipped.
 //!
+//! # Checking
+//!
+//! [`Segment::open_read_only`], [`Segment::check_records`] and
+//! [`Segment::read_hint_file`] read a segment and its hint file without
+//! changing anything (no torn tail is cut), and report every damaged place
+//! rather than stopping at the first: the engine's `verify` uses them.
+//!
 //! # What this crate is not
 //!
 //! It keeps no index, assigns no sequence numbers and spawns no threads;
@@ -57,6 +64,7 @@
 
 #![deny(unsafe_code)]
 
+mod check;
 mod error;
 mod fault;
 mod format;
@@ -67,6 +75,7 @@ mod sync;
 #[cfg(all(test, loom))]
 mod loom;
 
+pub use check::{BadRegion, HintDamage, HintEntry, HintFile, hint_segment_of, segment_id_of};
 pub use error::LogError;
 #[cfg(feature = "fail-points")]
 pub use fault::{FaultHook, FileOp};

@@ -800,32 +800,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Found>> {
             .write(true)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
-        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
-        if len > MAX_SEGMENT_SIZE {
-            return Err(LogError::BadSegmentHeader {
-                path,
-                reason: format!("the file is {len} bytes, more than a segment can be"),
-            });
-        }
-        // The fixed header says how long the whole header is; read that
-        // much (bounded by the file and by MAX_SUPERSEDES) and check it all.
-        let mut fixed = vec![0u8; (len as usize).min(SEGMENT_HEADER_LEN)];
-        file.read_exact_at(&mut fixed, 0)
-            .map_err(|e| LogError::io(&path, e))?;
-        let mut head = vec![0u8; claimed_header_len(&fixed).min(len as usize)];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| LogError::io(&path, e))?;
-        let header = decode_header(&head);
-        let header = header.map_err(|reason| LogError::BadSegmentHeader {
-            path: path.clone(),
-            reason,
-        })?;
-        if header.id != id {
-            return Err(LogError::BadSegmentHeader {
-                path,
-                reason: format!("its header names segment {}, not {id}", header.id),
-            });
-        }
+        let (len, header) = read_segment_header(&file, &path, id)?;
         found.push(Found {
             id,
             path,
@@ -836,6 +811,41 @@ fn list_segments(dir: &Path) -> Result<Vec<Found>> {
     }
     found.sort_unstable_by_key(|f| f.id);
     Ok(found)
+}
+
+/// Reads and checks the header of segment file `path`, which must be
+/// segment `id`; returns the file's length and the header.
+pub(crate) fn read_segment_header(
+    file: &File,
+    path: &Path,
+    id: u32,
+) -> Result<(u64, SegmentHeader)> {
+    let len = file.metadata().map_err(|e| LogError::io(path, e))?.len();
+    if len > MAX_SEGMENT_SIZE {
+        return Err(LogError::BadSegmentHeader {
+            path: path.to_path_buf(),
+            reason: format!("the file is {len} bytes, more than a segment can be"),
+        });
+    }
+    // The fixed header says how long the whole header is; read that much
+    // (bounded by the file and by MAX_SUPERSEDES) and check it all.
+    let mut fixed = vec![0u8; (len as usize).min(SEGMENT_HEADER_LEN)];
+    file.read_exact_at(&mut fixed, 0)
+        .map_err(|e| LogError::io(path, e))?;
+    let mut head = vec![0u8; claimed_header_len(&fixed).min(len as usize)];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| LogError::io(path, e))?;
+    let header = decode_header(&head).map_err(|reason| LogError::BadSegmentHeader {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    if header.id != id {
+        return Err(LogError::BadSegmentHeader {
+            path: path.to_path_buf(),
+            reason: format!("its header names segment {}, not {id}", header.id),
+        });
+    }
+    Ok((len, header))
 }
 
 /// Deletes every segment that a compaction output supersedes: the output
