@@ -348,7 +348,7 @@ impl Writer {
         }
     }
 
-    // ---- Recovery from a failed group (issue 8) ----
+    // ---- Recovery from failed writes and checkpoints (issue 8) ----
 
     /// After a group failed: removes its records from the WAL and the
     /// segments, so that the database can take later writes (a write that
@@ -415,7 +415,7 @@ impl Writer {
         }
     }
 
-    // ---- end of recovery from a failed group ----
+    // ---- end of recovery from failed writes and checkpoints ----
 
     /// Encodes the records of one write at the end of `self.buf`, with
     /// consecutive sequence numbers.
