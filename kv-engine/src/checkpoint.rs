@@ -9,6 +9,7 @@ use kv_log::LogPosition;
 use kv_wal::Position;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::fault::{Faults, Op};
 use crate::{Error, Result};
 
 /// The marker's file name in the database directory.
@@ -32,11 +33,30 @@ const MARKER_LEN: usize = CHECKSUM_OFFSET + size_of::<u64>();
 
 /// Why a marker could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum MarkerError {
+enum DecodeError {
     /// Damaged bytes: wrong length, magic or checksum.
     Damaged(String),
     /// A whole marker of a format version this build does not read.
     Unsupported(String),
+}
+
+/// Why writing the marker failed, and what it left.
+#[derive(Debug)]
+pub(crate) enum MarkerError {
+    /// Before the rename: the old marker is in place, the temporary file
+    /// removed.
+    Unchanged(Error),
+    /// The directory sync after the rename failed: which marker a crash
+    /// keeps is unknown.
+    Unsynced(Error),
+}
+
+impl From<MarkerError> for Error {
+    fn from(e: MarkerError) -> Error {
+        match e {
+            MarkerError::Unchanged(e) | MarkerError::Unsynced(e) => e,
+        }
+    }
 }
 
 /// What a checkpoint made durable.
@@ -73,8 +93,8 @@ impl Checkpoint {
         b
     }
 
-    fn decode(b: &[u8]) -> std::result::Result<Checkpoint, MarkerError> {
-        use MarkerError::{Damaged, Unsupported};
+    fn decode(b: &[u8]) -> std::result::Result<Checkpoint, DecodeError> {
+        use DecodeError::{Damaged, Unsupported};
         if b.len() != MARKER_LEN {
             return Err(Damaged(format!(
                 "it is {} bytes, not {MARKER_LEN}",
@@ -118,32 +138,50 @@ impl Checkpoint {
         // The marker is replaced atomically, so any damage is corruption,
         // never a torn write.
         Checkpoint::decode(&bytes).map(Some).map_err(|e| match e {
-            MarkerError::Damaged(reason) => Error::Corruption {
+            DecodeError::Damaged(reason) => Error::Corruption {
                 path,
                 offset: 0,
                 reason: format!("the checkpoint marker is damaged: {reason}"),
             },
-            MarkerError::Unsupported(reason) => Error::UnsupportedFile { path, reason },
+            DecodeError::Unsupported(reason) => Error::UnsupportedFile { path, reason },
         })
     }
 
     /// Replaces the marker in `dir` atomically: temporary file, sync,
-    /// rename, directory sync.
-    pub(crate) fn write(&self, dir: &Path) -> Result<()> {
+    /// rename, directory sync. A failure before the rename removes the
+    /// temporary file and leaves the old marker in place.
+    pub(crate) fn write(&self, dir: &Path, faults: &Faults) -> Result<(), MarkerError> {
         let tmp = dir.join(TEMP_NAME);
         let path = dir.join(CHECKPOINT_FILE_NAME);
+        let bytes = self.encode();
         (|| {
+            faults.check(Op::Create, &tmp)?;
             let mut file = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            file.write_all(&self.encode())?;
+            if let Err(e) = faults.check(Op::Write, &tmp) {
+                file.write_all(&bytes[..bytes.len() / 2])?;
+                return Err(e);
+            }
+            file.write_all(&bytes)?;
+            faults.check(Op::Sync, &tmp)?;
             file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(dir)?.sync_all()
+            faults.check(Op::Rename, &path)?;
+            fs::rename(&tmp, &path)
         })()
-        .map_err(|source| Error::Io { path, source })
+        .map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            MarkerError::Unchanged(Error::Io {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        faults
+            .check(Op::Sync, dir)
+            .and_then(|()| File::open(dir)?.sync_all())
+            .map_err(|source| MarkerError::Unsynced(Error::Io { path, source }))
     }
 }
 
@@ -177,7 +215,7 @@ mod tests {
         v2[CHECKSUM_OFFSET..].copy_from_slice(&sum.to_le_bytes());
         assert!(matches!(
             Checkpoint::decode(&v2),
-            Err(MarkerError::Unsupported(reason)) if reason.contains("version 2")
+            Err(DecodeError::Unsupported(reason)) if reason.contains("version 2")
         ));
     }
 
@@ -193,7 +231,7 @@ mod tests {
             },
             wal_from: Position::new(2, 16),
         };
-        cp.write(dir.path()).unwrap();
+        cp.write(dir.path(), &Faults::default()).unwrap();
         assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(cp));
         assert!(!dir.path().join(TEMP_NAME).exists());
         fs::write(dir.path().join(CHECKPOINT_FILE_NAME), b"junk").unwrap();

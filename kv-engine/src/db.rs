@@ -13,15 +13,14 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use kv_format::{Limits, NO_EXPIRY, RecordKind, decode};
 use kv_index::{Entry, Index, SHARDS, ShardSnapshot};
-use kv_log::{
-    Location, Log, LogError, LogOptions, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment,
-};
+use kv_log::{Location, Log, LogError, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment};
 use kv_wal::{Position, Wal};
 use parking_lot::Mutex;
 
 use crate::checkpoint::Checkpoint;
 use crate::clock::Monotonic;
 use crate::compactor::{self, CompactionReport, Control, PassOptions};
+use crate::fault::Faults;
 use crate::reply::{self, Reply};
 use crate::stats::{Counters, Stats};
 use crate::usage::{SegmentUsage, Usage};
@@ -122,12 +121,10 @@ impl Db {
             },
             |c| c.segments_end,
         );
+        let faults = Faults::new(&options);
         let mut log = Log::recover(
             &dir,
-            LogOptions {
-                segment_size: options.segment_size,
-                ..LogOptions::default()
-            },
+            faults.log_options(options.segment_size),
             Some(segments_end),
         )?;
         // Sized from the hint files' record counts (an upper bound on the
@@ -208,6 +205,7 @@ impl Db {
             wal_bytes: 0,
             poisoned: None,
             buf: Vec::new(),
+            faults,
         };
         if replayed > 0 || checkpoint.is_none() {
             // Make what was replayed durable in the segments, so the WAL
@@ -578,7 +576,7 @@ impl Db {
             segments_end,
             wal_from: Position::START,
         }
-        .write(temp)?;
+        .write(temp, &Faults::new(&self.options))?;
         sync_dir(temp)
     }
 

@@ -74,9 +74,10 @@ pub enum Error {
     /// The database was closed, or its writer thread has stopped.
     #[error("the database is closed")]
     Closed,
-    /// An earlier write or sync failed, so the database refuses writes
-    /// rather than risk acknowledging data that may not be durable. Reads go
-    /// on; reopen the database to recover.
+    /// An earlier sync failed (or a failed write could not be taken back
+    /// out of the files), so the database refuses writes rather than risk
+    /// acknowledging data that may not be durable. Reads go on; reopen the
+    /// database to recover.
     #[error("the database refuses writes after an earlier failure: {reason}; reopen it to recover")]
     Poisoned {
         /// The failure that poisoned it.
@@ -143,6 +144,7 @@ impl From<LogError> for Error {
             },
             LogError::BadSegmentHeader { path, reason } => Error::UnsupportedFile { path, reason },
             LogError::Format(e) => Error::from(e),
+            LogError::Poisoned { cause } => Error::Poisoned { reason: cause },
             other => Error::Log(other),
         }
     }

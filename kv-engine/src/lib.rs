@@ -58,6 +58,7 @@ mod clock;
 mod compactor;
 mod db;
 mod error;
+mod fault;
 mod options;
 mod reply;
 mod stats;

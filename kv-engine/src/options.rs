@@ -51,9 +51,12 @@ pub struct Options {
     /// Where expiry times come from. Default [`SystemClock`]; tests use a
     /// [`ManualClock`](crate::ManualClock).
     pub clock: Arc<dyn Clock>,
-    /// Makes chosen WAL writes or syncs fail, for tests.
+    /// Makes chosen file operations fail, for tests (the `fail-points`
+    /// feature): one injector counts the writes, syncs, renames and file
+    /// creations of the WAL, the segments, compaction outputs, hint files
+    /// and the checkpoint marker.
     #[cfg(feature = "fail-points")]
-    pub wal_faults: Option<Arc<kv_wal::FaultInjector>>,
+    pub faults: Option<Arc<kv_wal::FaultInjector>>,
 }
 
 impl Default for Options {
@@ -71,7 +74,7 @@ impl Default for Options {
             compaction_interval: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
             #[cfg(feature = "fail-points")]
-            wal_faults: None,
+            faults: None,
         }
     }
 }
@@ -151,7 +154,7 @@ impl Options {
             .with_sync(self.sync)
             .with_recovery(self.wal_recovery);
         #[cfg(feature = "fail-points")]
-        let options = match &self.wal_faults {
+        let options = match &self.faults {
             Some(faults) => options.with_faults(Arc::clone(faults)),
             None => options,
         };

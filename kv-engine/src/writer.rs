@@ -20,8 +20,9 @@ use kv_log::{Location, Log};
 use kv_wal::Wal;
 
 use crate::batch::{BatchOp, WriteBatch};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, MarkerError};
 use crate::db::Shared;
+use crate::fault::Faults;
 use crate::reply::Reply;
 use crate::usage::UsageDelta;
 use crate::{Error, Result};
@@ -79,10 +80,13 @@ pub(crate) struct Writer {
     pub(crate) checkpoint_bytes: u64,
     /// WAL bytes appended since the last checkpoint.
     pub(crate) wal_bytes: u64,
-    /// Set by the first failed write or sync; every later write is refused.
+    /// Set by the first failed sync (or failed write that could not be
+    /// taken back); every later write is refused.
     pub(crate) poisoned: Option<String>,
     /// The encoded records of the current group, back to back.
     pub(crate) buf: Vec<u8>,
+    /// The test seam of the `fail-points` feature (for the marker).
+    pub(crate) faults: Faults,
 }
 
 /// The sealed segments as of a checkpoint, and the last sequence number
@@ -144,7 +148,7 @@ impl Writer {
                             self.checkpoint()
                         });
                         if let Err(e) = &result {
-                            self.poison(e);
+                            self.poison_if_unsafe(e);
                         }
                         reply.send(result);
                         next = rx.try_recv().ok();
@@ -153,7 +157,7 @@ impl Writer {
                         self.commit_group(&mut group);
                         let result = self.snapshot();
                         if let Err(e) = &result {
-                            self.poison(e);
+                            self.poison_if_unsafe(e);
                         }
                         let _ = reply.send(result);
                         next = rx.try_recv().ok();
@@ -171,7 +175,7 @@ impl Writer {
                 && self.poisoned.is_none()
                 && let Err(e) = self.checkpoint()
             {
-                self.poison(&e);
+                self.poison_if_unsafe(&e);
             }
         }
         // Every `Db` handle is gone without a Close: still leave the files
@@ -237,7 +241,8 @@ impl Writer {
             segments_end,
             wal_from,
         }
-        .write(&self.dir)?;
+        .write(&self.dir, &self.faults)
+        .map_err(|e| self.marker_failed(e))?;
         self.wal.remove_before(wal_from)?;
         self.wal_bytes = 0;
         // Every segment before this one is now checkpointed: compaction may
@@ -302,6 +307,8 @@ impl Writer {
                 }
             }
         }
+        // Where this group begins, to take it back if it fails.
+        let (wal_start, log_start) = (self.wal.end_position(), self.log.position());
         // Write-ahead: every write's records go to the WAL as one payload,
         // and the WAL is committed before anything else happens.
         for p in &pending {
@@ -324,8 +331,12 @@ impl Writer {
             }
         }
         if let Some(err) = failure {
-            // Nothing of this group was made visible or acknowledged.
-            self.poison(&err);
+            // Nothing of this group was made visible or acknowledged. Take
+            // it back out of the files so that later writes can go on, or
+            // refuse every later write if that is not safe.
+            if !self.take_back(wal_start, log_start) {
+                self.poison(&err);
+            }
             for p in pending {
                 p.reply.send(Err(err.duplicate()));
             }
@@ -336,6 +347,75 @@ impl Writer {
             p.reply.send(Ok(()));
         }
     }
+
+    // ---- Recovery from failed writes and checkpoints (issue 8) ----
+
+    /// After a group failed: removes its records from the WAL and the
+    /// segments, so that the database can take later writes (a write that
+    /// failed for a full disk succeeds once space is freed). Returns false,
+    /// and the caller poisons the database, when that is not safe:
+    ///
+    /// - a sync failed, of the WAL or of a segment (both then refuse
+    ///   writes): after a failed `fsync` the kernel may have dropped pages
+    ///   that a retried `fsync` would report durable;
+    /// - some of the group's records reached a segment and were made
+    ///   readable (the active segment rolled over in the middle of the
+    ///   group): they cannot be taken back while readers may map them;
+    /// - the WAL cannot be cut back to where the group began (it rotated
+    ///   since, or cutting or syncing it failed).
+    ///
+    /// A failed segment write was already cut off by the log, and a failed
+    /// WAL write by the WAL; what may remain is the group's frames in the
+    /// WAL when a later step failed, which `discard_from` cuts off and
+    /// syncs, so they cannot come back at the next open either. The index
+    /// was not touched: it is updated only after every step succeeded.
+    /// The sequence numbers the group took are not reused (a gap is fine).
+    fn take_back(&mut self, wal_start: kv_wal::Position, log_start: kv_log::LogPosition) -> bool {
+        if self.wal.poison_cause().is_some() || self.log.poison_cause().is_some() {
+            return false;
+        }
+        if self.log.position() != log_start {
+            return false;
+        }
+        match self.wal.discard_from(wal_start) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("cannot take a failed group back out of the WAL: {e}");
+                false
+            }
+        }
+    }
+
+    /// After a failed checkpoint (or seal, or snapshot): poisons the
+    /// database unless the failure left the files in a state it can go on
+    /// from. A sync that failed has poisoned the WAL or the segment log
+    /// (and a failed marker's directory sync poisons the database in
+    /// `marker_failed`); every other failure (a write, rename or file
+    /// creation refused, `ENOSPC` say) left the old marker in place and the
+    /// WAL whole, and a later checkpoint tries again.
+    fn poison_if_unsafe(&mut self, err: &Error) {
+        if self.wal.poison_cause().is_some() || self.log.poison_cause().is_some() {
+            self.poison(err);
+        }
+        // Retry only after another checkpoint's worth of writes, not after
+        // every group.
+        self.wal_bytes = 0;
+    }
+
+    /// A failed marker write: a failure after the rename (the directory
+    /// sync) leaves it unknown which marker a crash would keep, and the
+    /// directory untrustworthy, so it poisons the database.
+    fn marker_failed(&mut self, e: MarkerError) -> Error {
+        match e {
+            MarkerError::Unchanged(e) => e,
+            MarkerError::Unsynced(e) => {
+                self.poison(&e);
+                e
+            }
+        }
+    }
+
+    // ---- end of recovery from failed writes and checkpoints ----
 
     /// Encodes the records of one write at the end of `self.buf`, with
     /// consecutive sequence numbers.

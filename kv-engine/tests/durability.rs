@@ -323,7 +323,7 @@ fn a_failed_sync_refuses_later_writes_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(kv_wal::FaultInjector::new());
     let mut options = Options::default().sync(SyncPolicy::Always);
-    options.wal_faults = Some(Arc::clone(&faults));
+    options.faults = Some(Arc::clone(&faults));
     let db = Db::open_with(dir.path(), options).unwrap();
     db.put(b"acknowledged", b"yes").unwrap();
     faults.fail_next_sync();
@@ -360,27 +360,30 @@ fn a_failed_sync_refuses_later_writes_and_loses_nothing_acknowledged() {
 }
 
 #[test]
-fn a_failed_wal_write_refuses_later_writes() {
+fn a_failed_wal_write_fails_its_group_and_later_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(kv_wal::FaultInjector::new());
     let mut options = Options::default().sync(SyncPolicy::Never);
-    options.wal_faults = Some(Arc::clone(&faults));
+    options.faults = Some(Arc::clone(&faults));
     let db = Db::open_with(dir.path(), options).unwrap();
     for i in 0..10 {
         db.put(format!("k{i}").as_bytes(), b"v").unwrap();
     }
     faults.fail_next_write();
-    assert!(db.put(b"failed", b"?").is_err());
-    assert!(matches!(
-        db.put(b"later", b"no"),
-        Err(Error::Poisoned { .. })
-    ));
+    assert!(matches!(db.put(b"failed", b"?"), Err(Error::Io { .. })));
+    // Not visible, and not poisoned: the next write goes through.
+    assert_eq!(db.get(b"failed").unwrap(), None);
+    db.put(b"later", b"yes").unwrap();
     drop(db);
     let db = Db::open(dir.path()).unwrap();
     for i in 0..10 {
         assert!(db.contains_key(format!("k{i}").as_bytes()).unwrap());
     }
-    assert!(!db.contains_key(b"later").unwrap());
+    assert!(
+        !db.contains_key(b"failed").unwrap(),
+        "the failed write came back"
+    );
+    assert_eq!(db.get(b"later").unwrap().as_deref(), Some(&b"yes"[..]));
 }
 
 #[test]
@@ -389,7 +392,7 @@ fn interval_policy_syncs_without_further_writes() {
     let faults = Arc::new(kv_wal::FaultInjector::new());
     let mut options =
         Options::default().sync(SyncPolicy::Interval(std::time::Duration::from_millis(5)));
-    options.wal_faults = Some(Arc::clone(&faults));
+    options.faults = Some(Arc::clone(&faults));
     let db = Db::open_with(dir.path(), options).unwrap();
     let before = faults.syncs();
     db.put(b"k", b"v").unwrap();

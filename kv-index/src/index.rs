@@ -70,6 +70,7 @@ impl Index {
     /// An empty index that hashes keys with `hasher` instead of xxh3, so
     /// tests can force every key into one shard or onto one tag.
     #[cfg(test)]
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn with_hasher(hasher: fn(&[u8]) -> u64) -> Index {
         Index {
             hasher: Some(hasher),
@@ -270,6 +271,7 @@ fn check_key(key: &[u8]) {
 #[cfg(test)]
 impl Index {
     /// Checks every shard's invariants; returns the total slot count.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn check(&self) -> usize {
         self.shards.iter().map(Shard::check).sum()
     }

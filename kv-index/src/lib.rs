@@ -105,8 +105,11 @@
 mod entry;
 mod index;
 mod shard;
+mod sync;
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod loom;
+#[cfg(all(test, not(loom)))]
 mod tests;
 
 pub use entry::Entry;

@@ -1,13 +1,10 @@
 //! One shard: a Robin Hood slot table and a word arena, both made of
 //! atomics, read optimistically under a seqlock and written under a mutex.
 
-use std::hint::spin_loop;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicU64, AtomicUsize, fence};
 
-use arc_swap::ArcSwap;
-use parking_lot::Mutex;
+use crate::sync::{ArcSwap, AtomicU64, AtomicUsize, Mutex, fence, spin_loop, yield_now};
 
 use crate::entry::{
     EXPIRY_WORD, Entry, HEAD_WORD, Head, LOCATION_WORD, SEQ_WORD, decode_entry, encode_meta,
@@ -736,7 +733,7 @@ impl Backoff {
             }
             self.0 += 1;
         } else {
-            std::thread::yield_now();
+            yield_now();
         }
     }
 }

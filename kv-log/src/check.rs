@@ -116,7 +116,15 @@ impl Segment {
         };
         let file = File::open(path).map_err(|e| LogError::io(path, e))?;
         let (len, header) = read_segment_header(&file, path, id)?;
-        Segment::map(path.to_path_buf(), header, &file, len, len, true)
+        Segment::map(
+            path.to_path_buf(),
+            header,
+            &file,
+            len,
+            len,
+            true,
+            crate::fault::Faults::default(),
+        )
     }
 
     /// Checks every record of the segment and hands each valid one to

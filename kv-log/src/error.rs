@@ -67,6 +67,14 @@ pub enum LogError {
         /// Readable length of the segment.
         end: u64,
     },
+    /// An earlier sync failed (or a failed write could not be cut off), so
+    /// the log refuses writes: retrying could report data durable that the
+    /// operating system has dropped.
+    #[error("the segment log refuses writes after an earlier failure: {cause}")]
+    Poisoned {
+        /// The failure that poisoned it.
+        cause: String,
+    },
     /// The segment id space is exhausted.
     #[error("segment ids are exhausted")]
     SegmentIdsExhausted,

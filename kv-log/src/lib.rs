@@ -66,12 +66,19 @@
 
 mod check;
 mod error;
+mod fault;
 mod format;
 mod log;
 mod segment;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom;
 
 pub use check::{BadRegion, HintDamage, HintEntry, HintFile, hint_segment_of, segment_id_of};
 pub use error::LogError;
+#[cfg(feature = "fail-points")]
+pub use fault::{FaultHook, FileOp};
 pub use format::{
     DEFAULT_SEGMENT_SIZE, HINT_MAGIC, HINT_VERSION, MAX_SEGMENT_SIZE, MAX_SUPERSEDES,
     SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentKind,

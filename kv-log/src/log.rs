@@ -7,17 +7,17 @@ use std::io::Write;
 use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwap;
 use kv_format::{Limits, Record};
 
+use crate::fault::{Faults, FileOp};
 use crate::format::{
     HeaderError, MAX_SUPERSEDES, SegmentHeader, SegmentKind, TEMP_SUFFIX, claimed_header_len,
     decode_header, encode_header, hint_file_name, parse_hint_file_name, parse_segment_file_name,
     segment_file_name,
 };
+use crate::sync::{Arc, ArcSwap, AtomicU32, Guard};
 use crate::{
     DEFAULT_SEGMENT_SIZE, LogError, MAX_SEGMENT_SIZE, Result, SEGMENT_HEADER_LEN, Segment,
 };
@@ -54,6 +54,10 @@ pub struct LogOptions {
     /// Pending appends are written to the file once they reach this many
     /// bytes, even before [`Log::flush`]. Default 1 MiB.
     pub write_buffer_size: usize,
+    /// Makes chosen file operations fail, for tests (the `fail-points`
+    /// feature). Default none.
+    #[cfg(feature = "fail-points")]
+    pub faults: Option<crate::FaultHook>,
 }
 
 impl Default for LogOptions {
@@ -61,6 +65,8 @@ impl Default for LogOptions {
         LogOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
             write_buffer_size: 1 << 20,
+            #[cfg(feature = "fail-points")]
+            faults: None,
         }
     }
 }
@@ -126,6 +132,8 @@ struct Shared {
     set: ArcSwap<SegmentSet>,
     /// The id the next new segment gets; ids only grow.
     next_id: AtomicU32,
+    /// The test seam of the `fail-points` feature; a no-op without it.
+    faults: Faults,
 }
 
 impl Shared {
@@ -160,7 +168,7 @@ pub struct LogReader {
 
 /// The segment set as a reader loaded it; derefs to [`SegmentSet`].
 #[derive(Debug)]
-pub struct SegmentsGuard(arc_swap::Guard<Arc<SegmentSet>>);
+pub struct SegmentsGuard(Guard<SegmentSet>);
 
 impl Deref for SegmentsGuard {
     type Target = SegmentSet;
@@ -202,14 +210,22 @@ impl LogReader {
         let id = self.shared.allocate_id()?;
         let tmp = self.shared.dir.join(format!("{id:010}{TEMP_SUFFIX}"));
         let header = encode_header(id, SegmentKind::Compacted, supersedes);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| LogError::io(&tmp, e))?;
-        file.write_all(&header).map_err(|e| LogError::io(&tmp, e))?;
+        let faults = &self.shared.faults;
+        let file = (|| {
+            faults.check(FileOp::Create, &tmp)?;
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            checked_write(faults, &tmp, &header, |b| file.write_all(b))?;
+            Ok(file)
+        })()
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            LogError::io(&tmp, e)
+        })?;
         Ok(CompactionOutput {
             shared: Arc::clone(&self.shared),
             id,
@@ -294,9 +310,11 @@ impl CompactionOutput {
 
     fn flush(&mut self) -> Result<()> {
         let path = self.tmp.as_deref().unwrap_or(Path::new(""));
-        self.file
-            .write_all_at(&self.buf, self.written)
-            .map_err(|e| LogError::io(path, e))?;
+        let (file, at) = (&self.file, self.written);
+        checked_write(&self.shared.faults, path, &self.buf, |b| {
+            file.write_all_at(b, at)
+        })
+        .map_err(|e| LogError::io(path, e))?;
         self.written += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
@@ -313,10 +331,26 @@ impl CompactionOutput {
         self.flush()?;
         let path = self.shared.dir.join(segment_file_name(self.id));
         let tmp = self.tmp.clone().unwrap_or_default();
-        self.file.sync_all().map_err(|e| LogError::io(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
+        let faults = &self.shared.faults;
+        faults
+            .check(FileOp::Sync, &tmp)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| LogError::io(&tmp, e))?;
+        faults
+            .check(FileOp::Rename, &path)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| LogError::io(&path, e))?;
         self.tmp = None;
-        sync_dir(&self.shared.dir).map_err(|e| LogError::io(&self.shared.dir, e))?;
+        if let Err(e) = sync_dir(&self.shared.dir, faults) {
+            // The output may or may not survive a crash now. Take it away
+            // again (best effort): an output on disk that is not in the
+            // segment set would be invisible to the tombstone rule of later
+            // runs and could bring back a deleted key at the next open. If
+            // it survives a crash anyway, it supersedes its inputs as a
+            // crash right after the rename would.
+            let _ = fs::remove_file(&path);
+            return Err(LogError::io(&self.shared.dir, e));
+        }
         let header = SegmentHeader {
             id: self.id,
             kind: SegmentKind::Compacted,
@@ -330,6 +364,7 @@ impl CompactionOutput {
             self.written,
             self.written,
             true,
+            self.shared.faults.clone(),
         )?);
         self.shared.add(&segment);
         Ok(segment)
@@ -356,6 +391,10 @@ pub struct Log {
     /// Encoded records not yet written to `file`; they start at
     /// `active.len()`.
     pending: Vec<u8>,
+    /// Why the log refuses writes: a sync failed (a retried `fsync` can
+    /// report success for pages the kernel dropped), or a failed write
+    /// could not be cut off again.
+    poisoned: Option<String>,
 }
 
 /// A segment file found at open, before it is mapped.
@@ -430,16 +469,20 @@ impl Log {
         options.segment_size = options
             .segment_size
             .clamp(SEGMENT_HEADER_LEN as u64 + 1, MAX_SEGMENT_SIZE);
+        let faults = Faults {
+            #[cfg(feature = "fail-points")]
+            hook: options.faults.clone(),
+        };
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
         let mut found = list_segments(dir)?;
         let max_id = found.iter().map(|f| f.id).max().unwrap_or(0);
         let mut changed = remove_superseded(&mut found)?;
         if let Some(end) = end {
-            changed |= discard_after(dir, &mut found, end)?;
+            changed |= discard_after(dir, &mut found, end, &faults)?;
         }
         changed |= remove_orphan_hints(dir, &found)?;
         if changed {
-            sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+            sync_dir(dir, &faults).map_err(|e| LogError::io(dir, e))?;
         }
 
         let newest_log = found
@@ -451,6 +494,7 @@ impl Log {
             dir: dir.to_path_buf(),
             set: ArcSwap::from_pointee(SegmentSet::default()),
             next_id: AtomicU32::new(max_id + 1),
+            faults: faults.clone(),
         });
         let mut segments = Vec::with_capacity(found.len() + 1);
         let mut active = None;
@@ -461,7 +505,15 @@ impl Log {
             } else {
                 f.len
             };
-            let segment = Segment::map(f.path, f.header, &f.file, f.len, capacity, !is_active)?;
+            let segment = Segment::map(
+                f.path,
+                f.header,
+                &f.file,
+                f.len,
+                capacity,
+                !is_active,
+                faults.clone(),
+            )?;
             if is_active && end.is_none() {
                 let valid = segment.scan(true, &mut |_, _| {})?;
                 if valid < f.len {
@@ -472,6 +524,7 @@ impl Log {
                     );
                     f.file
                         .set_len(valid)
+                        .and_then(|()| faults.check(FileOp::Sync, segment.path()))
                         .and_then(|()| f.file.sync_all())
                         .map_err(|e| LogError::io(segment.path(), e))?;
                     segment.publish(valid);
@@ -488,7 +541,8 @@ impl Log {
             Some(active) => active,
             None => {
                 let id = shared.allocate_id()?;
-                let (segment, file) = create_log_segment(dir, id, options.segment_size)?;
+                let (segment, file) = create_log_segment(dir, id, options.segment_size, &faults)
+                    .map_err(CreateError::into_error)?;
                 let segment = Arc::new(segment);
                 shared.add(&segment);
                 (segment, file)
@@ -500,6 +554,7 @@ impl Log {
             active,
             file,
             pending: Vec::new(),
+            poisoned: None,
         })
     }
 
@@ -565,6 +620,7 @@ impl Log {
         len: usize,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), kv_format::FormatError>,
     ) -> Result<Location> {
+        self.check_poisoned()?;
         let len = len as u64;
         let max = MAX_SEGMENT_SIZE - SEGMENT_HEADER_LEN as u64;
         if len > max {
@@ -610,17 +666,34 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// An I/O error from the write. The buffered records are then dropped
-    /// and were never readable.
+    /// [`LogError::Poisoned`]; [`LogError::Io`] from the write. The
+    /// buffered records are then dropped and were never readable, and
+    /// whatever part of them reached the file is cut off again (made
+    /// durable by the next sync), so the log is as before and takes later
+    /// appends. If the cut fails, the log is poisoned.
     pub fn flush(&mut self) -> Result<()> {
+        self.check_poisoned()?;
         if self.pending.is_empty() {
             return Ok(());
         }
         let at = self.active.len();
-        let result = self.file.write_all_at(&self.pending, at);
+        let (file, pending) = (&self.file, &self.pending);
+        let result = checked_write(&self.shared.faults, self.active.path(), pending, |b| {
+            file.write_all_at(b, at)
+        });
         let written = self.pending.len() as u64;
         self.pending.clear();
-        result.map_err(|e| LogError::io(self.active.path(), e))?;
+        if let Err(e) = result {
+            // Nothing past `at` is published, so no reader can be looking
+            // at the bytes cut off here.
+            if let Err(cut) = self.file.set_len(at) {
+                self.poisoned = Some(format!(
+                    "a write to {} failed ({e}) and cutting it off failed too ({cut})",
+                    self.active.path().display()
+                ));
+            }
+            return Err(LogError::io(self.active.path(), e));
+        }
         self.active.publish(at + written);
         Ok(())
     }
@@ -629,12 +702,36 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// An I/O error from the write or the sync.
+    /// [`LogError::Poisoned`]; [`LogError::Io`] from the write or the
+    /// sync. A failed sync poisons the log: it is never retried.
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
-        self.file
-            .sync_data()
-            .map_err(|e| LogError::io(self.active.path(), e))
+        let path = self.active.path();
+        let synced = self
+            .shared
+            .faults
+            .check(FileOp::Sync, path)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = synced {
+            self.poisoned = Some(format!("the sync of {} failed: {e}", path.display()));
+            return Err(LogError::io(path, e));
+        }
+        Ok(())
+    }
+
+    /// Why the log refuses writes, if an earlier sync failed (or a failed
+    /// write could not be cut off).
+    pub fn poison_cause(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(cause) => Err(LogError::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Seals the active segment (flushed and synced) and begins a new one,
@@ -652,7 +749,9 @@ impl Log {
     }
 
     /// Seals the active segment and begins a new one with room for a record
-    /// of `next_len` bytes.
+    /// of `next_len` bytes. If the new segment cannot be created before it
+    /// is renamed into place, the active one stays active (flushed and
+    /// synced); a failed sync poisons the log.
     fn roll(&mut self, next_len: u64) -> Result<()> {
         self.sync()?;
         let id = self.shared.allocate_id()?;
@@ -660,7 +759,15 @@ impl Log {
             .options
             .segment_size
             .max(SEGMENT_HEADER_LEN as u64 + next_len);
-        let (segment, file) = create_log_segment(&self.shared.dir, id, capacity)?;
+        let created = create_log_segment(&self.shared.dir, id, capacity, &self.shared.faults);
+        let (segment, file) = match created {
+            Ok(created) => created,
+            Err(CreateError::Unchanged(e)) => return Err(e),
+            Err(CreateError::Unsynced(e)) => {
+                self.poisoned = Some(format!("creating segment {id} failed: {e}"));
+                return Err(e);
+            }
+        };
         let segment = Arc::new(segment);
         self.active.seal();
         self.shared.add(&segment);
@@ -804,7 +911,12 @@ fn remove_orphan_hints(dir: &Path, found: &[Found]) -> Result<bool> {
 /// `end.offset`, syncing what it changed. Compaction outputs are kept: they
 /// only ever hold records from before a checkpoint. Returns whether it
 /// removed a file.
-fn discard_after(dir: &Path, found: &mut Vec<Found>, end: LogPosition) -> Result<bool> {
+fn discard_after(
+    dir: &Path,
+    found: &mut Vec<Found>,
+    end: LogPosition,
+    faults: &Faults,
+) -> Result<bool> {
     let mut removed = false;
     for f in found
         .iter()
@@ -864,6 +976,7 @@ fn discard_after(dir: &Path, found: &mut Vec<Found>, end: LogPosition) -> Result
         );
         f.file
             .set_len(end.offset)
+            .and_then(|()| faults.check(FileOp::Sync, &f.path))
             .and_then(|()| f.file.sync_all())
             .map_err(|e| LogError::io(&f.path, e))?;
         f.len = end.offset;
@@ -871,6 +984,22 @@ fn discard_after(dir: &Path, found: &mut Vec<Found>, end: LogPosition) -> Result
         let _ = fs::remove_file(dir.join(hint_file_name(f.id)));
     }
     Ok(removed)
+}
+
+/// Why [`create_log_segment`] failed, and what state it left.
+enum CreateError {
+    /// Nothing changed: the temporary file (if any) was removed.
+    Unchanged(LogError),
+    /// The segment was renamed into place but the directory sync failed.
+    Unsynced(LogError),
+}
+
+impl CreateError {
+    fn into_error(self) -> LogError {
+        match self {
+            CreateError::Unchanged(e) | CreateError::Unsynced(e) => e,
+        }
+    }
 }
 
 /// Puts copies of the sealed `segments` and their hint files into the
@@ -911,7 +1040,13 @@ pub fn copy_segments(segments: &[Arc<Segment>], to: &Path) -> Result<LogPosition
         .ok_or_else(|| LogError::io(to, std::io::Error::other("segment ids are exhausted")))?;
     // Creating the segment syncs the directory, which makes the links
     // durable too.
-    create_log_segment(to, id, SEGMENT_HEADER_LEN as u64 + 1)?;
+    // The segments share their log's fault hook (a test seam).
+    let faults = segments
+        .first()
+        .map(|s| s.faults().clone())
+        .unwrap_or_default();
+    create_log_segment(to, id, SEGMENT_HEADER_LEN as u64 + 1, &faults)
+        .map_err(CreateError::into_error)?;
     Ok(LogPosition {
         segment: id,
         offset: SEGMENT_HEADER_LEN as u64,
@@ -946,24 +1081,36 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<Option<()>> {
 
 /// Creates log segment `id` atomically: header to a temporary file, sync,
 /// rename, directory sync. A crash leaves either no segment or a whole one.
-fn create_log_segment(dir: &Path, id: u32, capacity: u64) -> Result<(Segment, File)> {
+fn create_log_segment(
+    dir: &Path,
+    id: u32,
+    capacity: u64,
+    faults: &Faults,
+) -> std::result::Result<(Segment, File), CreateError> {
     let path = dir.join(segment_file_name(id));
     let tmp = dir.join(format!("{id:010}{TEMP_SUFFIX}"));
     let header = encode_header(id, SegmentKind::Log, &[]);
     let file = (|| {
+        faults.check(FileOp::Create, &tmp)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        file.write_all(&header)?;
+        checked_write(faults, &tmp, &header, |b| file.write_all(b))?;
+        faults.check(FileOp::Sync, &tmp)?;
         file.sync_all()?;
+        faults.check(FileOp::Rename, &path)?;
         fs::rename(&tmp, &path)?;
-        sync_dir(dir)?;
         Ok(file)
     })()
-    .map_err(|e| LogError::io(&path, e))?;
+    .map_err(|e| {
+        // Best effort: a temporary file left behind is removed at open.
+        let _ = fs::remove_file(&tmp);
+        CreateError::Unchanged(LogError::io(&path, e))
+    })?;
+    sync_dir(dir, faults).map_err(|e| CreateError::Unsynced(LogError::io(dir, e)))?;
     let header = SegmentHeader {
         id,
         kind: SegmentKind::Log,
@@ -977,11 +1124,30 @@ fn create_log_segment(dir: &Path, id: u32, capacity: u64) -> Result<(Segment, Fi
         SEGMENT_HEADER_LEN as u64,
         capacity,
         false,
-    )?;
+        faults.clone(),
+    )
+    .map_err(CreateError::Unchanged)?;
     Ok((segment, file))
 }
 
+/// Writes `bytes` with `write`, unless the fault hook fails the write: then
+/// only the first half is written (a write cut short, as by a full disk)
+/// and the injected error returned.
+pub(crate) fn checked_write(
+    faults: &Faults,
+    path: &Path,
+    bytes: &[u8],
+    mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if let Err(e) = faults.check(FileOp::Write, path) {
+        write(&bytes[..bytes.len() / 2])?;
+        return Err(e);
+    }
+    write(bytes)
+}
+
 /// Makes the creation, renaming or removal of files in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path, faults: &Faults) -> std::io::Result<()> {
+    faults.check(FileOp::Sync, dir)?;
     File::open(dir)?.sync_all()
 }

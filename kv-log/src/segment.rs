@@ -3,15 +3,17 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use kv_format::{FORMAT_VERSION, Limits, Record, RecordKind, decode_with_limits};
 use memmap2::{Mmap, MmapOptions};
 
+use crate::fault::{Faults, FileOp};
 use crate::format::{
     HINT_ENTRY_LEN, HINT_FLAG_TOMBSTONE, HINT_HEADER_LEN, SegmentHeader, SegmentKind,
     decode_hint_header, encode_hint_header, hint_file_name, read_u16, read_u32, read_u64,
 };
+use crate::sync::{AtomicBool, AtomicU64};
 use crate::{Location, LogError, Result};
 
 /// What loading a segment learns of one record: enough to rebuild an
@@ -59,6 +61,8 @@ pub struct Segment {
     /// Retired by compaction: the file (and its hint) is deleted when the
     /// last reference to the segment is dropped.
     retired: AtomicBool,
+    /// The test seam of the `fail-points` feature, for the hint file.
+    faults: Faults,
 }
 
 impl Segment {
@@ -71,6 +75,7 @@ impl Segment {
         readable: u64,
         capacity: u64,
         sealed: bool,
+        faults: Faults,
     ) -> Result<Segment> {
         let capacity = capacity.max(readable);
         let len = usize::try_from(capacity).map_err(|_| {
@@ -106,6 +111,7 @@ impl Segment {
             sealed: AtomicBool::new(sealed),
             hinted: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            faults,
         })
     }
 
@@ -186,6 +192,11 @@ impl Segment {
             });
         }
         Ok(&self.map[start as usize..stop as usize])
+    }
+
+    /// The fault-injection seam of the log this segment belongs to.
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// The capacity of the map: how far the file may grow.
@@ -405,18 +416,27 @@ impl Segment {
         let path = self.hint_path();
         let tmp = path.with_extension("hint.tmp");
         let dir = path.parent().unwrap_or(Path::new("."));
+        let faults = &self.faults;
         (|| {
+            faults.check(FileOp::Create, &tmp)?;
             let mut file = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            file.write_all(&body)?;
+            crate::log::checked_write(faults, &tmp, &body, |b| file.write_all(b))?;
+            faults.check(FileOp::Sync, &tmp)?;
             file.sync_all()?;
+            faults.check(FileOp::Rename, &path)?;
             fs::rename(&tmp, &path)?;
-            File::open(dir)?.sync_all()
+            crate::log::sync_dir(dir, faults)
         })()
-        .map_err(|e| LogError::io(&path, e))?;
+        .map_err(|e| {
+            // Best effort: a temporary hint file left behind is removed at
+            // open.
+            let _ = fs::remove_file(&tmp);
+            LogError::io(&path, e)
+        })?;
         self.hinted.store(true, Ordering::Release);
         Ok(())
     }

@@ -7,9 +7,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An I/O operation on a WAL file or directory failed. A failed write or
-    /// sync also poisons the [`Wal`](crate::Wal): later writes return
-    /// [`Error::Poisoned`].
+    /// An I/O operation on a WAL file or directory failed. A failed sync
+    /// also poisons the [`Wal`](crate::Wal) (later writes return
+    /// [`Error::Poisoned`]); a failed write is rolled back and does not.
     #[error("I/O error on {path}: {source}")]
     Io {
         /// The file or directory the operation was on.
@@ -69,11 +69,11 @@ pub enum Error {
         /// The path the missing file should have.
         path: PathBuf,
     },
-    /// An earlier write or sync failed, so the WAL refuses to write or sync
-    /// again: retrying could acknowledge records the operating system has
-    /// already dropped ("fsyncgate").
+    /// An earlier sync failed (or a failed write could not be rolled back),
+    /// so the WAL refuses to write or sync again: retrying could acknowledge
+    /// records the operating system has already dropped ("fsyncgate").
     #[error(
-        "the WAL refuses writes because an earlier write or sync failed ({cause}); \
+        "the WAL refuses writes because an earlier sync or write failed ({cause}); \
          records not yet acknowledged may be lost. Reopen the WAL to recover what is durable"
     )]
     Poisoned {

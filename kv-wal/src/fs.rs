@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::io_error;
+use crate::fault::{FaultOp, Faults};
 use crate::format::{self, BadHeader, FILE_HEADER_LEN};
 use crate::{Error, Result};
 
@@ -28,7 +29,7 @@ pub(crate) fn list_wal_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// Deletes temporary files left by a file creation that a crash interrupted.
 /// Their headers were never made durable under their final name, so no
 /// record lives in them.
-pub(crate) fn remove_temp_files(dir: &Path) -> Result<()> {
+pub(crate) fn remove_temp_files(dir: &Path, faults: &Faults) -> Result<()> {
     let mut removed = false;
     for entry in fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
@@ -47,14 +48,14 @@ pub(crate) fn remove_temp_files(dir: &Path) -> Result<()> {
         }
     }
     if removed {
-        sync_dir(dir)?;
+        sync_dir(dir, faults)?;
     }
     Ok(())
 }
 
 /// Creates `dir` and any missing ancestors, and makes each new entry durable
 /// in its parent.
-pub(crate) fn create_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_dir(dir: &Path, faults: &Faults) -> Result<()> {
     let missing: Vec<&Path> = dir
         .ancestors()
         .take_while(|a| !a.as_os_str().is_empty() && !a.is_dir())
@@ -65,14 +66,15 @@ pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     for created in missing {
         if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+            sync_dir(parent, faults)?;
         }
     }
     Ok(())
 }
 
 /// Makes the entries of `dir` (created, renamed and deleted files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path, faults: &Faults) -> Result<()> {
+    faults.check(FaultOp::Sync, dir).map_err(io_error(dir))?;
     // NOTE: only Unix can open and fsync a directory; elsewhere the file
     // system orders directory updates itself (NTFS journals its metadata).
     #[cfg(unix)]
@@ -82,27 +84,67 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Why [`create_wal_file`] failed, and what state it left.
+#[derive(Debug)]
+pub(crate) enum CreateError {
+    /// Nothing changed: the temporary file (if any) was removed.
+    Unchanged(Error),
+    /// The file was renamed into place but the directory sync failed: its
+    /// name may not be durable, and the directory may not be trusted.
+    Unsynced(Error),
+}
+
+impl From<CreateError> for Error {
+    fn from(error: CreateError) -> Error {
+        match error {
+            CreateError::Unchanged(error) | CreateError::Unsynced(error) => error,
+        }
+    }
+}
+
 /// Creates WAL file `number` in `dir` with its header durable, and returns it
 /// open for writing, positioned after the header.
 ///
 /// The header is written to a temporary file, synced, and renamed into
 /// place, then the directory is synced: a file with a WAL name always has a
 /// whole header.
-pub(crate) fn create_wal_file(dir: &Path, number: u64) -> Result<(File, PathBuf)> {
+pub(crate) fn create_wal_file(
+    dir: &Path,
+    number: u64,
+    faults: &Faults,
+) -> std::result::Result<(File, PathBuf), CreateError> {
     let temp = dir.join(format::temp_file_name(number));
     let path = dir.join(format::file_name(number));
-    let mut file = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
-        .map_err(io_error(&temp))?;
-    file.write_all(&format::encode_file_header(number))
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(&temp))?;
-    fs::rename(&temp, &path).map_err(io_error(&path))?;
-    sync_dir(dir)?;
+    let prepared = (|| {
+        faults.check(FaultOp::Create, &temp)?;
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
+        let header = format::encode_file_header(number);
+        if let Err(error) = faults.check(FaultOp::Write, &temp) {
+            file.write_all(&header[..header.len() / 2])?;
+            return Err(error);
+        }
+        file.write_all(&header)?;
+        faults.check(FaultOp::Sync, &temp)?;
+        file.sync_all()?;
+        faults.check(FaultOp::Rename, &path)?;
+        fs::rename(&temp, &path)?;
+        Ok(file)
+    })();
+    let file = match prepared {
+        Ok(file) => file,
+        Err(source) => {
+            // Best effort: a temporary file left behind is removed at the
+            // next open.
+            let _ = fs::remove_file(&temp);
+            return Err(CreateError::Unchanged(Error::Io { path, source }));
+        }
+    };
+    sync_dir(dir, faults).map_err(CreateError::Unsynced)?;
     Ok((file, path))
 }
 

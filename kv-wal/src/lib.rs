@@ -54,9 +54,13 @@
 //!
 //! Rotating to a new file always syncs the old one, so only the last file
 //! can end with a torn write. Creating, renaming and deleting files syncs
-//! the directory. A failed write or sync poisons the [`Wal`]: it is never
-//! retried (a retried `fsync` can report success for pages the kernel has
-//! already dropped), and every later write returns [`Error::Poisoned`].
+//! the directory. A failed sync poisons the [`Wal`]: it is never retried (a
+//! retried `fsync` can report success for pages the kernel has already
+//! dropped), and every later write returns [`Error::Poisoned`]. A failed
+//! write (`ENOSPC`, say) is rolled back instead: the file is cut back to
+//! the end of the last frame written before it and synced, the records of
+//! that write are dropped unacknowledged, and later writes go on once the
+//! cause clears. If the rollback fails, the `Wal` is poisoned.
 //!
 //! # Recovery
 //!
@@ -97,7 +101,6 @@
 
 mod check;
 mod error;
-#[cfg(feature = "fail-points")]
 mod fault;
 mod format;
 mod fs;
@@ -109,7 +112,7 @@ mod wal;
 pub use check::{Damage, WalCheck, check};
 pub use error::Error;
 #[cfg(feature = "fail-points")]
-pub use fault::FaultInjector;
+pub use fault::{FaultError, FaultInjector, FaultMode, FaultOp};
 pub use format::{
     FILE_HEADER_LEN, FILE_SUFFIX, FIRST_FILE_NUMBER, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC,
     MAX_RECORD_LEN, TEMP_SUFFIX, file_name, parse_file_name,

@@ -77,7 +77,8 @@ pub struct WalOptions {
     /// [`MAX_RECORD_LEN`] whatever this is, so lowering it never makes old
     /// records unreadable.
     pub max_record_len: u32,
-    /// Makes chosen writes or syncs fail, for tests.
+    /// Makes chosen writes, syncs, renames or file creations fail, for
+    /// tests (the `fail-points` feature).
     #[cfg(feature = "fail-points")]
     pub faults: Option<std::sync::Arc<crate::FaultInjector>>,
 }
@@ -127,12 +128,21 @@ impl WalOptions {
         self
     }
 
-    /// Sets the fault injector that tests use to make writes or syncs fail.
+    /// Sets the fault injector that tests use to make file operations fail.
     #[cfg(feature = "fail-points")]
     #[must_use]
     pub fn with_faults(mut self, faults: std::sync::Arc<crate::FaultInjector>) -> Self {
         self.faults = Some(faults);
         self
+    }
+
+    /// The fault-injection seam these options carry: empty unless the
+    /// `fail-points` feature is on and an injector was set.
+    pub(crate) fn faults(&self) -> crate::fault::Faults {
+        crate::fault::Faults {
+            #[cfg(feature = "fail-points")]
+            injector: self.faults.clone(),
+        }
     }
 
     /// Checks that every option is in range.

@@ -78,8 +78,9 @@ impl SharedWal {
     /// [`Error::EmptyRecord`] or [`Error::RecordTooLarge`] for this payload
     /// alone. Otherwise, if the group commit fails, every caller in the
     /// group gets the failure ([`Error::Io`] the first time) and the record
-    /// is not acknowledged; the `Wal` is then poisoned and later calls get
-    /// [`Error::Poisoned`].
+    /// is not acknowledged. After a failed write the group's records are
+    /// taken back (see [`Wal::flush`]) and later calls go on; after a failed
+    /// sync the `Wal` is poisoned and later calls get [`Error::Poisoned`].
     pub fn append(&self, payload: &[u8]) -> Result<Position> {
         check_payload_len(payload.len(), self.max_record_len)?;
         let mut frame = Vec::with_capacity(frame_len(payload.len()));
@@ -117,12 +118,19 @@ impl SharedWal {
     /// Appends and commits a group of frames, holding the `Wal` lock.
     fn write_group(&self, group: &[(u64, Vec<u8>)]) -> Result<Vec<Position>> {
         let mut wal = self.wal.lock();
-        let positions = group
+        let start = wal.end_position();
+        let written = group
             .iter()
             .map(|(_, frame)| wal.append_frame(frame))
-            .collect::<Result<Vec<_>>>()?;
-        wal.commit()?;
-        Ok(positions)
+            .collect::<Result<Vec<_>>>()
+            .and_then(|positions| wal.commit().map(|()| positions));
+        if written.is_err() && wal.poison_cause().is_none() {
+            // A rotation in the middle of the group may have written its
+            // first frames before failing: none of the group may stay.
+            // (This poisons the `Wal` if it cannot.)
+            let _ = wal.discard_from(start);
+        }
+        written
     }
 
     /// Flushes and syncs whatever is written, whatever the policy.
@@ -184,7 +192,8 @@ impl SharedWal {
         self.wal.lock().stats()
     }
 
-    /// Why the `Wal` refuses to write, if an earlier write or sync failed.
+    /// Why the `Wal` refuses to write, if an earlier sync failed (or a
+    /// failed write could not be rolled back).
     pub fn poison_cause(&self) -> Option<String> {
         self.wal.lock().poison_cause().map(str::to_owned)
     }

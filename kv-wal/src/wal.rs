@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::io_error;
+use crate::fault::{FaultOp, Faults};
 use crate::format::{self, FILE_HEADER_LEN, FIRST_FILE_NUMBER, frame_len};
 use crate::replay::{FileCursor, FrameError, Replay, tail_outcome};
 use crate::{Error, RecoveryMode, Result, SyncPolicy, WalOptions, fs};
@@ -88,9 +89,12 @@ struct ActiveFile {
 /// `append` for several records and then `commit` once is group commit;
 /// [`SharedWal`](crate::SharedWal) does it for many threads.
 ///
-/// A failed write or sync poisons the `Wal`: every later `append`, `flush`,
-/// `sync`, `commit` and `rotate` returns [`Error::Poisoned`]. Reopening it
-/// recovers what reached the disk.
+/// A failed sync poisons the `Wal`: every later `append`, `flush`, `sync`,
+/// `commit` and `rotate` returns [`Error::Poisoned`]. Reopening it recovers
+/// what reached the disk. A failed write (a full disk, say) is rolled back
+/// instead: the file is cut back to the end of the last frame written
+/// before it and synced, the records of the failed write are dropped, and
+/// later writes go on; only if the rollback fails is the `Wal` poisoned.
 ///
 /// Dropping a `Wal` does no I/O: records appended but not flushed are
 /// discarded (they were never acknowledged). [`Wal::close`] flushes and
@@ -105,8 +109,11 @@ pub struct Wal {
     older: BTreeMap<u64, u64>,
     /// When the oldest write not yet synced was made.
     unsynced_since: Option<Instant>,
-    /// Why the `Wal` refuses to write, after a failed write or sync.
+    /// Why the `Wal` refuses to write, after a failed sync or a failed
+    /// write that could not be rolled back.
     poisoned: Option<String>,
+    /// The test seam of the `fail-points` feature; a no-op without it.
+    faults: Faults,
     stats: WalStats,
     recovered_tail: Option<TruncatedTail>,
 }
@@ -142,13 +149,14 @@ impl Wal {
     /// with a foreign header; [`Error::InvalidOptions`]; [`Error::Io`].
     pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<Wal> {
         options.validate()?;
+        let faults = options.faults();
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir(&dir)?;
-        fs::remove_temp_files(&dir)?;
+        fs::create_dir(&dir, &faults)?;
+        fs::remove_temp_files(&dir, &faults)?;
         let mut files = fs::list_wal_files(&dir)?;
         let (active, recovered_tail) = match files.pop() {
             None => {
-                let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER)?;
+                let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER, &faults)?;
                 let active = ActiveFile {
                     number: FIRST_FILE_NUMBER,
                     path,
@@ -157,7 +165,7 @@ impl Wal {
                 };
                 (active, None)
             }
-            Some((number, path)) => recover_last(number, path, options.recovery)?,
+            Some((number, path)) => recover_last(number, path, options.recovery, &faults)?,
         };
         let mut older = BTreeMap::new();
         for (number, path) in files {
@@ -174,6 +182,7 @@ impl Wal {
             older,
             unsynced_since: None,
             poisoned: None,
+            faults,
             stats: WalStats::default(),
             recovered_tail,
         })
@@ -263,33 +272,58 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`]; [`Error::Io`] if the write fails, which poisons
-    /// the `Wal`.
+    /// [`Error::Poisoned`]; [`Error::Io`] if the write fails. The buffered
+    /// records are then dropped (none of them is acknowledged) and the file
+    /// is cut back to where the write began and synced, so that no part of
+    /// them can come back at the next open; the `Wal` takes later writes.
+    /// If that rollback fails too, the `Wal` is poisoned.
     pub fn flush(&mut self) -> Result<()> {
         self.check_poisoned()?;
         if self.buf.is_empty() {
             return Ok(());
         }
         if let Err(source) = self.write_buffer() {
-            return Err(self.poison("write", source));
+            self.buf.clear();
+            self.shrink_buffer();
+            let path = self.active.path.clone();
+            let written = self.active.written;
+            return match self.roll_back_to(written) {
+                Ok(()) => {
+                    log::warn!(
+                        "write to WAL file {} failed ({source}); its records were dropped \
+                         and the file cut back to {written} bytes",
+                        path.display()
+                    );
+                    Err(Error::Io { path, source })
+                }
+                Err(rollback) => Err(self.poison(
+                    "write",
+                    io::Error::new(
+                        source.kind(),
+                        format!("{source}, and cutting the file back failed: {rollback}"),
+                    ),
+                )),
+            };
         }
         let len = self.buf.len() as u64;
         self.active.written += len;
         self.stats.writes += 1;
         self.stats.bytes_written += len;
         self.buf.clear();
-        if self.buf.capacity() > RETAINED_BUFFER_CAPACITY {
-            self.buf.shrink_to(RETAINED_BUFFER_CAPACITY);
-        }
+        self.shrink_buffer();
         self.unsynced_since.get_or_insert_with(Instant::now);
         Ok(())
     }
 
+    fn shrink_buffer(&mut self) {
+        if self.buf.capacity() > RETAINED_BUFFER_CAPACITY {
+            self.buf.shrink_to(RETAINED_BUFFER_CAPACITY);
+        }
+    }
+
     fn write_buffer(&mut self) -> io::Result<()> {
-        #[cfg(feature = "fail-points")]
-        if let Some(faults) = &self.options.faults
-            && let Err(error) = faults.before_write()
-        {
+        if let Err(error) = self.faults.check(FaultOp::Write, &self.active.path) {
+            // A write cut short: half of the bytes reach the file.
             let half = self.buf.len() / 2;
             self.active.file.write_all(&self.buf[..half])?;
             return Err(error);
@@ -297,13 +331,69 @@ impl Wal {
         self.active.file.write_all(&self.buf)
     }
 
+    /// Cuts the active file back to `len` bytes (at or after the header,
+    /// at most what was written), positions it there and syncs it, so that
+    /// nothing written after `len` can come back at the next open.
+    fn roll_back_to(&mut self, len: u64) -> io::Result<()> {
+        let file = &mut self.active.file;
+        file.set_len(len)?;
+        file.seek(SeekFrom::Start(len))?;
+        self.faults.check(FaultOp::Sync, &self.active.path)?;
+        self.active.file.sync_data()?;
+        self.active.written = len;
+        self.unsynced_since = None;
+        self.stats.syncs += 1;
+        Ok(())
+    }
+
+    /// Takes back every record at or after `position`, which the caller
+    /// got from [`Wal::end_position`] before appending them: buffered ones
+    /// are dropped, written ones cut off the file, and the file synced.
+    ///
+    /// For an owner whose own step after a commit failed (the engine, when
+    /// it cannot apply a group it logged): those records must not be
+    /// acknowledged, and must not come back at the next open. They must
+    /// not have been acknowledged already.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`]; [`Error::InvalidOptions`] (and the `Wal` is
+    /// poisoned) if `position` is not in the active file, because the log
+    /// rotated after it; [`Error::Io`] if cutting or syncing the file
+    /// fails, which poisons the `Wal`.
+    pub fn discard_from(&mut self, position: Position) -> Result<()> {
+        self.check_poisoned()?;
+        let end = self.end_position();
+        if position >= end {
+            return Ok(());
+        }
+        if position.file != self.active.number || position.offset < FILE_HEADER_LEN as u64 {
+            let error = Error::InvalidOptions(format!(
+                "cannot take back the records after {position}: the log has moved on to file {}",
+                self.active.number
+            ));
+            self.poison_with(error.to_string());
+            return Err(error);
+        }
+        if position.offset >= self.active.written {
+            let keep = (position.offset - self.active.written) as usize;
+            self.buf.truncate(keep);
+            return Ok(());
+        }
+        self.buf.clear();
+        if let Err(source) = self.roll_back_to(position.offset) {
+            return Err(self.poison("cutting back", source));
+        }
+        Ok(())
+    }
+
     /// Flushes, then syncs (`fdatasync`) the active file, whatever the
     /// policy. Does nothing more if everything written is already synced.
     ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`]; [`Error::Io`] if the write or sync fails, which
-    /// poisons the `Wal`.
+    /// [`Error::Poisoned`]; [`Error::Io`] if the write fails (rolled back as
+    /// [`Wal::flush`] says) or the sync fails, which poisons the `Wal`.
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
         if self.unsynced_since.is_some() {
@@ -322,10 +412,7 @@ impl Wal {
     }
 
     fn sync_file(&mut self) -> io::Result<()> {
-        #[cfg(feature = "fail-points")]
-        if let Some(faults) = &self.options.faults {
-            faults.before_sync()?;
-        }
+        self.faults.check(FaultOp::Sync, &self.active.path)?;
         self.active.file.sync_data()
     }
 
@@ -391,8 +478,11 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`]; [`Error::Io`] if any step fails, which poisons
-    /// the `Wal`.
+    /// [`Error::Poisoned`]; [`Error::Io`] if any step fails. A failed flush
+    /// is rolled back as [`Wal::flush`] says. A failure before the new file
+    /// is renamed into place removes the temporary file and leaves the log
+    /// as it was (the old file stays active). A failed sync, of the old
+    /// file or of the directory after the rename, poisons the `Wal`.
     pub fn rotate(&mut self) -> Result<Position> {
         self.flush()?;
         if self.unsynced_since.is_some() {
@@ -403,9 +493,13 @@ impl Wal {
             self.poisoned = Some(error.to_string());
             return Err(error);
         };
-        let (file, path) = match fs::create_wal_file(&self.dir, number) {
+        let (file, path) = match fs::create_wal_file(&self.dir, number, &self.faults) {
             Ok(created) => created,
-            Err(error) => {
+            Err(fs::CreateError::Unchanged(error)) => {
+                log::warn!("creating WAL file {number} failed, staying on the old one: {error}");
+                return Err(error);
+            }
+            Err(fs::CreateError::Unsynced(error)) => {
                 self.poisoned = Some(format!("creating WAL file {number} failed: {error}"));
                 return Err(error);
             }
@@ -433,8 +527,9 @@ impl Wal {
     /// # Errors
     ///
     /// [`Error::Io`] if a file cannot be deleted or the directory synced.
-    /// Files deleted before the failure stay deleted. This does not poison
-    /// the `Wal`: a file that survives is only replayed needlessly.
+    /// Files deleted before the failure stay deleted. A file that cannot be
+    /// deleted does not poison the `Wal` (it is only replayed needlessly);
+    /// a failed directory sync does.
     pub fn remove_before(&mut self, position: Position) -> Result<usize> {
         let doomed: Vec<u64> = self
             .older
@@ -457,8 +552,13 @@ impl Wal {
             self.older.remove(&number);
             removed += 1;
         }
-        if removed > 0 {
-            fs::sync_dir(&self.dir)?;
+        if removed > 0
+            && let Err(error) = fs::sync_dir(&self.dir, &self.faults)
+        {
+            // A later directory sync could report success for a directory
+            // the kernel failed to write back: refuse to go on.
+            self.poison_with(format!("syncing the WAL directory failed: {error}"));
+            return Err(error);
         }
         match failure {
             Some(error) => Err(error),
@@ -519,7 +619,8 @@ impl Wal {
         self.recovered_tail
     }
 
-    /// Why the `Wal` refuses to write, if an earlier write or sync failed.
+    /// Why the `Wal` refuses to write, if an earlier sync failed (or a
+    /// failed write could not be rolled back).
     pub fn poison_cause(&self) -> Option<&str> {
         self.poisoned.as_deref()
     }
@@ -533,7 +634,8 @@ impl Wal {
         }
     }
 
-    /// Records a failed write or sync; the `Wal` writes nothing more.
+    /// Records a failed sync (or a failed write that could not be rolled
+    /// back); the `Wal` writes nothing more.
     fn poison(&mut self, operation: &str, source: io::Error) -> Error {
         let path = self.active.path.clone();
         log::error!(
@@ -571,6 +673,7 @@ fn recover_last(
     number: u64,
     path: PathBuf,
     mode: RecoveryMode,
+    faults: &Faults,
 ) -> Result<(ActiveFile, Option<TruncatedTail>)> {
     let mut cursor = FileCursor::open(path.clone(), number, 0, None)?;
     let mut scratch = Vec::new();
@@ -597,6 +700,7 @@ fn recover_last(
         // The truncation is synced before anything is appended, so a crash
         // cannot bring the torn bytes back behind new frames.
         file.set_len(offset)
+            .and_then(|()| faults.check(FaultOp::Sync, &path))
             .and_then(|()| file.sync_all())
             .map_err(io_error(&path))?;
         log::warn!(

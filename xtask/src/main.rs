@@ -11,6 +11,12 @@
 //!   `bench-results/latest.json` and the generated part of BENCHMARKS.md.
 //! - `cargo xtask bench --render DIR [--update-benchmarks-md]`: renders an
 //!   earlier run's results.json again.
+//! - `cargo xtask loom [ARGS]`: the loom models of the concurrency
+//!   protocols (kv-index's seqlock, kv-log's segment retirement), built
+//!   with `--cfg loom` in release into `target/loom` (so the normal build
+//!   cache is untouched); ARGS go to the test binaries (a test name to
+//!   filter, `--nocapture`). `LOOM_MAX_PREEMPTIONS` (default 3 in the
+//!   models) widens the search.
 //! - `cargo xtask bench --micro [ARGS]`: the criterion micro-benchmarks of
 //!   every crate (`cargo bench --workspace`); ARGS go to criterion, e.g.
 //!   `cargo xtask bench --micro -- --quick`.
@@ -35,6 +41,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     fmt check, clippy -D warnings, tests
+  loom   the loom models (kv-index seqlock, kv-log segment retirement):
+           cargo xtask loom [TEST-NAME-FILTER] [-- --nocapture]
   bench  side-by-side benchmarks against fjall, redb and LMDB:
            cargo xtask bench [--quick] [--with-rocksdb] [--engines kv,redb] [--seed N]
                              [--update-benchmarks-md]
@@ -51,6 +59,7 @@ fn main() -> Result<()> {
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
         Some("ci") => ci(),
+        Some("loom") => loom(&rest),
         Some("bench") => bench(&rest),
         Some("fuzz") => fuzz(&rest),
         Some("help") | None => {
@@ -83,6 +92,41 @@ fn ci() -> Result<()> {
         &[],
     )?;
     cargo(&["test", "--workspace"], &[])
+}
+
+/// The crates with loom models, each in `src/loom.rs`.
+const LOOM_CRATES: [&str; 2] = ["kv-index", "kv-log"];
+
+/// `cargo xtask loom`: see the crate docs.
+fn loom(args: &[String]) -> Result<()> {
+    let root = root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("loom");
+    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    if !rustflags.split_whitespace().any(|f| f == "loom") {
+        rustflags.push_str(" --cfg loom");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for krate in LOOM_CRATES {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root)
+            .env("RUSTFLAGS", rustflags.trim())
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["test", "--release", "--lib", "-p", krate, "--"]);
+        // The models' names start with `loom::`; a filter of the caller's
+        // replaces that one (libtest runs what matches any filter).
+        let args: Vec<&String> = args.iter().filter(|a| *a != "--").collect();
+        if !args.iter().any(|a| !a.starts_with('-')) {
+            cmd.arg("loom::");
+        }
+        cmd.args(args);
+        let status = cmd.status().with_context(|| format!("running {cargo}"))?;
+        if !status.success() {
+            bail!("the loom models of {krate} failed ({status})");
+        }
+    }
+    Ok(())
 }
 
 /// `cargo xtask bench`: see the crate docs.
