@@ -1,141 +1,719 @@
 //! `kv`: the command-line tool for the kv storage engine.
 //!
 //! A thin layer over `kv-engine`: every command opens the database, makes
-//! one call, and closes it.
+//! its calls into the engine, and closes it. `kv shell` keeps one database
+//! open for a session of the same commands. `kv verify` never opens the
+//! database: it calls the engine's read-only `verify`.
 
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
-use std::process::ExitCode;
+mod encoding;
+mod shell;
+mod transfer;
 
-use clap::{Parser, Subcommand};
-use kv_engine::{Db, Error};
+use std::ffi::{OsStr, OsString};
+use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use kv_engine::{CompactionReport, Db, Error, Stats};
+
+use crate::encoding::{Encoding, escape_for_terminal};
+use crate::transfer::{ExportArgs, ImportArgs};
 
 /// Exit codes, documented in `--help` and the README.
-mod exit {
+pub(crate) mod exit {
+    /// Success.
     pub(crate) const OK: u8 = 0;
+    /// The key is absent (`get`).
     pub(crate) const NOT_FOUND: u8 = 1;
-    // 2 is clap's code for a usage error.
+    /// A usage error: clap's code, and ours for bad arguments.
+    pub(crate) const USAGE: u8 = 2;
+    /// Any other error.
     pub(crate) const ERROR: u8 = 3;
+    /// Damaged data.
     pub(crate) const CORRUPTION: u8 = 4;
+    /// Another process has the database open.
     pub(crate) const LOCKED: u8 = 5;
 }
 
-const AFTER_HELP: &str = "\
+pub(crate) const AFTER_HELP: &str = "\
 Exit codes:
   0  success
   1  key not found (get)
-  2  usage error
-  3  any other error (I/O, bad input, ...)
-  4  the database is corrupt
-  5  the database is locked by another process";
+  2  usage error (bad arguments)
+  3  any other error (I/O, bad input data, a key or value too large, ...)
+  4  the database is corrupt (verify found damage, or a read hit it)
+  5  the database is locked: another process has it open";
 
 /// kv: an embedded key-value store, on a local directory.
+///
+/// Keys are 1 to 65535 bytes, values 0 bytes to 64 MiB. Every command opens
+/// the database in --dir (creating it for writes), runs, and closes it;
+/// `kv shell` keeps it open for many commands.
 #[derive(Debug, Parser)]
-#[command(name = "kv", version, about, after_help = AFTER_HELP)]
+#[command(name = "kv", version, about, long_about, after_help = AFTER_HELP)]
 struct Cli {
-    /// The database directory; created if missing.
-    #[arg(long, env = "KV_DIR", default_value = "kv-data", global = true)]
+    /// The database directory; commands that write create it if missing.
+    #[arg(
+        long,
+        env = "KV_DIR",
+        hide_env_values = true,
+        default_value = "kv-data",
+        global = true
+    )]
     dir: PathBuf,
 
     #[command(subcommand)]
     command: Command,
 }
 
+/// How a key or value argument, and printed keys and values, are written.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct EncodingArg {
+    /// How KEY, VALUE and PREFIX arguments are read, and keys and values
+    /// printed: utf8 (as given; printed raw to a pipe and escaped on a
+    /// terminal), hex or base64.
+    #[arg(short, long, value_enum, default_value_t)]
+    encoding: Encoding,
+}
+
+/// The commands, shared by the command line and `kv shell`.
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Set KEY to VALUE.
     #[command(after_help = AFTER_HELP)]
     Put {
-        /// The key (1 to 65535 bytes).
-        key: String,
-        /// The value.
-        value: String,
+        /// The key (1 to 65535 bytes once decoded).
+        key: OsString,
+        /// The value (up to 64 MiB once decoded). Or give --value-file.
+        #[arg(required_unless_present = "value_file")]
+        value: Option<OsString>,
+        /// Read the value's bytes from this file ('-' for stdin), as they
+        /// are: --encoding does not apply to them.
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
+        /// Expire the key after this long: 30s, 5m, 1h, 2days, "1h 30m".
+        /// After that it reads as absent, and compaction drops it.
+        #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+        #[command(flatten)]
+        encoding: EncodingArg,
     },
     /// Print the value of KEY; exit 1 if it is absent.
     ///
     /// On a terminal, bytes that are not printable text are escaped; to a
-    /// pipe the value is written raw.
+    /// pipe the value is written raw, then a newline.
     #[command(after_help = AFTER_HELP)]
     Get {
         /// The key.
-        key: String,
+        key: OsString,
+        #[command(flatten)]
+        encoding: EncodingArg,
     },
     /// Delete KEY; deleting an absent key is not an error.
     #[command(after_help = AFTER_HELP)]
     Delete {
         /// The key.
-        key: String,
+        key: OsString,
+        #[command(flatten)]
+        encoding: EncodingArg,
     },
-    /// Print every key, one per line, in no particular order.
+    /// Print keys, one per line, in no particular order.
     #[command(after_help = AFTER_HELP)]
-    Keys,
+    Keys {
+        #[command(flatten)]
+        filter: Filter,
+        #[command(flatten)]
+        encoding: EncodingArg,
+    },
+    /// Print keys and values, one `KEY<TAB>VALUE` line each, in no
+    /// particular order.
+    ///
+    /// On a terminal both are escaped (a tab or newline in them shows as \t
+    /// or \n); to a pipe they are written raw, so a key or value holding a
+    /// tab or newline is ambiguous there: use `export` for data to read
+    /// back.
+    #[command(after_help = AFTER_HELP)]
+    Scan {
+        #[command(flatten)]
+        filter: Filter,
+        #[command(flatten)]
+        encoding: EncodingArg,
+    },
+    /// Print the number of keys.
+    #[command(after_help = AFTER_HELP)]
+    Count,
+    /// Print sizes, space and activity counters.
+    ///
+    /// keys, live and dead bytes of records, segments and their bytes, WAL
+    /// bytes, compactions run and bytes reclaimed, index memory, and puts,
+    /// gets and deletes. The last five count since the database was opened:
+    /// in a one-shot `kv stats` that is just now, so run it in `kv shell`
+    /// to see a session's.
+    #[command(after_help = AFTER_HELP)]
+    Stats {
+        /// Print one JSON object instead, with the same names (bytes as
+        /// plain numbers).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compact now: rewrite every segment that holds dead records, and
+    /// report what was reclaimed.
+    ///
+    /// A spinner shows on a terminal; piped, only the report is printed.
+    #[command(after_help = AFTER_HELP)]
+    Compact,
+    /// Write a consistent copy of the database, as of now, into DIR.
+    ///
+    /// DIR must not exist, or be an empty directory. The copy is a complete
+    /// database (open it with --dir DIR); sealed segments are hard-linked
+    /// where the file system allows, so it takes little space at first.
+    #[command(after_help = AFTER_HELP)]
+    Checkpoint {
+        /// The new directory.
+        // NOTE: not named `dir`, which would shadow the global --dir.
+        #[arg(value_name = "DIR")]
+        target: PathBuf,
+    },
+    /// Check every file of the database (segments, hint files, WAL files,
+    /// the checkpoint marker) and every checksum, without changing
+    /// anything.
+    ///
+    /// Each problem is printed with its file and offset; the exit code is 4
+    /// if any is found. Warnings (a torn write at the end of the WAL, which
+    /// opening the database cuts off; leftover temporary files) do not
+    /// change the exit code. The database must not be open elsewhere (exit
+    /// 5 if it is).
+    #[command(after_help = AFTER_HELP)]
+    Verify,
+    /// Load keys and values from FILE (or stdin) into the database.
+    ///
+    /// Formats: jsonl, one {"key": ..., "value": ...} object per line; tsv,
+    /// one KEY<TAB>VALUE line each. With --encoding utf8, TSV fields are
+    /// escaped: \\ for a backslash, \t, \n and \r for a tab, newline and
+    /// carriage return; any other backslash sequence is an error. Records
+    /// are written in atomic batches of --batch-size; on an error the
+    /// batches before it stay written and the message says how far the
+    /// import got.
+    #[command(after_help = AFTER_HELP)]
+    Import(ImportArgs),
+    /// Write every key and value to FILE (or stdout), in no particular
+    /// order.
+    ///
+    /// Formats as for import (which reads them back). With --encoding utf8,
+    /// a key or value that is not valid UTF-8 is an error: use hex or
+    /// base64 for binary data.
+    #[command(after_help = AFTER_HELP)]
+    Export(ExportArgs),
+    /// An interactive prompt for these commands, on one open database.
+    ///
+    /// On a terminal: line editing and history (kept in ~/.kv_history).
+    /// Otherwise commands are read from stdin, one per line, so the shell
+    /// can be scripted. Words are split as a POSIX shell does (quotes,
+    /// backslashes). An error is printed and the shell goes on; its exit
+    /// code is that of the last command that failed, or 0. `help`, `help
+    /// COMMAND`, `exit` and `quit` are also understood.
+    #[command(after_help = AFTER_HELP)]
+    Shell,
 }
+
+/// Which keys `keys` and `scan` print.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Filter {
+    /// Only keys that start with PREFIX. The index is a hash table, not
+    /// ordered, so this is a linear scan of every key.
+    #[arg(long, short)]
+    prefix: Option<OsString>,
+    /// Stop after N keys.
+    #[arg(long, short = 'n', value_name = "N")]
+    limit: Option<usize>,
+}
+
+/// An error in the arguments, reported with exit code 2.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(exit::OK),
         Err(err) => {
-            eprintln!("kv: {err}");
+            eprintln!("kv: {}", one_line(&err));
             ExitCode::from(exit_code(&err))
         }
     }
 }
 
-fn exit_code(err: &anyhow::Error) -> u8 {
-    match err.downcast_ref::<Error>() {
-        Some(Error::Corruption { .. } | Error::UnsupportedFile { .. }) => exit::CORRUPTION,
-        Some(Error::Locked { .. }) => exit::LOCKED,
-        _ => exit::ERROR,
+/// The error and its causes on one line.
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
+    format!("{err:#}").replace('\n', " ")
+}
+
+/// The exit code of an error.
+pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return exit::USAGE;
+        }
+        match cause.downcast_ref::<Error>() {
+            Some(Error::Corruption { .. } | Error::UnsupportedFile { .. }) => {
+                return exit::CORRUPTION;
+            }
+            Some(Error::Locked { .. }) => return exit::LOCKED,
+            _ => {}
+        }
     }
+    exit::ERROR
+}
+
+/// Whether the error is a write to a closed pipe (`kv keys | head`): the
+/// reader has all it wanted, so it is no failure.
+pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    let db = Db::open(&cli.dir)?;
-    let code = match cli.command {
-        Command::Put { key, value } => {
-            db.put(key.as_bytes(), value.as_bytes())?;
-            exit::OK
+    let mut out = Output::stdout();
+    let mut session = Session::new(cli.dir);
+    match cli.command {
+        Command::Shell => {
+            session.open(true)?;
+            let code = shell::run(&mut session)?;
+            session.close()?;
+            Ok(code)
         }
-        Command::Get { key } => match db.get(key.as_bytes())? {
-            Some(value) => {
-                let mut out = std::io::stdout().lock();
-                write_value(&mut out, &value, std::io::stdout().is_terminal())?;
-                exit::OK
-            }
-            None => {
-                eprintln!("kv: key not found");
-                exit::NOT_FOUND
-            }
-        },
-        Command::Delete { key } => {
-            db.delete(key.as_bytes())?;
-            exit::OK
-        }
-        Command::Keys => {
-            let tty = std::io::stdout().is_terminal();
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for key in db.keys() {
-                write_value(&mut out, &key, tty)?;
-            }
+        command => {
+            let code = session.execute(command, &mut out)?;
             out.flush()?;
-            exit::OK
+            session.close()?;
+            Ok(code)
         }
-    };
-    db.close()?;
-    Ok(code)
+    }
 }
 
-/// Writes `bytes` and a newline: raw to a pipe, escaped on a terminal so
-/// that binary data cannot garble it.
-fn write_value(out: &mut impl Write, bytes: &[u8], terminal: bool) -> std::io::Result<()> {
-    if terminal {
-        write!(out, "{}", bytes.escape_ascii())?;
-    } else {
-        out.write_all(bytes)?;
+/// Where command output goes, and whether it is a terminal (then keys and
+/// values are escaped).
+pub(crate) struct Output {
+    writer: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    terminal: bool,
+}
+
+impl Output {
+    pub(crate) fn stdout() -> Output {
+        let stdout = std::io::stdout();
+        Output {
+            terminal: stdout.is_terminal(),
+            writer: std::io::BufWriter::new(stdout.lock()),
+        }
     }
-    out.write_all(b"\n")
+
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+
+    /// Writes a key or value: encoded, or in utf8 raw to a pipe and escaped
+    /// on a terminal.
+    fn bytes(&mut self, bytes: &[u8], encoding: Encoding) -> std::io::Result<()> {
+        match encoding {
+            Encoding::Utf8 if self.terminal => {
+                self.writer.write_all(escape_for_terminal(bytes).as_bytes())
+            }
+            Encoding::Utf8 => self.writer.write_all(bytes),
+            // Hex and base64 always succeed.
+            other => self
+                .writer
+                .write_all(other.encode(bytes).unwrap_or_default().as_bytes()),
+        }
+    }
+
+    pub(crate) fn writer(&mut self) -> &mut dyn Write {
+        &mut self.writer
+    }
+}
+
+/// The database a command runs on: opened for one command, or for a whole
+/// shell session.
+pub(crate) struct Session {
+    dir: PathBuf,
+    db: Option<Db>,
+    /// Running inside `kv shell` (stdin belongs to the shell).
+    pub(crate) in_shell: bool,
+}
+
+impl Session {
+    fn new(dir: PathBuf) -> Session {
+        Session {
+            dir,
+            db: None,
+            in_shell: false,
+        }
+    }
+
+    /// Opens the database; `create` a missing directory (for writes), or
+    /// else refuse it, so that a read of a mistyped --dir does not leave an
+    /// empty database behind.
+    fn open(&mut self, create: bool) -> anyhow::Result<&Db> {
+        if self.db.is_none() {
+            check_dir(&self.dir, create)?;
+            self.db = Some(Db::open(&self.dir)?);
+        }
+        Ok(self.db.as_ref().expect("just opened"))
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        if let Some(db) = self.db.take() {
+            db.close()?;
+        }
+        Ok(())
+    }
+
+    /// Runs one command; returns its exit code (0, or 1 for a missing key).
+    pub(crate) fn execute(&mut self, command: Command, out: &mut Output) -> anyhow::Result<u8> {
+        match command {
+            Command::Put {
+                key,
+                value,
+                value_file,
+                ttl,
+                encoding,
+            } => {
+                let key = arg_bytes(&key, encoding.encoding, "KEY")?;
+                let value = match (value, value_file) {
+                    (Some(value), _) => arg_bytes(&value, encoding.encoding, "VALUE")?,
+                    (None, Some(path)) => self.read_value_file(&path)?,
+                    (None, None) => return Err(UsageError("VALUE is missing".into()).into()),
+                };
+                let db = self.open(true)?;
+                match ttl {
+                    Some(ttl) => db.put_with_ttl(&key, &value, ttl)?,
+                    None => db.put(&key, &value)?,
+                }
+            }
+            Command::Get { key, encoding } => {
+                let key = arg_bytes(&key, encoding.encoding, "KEY")?;
+                match self.open(false)?.get(&key)? {
+                    Some(value) => {
+                        out.bytes(&value, encoding.encoding)?;
+                        out.writer.write_all(b"\n")?;
+                    }
+                    None => {
+                        out.flush()?;
+                        eprintln!("{}key not found", self.prefix());
+                        return Ok(exit::NOT_FOUND);
+                    }
+                }
+            }
+            Command::Delete { key, encoding } => {
+                let key = arg_bytes(&key, encoding.encoding, "KEY")?;
+                self.open(true)?.delete(&key)?;
+            }
+            Command::Keys { filter, encoding } => {
+                let prefix = filter_prefix(&filter, encoding.encoding)?;
+                let db = self.open(false)?;
+                let keys = db
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .take(filter.limit.unwrap_or(usize::MAX));
+                for key in keys {
+                    out.bytes(&key, encoding.encoding)?;
+                    out.writer.write_all(b"\n")?;
+                }
+            }
+            Command::Scan { filter, encoding } => {
+                let prefix = filter_prefix(&filter, encoding.encoding)?;
+                let db = self.open(false)?;
+                let records = db
+                    .iter()
+                    .filter(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+                    .take(filter.limit.unwrap_or(usize::MAX));
+                for record in records {
+                    let (key, value) = record?;
+                    out.bytes(&key, encoding.encoding)?;
+                    out.writer.write_all(b"\t")?;
+                    out.bytes(&value, encoding.encoding)?;
+                    out.writer.write_all(b"\n")?;
+                }
+            }
+            Command::Count => {
+                let n = self.open(false)?.len();
+                writeln!(out.writer, "{n}")?;
+            }
+            Command::Stats { json } => {
+                let stats = self.open(false)?.stats();
+                print_stats(out.writer(), &stats, json)?;
+            }
+            Command::Checkpoint { target } => {
+                self.open(false)?.checkpoint(&target)?;
+                writeln!(
+                    out.writer,
+                    "checkpoint written to {}; open it with --dir",
+                    target.display()
+                )?;
+            }
+            Command::Compact => {
+                let db = self.open(false)?;
+                let spinner = transfer::spinner("compacting");
+                let report = db.compact();
+                spinner.finish_and_clear();
+                print_compaction(out.writer(), &report?)?;
+            }
+            Command::Verify => {
+                // Verification reads the files with the database closed: a
+                // shell's own handle is closed for it and reopened after.
+                let was_open = self.db.is_some();
+                self.close()?;
+                let result = self.verify(out);
+                if was_open {
+                    self.open(false)?;
+                }
+                return result;
+            }
+            Command::Import(args) => {
+                if args.reads_stdin() && self.in_shell {
+                    return Err(UsageError(
+                        "in the shell, stdin holds the commands: give import a FILE".into(),
+                    )
+                    .into());
+                }
+                let db = self.open(true)?;
+                let summary = transfer::import(db, &args)?;
+                out.flush()?;
+                eprintln!("{}imported {} records", self.prefix(), summary.records);
+            }
+            Command::Export(args) => {
+                let db = self.open(false)?;
+                let n = transfer::export(db, &args, out)?;
+                out.flush()?;
+                if args.file.is_some() {
+                    eprintln!("{}exported {n} records", self.prefix());
+                }
+            }
+            Command::Shell => {
+                return Err(UsageError("already in the shell".into()).into());
+            }
+        }
+        Ok(exit::OK)
+    }
+
+    fn prefix(&self) -> &'static str {
+        if self.in_shell { "" } else { "kv: " }
+    }
+
+    fn read_value_file(&self, path: &Path) -> anyhow::Result<Vec<u8>> {
+        if path == Path::new("-") {
+            if self.in_shell {
+                return Err(UsageError(
+                    "in the shell, stdin holds the commands: give --value-file a file".into(),
+                )
+                .into());
+            }
+            let mut value = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut value)
+                .context("reading the value from stdin")?;
+            return Ok(value);
+        }
+        std::fs::read(path).with_context(|| format!("reading the value from {}", path.display()))
+    }
+
+    fn verify(&self, out: &mut Output) -> anyhow::Result<u8> {
+        check_dir(&self.dir, false)?;
+        let report = kv_engine::verify(&self.dir)?;
+        let w = out.writer();
+        for p in &report.problems {
+            writeln!(w, "problem: {p}")?;
+        }
+        for p in &report.warnings {
+            writeln!(w, "warning: {p}")?;
+        }
+        writeln!(
+            w,
+            "checked {} files ({} segments, {} hint files, {} WAL files, {} checkpoint marker) and {} records ({} in segments, {} in the WAL): {} problems, {} warnings",
+            report.files_checked(),
+            report.segments,
+            report.hint_files,
+            report.wal_files,
+            u8::from(report.checkpoint),
+            report.records_checked(),
+            report.records,
+            report.wal_records,
+            report.problems.len(),
+            report.warnings.len(),
+        )?;
+        out.flush()?;
+        if report.is_clean() {
+            Ok(exit::OK)
+        } else {
+            eprintln!(
+                "{}the database is damaged: {} problems (listed above)",
+                self.prefix(),
+                report.problems.len()
+            );
+            Ok(exit::CORRUPTION)
+        }
+    }
+}
+
+/// Checks `--dir` before opening: a regular file is refused, and so is a
+/// missing directory unless the command writes.
+fn check_dir(dir: &Path, create: bool) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!(
+            "{} is not a directory, so it cannot be a database (--dir)",
+            dir.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "no database at {}: the directory does not exist (--dir, KV_DIR)",
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    }
+}
+
+/// The bytes of a KEY, VALUE or PREFIX argument in `encoding`. In utf8 the
+/// argument's bytes are taken as they are, even if not UTF-8.
+fn arg_bytes(arg: &OsStr, encoding: Encoding, what: &str) -> anyhow::Result<Vec<u8>> {
+    if encoding == Encoding::Utf8 {
+        return Ok(arg.as_bytes().to_vec());
+    }
+    let text = arg.to_str().ok_or_else(|| {
+        UsageError(format!(
+            "{what} is not valid {}: it is not even text",
+            encoding.name()
+        ))
+    })?;
+    encoding
+        .decode(text)
+        .map_err(|e| UsageError(format!("{what} is {e}")).into())
+}
+
+fn filter_prefix(filter: &Filter, encoding: Encoding) -> anyhow::Result<Vec<u8>> {
+    match &filter.prefix {
+        Some(p) => arg_bytes(p, encoding, "PREFIX"),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn print_compaction(w: &mut dyn Write, r: &CompactionReport) -> std::io::Result<()> {
+    if r.runs == 0 {
+        return writeln!(w, "nothing to compact: no segment holds dead records");
+    }
+    writeln!(
+        w,
+        "compacted {} segments in {} runs: {} bytes of records before, {} after, {} reclaimed",
+        r.segments_compacted,
+        r.runs,
+        r.bytes_before,
+        r.bytes_after,
+        r.bytes_reclaimed()
+    )?;
+    writeln!(
+        w,
+        "records: {} copied, {} dropped; tombstones: {} kept, {} dropped",
+        r.records_copied, r.records_dropped, r.tombstones_kept, r.tombstones_dropped
+    )
+}
+
+/// The counters of `stats`, by the names `--json` uses.
+fn stats_fields(s: &Stats) -> [(&'static str, u64, bool); 12] {
+    // (name, value, whether it is a size in bytes)
+    [
+        ("keys", s.keys, false),
+        ("live_bytes", s.live_bytes, true),
+        ("dead_bytes", s.dead_bytes, true),
+        ("segments", s.segments, false),
+        ("segment_bytes", s.segment_bytes, true),
+        ("wal_bytes", s.wal_bytes, true),
+        ("compactions", s.compactions, false),
+        ("bytes_reclaimed", s.bytes_reclaimed, true),
+        ("index_memory", s.index_memory, true),
+        ("puts", s.puts, false),
+        ("gets", s.gets, false),
+        ("deletes", s.deletes, false),
+    ]
+}
+
+fn print_stats(w: &mut dyn Write, stats: &Stats, json: bool) -> std::io::Result<()> {
+    let fields = stats_fields(stats);
+    if json {
+        let object: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .map(|&(name, value, _)| (name.to_owned(), value.into()))
+            .collect();
+        return writeln!(w, "{}", serde_json::Value::Object(object));
+    }
+    for (name, value, bytes) in fields {
+        if bytes {
+            writeln!(w, "{name:<16} {value} ({})", indicatif::HumanBytes(value))?;
+        } else {
+            writeln!(w, "{name:<16} {value}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Parses a `--ttl`: a humantime duration such as 30s, 5m, 1h or "1h 30m".
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 30s, 5m, 1h or \"1h 30m\""))?;
+    if ttl.is_zero() {
+        return Err("a TTL must be longer than zero".into());
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+        shell::ShellLine::command().debug_assert();
+    }
+
+    #[test]
+    fn ttl_parses_humantime_durations() {
+        assert_eq!(parse_ttl("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_ttl("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("soon").unwrap_err().contains("30s"));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_error() {
+        let locked = anyhow::Error::from(Error::Locked { path: "x".into() });
+        assert_eq!(exit_code(&locked), exit::LOCKED);
+        let corrupt = anyhow::Error::from(Error::Corruption {
+            path: "x".into(),
+            offset: 1,
+            reason: "r".into(),
+        });
+        assert_eq!(exit_code(&corrupt.context("reading")), exit::CORRUPTION);
+        assert_eq!(
+            exit_code(&anyhow::Error::from(UsageError("u".into()))),
+            exit::USAGE
+        );
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), exit::ERROR);
+    }
 }

@@ -1,46 +1,193 @@
 //! End-to-end tests that run the `kv` binary.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kv"));
+    c.arg("--dir").arg(dir).args(args).env_remove("KV_DIR");
+    c
+}
 
 fn kv(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kv"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("KV_DIR")
-        .output()
-        .expect("run kv")
+    command(dir, args).output().expect("run kv")
+}
+
+/// Runs kv with `input` on stdin.
+fn kv_in(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = command(dir, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kv");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // Written from another thread, so a child that fills its stdout pipe
+    // before reading all of stdin cannot deadlock the test.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
 }
 
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing stderr when it is not the one expected.
+#[track_caller]
+fn assert_code(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+}
+
+/// Asserts a failure reported as exactly one line on stderr that says
+/// `what`.
+#[track_caller]
+fn assert_one_line_error(o: &Output, code: i32, what: &str) {
+    assert_code(o, code);
+    let err = stderr(o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("kv: "), "{err}");
+    assert!(err.contains(what), "{err:?} does not say {what:?}");
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<_> = s.lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+/// A small deterministic generator (xorshift64*), so that failures repeat.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, max_len: u64) -> Vec<u8> {
+        let len = self.next() % (max_len + 1);
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// `n` random binary records with distinct keys of 1 to 24 bytes (each
+/// starting with a tab, newline or non-UTF-8 byte often enough to matter).
+fn random_records(seed: u64, n: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut rng = Rng(seed);
+    let mut records = BTreeMap::new();
+    while records.len() < n {
+        let mut key = rng.bytes(23);
+        key.push(rng.next() as u8);
+        let value = rng.bytes(64);
+        records.insert(key, value);
+    }
+    records
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn encode(bytes: &[u8], encoding: &str) -> String {
+    match encoding {
+        "hex" => hex(bytes),
+        "base64" => BASE64.encode(bytes),
+        "utf8" => String::from_utf8(bytes.to_vec()).unwrap(),
+        other => panic!("{other}"),
+    }
+}
+
+fn decode(text: &str, encoding: &str) -> Vec<u8> {
+    match encoding {
+        "hex" => unhex(text),
+        "base64" => BASE64.decode(text).unwrap(),
+        other => panic!("{other}"),
+    }
+}
+
+/// Parses an export in hex or base64 back into records.
+fn parse_export(text: &str, format: &str, encoding: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    text.lines()
+        .map(|line| match format {
+            "jsonl" => {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                (
+                    decode(v["key"].as_str().unwrap(), encoding),
+                    decode(v["value"].as_str().unwrap(), encoding),
+                )
+            }
+            "tsv" => {
+                let (k, v) = line.split_once('\t').unwrap();
+                (decode(k, encoding), decode(v, encoding))
+            }
+            other => panic!("{other}"),
+        })
+        .collect()
+}
+
+fn write_import(records: &BTreeMap<Vec<u8>, Vec<u8>>, format: &str, encoding: &str) -> String {
+    let mut text = String::new();
+    for (k, v) in records {
+        let (k, v) = (encode(k, encoding), encode(v, encoding));
+        match format {
+            "jsonl" => text.push_str(&format!("{}\n", serde_json::json!({"key": k, "value": v}))),
+            "tsv" => text.push_str(&format!("{k}\t{v}\n")),
+            other => panic!("{other}"),
+        }
+    }
+    text
+}
+
+/// The database's content, read through `kv export` in hex.
+fn content(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let out = kv(dir, &["export", "--encoding", "hex"]);
+    assert_code(&out, 0);
+    parse_export(&stdout(&out), "jsonl", "hex")
+}
+
 #[test]
 fn put_get_delete_keys() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    assert!(kv(&db, &["put", "apple", "red"]).status.success());
-    assert!(kv(&db, &["put", "banana", "yellow"]).status.success());
+    assert_code(&kv(&db, &["put", "apple", "red"]), 0);
+    assert_code(&kv(&db, &["put", "banana", "yellow"]), 0);
     let got = kv(&db, &["get", "apple"]);
-    assert_eq!(got.status.code(), Some(0));
+    assert_code(&got, 0);
     assert_eq!(stdout(&got), "red\n");
+    assert_eq!(
+        sorted_lines(&stdout(&kv(&db, &["keys"]))),
+        ["apple", "banana"]
+    );
 
-    let mut keys: Vec<_> = stdout(&kv(&db, &["keys"]))
-        .lines()
-        .map(String::from)
-        .collect();
-    keys.sort();
-    assert_eq!(keys, ["apple", "banana"]);
-
-    assert!(kv(&db, &["delete", "apple"]).status.success());
+    assert_code(&kv(&db, &["delete", "apple"]), 0);
     let missing = kv(&db, &["get", "apple"]);
-    assert_eq!(missing.status.code(), Some(1));
+    assert_one_line_error(&missing, 1, "not found");
     assert!(missing.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
     // Deleting an absent key succeeds.
-    assert!(kv(&db, &["delete", "apple"]).status.success());
+    assert_code(&kv(&db, &["delete", "apple"]), 0);
 }
 
 #[test]
@@ -51,55 +198,719 @@ fn kv_dir_environment_variable_selects_the_database() {
         .env("KV_DIR", dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert_code(&out, 0);
     assert_eq!(stdout(&kv(dir.path(), &["get", "k"])), "v\n");
+}
+
+#[test]
+fn every_subcommand_has_help_with_the_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in [
+        "put", "get", "delete", "keys", "scan", "count", "compact", "verify", "import", "export",
+        "shell",
+    ] {
+        let help = kv(dir.path(), &[sub, "--help"]);
+        assert_code(&help, 0);
+        let text = stdout(&help);
+        assert!(text.contains("Exit codes"), "{sub}: {text}");
+        assert!(text.contains("5  the database is locked"), "{sub}: {text}");
+    }
+    let scan = stdout(&kv(dir.path(), &["scan", "--help"]));
+    assert!(scan.contains("linear scan"), "{scan}");
+    let help = kv(dir.path(), &["--help"]);
+    assert_code(&help, 0);
+    assert!(stdout(&help).contains("4  the database is corrupt"));
+    // Nothing was created by asking for help.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(kv(dir.path(), &["put", "only-key"]).status.code(), Some(2));
-    assert_eq!(kv(dir.path(), &["frobnicate"]).status.code(), Some(2));
-    let help = kv(dir.path(), &["--help"]);
-    assert_eq!(help.status.code(), Some(0));
-    assert!(stdout(&help).contains("Exit codes"));
+    assert_code(&kv(dir.path(), &["put", "only-key"]), 2);
+    assert_code(&kv(dir.path(), &["frobnicate"]), 2);
+    assert_code(&kv(dir.path(), &["keys", "--limit", "many"]), 2);
+    assert_code(&kv(dir.path(), &["import", "--format", "xml"]), 2);
+    // A KEY that is not valid in its encoding.
+    assert_one_line_error(&kv(dir.path(), &["get", "-e", "hex", "xyz"]), 2, "hex");
+    assert_one_line_error(
+        &kv(dir.path(), &["put", "-e", "base64", "k", "!"]),
+        2,
+        "base64",
+    );
 }
 
 #[test]
-fn bad_input_is_one_line_on_stderr() {
+fn encodings_carry_binary_keys_and_values_through_arguments() {
     let dir = tempfile::tempdir().unwrap();
-    let out = kv(dir.path(), &["put", "", "v"]);
-    assert_eq!(out.status.code(), Some(3));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("key is empty"), "{err}");
+    assert_code(
+        &kv(dir.path(), &["put", "-e", "hex", "00ff09", "0a0d00"]),
+        0,
+    );
+    let got = kv(dir.path(), &["get", "-e", "hex", "00ff09"]);
+    assert_eq!(stdout(&got), "0a0d00\n");
+    let got = kv(dir.path(), &["get", "-e", "base64", "AP8J"]);
+    assert_eq!(stdout(&got), "Cg0A\n");
+    // To a pipe, utf8 output is the raw bytes.
+    let keys = kv(dir.path(), &["keys"]);
+    assert_eq!(keys.stdout, b"\x00\xff\x09\n");
+    assert_eq!(stdout(&kv(dir.path(), &["keys", "-e", "hex"])), "00ff09\n");
+}
+
+#[test]
+fn keys_and_scan_filter_by_prefix_and_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut import = String::new();
+    for i in 0..20 {
+        import.push_str(&format!("user:{i:02}\tname {i}\n"));
+        import.push_str(&format!("order:{i:02}\t{}\n", i * 10));
+    }
+    assert_code(
+        &kv_in(
+            dir.path(),
+            &["import", "--format", "tsv"],
+            import.as_bytes(),
+        ),
+        0,
+    );
+    assert_eq!(stdout(&kv(dir.path(), &["count"])), "40\n");
+
+    let users = sorted_lines(&stdout(&kv(dir.path(), &["keys", "--prefix", "user:"])));
+    assert_eq!(users.len(), 20);
+    assert!(users.iter().all(|k| k.starts_with("user:")));
+    assert_eq!(
+        stdout(&kv(
+            dir.path(),
+            &["keys", "--prefix", "order:", "--limit", "5"]
+        ))
+        .lines()
+        .count(),
+        5
+    );
+    assert_eq!(stdout(&kv(dir.path(), &["keys", "--limit", "0"])), "");
+
+    let scan = kv(dir.path(), &["scan", "--prefix", "user:1"]);
+    assert_code(&scan, 0);
+    let lines = sorted_lines(&stdout(&scan));
+    assert_eq!(lines.len(), 10);
+    assert_eq!(lines[3], "user:13\tname 13");
+    assert_eq!(
+        stdout(&kv(dir.path(), &["scan", "-n", "3"]))
+            .lines()
+            .count(),
+        3
+    );
+    // Raw to a pipe: a binary value comes out as its bytes.
+    assert_code(&kv(dir.path(), &["put", "-e", "hex", "ff", "00010a"]), 0);
+    let all = kv(dir.path(), &["scan"]);
+    assert!(all.stdout.windows(6).any(|w| w == b"\xff\t\x00\x01\n\n"));
+}
+
+#[test]
+fn count_compact_and_verify_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut import = String::new();
+    for round in 0..3 {
+        for i in 0..500 {
+            import.push_str(&format!("key{i}\tvalue {i} round {round}\n"));
+        }
+    }
+    assert_code(
+        &kv_in(dir.path(), &["import", "-f", "tsv"], import.as_bytes()),
+        0,
+    );
+    assert_eq!(stdout(&kv(dir.path(), &["count"])), "500\n");
+    let compact = kv(dir.path(), &["compact"]);
+    assert_code(&compact, 0);
+    let report = stdout(&compact);
+    assert!(report.contains("compacted 1 segments"), "{report}");
+    assert!(report.contains("1000 dropped"), "{report}");
+    // Piped: no progress drawing on stderr.
+    assert!(compact.stderr.is_empty(), "{}", stderr(&compact));
+    assert_eq!(
+        stdout(&kv(dir.path(), &["get", "key7"])),
+        "value 7 round 2\n"
+    );
+
+    let verify = kv(dir.path(), &["verify"]);
+    assert_code(&verify, 0);
+    let text = stdout(&verify);
+    assert!(text.contains(": 0 problems, 0 warnings"), "{text}");
+    assert!(text.contains("500 in segments"), "{text}");
+}
+
+#[test]
+fn verify_reports_a_flipped_byte_with_its_file_and_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        assert_code(&kv(dir.path(), &["put", &format!("k{i}"), "some value"]), 0);
+    }
+    let seg = dir.path().join("0000000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x08;
+    std::fs::write(&seg, &bytes).unwrap();
+    let files_before = snapshot(dir.path());
+
+    let out = kv(dir.path(), &["verify"]);
+    assert_code(&out, 4);
+    let text = stdout(&out);
+    let problems: Vec<_> = text.lines().filter(|l| l.starts_with("problem:")).collect();
+    assert_eq!(problems.len(), 1, "{text}");
+    assert!(problems[0].contains(&seg.display().to_string()), "{text}");
+    assert!(problems[0].contains("at offset"), "{text}");
+    assert_one_line_error(&out, 4, "damaged");
+    // verify changed nothing, not even the torn-looking tail.
+    assert_eq!(snapshot(dir.path()), files_before);
+}
+
+#[test]
+fn verify_of_a_missing_directory_is_an_error_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    assert_one_line_error(&kv(&missing, &["verify"]), 3, "does not exist");
+    assert!(!missing.exists());
+    // A read of a mistyped --dir does not create an empty database either.
+    assert_one_line_error(&kv(&missing, &["get", "k"]), 3, "no database");
+    assert!(!missing.exists());
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else {
+            files.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+    files
+}
+
+#[test]
+fn bad_input_is_one_line_on_stderr_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_code(&kv(dir.path(), &["put", "keep", "me"]), 0);
+    let before = content(dir.path());
+
+    assert_one_line_error(&kv(dir.path(), &["put", "", "v"]), 3, "key is empty");
+    let long_key = "k".repeat(65_536);
+    assert_one_line_error(
+        &kv(dir.path(), &["put", &long_key, "v"]),
+        3,
+        "key is 65536 bytes; the maximum is 65535",
+    );
+    // The largest key is fine.
+    assert_code(&kv(dir.path(), &["put", &long_key[1..], "v"]), 0);
+    assert_code(&kv(dir.path(), &["delete", &long_key[1..]]), 0);
+
+    // A value one byte over 64 MiB, from a file and through import.
+    let big = dir.path().join("big");
+    let max = 64 << 20;
+    std::fs::write(&big, vec![b'v'; max + 1]).unwrap();
+    assert_one_line_error(
+        &kv(
+            dir.path(),
+            &["put", "big", "--value-file", big.to_str().unwrap()],
+        ),
+        3,
+        "value is 67108865 bytes; the maximum is 67108864",
+    );
+    let mut line = b"small\tv\nbig\t".to_vec();
+    line.extend(vec![b'v'; max + 1]);
+    line.push(b'\n');
+    std::fs::write(&big, &line).unwrap();
+    let out = kv(dir.path(), &["import", "-f", "tsv", big.to_str().unwrap()]);
+    assert_one_line_error(
+        &out,
+        3,
+        "at line 2 (0 records written, none from line 1 on)",
+    );
+    assert!(stderr(&out).contains("67108865 bytes"), "{}", stderr(&out));
+    std::fs::remove_file(&big).unwrap();
+
+    // Bad lines in an import.
+    for (input, what) in [
+        ("{\"key\": \"a\"}\n", "at line 1"),
+        (
+            "{\"key\": \"a\", \"value\": \"b\"}\nnot json\n",
+            "line 1 on): not valid JSON",
+        ),
+        ("{\"key\": \"\", \"value\": \"b\"}\n", "key is empty"),
+    ] {
+        assert_one_line_error(&kv_in(dir.path(), &["import"], input.as_bytes()), 3, what);
+    }
+    assert_eq!(content(dir.path()), before);
+
+    // --dir naming a regular file.
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a database").unwrap();
+    for args in [
+        &["put", "k", "v"][..],
+        &["get", "k"],
+        &["verify"],
+        &["shell"],
+    ] {
+        assert_one_line_error(&kv(&file, args), 3, "is not a directory");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a database");
 }
 
 #[test]
 fn a_database_held_open_elsewhere_is_reported_as_locked() {
     let dir = tempfile::tempdir().unwrap();
     let held = kv_engine::Db::open(dir.path()).unwrap();
-    let out = kv(dir.path(), &["get", "k"]);
-    assert_eq!(out.status.code(), Some(5));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
+    for args in [
+        &["get", "k"][..],
+        &["put", "k", "v"],
+        &["verify"],
+        &["shell"],
+    ] {
+        assert_one_line_error(&kv(dir.path(), args), 5, "locked");
+    }
     drop(held);
-    assert_eq!(kv(dir.path(), &["get", "k"]).status.code(), Some(1));
+    // NOTE: an flock belongs to the open file, which a child forked by
+    // another test's thread shares until it execs; so the lock can outlive
+    // the drop by that moment. Retry briefly rather than race it.
+    let mut out = kv(dir.path(), &["get", "k"]);
+    for _ in 0..100 {
+        if out.status.code() != Some(5) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        out = kv(dir.path(), &["get", "k"]);
+    }
+    assert_code(&out, 1);
+}
+
+#[test]
+fn a_second_kv_on_a_database_a_kv_shell_holds_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shell = command(dir.path(), &["shell"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = shell.stdin.take().unwrap();
+    let mut lines = BufReader::new(shell.stdout.take().unwrap()).lines();
+    // Once the shell answers, it has the database open.
+    writeln!(stdin, "put held yes").unwrap();
+    writeln!(stdin, "count").unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "1");
+
+    let second = kv(dir.path(), &["get", "held"]);
+    assert_one_line_error(&second, 5, "locked");
+    assert_code(&kv(dir.path(), &["verify"]), 5);
+
+    writeln!(stdin, "get held").unwrap();
+    drop(stdin);
+    assert_eq!(lines.next().unwrap().unwrap(), "yes");
+    assert!(shell.wait().unwrap().success());
+    assert_eq!(stdout(&kv(dir.path(), &["get", "held"])), "yes\n");
 }
 
 #[test]
 fn corruption_exits_4() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(kv(dir.path(), &["put", "k", "v"]).status.success());
+    assert_code(&kv(dir.path(), &["put", "k", "v"]), 0);
     // Damage the segment header: the database cannot be read.
     let seg = dir.path().join("0000000001.seg");
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[0] ^= 1;
     std::fs::write(&seg, bytes).unwrap();
-    let out = kv(dir.path(), &["get", "k"]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_code(&kv(dir.path(), &["get", "k"]), 4);
+    assert_code(&kv(dir.path(), &["verify"]), 4);
+}
+
+#[test]
+fn import_export_round_trip_10000_binary_records() {
+    let records = random_records(0x5eed, 10_000);
+    for (format, encoding) in [
+        ("jsonl", "hex"),
+        ("jsonl", "base64"),
+        ("tsv", "hex"),
+        ("tsv", "base64"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let input = dir.path().join("in");
+        std::fs::write(&input, write_import(&records, format, encoding)).unwrap();
+        let args = ["-f", format, "-e", encoding];
+        let mut import = vec!["import", input.to_str().unwrap()];
+        import.extend(args);
+        let out = kv(&db, &import);
+        assert_code(&out, 0);
+        assert!(
+            stderr(&out).contains("imported 10000 records"),
+            "{}",
+            stderr(&out)
+        );
+
+        // To stdout, and to a file.
+        let mut export = vec!["export"];
+        export.extend(args);
+        let out = kv(&db, &export);
+        assert_code(&out, 0);
+        assert_eq!(
+            parse_export(&stdout(&out), format, encoding),
+            records,
+            "{format} {encoding}"
+        );
+        let file = dir.path().join("out");
+        export.push(file.to_str().unwrap());
+        assert_code(&kv(&db, &export), 0);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(parse_export(&text, format, encoding), records);
+
+        // The export imports into an equal database.
+        let copy = dir.path().join("copy");
+        let mut import = vec!["import", file.to_str().unwrap()];
+        import.extend(args);
+        assert_code(&kv(&copy, &import), 0);
+        assert_eq!(content(&copy), records);
+    }
+}
+
+#[test]
+fn utf8_text_with_tabs_and_newlines_round_trips_in_jsonl_and_tsv() {
+    let mut records = BTreeMap::new();
+    for (i, s) in [
+        "plain",
+        "tab\there",
+        "new\nline",
+        "cr\rlf",
+        "back\\slash \\t not a tab",
+        "é ✓ 日本",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    {
+        records.insert(format!("key {i} {s}").into_bytes(), s.as_bytes().to_vec());
+    }
+    for format in ["jsonl", "tsv"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let mut input = String::new();
+        for (k, v) in &records {
+            let (k, v) = (
+                std::str::from_utf8(k).unwrap(),
+                std::str::from_utf8(v).unwrap(),
+            );
+            match format {
+                "jsonl" => {
+                    input.push_str(&format!("{}\n", serde_json::json!({"key": k, "value": v})))
+                }
+                _ => input.push_str(&format!("{}\t{}\n", tsv(k), tsv(v))),
+            }
+        }
+        assert_code(&kv_in(&a, &["import", "-f", format], input.as_bytes()), 0);
+        assert_eq!(content(&a), records);
+        let export = kv(&a, &["export", "-f", format]);
+        assert_code(&export, 0);
+        assert_eq!(stdout(&export).lines().count(), records.len());
+        assert_code(&kv_in(&b, &["import", "-f", format], &export.stdout), 0);
+        assert_eq!(content(&b), records, "{format}");
+    }
+}
+
+fn tsv(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+#[test]
+fn export_refuses_binary_in_utf8_and_an_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_code(&kv(dir.path(), &["put", "-e", "hex", "6b", "ff00"]), 0);
+    let out = kv(dir.path(), &["export"]);
+    assert_one_line_error(&out, 3, "not valid UTF-8");
+    assert!(stderr(&out).contains("--encoding hex or base64"));
+    // To a file, the partial export is removed.
+    let partial = dir.path().join("partial.jsonl");
+    let out = kv(dir.path(), &["export", partial.to_str().unwrap()]);
+    assert_one_line_error(&out, 3, "not valid UTF-8");
+    assert!(!partial.exists());
+
+    let file = dir.path().join("exists.jsonl");
+    std::fs::write(&file, b"precious").unwrap();
+    let path = file.to_str().unwrap();
+    assert_one_line_error(
+        &kv(dir.path(), &["export", "-e", "hex", path]),
+        2,
+        "--force",
     );
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    assert_code(
+        &kv(dir.path(), &["export", "-e", "hex", "--force", path]),
+        0,
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{\"key\":\"6b\",\"value\":\"ff00\"}\n"
+    );
+}
+
+#[test]
+fn import_batches_are_atomic_and_an_error_says_how_far_it_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::new();
+    for i in 0..25 {
+        input.push_str(&format!("k{i}\tv{i}\n"));
+    }
+    input.push_str("broken line\n");
+    let out = kv_in(
+        dir.path(),
+        &["import", "-f", "tsv", "--batch-size", "10"],
+        input.as_bytes(),
+    );
+    assert_one_line_error(
+        &out,
+        3,
+        "import stopped at line 26 (20 records written, none from line 21 on): no tab",
+    );
+    // Two whole batches of ten; the third, cut short by the error, not at all.
+    assert_eq!(stdout(&kv(dir.path(), &["count"])), "20\n");
+    assert_code(&kv_in(dir.path(), &["import", "--batch-size", "0"], b""), 2);
+}
+
+#[test]
+fn shell_runs_commands_from_stdin_and_goes_on_after_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "\
+# a comment, then a blank line
+
+put apple red
+put 'two words' \"a value with spaces\"
+get apple
+get 'two words'
+get missing
+put
+count
+frobnicate
+put 'unbalanced
+keys --prefix two
+delete apple
+count
+help
+help put
+verify
+get -e hex 74776f20776f726473
+exit
+put never run
+";
+    let out = kv_in(dir.path(), &["shell"], script.as_bytes());
+    let text = stdout(&out);
+    let err = stderr(&out);
+    // The last failure was the unknown command (2).
+    assert_code(&out, 2);
+    let answers: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with(' '))
+        .collect();
+    assert_eq!(answers[0], "red");
+    assert_eq!(answers[1], "a value with spaces");
+    assert_eq!(answers[2], "2");
+    assert_eq!(answers[3], "two words");
+    assert_eq!(answers[4], "1");
+    assert!(text.contains("Usage: kv <COMMAND>"), "{text}");
+    assert!(text.contains("Usage: put"), "{text}");
+    assert!(text.contains(": 0 problems"), "{text}");
+    assert!(
+        text.contains(&format!("\n{}\n", hex(b"a value with spaces"))),
+        "{text}"
+    );
+    assert!(err.contains("key not found"), "{err}");
+    assert!(
+        err.contains("unrecognized subcommand 'frobnicate'"),
+        "{err}"
+    );
+    assert!(err.contains("unbalanced quotes"), "{err}");
+    // After `exit` nothing ran, and everything before it was kept.
+    assert_eq!(stdout(&kv(dir.path(), &["count"])), "1\n");
+    assert_code(&kv(dir.path(), &["get", "never"]), 1);
+
+    // A clean script exits 0, and import in the shell reads a file.
+    let file = dir.path().join("in.tsv");
+    std::fs::write(&file, "x\t1\ny\t2\n").unwrap();
+    let script = format!(
+        "import -f tsv {}\nscan -p x\nimport\nexport -f tsv\n",
+        file.display()
+    );
+    let out = kv_in(dir.path(), &["shell"], script.as_bytes());
+    assert_code(&out, 2);
+    assert!(stdout(&out).starts_with("x\t1\n"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("give import a FILE"),
+        "{}",
+        stderr(&out)
+    );
+    let out = kv_in(dir.path(), &["shell"], b"count\nquit\n");
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "3\n");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The expiry of every record in the database's segments, by key.
+fn expiries(dir: &Path) -> BTreeMap<Vec<u8>, u64> {
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            let segment = kv_log::Segment::open_read_only(&path).unwrap();
+            let bad = segment.check_records(|_, r| {
+                found.insert(r.key.to_vec(), r.expires_at);
+            });
+            assert!(bad.is_empty());
+        }
+    }
+    found
+}
+
+#[test]
+fn put_with_a_ttl_stores_the_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = now_ms();
+    assert_code(
+        &kv(dir.path(), &["put", "--ttl", "1h 30m", "session", "abc"]),
+        0,
+    );
+    let after = now_ms();
+    assert_code(&kv(dir.path(), &["put", "forever", "x"]), 0);
+    assert_eq!(stdout(&kv(dir.path(), &["get", "session"])), "abc\n");
+    let expiries = expiries(dir.path());
+    let expiry = expiries[&b"session"[..]];
+    let ttl = 90 * 60 * 1000;
+    assert!(
+        (before + ttl..=after + ttl).contains(&expiry),
+        "{before} {expiry} {after}"
+    );
+    assert_eq!(expiries[&b"forever"[..]], 0);
+    for bad in ["0s", "soon", "-5m"] {
+        let out = kv(dir.path(), &["put", &format!("--ttl={bad}"), "k", "v"]);
+        assert_code(&out, 2);
+        assert!(stderr(&out).contains("--ttl"), "{}", stderr(&out));
+    }
+    assert_code(&kv(dir.path(), &["get", "k"]), 1);
+}
+
+#[test]
+fn stats_prints_every_counter_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        assert_code(&kv(dir.path(), &["put", &format!("k{i}"), "value"]), 0);
+    }
+    let text = stdout(&kv(dir.path(), &["stats"]));
+    let names = [
+        "keys",
+        "live_bytes",
+        "dead_bytes",
+        "segments",
+        "segment_bytes",
+        "wal_bytes",
+        "compactions",
+        "bytes_reclaimed",
+        "index_memory",
+        "puts",
+        "gets",
+        "deletes",
+    ];
+    for name in names {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "{name}: {text}"
+        );
+    }
+    assert!(text.lines().next().unwrap().ends_with(" 3"), "{text}");
+
+    let out = kv(dir.path(), &["stats", "--json"]);
+    assert_code(&out, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let object = json.as_object().unwrap();
+    assert_eq!(object.len(), names.len());
+    assert_eq!(json["keys"], 3);
+    assert!(json["segments"].as_u64().unwrap() >= 1);
+    assert!(json["live_bytes"].as_u64().unwrap() > 0);
+
+    // In the shell the activity counters count the session's operations.
+    let out = kv_in(
+        dir.path(),
+        &["shell"],
+        b"put a 1\nput b 2\ndelete a\nget b\nstats --json\n",
+    );
+    assert_code(&out, 0);
+    let last = stdout(&out).lines().last().unwrap().to_owned();
+    let json: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(
+        (
+            &json["puts"],
+            &json["deletes"],
+            &json["gets"],
+            &json["keys"]
+        ),
+        (&2.into(), &1.into(), &1.into(), &4.into())
+    );
+}
+
+#[test]
+fn checkpoint_writes_a_database_that_opens_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let copy = dir.path().join("copy");
+    assert_code(&kv(&db, &["put", "k", "before"]), 0);
+    let out = kv(&db, &["checkpoint", copy.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("checkpoint written"),
+        "{}",
+        stdout(&out)
+    );
+    assert_code(&kv(&db, &["put", "k", "after"]), 0);
+    assert_code(&kv(&copy, &["verify"]), 0);
+    assert_eq!(stdout(&kv(&copy, &["get", "k"])), "before\n");
+    assert_eq!(stdout(&kv(&db, &["get", "k"])), "after\n");
+    // A target that is not empty is refused, and left alone.
+    let out = kv(&db, &["checkpoint", copy.to_str().unwrap()]);
+    assert_one_line_error(&out, 3, "not empty");
+    assert_eq!(stdout(&kv(&copy, &["get", "k"])), "before\n");
+}
+
+#[test]
+fn a_reader_that_stops_early_is_no_error() {
+    // `kv export | head -1`: once the reader is gone, kv stops quietly.
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::new();
+    for i in 0..5000 {
+        input.push_str(&format!("key{i}\t{}\n", "v".repeat(100)));
+    }
+    assert_code(
+        &kv_in(dir.path(), &["import", "-f", "tsv"], input.as_bytes()),
+        0,
+    );
+    // Far more than a pipe holds, so kv is still writing when the pipe
+    // closes.
+    let mut child = command(dir.path(), &["export"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("{\"key\":"));
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
 }

@@ -9,6 +9,10 @@
 //!   [`Policy`] says an older record of the key may still exist in a
 //!   segment outside the run (the rule that keeps a deleted key from coming
 //!   back, which Bitcask got wrong for years);
+//! - a put the index points at that [`Policy::is_expired`] says has expired
+//!   is taken out of the index, and written as a tombstone (same key and
+//!   sequence number) if the same rule says an older record may exist
+//!   outside the run, so that expiry cannot uncover an older value;
 //! - everything else is dropped.
 //!
 //! The output is made durable and visible before anything else changes,

@@ -3,7 +3,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use kv_format::RecordKind;
+use kv_format::{Record, RecordKind};
 use kv_index::{Entry, Index};
 use kv_log::{Location, LogError, LogReader, Segment};
 
@@ -80,13 +80,38 @@ pub struct Counts {
     pub tombstones_dropped: u64,
     /// Dead or expired puts dropped.
     pub records_dropped: u64,
+    /// Expired puts the index still pointed at, taken out of the index;
+    /// each was replaced by a tombstone if an older record of its key may
+    /// exist outside the run (so the key stays absent after a reopen), and
+    /// dropped otherwise.
+    pub records_expired: u64,
+    /// Bytes of the copied puts that have an expiry.
+    pub expiring_bytes_out: u64,
+    /// The latest expiry among the copied puts (0 if none has one).
+    pub latest_expiry_out: u64,
 }
 
-/// A copied put, to switch in the index once the output is visible.
+/// A copied put, to switch in the index once the output is visible; or
+/// (with `new` = `None`) an expired put to take out of the index.
 struct Copied {
     key: Range<usize>,
     old: Entry,
-    new: Location,
+    new: Option<Location>,
+}
+
+/// What becomes of one input record.
+enum Fate {
+    Drop,
+    /// A live put, copied as it is; the entry pointing at it.
+    Copy(Entry),
+    /// A tombstone still needed, copied as it is.
+    KeepTombstone,
+    /// An expired put the index points at: written as a tombstone if
+    /// `tombstone`, else dropped; taken out of the index either way.
+    Expire {
+        old: Entry,
+        tombstone: bool,
+    },
 }
 
 /// Compacts `inputs` (sealed segments) into one new segment, switches the
@@ -109,6 +134,7 @@ pub fn compact(
     let mut output = reader.create_output(&ids)?;
     let mut keys = Vec::new();
     let mut copied = Vec::new();
+    let mut scratch = Vec::new();
     let mut counts = Counts {
         min_seq_out: u64::MAX,
         ..Counts::default()
@@ -121,52 +147,103 @@ pub fn compact(
                 return;
             }
             counts.bytes_in += u64::from(loc.len);
-            // Some(Some(entry)): a live put; Some(None): a needed tombstone.
-            let keep = match record.kind {
-                RecordKind::Put => index
-                    .get(record.key)
-                    .filter(|e| {
-                        e.segment == loc.segment
-                            && e.offset == loc.offset
-                            && !(record.expires_at != 0 && policy.is_expired(record.expires_at))
-                    })
-                    .map(Some),
+            let fate = match record.kind {
+                RecordKind::Put => match index.get(record.key) {
+                    Some(e) if e.segment == loc.segment && e.offset == loc.offset => {
+                        if record.expires_at != 0 && policy.is_expired(record.expires_at) {
+                            Fate::Expire {
+                                old: e,
+                                tombstone: policy.keep_tombstone(record.key, record.seq),
+                            }
+                        } else {
+                            Fate::Copy(e)
+                        }
+                    }
+                    _ => Fate::Drop,
+                },
                 // A present key was written again after this delete: the
                 // newer record shadows every older one.
-                RecordKind::Tombstone => (index.get(record.key).is_none()
-                    && policy.keep_tombstone(record.key, record.seq))
-                .then_some(None),
+                RecordKind::Tombstone => {
+                    if index.get(record.key).is_none()
+                        && policy.keep_tombstone(record.key, record.seq)
+                    {
+                        Fate::KeepTombstone
+                    } else {
+                        Fate::Drop
+                    }
+                }
             };
-            match keep {
-                None => match record.kind {
+            let appended = match &fate {
+                Fate::Drop
+                | Fate::Expire {
+                    tombstone: false, ..
+                } => None,
+                // The bytes were just decoded and checked from this map.
+                Fate::Copy(_) | Fate::KeepTombstone => Some(
+                    input
+                        .read(loc.offset, loc.len)
+                        .and_then(|bytes| output.append_encoded(bytes)),
+                ),
+                Fate::Expire {
+                    tombstone: true, ..
+                } => {
+                    scratch.clear();
+                    Some(
+                        kv_format::encode(&Record::tombstone(record.seq, record.key), &mut scratch)
+                            .map_err(|e| LogError::Corruption {
+                                path: input.path().to_path_buf(),
+                                offset: u64::from(loc.offset),
+                                reason: e.to_string(),
+                            })
+                            .and_then(|_| output.append_encoded(&scratch)),
+                    )
+                }
+            };
+            let new = match appended {
+                None => None,
+                Some(Ok(new)) => {
+                    counts.bytes_out += u64::from(new.len);
+                    counts.min_seq_out = counts.min_seq_out.min(record.seq);
+                    Some(new)
+                }
+                Some(Err(e)) => {
+                    failure = Some(e);
+                    return;
+                }
+            };
+            match fate {
+                Fate::Drop => match record.kind {
                     RecordKind::Put => counts.records_dropped += 1,
                     RecordKind::Tombstone => counts.tombstones_dropped += 1,
                 },
-                Some(old) => {
-                    // The bytes were just decoded and checked from this map.
-                    let appended = input
-                        .read(loc.offset, loc.len)
-                        .and_then(|bytes| output.append_encoded(bytes));
-                    match appended {
-                        Ok(new) => {
-                            counts.bytes_out += u64::from(new.len);
-                            counts.min_seq_out = counts.min_seq_out.min(record.seq);
-                            if let Some(old) = old {
-                                let start = keys.len();
-                                keys.extend_from_slice(record.key);
-                                copied.push(Copied {
-                                    key: start..keys.len(),
-                                    old,
-                                    new,
-                                });
-                                counts.records_copied += 1;
-                            } else {
-                                counts.tombstones_kept += 1;
-                                counts.dead_bytes_out += u64::from(new.len);
-                            }
-                        }
-                        Err(e) => failure = Some(e),
+                Fate::Copy(old) => {
+                    let start = keys.len();
+                    keys.extend_from_slice(record.key);
+                    copied.push(Copied {
+                        key: start..keys.len(),
+                        old,
+                        new,
+                    });
+                    counts.records_copied += 1;
+                    if record.expires_at != 0 {
+                        counts.expiring_bytes_out += u64::from(loc.len);
+                        counts.latest_expiry_out = counts.latest_expiry_out.max(record.expires_at);
                     }
+                }
+                Fate::KeepTombstone => {
+                    counts.tombstones_kept += 1;
+                    counts.dead_bytes_out += new.map_or(0, |n| u64::from(n.len));
+                }
+                Fate::Expire { old, .. } => {
+                    let start = keys.len();
+                    keys.extend_from_slice(record.key);
+                    copied.push(Copied {
+                        key: start..keys.len(),
+                        old,
+                        new: None,
+                    });
+                    counts.records_expired += 1;
+                    counts.dead_bytes_out += new.map_or(0, |n| u64::from(n.len));
                 }
             }
             cancelled = !policy.pace(u64::from(loc.len));
@@ -183,17 +260,24 @@ pub fn compact(
     // inputs, even across a crash.
     let output = output.finish()?;
     for c in &copied {
-        let new = Entry {
-            segment: c.new.segment,
-            offset: c.new.offset,
-            len: c.new.len,
+        let key = &keys[c.key.clone()];
+        let Some(new) = c.new else {
+            // Expired: gone from the index now, so that no clock moving
+            // backwards can bring it back; unless a write got there first.
+            index.remove_if(key, &c.old);
+            continue;
+        };
+        let entry = Entry {
+            segment: new.segment,
+            offset: new.offset,
+            len: new.len,
             ..c.old
         };
-        if index.compare_and_swap(&keys[c.key.clone()], &c.old, new) {
+        if index.compare_and_swap(key, &c.old, entry) {
             counts.entries_switched += 1;
         } else {
             // A concurrent write won: this copy is dead on arrival.
-            counts.dead_bytes_out += u64::from(c.new.len);
+            counts.dead_bytes_out += u64::from(new.len);
         }
     }
     reader.retire(&ids);

@@ -1,5 +1,7 @@
 //! Atomic batches of writes.
 
+use std::time::Duration;
+
 /// Several puts and deletes applied atomically by
 /// [`Db::write`](crate::Db::write): after any crash, either all of a batch
 /// is there or none of it. Within a batch, later operations on a key win.
@@ -22,8 +24,14 @@ pub struct WriteBatch {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BatchOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
 }
 
 impl BatchOp {
@@ -53,6 +61,19 @@ impl WriteBatch {
         self.ops.push(BatchOp::Put {
             key: key.to_vec(),
             value: value.to_vec(),
+            ttl: None,
+        });
+        self
+    }
+
+    /// Adds a put of `key` to `value` that expires `ttl` after the batch
+    /// is applied (see [`Db::put_with_ttl`](crate::Db::put_with_ttl)).
+    pub fn put_with_ttl(&mut self, key: &[u8], value: &[u8], ttl: Duration) -> &mut WriteBatch {
+        self.payload_bytes += key.len() + value.len();
+        self.ops.push(BatchOp::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ttl: Some(ttl),
         });
         self
     }

@@ -43,6 +43,8 @@ pub struct CompactionReport {
     pub records_copied: u64,
     /// Overwritten, deleted or expired puts dropped.
     pub records_dropped: u64,
+    /// Of those, puts dropped because they had expired.
+    pub records_expired: u64,
     /// Tombstones kept because an older record of their key may still
     /// exist.
     pub tombstones_kept: u64,
@@ -87,6 +89,7 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
     let present: Vec<u32> = set.iter().map(|s| s.id()).collect();
     let usage = shared.usage.snapshot(&present);
     let limit = shared.checkpointed.load(Ordering::Acquire);
+    let now = shared.time.now();
     let candidates: Vec<Arc<Segment>> = set
         .iter()
         .filter(|s| s.is_sealed() && s.id() < limit)
@@ -94,7 +97,7 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
             let u = usage.get(&s.id()).copied().unwrap_or_default();
             // An empty sealed segment (an output whose copies all died, or a
             // log segment sealed with nothing in it) is all overhead.
-            (u.dead > 0 || u.total == 0) && u.dead_ratio() >= options.min_dead_ratio
+            (u.dead_at(now) > 0 || u.total == 0) && u.dead_ratio(now) >= options.min_dead_ratio
         })
         .cloned()
         .collect();
@@ -112,6 +115,7 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
             .unwrap_or(u64::MAX);
         let mut policy = EnginePolicy {
             floor,
+            shared,
             pacer: Pacer::new(&shared.control, options),
         };
         match kv_compact::compact(&shared.reader, &shared.index, &run, &mut policy) {
@@ -124,6 +128,8 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
                         total: c.bytes_out,
                         dead: c.dead_bytes_out,
                         min_seq: c.min_seq_out,
+                        expiring: c.expiring_bytes_out,
+                        latest_expiry: c.latest_expiry_out,
                     },
                 );
                 report.runs += 1;
@@ -131,9 +137,15 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
                 report.bytes_before += c.bytes_in;
                 report.bytes_after += c.bytes_out;
                 report.records_copied += c.records_copied;
-                report.records_dropped += c.records_dropped;
+                report.records_dropped += c.records_dropped + c.records_expired;
+                report.records_expired += c.records_expired;
                 report.tombstones_kept += c.tombstones_kept;
                 report.tombstones_dropped += c.tombstones_dropped;
+                shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .bytes_reclaimed
+                    .fetch_add(c.bytes_in.saturating_sub(c.bytes_out), Ordering::Relaxed);
                 log::debug!(
                     "compacted segments {ids:?} into {}: {} -> {} bytes",
                     outcome.output.id(),
@@ -180,12 +192,17 @@ fn group_runs(
 
 struct EnginePolicy<'a> {
     floor: u64,
+    shared: &'a Shared,
     pacer: Pacer<'a>,
 }
 
 impl Policy for EnginePolicy<'_> {
     fn keep_tombstone(&self, _key: &[u8], seq: u64) -> bool {
         self.floor < seq
+    }
+
+    fn is_expired(&self, expires_at: u64) -> bool {
+        self.shared.time.expired(expires_at)
     }
 
     fn pace(&mut self, bytes: u64) -> bool {

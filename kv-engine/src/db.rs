@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use kv_format::{Limits, NO_EXPIRY, RecordKind, decode};
-use kv_index::{Entry, Index};
+use kv_index::{Entry, Index, SHARDS, ShardSnapshot};
 use kv_log::{
     Location, Log, LogError, LogOptions, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment,
 };
@@ -20,8 +20,10 @@ use kv_wal::{Position, Wal};
 use parking_lot::Mutex;
 
 use crate::checkpoint::Checkpoint;
+use crate::clock::Monotonic;
 use crate::compactor::{self, CompactionReport, Control, PassOptions};
 use crate::reply::{self, Reply};
+use crate::stats::{Counters, Stats};
 use crate::usage::{SegmentUsage, Usage};
 use crate::writer::{Command, Write, Writer, entry_for};
 use crate::{Error, Options, Result, WriteBatch};
@@ -44,6 +46,9 @@ pub(crate) struct Shared {
     pub(crate) control: Control,
     /// Wakes the compactor thread (after a checkpoint).
     pub(crate) wake_compactor: Sender<()>,
+    /// The time, for expiry.
+    pub(crate) time: Monotonic,
+    pub(crate) stats: Counters,
 }
 
 /// An open database.
@@ -167,6 +172,7 @@ impl Db {
             index.retain(|_, entry| !entry.tombstone);
         }
         let max_seq = tally.max_seq;
+        let any_expiry = tally.any_expiry;
         let usage = tally.finish();
         log::debug!(
             "opened {}: {} keys, {replayed} records replayed from the WAL, next sequence number {}",
@@ -184,7 +190,12 @@ impl Db {
             checkpointed: AtomicU32::new(segments_end.segment),
             control: Control::default(),
             wake_compactor,
+            time: Monotonic::new(Arc::clone(&options.clock)),
+            stats: Counters::default(),
         });
+        if any_expiry {
+            shared.stats.any_expiry.store(true, Ordering::Relaxed);
+        }
         shared.usage.set(usage);
         let mut writer = Writer {
             shared: Arc::clone(&shared),
@@ -256,6 +267,26 @@ impl Db {
         self.submit(Write::Put {
             key: key.into(),
             value: value.into(),
+            ttl: None,
+        })
+    }
+
+    /// Sets `key` to `value` for `ttl`: from then on the key reads as
+    /// absent, is left out of iteration and [`Db::len`], and compaction
+    /// drops it. The expiry is an absolute time, read from
+    /// [`Options::clock`] when the write is applied and stored in the
+    /// record, so it holds across reopen. A `ttl` of zero writes a key that
+    /// has already expired.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::put`].
+    pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<()> {
+        self.shared.limits.check(key.len(), value.len())?;
+        self.submit(Write::Put {
+            key: key.into(),
+            value: value.into(),
+            ttl: Some(ttl),
         })
     }
 
@@ -334,11 +365,7 @@ impl Db {
     ///
     /// As [`Db::get`].
     pub fn get_pinned(&self, key: &[u8]) -> Result<Option<Value>> {
-        self.with_value(key, |segment, value| Value {
-            segment: Arc::clone(segment),
-            start: value.as_ptr() as usize - segment.bytes().as_ptr() as usize,
-            len: value.len(),
-        })
+        self.with_value(key, Value::new)
     }
 
     /// Whether `key` is present.
@@ -348,12 +375,26 @@ impl Db {
     /// [`Error::EmptyKey`] or [`Error::KeyTooLarge`].
     pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
+        self.shared.stats.gets.add(1);
         Ok(self.live_entry(key).is_some())
     }
 
-    /// The number of keys present.
+    /// The number of keys present. Once any key has been written with a
+    /// time to live, this walks the index to leave out expired keys
+    /// (`O(keys)`, shard by shard, holding up no writer); before that it
+    /// is one counter.
     pub fn len(&self) -> usize {
-        self.shared.index.len()
+        if !self.shared.stats.any_expiry.load(Ordering::Relaxed) {
+            return self.shared.index.len();
+        }
+        let time = &self.shared.time;
+        let mut live = 0;
+        self.shared.index.for_each(|_, entry| {
+            if !entry.tombstone && !time.expired(entry.expires_at) {
+                live += 1;
+            }
+        });
+        live
     }
 
     /// Whether no key is present.
@@ -361,22 +402,184 @@ impl Db {
         self.len() == 0
     }
 
-    /// Every key present, in no particular order.
-    ///
-    /// The keys are gathered from the index one shard at a time, so writers
-    /// are held up for no more than one shard's copy. Each key present for
-    /// the whole call is returned exactly once; a key written or deleted
-    /// during the call may or may not be.
+    /// Every key present, in no particular order, lazily: see [`Db::iter`]
+    /// for what it guarantees under concurrent writes and compaction.
     pub fn keys(&self) -> Keys {
-        let mut keys = Vec::with_capacity(self.shared.index.len());
-        self.shared.index.for_each(|key, entry| {
-            if !entry.tombstone && !expired(entry.expires_at) {
-                keys.push(key.to_vec());
-            }
-        });
         Keys {
-            inner: keys.into_iter(),
+            shards: ShardWalk::new(self.shared.index.len()),
+            shared: Arc::clone(&self.shared),
         }
+    }
+
+    /// Every key present and its value, in no particular order, lazily.
+    ///
+    /// The index is walked one shard (1/64 of the keys) at a time: each
+    /// shard is copied in one consistent step, together with the set of
+    /// segments its entries point into, and the values are read from those
+    /// segments, which stay readable while the iterator holds them even if
+    /// compaction retires them meanwhile. So, while writes and compaction
+    /// go on:
+    ///
+    /// - no key is seen twice (a key lives in one shard, copied once);
+    /// - a key present for the whole iteration and not written during it
+    ///   is seen exactly once, with its value;
+    /// - a key written, deleted or expiring during the iteration may or may
+    ///   not be seen, and if seen, its value is one that was written for it
+    ///   at some time during the iteration.
+    ///
+    /// Writers are held up by at most one shard's copy. The iterator holds
+    /// the segments of one shard's copy at a time, so files that compaction
+    /// retires are deleted only after it moves on.
+    ///
+    /// # Errors
+    ///
+    /// An item is [`Error::Corruption`] if a record fails its checksum;
+    /// iteration can go on past it.
+    pub fn iter(&self) -> Iter {
+        Iter {
+            shards: ShardWalk::new(self.shared.index.len()),
+            shared: Arc::clone(&self.shared),
+            held: None,
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Sizes, space and activity counters: see [`Stats`].
+    pub fn stats(&self) -> Stats {
+        let shared = &self.shared;
+        let set = shared.reader.segments();
+        let present: Vec<u32> = set.iter().map(|s| s.id()).collect();
+        let now = shared.time.now();
+        let (mut live_bytes, mut dead_bytes) = (0, 0);
+        for u in shared.usage.snapshot(&present).values() {
+            let dead = u.dead_at(now);
+            dead_bytes += dead;
+            live_bytes += u.total - dead;
+        }
+        let wal_bytes = std::fs::read_dir(self.dir.join(WAL_DIR_NAME))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        Stats {
+            keys: self.len() as u64,
+            live_bytes,
+            dead_bytes,
+            segments: set.len() as u64,
+            segment_bytes: set.iter().map(|s| s.len()).sum(),
+            wal_bytes,
+            compactions: shared.stats.compactions.load(Ordering::Relaxed),
+            bytes_reclaimed: shared.stats.bytes_reclaimed.load(Ordering::Relaxed),
+            index_memory: shared.index.memory_usage() as u64,
+            puts: shared.stats.puts.load(Ordering::Relaxed),
+            gets: shared.stats.gets.sum(),
+            deletes: shared.stats.deletes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes a consistent copy of the database, as of one moment, into
+    /// the new directory `dir`, which [`Db::open`] opens as a complete
+    /// database (with its own lock, independent of this one).
+    ///
+    /// The copy holds every write acknowledged before the call, and is
+    /// exactly the database as it was at one moment during it. The writer
+    /// seals the active segment and takes a checkpoint (the only moment
+    /// writers wait); then, on the caller's thread, sealed segments and
+    /// their hint files are hard-linked into the copy (copied where a link
+    /// cannot be made, as across file systems) while reads, writes and
+    /// compaction go on. Sealed segment files are never changed in place,
+    /// and the copy appends to a new segment of its own, so the two
+    /// databases never write to a shared file.
+    ///
+    /// The copy is built in a temporary directory next to `dir` and renamed
+    /// into place as its last step, after everything in it is synced: a
+    /// checkpoint cut short by a crash leaves no `dir`, never a partial one
+    /// (the next checkpoint to the same `dir` removes the leftover).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CheckpointTarget`] if `dir` exists and is not an empty
+    /// directory, or has no parent; [`Error::Io`]; [`Error::Poisoned`] and
+    /// [`Error::Closed`] as for writes.
+    pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let target = dir.as_ref();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let refuse = |reason: &str| Error::CheckpointTarget {
+            path: target.to_path_buf(),
+            reason: reason.into(),
+        };
+        match std::fs::read_dir(target) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(refuse("it exists and is not empty"));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(refuse("it exists and is not a directory"));
+            }
+            Err(source) => return Err(io(target)(source)),
+        }
+        let name = target
+            .file_name()
+            .ok_or_else(|| refuse("it names no directory"))?;
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(".kv-checkpoint-tmp");
+        let temp = parent.join(temp_name);
+        match std::fs::remove_dir_all(&temp) {
+            Ok(()) => log::warn!("removed {}, left by a checkpoint cut short", temp.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(io(&temp)(source)),
+        }
+        std::fs::create_dir(&temp).map_err(io(&temp))?;
+        let built = self.build_checkpoint(&temp);
+        let built = built.and_then(|()| {
+            // The last step: `dir` appears whole or not at all. Renaming
+            // over an empty directory is allowed.
+            std::fs::rename(&temp, target).map_err(io(target))?;
+            sync_dir(&parent)
+        });
+        if built.is_err() {
+            let _ = std::fs::remove_dir_all(&temp);
+        }
+        built
+    }
+
+    /// Fills `temp` with a checkpoint: the sealed segments, a marker, an
+    /// empty WAL directory; everything synced.
+    fn build_checkpoint(&self, temp: &Path) -> Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.commands.send(Command::Snapshot { reply: tx }).is_err() {
+            return Err(Error::Closed);
+        }
+        let snapshot = rx.recv().map_err(|_| Error::Closed)??;
+        let segments_end = kv_log::copy_segments(&snapshot.segments, temp)?;
+        let wal = temp.join(WAL_DIR_NAME);
+        std::fs::create_dir(&wal).map_err(|source| Error::Io {
+            path: wal.clone(),
+            source,
+        })?;
+        sync_dir(&wal)?;
+        Checkpoint {
+            seq: snapshot.seq,
+            segments_end,
+            wal_from: Position::START,
+        }
+        .write(temp)?;
+        sync_dir(temp)
     }
 
     /// Compacts now: seals the active segment, takes a checkpoint, and
@@ -464,10 +667,7 @@ impl Db {
     }
 
     fn live_entry(&self, key: &[u8]) -> Option<Entry> {
-        self.shared
-            .index
-            .get(key)
-            .filter(|e| !e.tombstone && !expired(e.expires_at))
+        self.shared.live_entry(key)
     }
 
     /// Finds `key`, reads and checks its record, and hands the value to
@@ -478,6 +678,7 @@ impl Db {
         f: impl FnOnce(&Arc<Segment>, &[u8]) -> T,
     ) -> Result<Option<T>> {
         check_key(key)?;
+        self.shared.stats.gets.add(1);
         // The segment set is loaded before the index entry: a segment the
         // entry names is then in the set, unless it was created (by a roll
         // or a compaction) after the set was loaded, and a fresh load finds
@@ -501,33 +702,46 @@ impl Db {
         })
     }
 
-    /// Reads and checks the record `entry` names, and returns its value.
     fn read_entry<'s>(&self, segment: &'s Segment, key: &[u8], entry: Entry) -> Result<&'s [u8]> {
-        let loc = Location {
-            segment: entry.segment,
-            offset: entry.offset,
-            len: entry.len,
-        };
-        let bytes = segment.read(loc.offset, loc.len).map_err(|e| match e {
-            LogError::OutOfBounds { .. } => corrupt_index(segment.path(), loc, &e.to_string()),
-            other => Error::from(other),
-        })?;
-        let record = decode(bytes)
-            .map_err(|e| Error::Corruption {
-                path: segment.path().to_path_buf(),
-                offset: u64::from(loc.offset),
-                reason: e.to_string(),
-            })?
-            .record;
-        if record.key != key || record.seq != entry.seq || record.kind != RecordKind::Put {
-            return Err(Error::Corruption {
-                path: segment.path().to_path_buf(),
-                offset: u64::from(loc.offset),
-                reason: "the record there is not the one the index expects".into(),
-            });
-        }
-        Ok(record.value)
+        read_entry(segment, key, entry)
     }
+}
+
+impl Shared {
+    /// The entry of `key` if it is present: not a tombstone, not expired.
+    pub(crate) fn live_entry(&self, key: &[u8]) -> Option<Entry> {
+        self.index
+            .get(key)
+            .filter(|e| !e.tombstone && !self.time.expired(e.expires_at))
+    }
+}
+
+/// Reads and checks the record `entry` names, and returns its value.
+fn read_entry<'s>(segment: &'s Segment, key: &[u8], entry: Entry) -> Result<&'s [u8]> {
+    let loc = Location {
+        segment: entry.segment,
+        offset: entry.offset,
+        len: entry.len,
+    };
+    let bytes = segment.read(loc.offset, loc.len).map_err(|e| match e {
+        LogError::OutOfBounds { .. } => corrupt_index(segment.path(), loc, &e.to_string()),
+        other => Error::from(other),
+    })?;
+    let record = decode(bytes)
+        .map_err(|e| Error::Corruption {
+            path: segment.path().to_path_buf(),
+            offset: u64::from(loc.offset),
+            reason: e.to_string(),
+        })?
+        .record;
+    if record.key != key || record.seq != entry.seq || record.kind != RecordKind::Put {
+        return Err(Error::Corruption {
+            path: segment.path().to_path_buf(),
+            offset: u64::from(loc.offset),
+            reason: "the record there is not the one the index expects".into(),
+        });
+    }
+    Ok(record.value)
 }
 
 impl Drop for Db {
@@ -538,23 +752,166 @@ impl Drop for Db {
     }
 }
 
-/// An iterator over keys, returned by [`Db::keys`].
+/// Where a walk over the index's shards is.
 #[derive(Debug)]
+struct ShardWalk {
+    /// The next shard to copy.
+    next: usize,
+    /// The current shard's copy, and the next entry of it to visit.
+    copy: ShardSnapshot,
+    at: usize,
+    /// Keys not yet visited, for `size_hint` (a guess under writes).
+    remaining: usize,
+}
+
+impl ShardWalk {
+    fn new(keys: usize) -> ShardWalk {
+        ShardWalk {
+            next: 0,
+            copy: ShardSnapshot::new(),
+            at: 0,
+            remaining: keys,
+        }
+    }
+
+    /// The next key and entry of the current copy, or `None` when it is
+    /// used up and `refill` must be called.
+    fn next_entry(&mut self) -> Option<(&[u8], Entry)> {
+        let item = self.copy.get(self.at)?;
+        self.at += 1;
+        self.remaining = self.remaining.saturating_sub(1);
+        Some(item)
+    }
+
+    /// Copies the next shard; `false` once every shard has been copied.
+    fn refill(&mut self, index: &Index) -> bool {
+        if self.next == SHARDS {
+            return false;
+        }
+        index.snapshot_shard(self.next, &mut self.copy);
+        self.next += 1;
+        self.at = 0;
+        true
+    }
+}
+
+/// An iterator over the keys present, returned by [`Db::keys`]. Holds the
+/// database's shared state (not the `Db` itself) while it lives.
 pub struct Keys {
-    inner: std::vec::IntoIter<Vec<u8>>,
+    shards: ShardWalk,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("shard", &self.shards.next)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Iterator for Keys {
     type Item = Vec<u8>;
+
     fn next(&mut self) -> Option<Vec<u8>> {
-        self.inner.next()
+        loop {
+            match self.shards.next_entry() {
+                Some((key, entry)) => {
+                    if !entry.tombstone && !self.shared.time.expired(entry.expires_at) {
+                        return Some(key.to_vec());
+                    }
+                }
+                None => {
+                    if !self.shards.refill(&self.shared.index) {
+                        return None;
+                    }
+                }
+            }
+        }
     }
+
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner.size_hint()
+        (0, Some(self.shards.remaining.max(1) * 2))
     }
 }
 
-impl ExactSizeIterator for Keys {}
+/// An iterator over the keys present and their values, returned by
+/// [`Db::iter`]; see there for its guarantees. Holds the database's shared
+/// state (not the `Db` itself) and the segments of the current shard's
+/// entries while it lives.
+pub struct Iter {
+    shards: ShardWalk,
+    shared: Arc<Shared>,
+    /// The segments loaded before the current shard was copied.
+    held: Option<Arc<kv_log::SegmentSet>>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Iter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter")
+            .field("shard", &self.shards.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iter {
+    fn value(&self, key: &[u8], entry: Entry) -> Result<Option<Value>> {
+        // The segment set was loaded before the shard was copied, so it
+        // holds every segment the copy names, unless the segment was made
+        // (by a roll or a compaction) in between: then read the key as it
+        // is now, like `get`. An untouched key has the same value there.
+        if let Some(segment) = self.held.as_ref().and_then(|set| set.get(entry.segment)) {
+            return read_entry(segment, key, entry).map(|v| Some(Value::new(segment, v)));
+        }
+        for _ in 0..4 {
+            let segments = self.shared.reader.segments();
+            let Some(entry) = self.shared.live_entry(key) else {
+                return Ok(None);
+            };
+            if let Some(segment) = segments.get(entry.segment) {
+                return read_entry(segment, key, entry).map(|v| Some(Value::new(segment, v)));
+            }
+        }
+        Err(Error::Corruption {
+            path: self.dir.clone(),
+            offset: 0,
+            reason: "the index points at a segment that does not exist".into(),
+        })
+    }
+}
+
+impl Iterator for Iter {
+    type Item = Result<(Vec<u8>, Value)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let Some((key, entry)) = self.shards.next_entry() else {
+                // Load the segments before copying the shard: see `value`.
+                self.held = Some(self.shared.reader.segments().to_arc());
+                if !self.shards.refill(&self.shared.index) {
+                    self.held = None;
+                    return None;
+                }
+                continue;
+            };
+            if entry.tombstone || self.shared.time.expired(entry.expires_at) {
+                continue;
+            }
+            let key = key.to_vec();
+            match self.value(&key, entry) {
+                Ok(Some(value)) => return Some(Ok((key, value))),
+                // Deleted or expired since the copy.
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.shards.remaining.max(1) * 2))
+    }
+}
 
 /// A value read without copying: it borrows the mapped segment that holds
 /// it and keeps that segment alive while held. Derefs to `[u8]`.
@@ -563,6 +920,17 @@ pub struct Value {
     segment: Arc<Segment>,
     start: usize,
     len: usize,
+}
+
+impl Value {
+    /// `value`, a slice of `segment`'s bytes, pinned.
+    fn new(segment: &Arc<Segment>, value: &[u8]) -> Value {
+        Value {
+            segment: Arc::clone(segment),
+            start: value.as_ptr() as usize - segment.bytes().as_ptr() as usize,
+            len: value.len(),
+        }
+    }
 }
 
 impl Deref for Value {
@@ -599,6 +967,10 @@ struct Tally {
     tombstones: BTreeMap<u32, i64>,
     tombstones_loaded: u64,
     max_seq: u64,
+    /// Bytes of entries with an expiry per segment, and the segment's
+    /// latest expiry.
+    expiring: BTreeMap<u32, (i64, u64)>,
+    any_expiry: bool,
 }
 
 impl Tally {
@@ -627,6 +999,11 @@ impl Tally {
         if kind == RecordKind::Tombstone {
             self.tombstones_loaded += 1;
         }
+        if expires_at != NO_EXPIRY {
+            self.any_expiry = true;
+            let e = self.expiring.entry(loc.segment).or_default();
+            e.1 = e.1.max(expires_at);
+        }
     }
 
     fn count(&mut self, e: &Entry, sign: i64) {
@@ -634,6 +1011,8 @@ impl Tally {
         *self.pointed.entry(e.segment).or_default() += len;
         if e.tombstone {
             *self.tombstones.entry(e.segment).or_default() += len;
+        } else if e.expires_at != NO_EXPIRY {
+            self.expiring.entry(e.segment).or_default().0 += len;
         }
     }
 
@@ -649,6 +1028,12 @@ impl Tally {
         for (id, n) in other.tombstones {
             *self.tombstones.entry(id).or_default() += n;
         }
+        for (id, (bytes, latest)) in other.expiring {
+            let mine = self.expiring.entry(id).or_default();
+            mine.0 += bytes;
+            mine.1 = mine.1.max(latest);
+        }
+        self.any_expiry |= other.any_expiry;
         self.tombstones_loaded += other.tombstones_loaded;
         self.max_seq = self.max_seq.max(other.max_seq);
     }
@@ -660,6 +1045,10 @@ impl Tally {
             let live = self.pointed.get(id).copied().unwrap_or(0)
                 - self.tombstones.get(id).copied().unwrap_or(0);
             u.dead = u.total.saturating_sub(live.max(0) as u64);
+            if let Some(&(bytes, latest)) = self.expiring.get(id) {
+                u.expiring = bytes.max(0) as u64;
+                u.latest_expiry = latest;
+            }
         }
         self.usage
     }
@@ -704,14 +1093,13 @@ fn check_key(key: &[u8]) -> Result<()> {
     Limits::default().check(key.len(), 0).map_err(Error::from)
 }
 
-fn expired(expires_at: u64) -> bool {
-    if expires_at == NO_EXPIRY {
-        return false;
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    now >= expires_at
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 fn corrupt_index(path: &Path, loc: Location, why: &str) -> Error {

@@ -56,6 +56,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// [`Db::checkpoint`](crate::Db::checkpoint) was given a target it
+    /// must not write to.
+    #[error("cannot write a checkpoint to {path}: {reason}; give a new or empty directory")]
+    CheckpointTarget {
+        /// The target.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// Another `Db`, in this process or another, has the directory open.
     #[error("database {path} is locked: another process (or another Db in this one) has it open")]
     Locked {

@@ -35,6 +35,15 @@
 //! a prefix of the history. A [`WriteBatch`] is all or nothing.
 //! [`Db::sync`] makes everything acknowledged durable.
 //!
+//! # Expiry, iteration, checkpoints, statistics
+//!
+//! [`Db::put_with_ttl`] writes a key that expires (time from
+//! [`Options::clock`]; [`ManualClock`] for tests). [`Db::iter`] and
+//! [`Db::keys`] walk every key lazily, without a key twice, and see every
+//! key not written meanwhile exactly once, even while compaction runs.
+//! [`Db::checkpoint`] writes a consistent copy into a new directory that
+//! opens as a database. [`Db::stats`] reports sizes and counters.
+//!
 //! # What this crate is not
 //!
 //! Not a server, not ordered: there are no range scans, as a hash index
@@ -45,20 +54,26 @@
 
 mod batch;
 mod checkpoint;
+mod clock;
 mod compactor;
 mod db;
 mod error;
 mod options;
 mod reply;
+mod stats;
 mod usage;
+mod verify;
 mod writer;
 
 pub use batch::WriteBatch;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use compactor::CompactionReport;
-pub use db::{Db, Keys, LOCK_FILE_NAME, Value, WAL_DIR_NAME};
+pub use db::{Db, Iter, Keys, LOCK_FILE_NAME, Value, WAL_DIR_NAME};
 pub use error::Error;
 pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
+pub use stats::Stats;
+pub use verify::{Problem, VerifyReport, verify};
 
 /// The result type of kv-engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,9 +1,11 @@
 use kv_format::MAX_VALUE_LEN;
 use kv_log::DEFAULT_SEGMENT_SIZE;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kv_wal::{RecoveryMode, SyncPolicy, WalOptions};
 
+use crate::clock::{Clock, SystemClock};
 use crate::compactor::PassOptions;
 
 /// Options for [`Db::open_with`](crate::Db::open_with).
@@ -46,9 +48,12 @@ pub struct Options {
     /// How often the background thread looks for work, besides after every
     /// checkpoint. Default 1 s.
     pub compaction_interval: Duration,
+    /// Where expiry times come from. Default [`SystemClock`]; tests use a
+    /// [`ManualClock`](crate::ManualClock).
+    pub clock: Arc<dyn Clock>,
     /// Makes chosen WAL writes or syncs fail, for tests.
     #[cfg(feature = "fail-points")]
-    pub wal_faults: Option<std::sync::Arc<kv_wal::FaultInjector>>,
+    pub wal_faults: Option<Arc<kv_wal::FaultInjector>>,
 }
 
 impl Default for Options {
@@ -64,6 +69,7 @@ impl Default for Options {
             compaction_threshold: 0.5,
             compaction_rate: None,
             compaction_interval: Duration::from_secs(1),
+            clock: Arc::new(SystemClock),
             #[cfg(feature = "fail-points")]
             wal_faults: None,
         }
@@ -125,6 +131,12 @@ impl Options {
         self
     }
 
+    /// Sets [`Options::clock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     pub(crate) fn background_pass(&self) -> PassOptions {
         PassOptions {
             min_dead_ratio: self.compaction_threshold,
@@ -140,7 +152,7 @@ impl Options {
             .with_recovery(self.wal_recovery);
         #[cfg(feature = "fail-points")]
         let options = match &self.wal_faults {
-            Some(faults) => options.with_faults(std::sync::Arc::clone(faults)),
+            Some(faults) => options.with_faults(Arc::clone(faults)),
             None => options,
         };
         options

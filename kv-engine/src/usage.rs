@@ -15,6 +15,11 @@ pub(crate) struct Usage {
     pub(crate) dead: u64,
     /// The lowest sequence number of any record in the segment.
     pub(crate) min_seq: u64,
+    /// Bytes of live puts that have an expiry: dead too once
+    /// `latest_expiry` has passed.
+    pub(crate) expiring: u64,
+    /// The latest expiry of any put with an expiry the segment has held.
+    pub(crate) latest_expiry: u64,
 }
 
 impl Default for Usage {
@@ -23,6 +28,8 @@ impl Default for Usage {
             total: 0,
             dead: 0,
             min_seq: u64::MAX,
+            expiring: 0,
+            latest_expiry: 0,
         }
     }
 }
@@ -33,12 +40,23 @@ impl Usage {
         self.total.saturating_sub(self.dead)
     }
 
-    /// The share of the segment that is dead, 0 to 1.
-    pub(crate) fn dead_ratio(&self) -> f64 {
+    /// Dead bytes as of `now` (milliseconds since the Unix epoch): the
+    /// expiring bytes count once all of them have expired.
+    pub(crate) fn dead_at(&self, now: u64) -> u64 {
+        let expired = if self.expiring > 0 && now >= self.latest_expiry {
+            self.expiring
+        } else {
+            0
+        };
+        (self.dead + expired).min(self.total)
+    }
+
+    /// The share of the segment that is dead as of `now`, 0 to 1.
+    pub(crate) fn dead_ratio(&self, now: u64) -> f64 {
         if self.total == 0 {
             1.0
         } else {
-            self.dead.min(self.total) as f64 / self.total as f64
+            self.dead_at(now) as f64 / self.total as f64
         }
     }
 }
@@ -55,25 +73,27 @@ pub(crate) struct SegmentUsage {
 /// Changes gathered while applying a group, made under one lock.
 #[derive(Debug, Default)]
 pub(crate) struct UsageDelta {
-    /// (segment, bytes, seq) of each record appended.
-    added: Vec<(u32, u64, u64)>,
-    /// (segment, bytes) of each record that died.
-    died: Vec<(u32, u64)>,
+    /// (segment, bytes, seq, expires_at) of each record appended.
+    added: Vec<(u32, u64, u64, u64)>,
+    /// (segment, bytes, had an expiry) of each record that died.
+    died: Vec<(u32, u64, bool)>,
 }
 
 impl UsageDelta {
-    pub(crate) fn appended(&mut self, segment: u32, bytes: u32, seq: u64) {
-        self.added.push((segment, u64::from(bytes), seq));
+    pub(crate) fn appended(&mut self, segment: u32, bytes: u32, seq: u64, expires_at: u64) {
+        self.added
+            .push((segment, u64::from(bytes), seq, expires_at));
     }
 
     pub(crate) fn superseded(&mut self, old: Option<Entry>) {
         if let Some(old) = old {
-            self.died.push((old.segment, u64::from(old.len)));
+            self.died
+                .push((old.segment, u64::from(old.len), old.expires_at != 0));
         }
     }
 
     pub(crate) fn dead_on_arrival(&mut self, segment: u32, bytes: u32) {
-        self.died.push((segment, u64::from(bytes)));
+        self.died.push((segment, u64::from(bytes), false));
     }
 }
 
@@ -83,13 +103,21 @@ impl SegmentUsage {
             return;
         }
         let mut segments = self.segments.lock();
-        for (segment, bytes, seq) in delta.added.drain(..) {
+        for (segment, bytes, seq, expires_at) in delta.added.drain(..) {
             let u = segments.entry(segment).or_default();
             u.total += bytes;
             u.min_seq = u.min_seq.min(seq);
+            if expires_at != 0 {
+                u.expiring += bytes;
+                u.latest_expiry = u.latest_expiry.max(expires_at);
+            }
         }
-        for (segment, bytes) in delta.died.drain(..) {
-            segments.entry(segment).or_default().dead += bytes;
+        for (segment, bytes, expiring) in delta.died.drain(..) {
+            let u = segments.entry(segment).or_default();
+            u.dead += bytes;
+            if expiring {
+                u.expiring = u.expiring.saturating_sub(bytes);
+            }
         }
     }
 
@@ -103,6 +131,8 @@ impl SegmentUsage {
         u.total += added.total;
         u.dead += added.dead;
         u.min_seq = u.min_seq.min(added.min_seq);
+        u.expiring += added.expiring;
+        u.latest_expiry = u.latest_expiry.max(added.latest_expiry);
     }
 
     /// A copy of the usage of every segment in `present`; entries of

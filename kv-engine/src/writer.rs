@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kv_format::{HEADER_LEN, Record, RecordKind, decode_header};
@@ -28,8 +28,14 @@ use crate::{Error, Result};
 
 /// One write a caller asked for: the unit of atomicity.
 pub(crate) enum Write {
-    Put { key: Box<[u8]>, value: Box<[u8]> },
-    Delete { key: Box<[u8]> },
+    Put {
+        key: Box<[u8]>,
+        value: Box<[u8]>,
+        ttl: Option<Duration>,
+    },
+    Delete {
+        key: Box<[u8]>,
+    },
     Batch(WriteBatch),
 }
 
@@ -48,6 +54,11 @@ pub(crate) enum Command {
     Checkpoint {
         seal: bool,
         reply: Reply,
+    },
+    /// Seal the active segment, take a checkpoint, and send back the
+    /// sealed segments as of that moment (for `Db::checkpoint`).
+    Snapshot {
+        reply: crossbeam_channel::Sender<Result<Snapshot>>,
     },
     /// Commit, checkpoint and stop.
     Close {
@@ -72,6 +83,13 @@ pub(crate) struct Writer {
     pub(crate) poisoned: Option<String>,
     /// The encoded records of the current group, back to back.
     pub(crate) buf: Vec<u8>,
+}
+
+/// The sealed segments as of a checkpoint, and the last sequence number
+/// they hold.
+pub(crate) struct Snapshot {
+    pub(crate) segments: Vec<Arc<kv_log::Segment>>,
+    pub(crate) seq: u64,
 }
 
 /// A caller's write in the current group: its reply and its records'
@@ -129,6 +147,15 @@ impl Writer {
                             self.poison(e);
                         }
                         reply.send(result);
+                        next = rx.try_recv().ok();
+                    }
+                    Command::Snapshot { reply } => {
+                        self.commit_group(&mut group);
+                        let result = self.snapshot();
+                        if let Err(e) = &result {
+                            self.poison(e);
+                        }
+                        let _ = reply.send(result);
                         next = rx.try_recv().ok();
                     }
                     Command::Close { reply } => {
@@ -222,6 +249,30 @@ impl Writer {
         Ok(())
     }
 
+    /// Seals, checkpoints and captures the sealed segments: every write
+    /// acknowledged so far is in them, durably. The capture is one load of
+    /// the segment set, so it holds either the inputs of a concurrent
+    /// compaction run or its output, never both; and an output holds only
+    /// records of segments checkpointed before now.
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        self.refusal()?;
+        self.log.seal_active()?;
+        self.checkpoint()?;
+        let active = self.log.position().segment;
+        let segments = self
+            .log
+            .reader()
+            .segments()
+            .iter()
+            .filter(|s| s.id() != active)
+            .cloned()
+            .collect();
+        Ok(Snapshot {
+            segments,
+            seq: self.next_seq - 1,
+        })
+    }
+
     /// Logs, applies and acknowledges a group of writes.
     fn commit_group(&mut self, group: &mut Vec<(Write, Reply)>) {
         if group.is_empty() {
@@ -290,9 +341,14 @@ impl Writer {
     /// consecutive sequence numbers.
     fn encode(&mut self, write: &Write) -> Result<()> {
         let seq = self.next_seq;
+        let time = &self.shared.time;
+        let put = |seq, key, value, ttl: &Option<Duration>| Record {
+            expires_at: ttl.map_or(kv_format::NO_EXPIRY, |ttl| time.expiry_after(ttl)),
+            ..Record::put(seq, key, value)
+        };
         match write {
-            Write::Put { key, value } => {
-                kv_format::encode(&Record::put(seq, key, value), &mut self.buf)?;
+            Write::Put { key, value, ttl } => {
+                kv_format::encode(&put(seq, key, value, ttl), &mut self.buf)?;
                 self.next_seq += 1;
             }
             Write::Delete { key } => {
@@ -303,7 +359,7 @@ impl Writer {
                 for (i, op) in batch.ops.iter().enumerate() {
                     let seq = seq + i as u64;
                     let record = match op {
-                        BatchOp::Put { key, value } => Record::put(seq, key, value),
+                        BatchOp::Put { key, value, ttl } => put(seq, key, value, ttl),
                         BatchOp::Delete { key } => Record::tombstone(seq, key),
                     };
                     kv_format::encode(&record, &mut self.buf)?;
@@ -346,6 +402,7 @@ fn record_len(bytes: &[u8]) -> Result<usize> {
 fn apply_records(shared: &Shared, buf: &[u8], applied: &[(Range<usize>, Location)]) {
     let index = &shared.index;
     let mut usage = UsageDelta::default();
+    let (mut puts, mut deletes, mut expiring) = (0, 0, false);
     for (range, loc) in applied {
         // These bytes were encoded by this thread a moment ago, so the
         // header is read without verifying the checksum again.
@@ -354,9 +411,11 @@ fn apply_records(shared: &Shared, buf: &[u8], applied: &[(Range<usize>, Location
             continue;
         };
         let key = &bytes[HEADER_LEN..HEADER_LEN + usize::from(header.key_len)];
-        usage.appended(loc.segment, loc.len, header.seq);
+        usage.appended(loc.segment, loc.len, header.seq, header.expires_at);
         match header.kind() {
             RecordKind::Put => {
+                puts += 1;
+                expiring |= header.expires_at != kv_format::NO_EXPIRY;
                 let old = index.insert(
                     key,
                     entry_for(*loc, header.seq, header.expires_at, RecordKind::Put),
@@ -364,6 +423,7 @@ fn apply_records(shared: &Shared, buf: &[u8], applied: &[(Range<usize>, Location
                 usage.superseded(old);
             }
             RecordKind::Tombstone => {
+                deletes += 1;
                 usage.superseded(index.remove(key));
                 // A tombstone serves no read: it is dead from the start, and
                 // compaction keeps it only while it is needed.
@@ -372,6 +432,18 @@ fn apply_records(shared: &Shared, buf: &[u8], applied: &[(Range<usize>, Location
         }
     }
     shared.usage.apply(&mut usage);
+    // Only this thread writes these two: no read-modify-write needed.
+    let stats = &shared.stats;
+    stats
+        .puts
+        .store(stats.puts.load(Ordering::Relaxed) + puts, Ordering::Relaxed);
+    stats.deletes.store(
+        stats.deletes.load(Ordering::Relaxed) + deletes,
+        Ordering::Relaxed,
+    );
+    if expiring {
+        stats.any_expiry.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The index entry for a record at `loc`.

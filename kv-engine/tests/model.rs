@@ -1,9 +1,13 @@
-//! Model-based test: random put, get, delete and close-and-reopen against a
-//! `HashMap`, agreeing at every step.
+//! Model-based test: random put (with and without a time to live), get,
+//! delete, batch, the clock moving on, close-and-reopen, compaction,
+//! iteration, and checkpoints opened as databases, against a `HashMap`,
+//! agreeing at every step.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use kv_engine::{Db, Options};
+use kv_engine::{Clock, Db, ManualClock, Options, WriteBatch};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -14,6 +18,14 @@ enum Op {
     Contains(u8),
     Reopen,
     Compact,
+    /// Put with a time to live in milliseconds.
+    PutTtl(u8, Vec<u8>, u64),
+    /// A batch of puts (some with a time to live) and deletes.
+    Batch(Vec<(u8, Option<Vec<u8>>, Option<u64>)>),
+    /// The clock moves on by this many milliseconds.
+    Advance(u64),
+    Iterate,
+    Checkpoint,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -26,6 +38,16 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(|k| Op::Contains(k % 32)),
         1 => Just(Op::Reopen),
         1 => Just(Op::Compact),
+        2 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..100), 0..50u64)
+            .prop_map(|(k, v, ttl)| Op::PutTtl(k % 32, v, ttl)),
+        1 => proptest::collection::vec(
+            (any::<u8>(), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50)), proptest::option::of(1..50u64)),
+            1..6,
+        )
+        .prop_map(|ops| Op::Batch(ops.into_iter().map(|(k, v, t)| (k % 32, v, t)).collect())),
+        2 => (0..40u64).prop_map(Op::Advance),
+        1 => Just(Op::Iterate),
+        1 => Just(Op::Checkpoint),
     ]
 }
 
@@ -38,14 +60,15 @@ fn key(k: u8) -> Vec<u8> {
     }
 }
 
-fn options() -> Options {
+fn options(clock: &Arc<ManualClock>) -> Options {
     // Tiny segments, so that a few hundred bytes of writes roll over, and
     // eager background compaction, so that it interleaves with everything.
     Options::default()
+        .clock(Arc::clone(clock) as Arc<dyn Clock>)
         .segment_size(1024)
         .sync(kv_engine::SyncPolicy::Never)
         .compaction_threshold(0.3)
-        .compaction_interval(std::time::Duration::from_millis(1))
+        .compaction_interval(Duration::from_millis(1))
 }
 
 proptest! {
@@ -54,42 +77,130 @@ proptest! {
     #[test]
     fn agrees_with_a_hashmap(ops in proptest::collection::vec(op(), 1..120)) {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open_with(dir.path(), options()).unwrap();
-        let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let copies = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let mut db = Db::open_with(dir.path(), options(&clock)).unwrap();
+        let mut model = Model::default();
+        let mut checkpoints = 0;
         for op in ops {
+            let now = clock.now_millis();
             match op {
                 Op::Put(k, v) => {
                     db.put(&key(k), &v).unwrap();
-                    model.insert(key(k), v);
+                    model.put(k, v, None);
+                }
+                Op::PutTtl(k, v, ttl) => {
+                    db.put_with_ttl(&key(k), &v, Duration::from_millis(ttl)).unwrap();
+                    model.put(k, v, Some(now + ttl));
+                }
+                Op::Batch(ops) => {
+                    let mut batch = WriteBatch::new();
+                    for (k, v, ttl) in &ops {
+                        match (v, ttl) {
+                            (Some(v), None) => batch.put(&key(*k), v),
+                            (Some(v), Some(ttl)) => batch.put_with_ttl(&key(*k), v, Duration::from_millis(*ttl)),
+                            (None, _) => batch.delete(&key(*k)),
+                        };
+                    }
+                    db.write(batch).unwrap();
+                    for (k, v, ttl) in ops {
+                        match v {
+                            Some(v) => model.put(k, v, ttl.map(|t| now + t)),
+                            None => model.delete(k),
+                        }
+                    }
                 }
                 Op::Get(k) => {
-                    prop_assert_eq!(db.get(&key(k)).unwrap(), model.get(&key(k)).cloned());
+                    prop_assert_eq!(db.get(&key(k)).unwrap(), model.get(k, now));
                     let pinned = db.get_pinned(&key(k)).unwrap().map(|v| v.to_vec());
-                    prop_assert_eq!(pinned, model.get(&key(k)).cloned());
+                    prop_assert_eq!(pinned, model.get(k, now));
                 }
                 Op::Delete(k) => {
                     db.delete(&key(k)).unwrap();
-                    model.remove(&key(k));
+                    model.delete(k);
                 }
                 Op::Contains(k) => {
-                    prop_assert_eq!(db.contains_key(&key(k)).unwrap(), model.contains_key(&key(k)));
+                    prop_assert_eq!(db.contains_key(&key(k)).unwrap(), model.get(k, now).is_some());
                 }
+                Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
                 Op::Reopen => {
                     db.close().unwrap();
-                    db = Db::open_with(dir.path(), options()).unwrap();
+                    db = Db::open_with(dir.path(), options(&clock)).unwrap();
                 }
                 Op::Compact => {
                     db.compact().unwrap();
                 }
+                Op::Iterate => {
+                    let mut seen = HashMap::new();
+                    for item in db.iter() {
+                        let (k, v) = item.unwrap();
+                        prop_assert!(seen.insert(k, v.to_vec()).is_none(), "a key seen twice");
+                    }
+                    prop_assert_eq!(&seen, &model.live(now));
+                    let mut keys: Vec<Vec<u8>> = db.keys().collect();
+                    keys.sort();
+                    let mut expected: Vec<Vec<u8>> = seen.into_keys().collect();
+                    expected.sort();
+                    prop_assert_eq!(keys, expected);
+                }
+                Op::Checkpoint => {
+                    checkpoints += 1;
+                    let target = copies.path().join(format!("copy-{checkpoints}"));
+                    db.checkpoint(&target).unwrap();
+                    let copy = Db::open_with(&target, options(&clock)).unwrap();
+                    let mut seen = HashMap::new();
+                    for item in copy.iter() {
+                        let (k, v) = item.unwrap();
+                        seen.insert(k, v.to_vec());
+                    }
+                    prop_assert_eq!(seen, model.live(now));
+                    // The copy is a database of its own: writing to it
+                    // leaves the source alone.
+                    copy.put(&key(1), b"written to the copy").unwrap();
+                    copy.compact().unwrap();
+                    copy.close().unwrap();
+                    prop_assert_eq!(db.get(&key(1)).unwrap(), model.get(1, now));
+                }
             }
-            prop_assert_eq!(db.len(), model.len());
+            prop_assert_eq!(db.len(), model.live(clock.now_millis()).len());
         }
         // Everything agrees after a final reopen too.
         db.close().unwrap();
-        let db = Db::open_with(dir.path(), options()).unwrap();
-        prop_assert_eq!(db.len(), model.len());
+        let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+        let now = clock.now_millis();
+        prop_assert_eq!(db.len(), model.live(now).len());
         for k in 0..32u8 {
-            prop_assert_eq!(db.get(&key(k)).unwrap(), model.get(&key(k)).cloned());
+            prop_assert_eq!(db.get(&key(k)).unwrap(), model.get(k, now));
         }
+    }
+}
+
+/// The expected state: each key's value and expiry.
+#[derive(Default)]
+struct Model {
+    entries: HashMap<u8, (Vec<u8>, Option<u64>)>,
+}
+
+impl Model {
+    fn put(&mut self, k: u8, v: Vec<u8>, expires_at: Option<u64>) {
+        self.entries.insert(k, (v, expires_at));
+    }
+
+    fn delete(&mut self, k: u8) {
+        self.entries.remove(&k);
+    }
+
+    fn get(&self, k: u8, now: u64) -> Option<Vec<u8>> {
+        self.entries
+            .get(&k)
+            .filter(|(_, e)| e.is_none_or(|e| now < e))
+            .map(|(v, _)| v.clone())
+    }
+
+    fn live(&self, now: u64) -> HashMap<Vec<u8>, Vec<u8>> {
+        self.entries
+            .keys()
+            .filter_map(|&k| Some((key(k), self.get(k, now)?)))
+            .collect()
     }
 }

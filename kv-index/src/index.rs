@@ -211,6 +211,19 @@ impl Index {
         }
     }
 
+    /// Copies shard `shard` (`0..SHARDS`) into `into`, replacing what it
+    /// held: the building block of iteration that can pause between
+    /// shards. The copy is consistent (taken as by
+    /// [`for_each`](Index::for_each)), and since a key lives in exactly one
+    /// shard, copying every shard once visits every key at most once.
+    ///
+    /// # Panics
+    ///
+    /// If `shard >= SHARDS`.
+    pub fn snapshot_shard(&self, shard: usize, into: &mut ShardSnapshot) {
+        self.shards[shard].snapshot(&mut into.keys, &mut into.copied);
+    }
+
     /// Removes every entry for which `f` returns false (the engine drops
     /// tombstones this way after a rebuild).
     ///
@@ -259,5 +272,41 @@ impl Index {
     /// Checks every shard's invariants; returns the total slot count.
     pub(crate) fn check(&self) -> usize {
         self.shards.iter().map(Shard::check).sum()
+    }
+}
+
+/// A copy of one shard's keys and entries, filled by
+/// [`Index::snapshot_shard`]; reusable, so iterating every shard allocates
+/// only as much as the largest shard needs.
+#[derive(Debug, Default, Clone)]
+pub struct ShardSnapshot {
+    keys: Vec<u8>,
+    copied: Vec<Copied>,
+}
+
+impl ShardSnapshot {
+    /// An empty snapshot.
+    pub fn new() -> ShardSnapshot {
+        ShardSnapshot::default()
+    }
+
+    /// The number of entries copied.
+    pub fn len(&self) -> usize {
+        self.copied.len()
+    }
+
+    /// Whether no entry was copied.
+    pub fn is_empty(&self) -> bool {
+        self.copied.is_empty()
+    }
+
+    /// The `i`th key and entry, in no particular order.
+    pub fn get(&self, i: usize) -> Option<(&[u8], Entry)> {
+        self.copied.get(i).map(|c| (key_of(&self.keys, c), c.entry))
+    }
+
+    /// Every key and entry.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Entry)> + '_ {
+        self.copied.iter().map(|c| (key_of(&self.keys, c), c.entry))
     }
 }

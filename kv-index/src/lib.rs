@@ -110,4 +110,4 @@ mod shard;
 mod tests;
 
 pub use entry::Entry;
-pub use index::{Index, MAX_KEY_LEN, SHARDS};
+pub use index::{Index, MAX_KEY_LEN, SHARDS, ShardSnapshot};

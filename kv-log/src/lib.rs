@@ -28,6 +28,13 @@
 //! failure anywhere else is [`LogError::Corruption`], naming the file and
 //! the offset; nothing is skipped.
 //!
+//! # Checking
+//!
+//! [`Segment::open_read_only`], [`Segment::check_records`] and
+//! [`Segment::read_hint_file`] read a segment and its hint file without
+//! changing anything (no torn tail is cut), and report every damaged place
+//! rather than stopping at the first: the engine's `verify` uses them.
+//!
 //! # What this crate is not
 //!
 //! It keeps no index, assigns no sequence numbers and spawns no threads;
@@ -57,11 +64,13 @@
 
 #![deny(unsafe_code)]
 
+mod check;
 mod error;
 mod format;
 mod log;
 mod segment;
 
+pub use check::{BadRegion, HintDamage, HintEntry, HintFile, hint_segment_of, segment_id_of};
 pub use error::LogError;
 pub use format::{
     DEFAULT_SEGMENT_SIZE, HINT_MAGIC, HINT_VERSION, MAX_SEGMENT_SIZE, MAX_SUPERSEDES,
@@ -70,6 +79,7 @@ pub use format::{
 };
 pub use log::{
     CompactionOutput, Location, Log, LogOptions, LogPosition, LogReader, SegmentSet, SegmentsGuard,
+    copy_segments,
 };
 pub use segment::{LoadSource, RecordMeta, Segment};
 

@@ -169,6 +169,15 @@ impl Deref for SegmentsGuard {
     }
 }
 
+impl SegmentsGuard {
+    /// The set as an `Arc`, to hold for longer than a read (an iterator
+    /// does): its segments stay mapped, and their files on disk, while it
+    /// is held.
+    pub fn to_arc(&self) -> Arc<SegmentSet> {
+        Arc::clone(&self.0)
+    }
+}
+
 impl LogReader {
     /// The current segments. Hold the guard only for the duration of a
     /// read; to keep one segment alive longer, clone its `Arc`.
@@ -687,38 +696,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Found>> {
             .write(true)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
-        let len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
-        if len > MAX_SEGMENT_SIZE {
-            return Err(LogError::BadSegmentHeader {
-                path,
-                reason: format!("the file is {len} bytes, more than a segment can be"),
-            });
-        }
-        // The fixed header says how long the whole header is; read that
-        // much (bounded by the file and by MAX_SUPERSEDES) and check it all.
-        let mut fixed = vec![0u8; (len as usize).min(SEGMENT_HEADER_LEN)];
-        file.read_exact_at(&mut fixed, 0)
-            .map_err(|e| LogError::io(&path, e))?;
-        let mut head = vec![0u8; claimed_header_len(&fixed).min(len as usize)];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| LogError::io(&path, e))?;
-        let header = decode_header(&head).map_err(|e| match e {
-            HeaderError::Damaged(reason) => LogError::Corruption {
-                path: path.clone(),
-                offset: 0,
-                reason: format!("the segment header is damaged: {reason}"),
-            },
-            HeaderError::Unsupported(reason) => LogError::BadSegmentHeader {
-                path: path.clone(),
-                reason,
-            },
-        })?;
-        if header.id != id {
-            return Err(LogError::BadSegmentHeader {
-                path,
-                reason: format!("its header names segment {}, not {id}", header.id),
-            });
-        }
+        let (len, header) = read_segment_header(&file, &path, id)?;
         found.push(Found {
             id,
             path,
@@ -729,6 +707,48 @@ fn list_segments(dir: &Path) -> Result<Vec<Found>> {
     }
     found.sort_unstable_by_key(|f| f.id);
     Ok(found)
+}
+
+/// Reads and checks the header of segment file `path`, which must be
+/// segment `id`; returns the file's length and the header.
+pub(crate) fn read_segment_header(
+    file: &File,
+    path: &Path,
+    id: u32,
+) -> Result<(u64, SegmentHeader)> {
+    let len = file.metadata().map_err(|e| LogError::io(path, e))?.len();
+    if len > MAX_SEGMENT_SIZE {
+        return Err(LogError::BadSegmentHeader {
+            path: path.to_path_buf(),
+            reason: format!("the file is {len} bytes, more than a segment can be"),
+        });
+    }
+    // The fixed header says how long the whole header is; read that much
+    // (bounded by the file and by MAX_SUPERSEDES) and check it all.
+    let mut fixed = vec![0u8; (len as usize).min(SEGMENT_HEADER_LEN)];
+    file.read_exact_at(&mut fixed, 0)
+        .map_err(|e| LogError::io(path, e))?;
+    let mut head = vec![0u8; claimed_header_len(&fixed).min(len as usize)];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| LogError::io(path, e))?;
+    let header = decode_header(&head).map_err(|e| match e {
+        HeaderError::Damaged(reason) => LogError::Corruption {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: format!("the segment header is damaged: {reason}"),
+        },
+        HeaderError::Unsupported(reason) => LogError::BadSegmentHeader {
+            path: path.to_path_buf(),
+            reason,
+        },
+    })?;
+    if header.id != id {
+        return Err(LogError::BadSegmentHeader {
+            path: path.to_path_buf(),
+            reason: format!("its header names segment {}, not {id}", header.id),
+        });
+    }
+    Ok((len, header))
 }
 
 /// Deletes every segment that a compaction output supersedes: the output
@@ -851,6 +871,77 @@ fn discard_after(dir: &Path, found: &mut Vec<Found>, end: LogPosition) -> Result
         let _ = fs::remove_file(dir.join(hint_file_name(f.id)));
     }
     Ok(removed)
+}
+
+/// Puts copies of the sealed `segments` and their hint files into the
+/// directory `to` (which must exist), for a checkpoint of the log: each
+/// file is hard-linked, or copied where a link cannot be made (another file
+/// system). Then creates an empty log segment numbered after all of them,
+/// so that a [`Log`] opened in `to` appends there and never to a linked
+/// file, and syncs everything. Returns the position of that new segment's
+/// start: the end of the copied log.
+///
+/// Sealed segments and hint files are never changed in place (a hint file
+/// is replaced by a rename), which is what makes sharing them by link safe.
+/// A segment retired meanwhile stays readable while the caller holds it; a
+/// hint file that disappears meanwhile is skipped (loading scans instead).
+///
+/// # Errors
+///
+/// [`LogError::Io`] for a file that cannot be linked, copied or synced.
+pub fn copy_segments(segments: &[Arc<Segment>], to: &Path) -> Result<LogPosition> {
+    let mut max_id = 0;
+    for segment in segments {
+        max_id = max_id.max(segment.id());
+        let target = to.join(segment_file_name(segment.id()));
+        link_or_copy(segment.path(), &target)?.ok_or_else(|| {
+            LogError::io(
+                segment.path(),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the segment file vanished while held",
+                ),
+            )
+        })?;
+        let hint = segment.path().with_file_name(hint_file_name(segment.id()));
+        link_or_copy(&hint, &to.join(hint_file_name(segment.id())))?;
+    }
+    let id = max_id
+        .checked_add(1)
+        .ok_or_else(|| LogError::io(to, std::io::Error::other("segment ids are exhausted")))?;
+    // Creating the segment syncs the directory, which makes the links
+    // durable too.
+    create_log_segment(to, id, SEGMENT_HEADER_LEN as u64 + 1)?;
+    Ok(LogPosition {
+        segment: id,
+        offset: SEGMENT_HEADER_LEN as u64,
+    })
+}
+
+/// Hard-links `from` to `to`, or copies and syncs it if the link fails.
+/// `Ok(None)` if `from` does not exist.
+fn link_or_copy(from: &Path, to: &Path) -> Result<Option<()>> {
+    match fs::hard_link(from, to) {
+        Ok(()) => return Ok(Some(())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => return Ok(None),
+        Err(e) => log::debug!(
+            "cannot link {} to {} ({e}); copying it",
+            from.display(),
+            to.display()
+        ),
+    }
+    let copied = (|| {
+        fs::copy(from, to)?;
+        File::open(to)?.sync_all()
+    })();
+    match copied {
+        Ok(()) => Ok(Some(())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => {
+            let _ = fs::remove_file(to);
+            Ok(None)
+        }
+        Err(e) => Err(LogError::io(to, e)),
+    }
 }
 
 /// Creates log segment `id` atomically: header to a temporary file, sync,

@@ -259,7 +259,7 @@ impl Segment {
         Ok(bytes.len() as u64)
     }
 
-    fn hint_path(&self) -> PathBuf {
+    pub(crate) fn hint_path(&self) -> PathBuf {
         self.path.with_file_name(hint_file_name(self.id))
     }
 
@@ -300,8 +300,8 @@ impl Segment {
                 return Ok(LoadSource::Hint);
             }
             Ok(None) => {}
-            Err(reason) => log::warn!(
-                "ignoring the hint file of {} ({reason}); scanning the segment instead",
+            Err((offset, reason)) => log::warn!(
+                "ignoring the hint file of {} ({reason}, at offset {offset}); scanning the segment instead",
                 self.path.display()
             ),
         }
@@ -320,49 +320,55 @@ impl Segment {
     }
 
     /// Reads and fully checks the hint file: `Ok(None)` if there is none.
-    fn read_hint(&self) -> std::result::Result<Option<Vec<u8>>, String> {
+    /// An error is the byte offset in the hint file of what is wrong, and
+    /// why.
+    pub(crate) fn read_hint(&self) -> std::result::Result<Option<Vec<u8>>, (u64, String)> {
         let path = self.hint_path();
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err((0, e.to_string())),
         };
-        let (id, segment_len, count) = decode_hint_header(&bytes)?;
+        let (id, segment_len, count) = decode_hint_header(&bytes).map_err(|e| (0, e))?;
         if id != self.id {
-            return Err(format!("it names segment {id}"));
+            return Err((0, format!("it names segment {id}")));
         }
         if segment_len != self.len() {
-            return Err(format!(
-                "it describes {segment_len} bytes of segment, but the segment has {}",
-                self.len()
+            return Err((
+                0,
+                format!(
+                    "it describes {segment_len} bytes of segment, but the segment has {}",
+                    self.len()
+                ),
             ));
         }
         let Some(body_end) = bytes.len().checked_sub(8) else {
-            return Err("it is cut short".into());
+            return Err((0, "it is cut short".into()));
         };
         if body_end < HINT_HEADER_LEN {
-            return Err("it is cut short".into());
+            return Err((0, "it is cut short".into()));
         }
         if read_u64(&bytes, body_end) != xxhash_rust::xxh3::xxh3_64(&bytes[..body_end]) {
-            return Err("its checksum does not match".into());
+            return Err((body_end as u64, "its checksum does not match".into()));
         }
         // Every entry must parse and lie within the segment's records.
         let mut at = HINT_HEADER_LEN;
         let mut n = 0u64;
         while at < body_end {
-            let entry = parse_hint_entry(&bytes[at..body_end]).ok_or("an entry is malformed")?;
+            let entry = parse_hint_entry(&bytes[at..body_end])
+                .ok_or((at as u64, "an entry is malformed".to_string()))?;
             let end = u64::from(entry.offset) + u64::from(entry.len);
             if u64::from(entry.offset) < self.data_start || end > self.len() {
-                return Err(format!(
-                    "an entry points outside the segment, at {}",
-                    entry.offset
+                return Err((
+                    at as u64,
+                    format!("an entry points outside the segment, at {}", entry.offset),
                 ));
             }
             at += HINT_ENTRY_LEN + entry.meta.key.len();
             n += 1;
         }
         if n != count {
-            return Err(format!("it has {n} entries but says {count}"));
+            return Err((0, format!("it has {n} entries but says {count}")));
         }
         Ok(Some(bytes))
     }
@@ -432,13 +438,13 @@ impl Drop for Segment {
     }
 }
 
-struct HintEntry<'a> {
-    offset: u32,
-    len: u32,
-    meta: RecordMeta<'a>,
+pub(crate) struct HintEntry<'a> {
+    pub(crate) offset: u32,
+    pub(crate) len: u32,
+    pub(crate) meta: RecordMeta<'a>,
 }
 
-fn parse_hint_entry(b: &[u8]) -> Option<HintEntry<'_>> {
+pub(crate) fn parse_hint_entry(b: &[u8]) -> Option<HintEntry<'_>> {
     let fixed = b.get(..HINT_ENTRY_LEN)?;
     let key_len = usize::from(read_u16(fixed, 0));
     let flags = fixed[2];
@@ -482,7 +488,12 @@ fn visit_hint(bytes: &[u8], segment: u32, visit: &mut impl FnMut(Location, Recor
 /// Whether a valid record starts anywhere after `bad`. A bad record with a
 /// valid one after it is damage, not a torn write at the tail.
 fn any_valid_record_after(bytes: &[u8], bad: usize, limits: &Limits) -> bool {
-    (bad + 1..bytes.len()).any(|at| {
+    next_valid_record(bytes, bad, limits).is_some()
+}
+
+/// The offset of the first valid record that starts after `bad`, if any.
+pub(crate) fn next_valid_record(bytes: &[u8], bad: usize, limits: &Limits) -> Option<usize> {
+    (bad + 1..bytes.len()).find(|&at| {
         bytes.get(at + kv_format::VERSION_OFFSET) == Some(&FORMAT_VERSION)
             && decode_with_limits(&bytes[at..], limits).is_ok()
     })

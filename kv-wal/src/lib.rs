@@ -68,7 +68,8 @@
 //! with a valid frame after it, or a bad frame in any file but the last, is
 //! [`Error::Corruption`] in both modes, naming the file and offset: damage
 //! is reported, never skipped. [`Wal::replay`] iterates the records from a
-//! position with the same rules.
+//! position with the same rules. [`check`] reads a whole log without
+//! changing it and reports every damaged place, not only the first.
 //!
 //! # Example
 //!
@@ -94,6 +95,7 @@
 
 #![forbid(unsafe_code)]
 
+mod check;
 mod error;
 #[cfg(feature = "fail-points")]
 mod fault;
@@ -104,6 +106,7 @@ mod replay;
 mod shared;
 mod wal;
 
+pub use check::{Damage, WalCheck, check};
 pub use error::Error;
 #[cfg(feature = "fail-points")]
 pub use fault::FaultInjector;

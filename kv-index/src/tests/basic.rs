@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::{entry, flavours, key};
-use crate::{Entry, Index, MAX_KEY_LEN};
+use crate::{Entry, Index, MAX_KEY_LEN, SHARDS, ShardSnapshot};
 
 #[test]
 fn index_is_send_and_sync() {
@@ -205,6 +205,33 @@ fn for_each_and_retain() {
         index.retain(|_, _| false);
         assert!(index.is_empty(), "{name}");
         index.check();
+    }
+}
+
+#[test]
+fn snapshots_of_every_shard_cover_each_key_once() {
+    for (name, index) in flavours() {
+        let n = 2_000u64;
+        for i in 0..n {
+            index.insert(&key(i, 4 + (i % 30) as usize), entry(i));
+        }
+        let mut seen = HashMap::new();
+        let mut snapshot = ShardSnapshot::new();
+        for shard in 0..SHARDS {
+            index.snapshot_shard(shard, &mut snapshot);
+            assert_eq!(snapshot.iter().count(), snapshot.len());
+            for (k, e) in snapshot.iter() {
+                assert!(seen.insert(k.to_vec(), e).is_none(), "{name}: seen twice");
+            }
+        }
+        assert_eq!(seen.len() as u64, n, "{name}");
+        for i in 0..n {
+            assert_eq!(seen[&key(i, 4 + (i % 30) as usize)].seq, i, "{name}");
+        }
+        // A reused snapshot holds only the last shard copied.
+        index.retain(|_, _| false);
+        index.snapshot_shard(0, &mut snapshot);
+        assert!(snapshot.is_empty() && snapshot.get(0).is_none(), "{name}");
     }
 }
 

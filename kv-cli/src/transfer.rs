@@ -1,0 +1,463 @@
+//! `import` and `export`: JSON lines or tab-separated text, in batches,
+//! with a progress bar on a terminal.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use kv_engine::{Db, Error, WriteBatch};
+
+use crate::encoding::{Encoding, tsv_escape, tsv_unescape};
+use crate::{Output, UsageError};
+
+/// The file formats of `import` and `export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub(crate) enum Format {
+    /// One JSON object per line: {"key": "...", "value": "..."}.
+    #[default]
+    Jsonl,
+    /// One KEY<TAB>VALUE line per record.
+    Tsv,
+}
+
+/// Arguments of `kv import`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ImportArgs {
+    /// The file to read; stdin if absent or '-'.
+    pub(crate) file: Option<PathBuf>,
+    /// The file's format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub(crate) format: Format,
+    /// How keys and values are written in the file.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub(crate) encoding: Encoding,
+    /// Records per atomic batch.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) batch_size: u32,
+}
+
+impl ImportArgs {
+    pub(crate) fn reads_stdin(&self) -> bool {
+        self.file.as_deref().is_none_or(|f| f == Path::new("-"))
+    }
+}
+
+/// Arguments of `kv export`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ExportArgs {
+    /// The file to write; stdout if absent or '-'. An existing file is
+    /// refused unless --force.
+    pub(crate) file: Option<PathBuf>,
+    /// The file's format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub(crate) format: Format,
+    /// How keys and values are written in the file.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub(crate) encoding: Encoding,
+    /// Overwrite FILE if it exists.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// A batch is written before it would pass this many bytes of keys and
+/// values, whatever its record count: with values of at most 64 MiB, a
+/// batch stays below the engine's limit of 256 MiB.
+const BATCH_BYTES: usize = 128 << 20;
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ImportSummary {
+    pub(crate) records: u64,
+}
+
+/// A spinner on a terminal (stderr), hidden otherwise.
+pub(crate) fn spinner(message: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// A progress bar of `len` units on a terminal (stderr), hidden otherwise.
+fn bar(len: u64, template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// One record waiting in the batch, with the line it came from.
+struct Pending {
+    line: u64,
+    key_len: usize,
+    value_len: usize,
+}
+
+/// Reads records from the file (or stdin) and writes them in batches.
+pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary> {
+    let file = args.file.as_deref().filter(|f| *f != Path::new("-"));
+    let (mut input, progress): (Box<dyn BufRead>, ProgressBar) = if let Some(path) = file {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let progress = bar(
+            len,
+            "importing [{bar:40}] {bytes}/{total_bytes} {per_sec} eta {eta}",
+        );
+        (Box::new(BufReader::with_capacity(1 << 20, file)), progress)
+    } else {
+        let progress = spinner("importing");
+        (Box::new(std::io::stdin().lock()), progress)
+    };
+    let mut importer = Importer {
+        db,
+        batch: WriteBatch::new(),
+        pending: Vec::new(),
+        batch_bytes: 0,
+        batch_size: args.batch_size as usize,
+        written: 0,
+    };
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    // On an error: where the import stopped, and why.
+    let result = (|| -> Result<(), (String, anyhow::Error)> {
+        loop {
+            line.clear();
+            let n = input
+                .read_until(b'\n', &mut line)
+                .context("reading the input")
+                .map_err(|e| (format!("after line {number}"), e))?;
+            if n == 0 {
+                break;
+            }
+            number += 1;
+            progress.inc(n as u64);
+            let text = trim_line_end(&line);
+            if text.is_empty() {
+                continue;
+            }
+            let (key, value) = parse_record(text, args.format, args.encoding)
+                .map_err(|e| (format!("at line {number}"), anyhow!(e)))?;
+            importer.add(number, &key, &value)?;
+        }
+        importer.flush()
+    })();
+    progress.finish_and_clear();
+    if let Err((at, cause)) = result {
+        let first_unwritten = importer.pending.first().map_or(number, |p| p.line);
+        return Err(cause.context(format!(
+            "import stopped {at} ({} records written, none from line {first_unwritten} on)",
+            importer.written
+        )));
+    }
+    Ok(ImportSummary {
+        records: importer.written,
+    })
+}
+
+struct Importer<'a> {
+    db: &'a Db,
+    batch: WriteBatch,
+    pending: Vec<Pending>,
+    batch_bytes: usize,
+    batch_size: usize,
+    written: u64,
+}
+
+impl Importer<'_> {
+    fn add(&mut self, line: u64, key: &[u8], value: &[u8]) -> Result<(), (String, anyhow::Error)> {
+        if !self.pending.is_empty() && self.batch_bytes + key.len() + value.len() > BATCH_BYTES {
+            self.flush()?;
+        }
+        self.batch.put(key, value);
+        self.pending.push(Pending {
+            line,
+            key_len: key.len(),
+            value_len: value.len(),
+        });
+        self.batch_bytes += key.len() + value.len();
+        if self.pending.len() >= self.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch; on an error, says where: the line of the record
+    /// the engine refused, or the batch's lines.
+    fn flush(&mut self) -> Result<(), (String, anyhow::Error)> {
+        let (Some(first), Some(last)) = (self.pending.first(), self.pending.last()) else {
+            return Ok(());
+        };
+        let batch = std::mem::take(&mut self.batch);
+        if let Err(err) = self.db.write(batch) {
+            // The engine refuses the whole batch for one bad record: name
+            // the record's line.
+            let line = self
+                .pending
+                .iter()
+                .find(|p| match err {
+                    Error::EmptyKey => p.key_len == 0,
+                    Error::KeyTooLarge { len, .. } => p.key_len == len,
+                    Error::ValueTooLarge { len, .. } => p.value_len == len,
+                    _ => false,
+                })
+                .map(|p| p.line);
+            let at = match line {
+                Some(line) => format!("at line {line}"),
+                None => format!("writing the batch of lines {} to {}", first.line, last.line),
+            };
+            return Err((at, err.into()));
+        }
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        self.batch_bytes = 0;
+        Ok(())
+    }
+}
+
+/// A line without its `\n`, and without a `\r` before it (a CRLF file).
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn parse_record(
+    line: &[u8],
+    format: Format,
+    encoding: Encoding,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let field = |text: &str, what: &str| -> Result<Vec<u8>, String> {
+        encoding
+            .decode(text)
+            .map_err(|e| format!("the {what} is {e}"))
+    };
+    match format {
+        Format::Jsonl => {
+            let value: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| format!("not valid JSON: {e}"))?;
+            let get = |name: &str| {
+                value.get(name).and_then(|v| v.as_str()).ok_or_else(|| {
+                    format!(
+                        "expected an object with string fields \"key\" and \"value\", but \"{name}\" is missing or not a string"
+                    )
+                })
+            };
+            Ok((field(get("key")?, "key")?, field(get("value")?, "value")?))
+        }
+        Format::Tsv => {
+            let text = std::str::from_utf8(line).map_err(|e| {
+                format!("not valid UTF-8 ({e}); TSV files are text, whatever the encoding of their fields")
+            })?;
+            let Some((key, value)) = text.split_once('\t') else {
+                return Err("no tab: a TSV line is KEY<TAB>VALUE".into());
+            };
+            if value.contains('\t') {
+                return Err(
+                    "more than one tab: a tab inside a field must be escaped as \\t (--encoding utf8) or the field encoded (hex, base64)"
+                        .into(),
+                );
+            }
+            if encoding == Encoding::Utf8 {
+                let key = tsv_unescape(key).map_err(|e| format!("in the key: {e}"))?;
+                let value = tsv_unescape(value).map_err(|e| format!("in the value: {e}"))?;
+                Ok((key.into_bytes(), value.into_bytes()))
+            } else {
+                Ok((field(key, "key")?, field(value, "value")?))
+            }
+        }
+    }
+}
+
+/// Writes every record to the file (or stdout); returns how many.
+pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Result<u64> {
+    let to_file = args.file.as_deref().filter(|f| *f != Path::new("-"));
+    let mut file_writer = match to_file {
+        Some(path) => {
+            let mut options = File::options();
+            options.write(true);
+            if args.force {
+                options.create(true).truncate(true);
+            } else {
+                options.create_new(true);
+            }
+            let file = options.open(path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    anyhow::Error::from(UsageError(format!(
+                        "{} exists; give --force to overwrite it",
+                        path.display()
+                    )))
+                } else {
+                    anyhow::Error::from(e).context(format!("cannot create {}", path.display()))
+                }
+            })?;
+            Some(std::io::BufWriter::with_capacity(1 << 20, file))
+        }
+        None => None,
+    };
+    let writer: &mut dyn Write = match &mut file_writer {
+        Some(file) => file,
+        None => out.writer(),
+    };
+    let progress = bar(
+        db.len() as u64,
+        "exporting [{bar:40}] {pos}/{len} records {per_sec} eta {eta}",
+    );
+    let mut n = 0u64;
+    let mut line = String::new();
+    let result = (|| -> anyhow::Result<()> {
+        for record in db.iter() {
+            let (key, value) = record?;
+            line.clear();
+            format_record(&mut line, &key, &value, args.format, args.encoding)?;
+            writer.write_all(line.as_bytes())?;
+            n += 1;
+            progress.inc(1);
+        }
+        writer.flush()?;
+        Ok(())
+    })();
+    progress.finish_and_clear();
+    if let Err(e) = result {
+        if let Some(path) = to_file {
+            // A partial export is no export: remove it rather than leave
+            // something that looks complete.
+            drop(file_writer);
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e);
+    }
+    Ok(n)
+}
+
+fn format_record(
+    line: &mut String,
+    key: &[u8],
+    value: &[u8],
+    format: Format,
+    encoding: Encoding,
+) -> anyhow::Result<()> {
+    let key_text = encoding.encode(key).map_err(|_| {
+        anyhow!(
+            "the key {} is not valid UTF-8; export binary data with --encoding hex or base64",
+            crate::encoding::escape_for_terminal(key)
+        )
+    })?;
+    let value_text = encoding.encode(value).map_err(|_| {
+        anyhow!(
+            "the value of key {} is not valid UTF-8; export binary data with --encoding hex or base64",
+            crate::encoding::escape_for_terminal(key)
+        )
+    })?;
+    match format {
+        Format::Jsonl => {
+            line.push_str("{\"key\":");
+            line.push_str(&serde_json::to_string(&key_text)?);
+            line.push_str(",\"value\":");
+            line.push_str(&serde_json::to_string(&value_text)?);
+            line.push_str("}\n");
+        }
+        Format::Tsv if encoding == Encoding::Utf8 => {
+            line.push_str(&tsv_escape(&key_text));
+            line.push('\t');
+            line.push_str(&tsv_escape(&value_text));
+            line.push('\n');
+        }
+        Format::Tsv => {
+            line.push_str(&key_text);
+            line.push('\t');
+            line.push_str(&value_text);
+            line.push('\n');
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(key: &[u8], value: &[u8], format: Format, encoding: Encoding) {
+        let mut line = String::new();
+        format_record(&mut line, key, value, format, encoding).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        let parsed = parse_record(trim_line_end(line.as_bytes()), format, encoding).unwrap();
+        assert_eq!(parsed, (key.to_vec(), value.to_vec()), "{line:?}");
+    }
+
+    #[test]
+    fn records_round_trip_in_every_format_and_encoding() {
+        let text: &[(&[u8], &[u8])] = &[
+            (b"k", b""),
+            (b"tab\there", b"new\nline\r\\"),
+            ("é✓".as_bytes(), b"{\"json\": true}"),
+        ];
+        for format in [Format::Jsonl, Format::Tsv] {
+            for encoding in [Encoding::Utf8, Encoding::Hex, Encoding::Base64] {
+                for (k, v) in text {
+                    round_trip(k, v, format, encoding);
+                }
+                if encoding != Encoding::Utf8 {
+                    round_trip(b"\x00\xff\t\n", b"\xfe\r\n\x01", format, encoding);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_utf8_data_is_refused_in_utf8() {
+        let mut line = String::new();
+        let err = format_record(&mut line, b"\xff", b"v", Format::Jsonl, Encoding::Utf8);
+        assert!(err.unwrap_err().to_string().contains("--encoding hex"));
+        let err = format_record(&mut line, b"k", b"\xff", Format::Tsv, Encoding::Utf8);
+        assert!(err.unwrap_err().to_string().contains("not valid UTF-8"));
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_a_reason() {
+        let cases: &[(&[u8], Format, Encoding, &str)] = &[
+            (
+                b"{\"key\": 1, \"value\": \"v\"}",
+                Format::Jsonl,
+                Encoding::Utf8,
+                "\"key\"",
+            ),
+            (
+                b"{\"key\": \"k\"}",
+                Format::Jsonl,
+                Encoding::Utf8,
+                "\"value\"",
+            ),
+            (b"not json", Format::Jsonl, Encoding::Utf8, "JSON"),
+            (
+                b"{\"key\": \"zz\", \"value\": \"\"}",
+                Format::Jsonl,
+                Encoding::Hex,
+                "hex",
+            ),
+            (b"no tab here", Format::Tsv, Encoding::Utf8, "no tab"),
+            (b"a\tb\tc", Format::Tsv, Encoding::Utf8, "more than one tab"),
+            (b"a\\x\tb", Format::Tsv, Encoding::Utf8, "unknown escape"),
+            (b"\xff\tb", Format::Tsv, Encoding::Utf8, "UTF-8"),
+            (b"!!\tb", Format::Tsv, Encoding::Base64, "base64"),
+        ];
+        for (line, format, encoding, want) in cases {
+            let err = parse_record(line, *format, *encoding).unwrap_err();
+            assert!(err.contains(want), "{err} does not say {want}");
+        }
+    }
+
+    #[test]
+    fn crlf_line_ends_are_trimmed() {
+        assert_eq!(trim_line_end(b"a\tb\r\n"), b"a\tb");
+        assert_eq!(trim_line_end(b"a\tb"), b"a\tb");
+    }
+}

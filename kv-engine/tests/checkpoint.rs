@@ -1,0 +1,222 @@
+//! `Db::checkpoint`: a copy of the database as of one moment, opened as a
+//! database of its own, taken while writers and compaction run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use kv_engine::{Db, Error, Options, SyncPolicy};
+
+fn options() -> Options {
+    Options::default()
+        .sync(SyncPolicy::Never)
+        .segment_size(16 << 10)
+        .compaction_interval(Duration::from_millis(2))
+        .compaction_threshold(0.3)
+}
+
+fn contents(db: &Db) -> HashMap<Vec<u8>, Vec<u8>> {
+    db.iter()
+        .map(|item| {
+            let (k, v) = item.unwrap();
+            (k, v.to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_opens_as_the_database_at_that_moment_and_both_go_on_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let target = copies.path().join("copy");
+    let db = Db::open_with(dir.path(), options()).unwrap();
+    for i in 0..2000u32 {
+        db.put(format!("k{i}").as_bytes(), &i.to_le_bytes().repeat(20))
+            .unwrap();
+    }
+    for i in (0..2000u32).step_by(3) {
+        db.delete(format!("k{i}").as_bytes()).unwrap();
+    }
+    db.compact().unwrap();
+    // Some data only in the active segment and the WAL.
+    db.put(b"late", b"in the active segment").unwrap();
+    let expected = contents(&db);
+
+    db.checkpoint(&target).unwrap();
+    db.put(b"after", b"not in the copy").unwrap();
+    db.delete(b"late").unwrap();
+
+    let copy = Db::open_with(&target, options()).unwrap();
+    assert_eq!(contents(&copy), expected);
+    assert_eq!(copy.get(b"after").unwrap(), None);
+
+    // The copy shares sealed segment files with the source by hard link:
+    // writing and compacting either must leave the other as it was.
+    for i in 0..2000u32 {
+        copy.put(format!("k{i}").as_bytes(), b"copy").unwrap();
+        db.put(format!("k{i}").as_bytes(), b"source").unwrap();
+    }
+    copy.compact().unwrap();
+    db.compact().unwrap();
+    copy.close().unwrap();
+    db.close().unwrap();
+    let db = Db::open_with(dir.path(), options()).unwrap();
+    let copy = Db::open_with(&target, options()).unwrap();
+    for i in 0..2000u32 {
+        let k = format!("k{i}");
+        assert_eq!(
+            db.get(k.as_bytes()).unwrap().as_deref(),
+            Some(&b"source"[..])
+        );
+        assert_eq!(
+            copy.get(k.as_bytes()).unwrap().as_deref(),
+            Some(&b"copy"[..])
+        );
+    }
+    assert_eq!(db.get(b"late").unwrap(), None);
+    assert!(copy.get(b"late").unwrap().is_some());
+    assert!(db.get(b"after").unwrap().is_some());
+    assert_eq!(copy.get(b"after").unwrap(), None);
+}
+
+#[test]
+fn the_target_must_be_new_or_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), options()).unwrap();
+    db.put(b"k", b"v").unwrap();
+
+    let full = copies.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("something"), b"x").unwrap();
+    assert!(matches!(
+        db.checkpoint(&full),
+        Err(Error::CheckpointTarget { .. })
+    ));
+    assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
+
+    let file = copies.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(
+        db.checkpoint(&file),
+        Err(Error::CheckpointTarget { .. })
+    ));
+
+    let empty = copies.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    db.checkpoint(&empty).unwrap();
+    let copy = Db::open(&empty).unwrap();
+    assert_eq!(copy.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    drop(copy);
+
+    // A checkpoint to the same place again is refused: it is not empty.
+    assert!(matches!(
+        db.checkpoint(&empty),
+        Err(Error::CheckpointTarget { .. })
+    ));
+    // A nested target whose parents do not exist yet is made.
+    db.checkpoint(copies.path().join("a/b/c")).unwrap();
+    assert!(copies.path().join("a/b/c").join("CHECKPOINT").exists());
+}
+
+#[test]
+fn a_checkpoint_cut_short_leaves_no_target_and_is_cleaned_up_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let target = copies.path().join("snap");
+    // What a crash in the middle leaves: the temporary directory, partly
+    // filled. The target itself does not exist.
+    let leftover = copies.path().join(".snap.kv-checkpoint-tmp");
+    std::fs::create_dir(&leftover).unwrap();
+    std::fs::write(leftover.join("0000000001.seg"), b"half a segment").unwrap();
+    assert!(!target.exists());
+
+    let db = Db::open_with(dir.path(), options()).unwrap();
+    db.put(b"k", b"v").unwrap();
+    db.checkpoint(&target).unwrap();
+    assert!(!leftover.exists());
+    let copy = Db::open(&target).unwrap();
+    assert_eq!(copy.len(), 1);
+}
+
+/// Writer threads each put keys `t/0`, `t/1`, ... in order while
+/// compaction runs; checkpoints taken meanwhile must each hold, for every
+/// thread, exactly a prefix of its keys that includes every put
+/// acknowledged before the call.
+#[test]
+fn checkpoints_under_concurrent_writes_are_prefixes_holding_everything_acknowledged() {
+    const THREADS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open_with(dir.path(), options()).unwrap());
+    let acked: Arc<[AtomicU64; THREADS]> = Arc::new(Default::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let key = |t: usize, i: u64| format!("{t}/{i:08}").into_bytes();
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (db, acked, stop) = (Arc::clone(&db), Arc::clone(&acked), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    db.put(&key(t, i), &i.to_le_bytes().repeat(16)).unwrap();
+                    // Overwrites give compaction something to do.
+                    if i > 0 && i.is_multiple_of(2) {
+                        db.put(&key(t, i / 2), &(i / 2).to_le_bytes().repeat(16))
+                            .unwrap();
+                    }
+                    i += 1;
+                    acked[t].store(i, Ordering::Release);
+                }
+            })
+        })
+        .collect();
+
+    for round in 0..6 {
+        // Let the writers get ahead, then take a checkpoint.
+        let floor = (round + 1) * 300;
+        while acked.iter().any(|a| a.load(Ordering::Acquire) < floor) {
+            std::thread::yield_now();
+        }
+        let before: Vec<u64> = acked.iter().map(|a| a.load(Ordering::Acquire)).collect();
+        let target = copies.path().join(format!("copy-{round}"));
+        db.checkpoint(&target).unwrap();
+
+        let copy = Db::open_with(&target, options().background_compaction(false)).unwrap();
+        let mut count = [0u64; THREADS];
+        for item in copy.iter() {
+            let (k, v) = item.unwrap();
+            let k = String::from_utf8(k).unwrap();
+            let (t, i) = k.split_once('/').unwrap();
+            let (t, i): (usize, u64) = (t.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(&*v, &i.to_le_bytes().repeat(16)[..], "{k}");
+            count[t] += 1;
+        }
+        for t in 0..THREADS {
+            // A prefix: keys 0..n all there, and nothing after.
+            let n = count[t];
+            assert!(copy.get(&key(t, n - 1)).unwrap().is_some());
+            assert!(copy.get(&key(t, n)).unwrap().is_none());
+            assert!(
+                n >= before[t],
+                "round {round}: thread {t} had {} acknowledged, the copy holds {n}",
+                before[t]
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    // The source kept working throughout and lost nothing.
+    for t in 0..THREADS {
+        let n = acked[t].load(Ordering::Acquire);
+        assert!(db.get(&key(t, n - 1)).unwrap().is_some());
+        assert_eq!(
+            db.keys()
+                .filter(|k| k.starts_with(format!("{t}/").as_bytes()))
+                .count() as u64,
+            n
+        );
+    }
+}

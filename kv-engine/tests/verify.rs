@@ -1,0 +1,332 @@
+//! `verify`: a clean database verifies clean; a flipped byte in a segment, a
+//! hint file, a WAL file or the checkpoint marker is reported with its file
+//! and offset; torn tails are warnings; nothing is ever changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kv_engine::{Db, Error, Options, WAL_DIR_NAME, verify};
+
+fn options() -> Options {
+    // No background compaction: the tests damage and copy files by hand.
+    Options::default()
+        .segment_size(4096)
+        .background_compaction(false)
+}
+
+/// A closed database with several sealed segments (some written by
+/// compaction), hint files, overwrites and deletes.
+fn build(dir: &Path) {
+    let db = Db::open_with(dir, options()).unwrap();
+    for i in 0..300u32 {
+        db.put(format!("key-{i:04}").as_bytes(), &[i as u8; 40])
+            .unwrap();
+    }
+    for i in (0..300u32).step_by(3) {
+        db.put(format!("key-{i:04}").as_bytes(), b"again").unwrap();
+    }
+    for i in (0..300u32).step_by(7) {
+        db.delete(format!("key-{i:04}").as_bytes()).unwrap();
+    }
+    db.compact().unwrap();
+    for i in 0..20u32 {
+        db.put(format!("late-{i}").as_bytes(), b"v").unwrap();
+    }
+    db.close().unwrap();
+}
+
+/// Every file under `dir` and its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            files.insert(path, bytes);
+        }
+    }
+    files
+}
+
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Copies a database directory while its `Db` is open: the files as a
+/// process killed at this moment would leave them.
+fn crash_image(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            crash_image(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// A crash image whose newest WAL file holds 50 records; returns its path
+/// and the frames' positions.
+fn image_with_wal(root: &Path) -> (PathBuf, PathBuf, Vec<u64>) {
+    let live = root.join("live");
+    let image = root.join("image");
+    let db = Db::open_with(&live, options()).unwrap();
+    for i in 0..50u32 {
+        db.put(format!("w-{i:03}").as_bytes(), b"some value")
+            .unwrap();
+    }
+    crash_image(&live, &image);
+    db.close().unwrap();
+    let wal = files_with(&image.join(WAL_DIR_NAME), "wal").pop().unwrap();
+    let positions: Vec<u64> = kv_wal::Wal::replay(
+        image.join(WAL_DIR_NAME),
+        kv_wal::Position::START,
+        Default::default(),
+    )
+    .unwrap()
+    .map(|r| r.unwrap().0)
+    .filter(|p| image.join(WAL_DIR_NAME).join(kv_wal::file_name(p.file)) == wal)
+    .map(|p| p.offset)
+    .collect();
+    assert_eq!(positions.len(), 50);
+    (image, wal, positions)
+}
+
+#[test]
+fn a_clean_database_verifies_clean_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let before = snapshot(dir.path());
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(report.checkpoint);
+    assert!(report.segments >= 2, "{report:?}");
+    assert!(report.hint_files >= 1, "{report:?}");
+    assert!(report.wal_files >= 1, "{report:?}");
+    assert!(report.records >= 300, "{report:?}");
+    assert_eq!(
+        report.files_checked(),
+        report.segments + report.hint_files + report.wal_files + 1
+    );
+    assert_eq!(snapshot(dir.path()), before);
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.get(b"key-0001").unwrap().unwrap(), [1u8; 40]);
+}
+
+#[test]
+fn a_flipped_byte_in_a_segment_is_reported_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let seg = files_with(dir.path(), "seg")[0].clone();
+    let mut records = Vec::new();
+    let segment = kv_log::Segment::open_read_only(&seg).unwrap();
+    assert!(segment.check_records(|loc, _| records.push(loc)).is_empty());
+    drop(segment);
+    let victim = records[records.len() / 2];
+    flip(&seg, u64::from(victim.offset + victim.len - 1));
+    let before = snapshot(dir.path());
+
+    let report = verify(dir.path()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    let p = &report.problems[0];
+    assert_eq!(p.path, seg);
+    assert_eq!(p.offset, u64::from(victim.offset));
+    assert!(p.reason.contains("checksum"), "{p}");
+    // The records after the damaged one were still checked.
+    assert!(report.records >= records.len() as u64 - 1);
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn a_flipped_byte_in_a_hint_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let hint = files_with(dir.path(), "hint")[0].clone();
+    flip(&hint, 40);
+    let report = verify(dir.path()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].path, hint);
+    assert!(report.problems[0].reason.contains("checksum"));
+}
+
+#[test]
+fn a_hint_file_that_disagrees_with_its_segment_is_reported() {
+    // A hint file with a valid checksum whose entry names another key: only
+    // comparing it with the segment's records finds this.
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let hint = files_with(dir.path(), "hint")[0].clone();
+    let mut bytes = std::fs::read(&hint).unwrap();
+    // First entry's key starts after the 32-byte header and the 28-byte
+    // entry header.
+    bytes[32 + 28] ^= 0x01;
+    let body = bytes.len() - 8;
+    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..body]);
+    bytes[body..].copy_from_slice(&sum.to_le_bytes());
+    std::fs::write(&hint, bytes).unwrap();
+    let report = verify(dir.path()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].path, hint);
+    assert_eq!(report.problems[0].offset, 32);
+    assert!(report.problems[0].reason.contains("does not match"));
+}
+
+#[test]
+fn a_flipped_byte_in_a_wal_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, wal, positions) = image_with_wal(dir.path());
+    // The crash image itself is clean: segment data past the checkpoint is
+    // valid, and the WAL has no torn tail.
+    let report = verify(&image).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(report.wal_records >= 50);
+
+    flip(&wal, positions[20] + 20);
+    let report = verify(&image).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].path, wal);
+    assert_eq!(report.problems[0].offset, positions[20]);
+    // The frames after it were still checked.
+    assert!(report.wal_records >= 49);
+}
+
+#[test]
+fn a_damaged_wal_header_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, wal, _) = image_with_wal(dir.path());
+    flip(&wal, 20);
+    let report = verify(&image).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(
+        (&report.problems[0].path, report.problems[0].offset),
+        (&wal, 0)
+    );
+}
+
+#[test]
+fn torn_tails_are_warnings_not_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, wal, _) = image_with_wal(dir.path());
+    let wal_len = std::fs::metadata(&wal).unwrap().len();
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes.extend_from_slice(&[0x5a; 9]);
+    std::fs::write(&wal, bytes).unwrap();
+    let seg = files_with(&image, "seg").pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[0; 50]);
+    std::fs::write(&seg, bytes).unwrap();
+    let before = snapshot(&image);
+
+    let report = verify(&image).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let warned: Vec<_> = report
+        .warnings
+        .iter()
+        .map(|w| (&w.path, w.offset))
+        .collect();
+    assert!(warned.contains(&(&wal, wal_len)), "{warned:?}");
+    assert!(warned.iter().any(|(p, _)| **p == seg), "{warned:?}");
+    assert_eq!(snapshot(&image), before, "verify cut a torn tail");
+}
+
+#[test]
+fn a_flipped_byte_in_the_checkpoint_marker_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let marker = dir.path().join("CHECKPOINT");
+    flip(&marker, 30);
+    let report = verify(dir.path()).unwrap();
+    assert!(!report.checkpoint);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.path == marker && p.offset == 0),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn a_missing_wal_file_and_a_missing_checkpointed_segment_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    for wal in files_with(&dir.path().join(WAL_DIR_NAME), "wal") {
+        std::fs::remove_file(wal).unwrap();
+    }
+    // The segment the marker names (bytes 12..16 of CHECKPOINT).
+    let marker = std::fs::read(dir.path().join("CHECKPOINT")).unwrap();
+    let id = u32::from_le_bytes(marker[12..16].try_into().unwrap());
+    let newest = dir.path().join(kv_log::segment_file_name(id));
+    std::fs::remove_file(&newest).unwrap();
+    let report = verify(dir.path()).unwrap();
+    let paths: Vec<_> = report.problems.iter().map(|p| p.path.clone()).collect();
+    assert!(paths.contains(&newest), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.parent() == Some(&dir.path().join(WAL_DIR_NAME))),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn an_open_database_is_locked_and_a_missing_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert!(matches!(verify(dir.path()), Err(Error::Locked { .. })));
+    drop(db);
+    assert!(verify(dir.path()).unwrap().is_clean());
+
+    let missing = dir.path().join("nope");
+    assert!(matches!(verify(&missing), Err(Error::Io { .. })));
+    assert!(!missing.exists());
+    let file = dir.path().join("LOCK");
+    assert!(matches!(verify(&file), Err(Error::Io { .. })));
+}
+
+#[test]
+fn verify_does_not_create_a_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    std::fs::remove_file(dir.path().join("LOCK")).unwrap();
+    assert!(verify(dir.path()).unwrap().is_clean());
+    assert!(!dir.path().join("LOCK").exists());
+}
+
+#[test]
+fn a_checkpoint_copy_verifies_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    build(&dir.path().join("db"));
+    let db = Db::open_with(dir.path().join("db"), options()).unwrap();
+    db.put(b"after", b"reopen").unwrap();
+    let copy = dir.path().join("copy");
+    db.checkpoint(&copy).unwrap();
+    let report = verify(&copy).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(report.records > 0);
+    drop(db);
+    assert_eq!(
+        Db::open(&copy).unwrap().get(b"after").unwrap().as_deref(),
+        Some(&b"reopen"[..])
+    );
+}
