@@ -218,6 +218,11 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             Err(LogError::BadSegmentHeader { path, reason }) => {
                 report.problems.push(problem(path, 0, reason));
             }
+            Err(LogError::Corruption {
+                path,
+                offset,
+                reason,
+            }) => report.problems.push(problem(path, offset, reason)),
             Err(LogError::Io { path, source }) => return Err(Error::Io { path, source }),
             Err(other) => report.problems.push(problem(path, 0, other.to_string())),
         }

@@ -28,6 +28,12 @@
 //!   test checks that too. A flip in any earlier frame must be detected,
 //!   since a valid frame follows it.
 //!
+//! Before each open, `kv_engine::verify` checks the damaged copy: it must
+//! not panic, and it must report a problem or a warning for every flip
+//! that the open or a read detects or that drops the torn tail (for a
+//! harmless flip it may or may not: a damaged hint file or dead record is
+//! still damage to report).
+//!
 //! Anything else fails the test, naming the file, the offset and the
 //! pattern: a wrong value, a key listed that should not be, a key missing
 //! (outside the one case above), another kind of error, a panic on any
@@ -350,6 +356,8 @@ fn attempt(
 #[derive(Default)]
 struct Tally {
     flips: u64,
+    /// Flips `verify` reported (a problem or a warning).
+    verify_flagged: u64,
     at_open: BTreeMap<&'static str, u64>,
     at_read: u64,
     harmless: u64,
@@ -414,7 +422,15 @@ fn every_flipped_byte_is_detected_or_harmless() {
                     let panics = PANICS.load(Ordering::SeqCst);
                     let region = Region::new(GLOBAL);
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        attempt(&work, &fixture, mode, drop_allowed)
+                        // verify first: it reads the files as they are,
+                        // before recovery changes them.
+                        let flagged = match kv_engine::verify(&work) {
+                            Ok(report) => {
+                                !report.problems.is_empty() || !report.warnings.is_empty()
+                            }
+                            Err(e) => return (Err(format!("verify failed: {e:?}")), false),
+                        };
+                        (attempt(&work, &fixture, mode, drop_allowed), flagged)
                     }));
                     let stats = region.change();
                     let allocated = stats.bytes_allocated + stats.bytes_reallocated.max(0) as usize;
@@ -423,18 +439,35 @@ fn every_flipped_byte_is_detected_or_harmless() {
                         "{} at offset {offset} (xor {pattern:#04x}, {mode:?})",
                         rel.display()
                     );
-                    let outcome = match result {
-                        Err(_) => Err("panicked".to_string()),
+                    let (outcome, flagged) = match result {
+                        Err(_) => (Err("panicked".to_string()), false),
                         Ok(_) if PANICS.load(Ordering::SeqCst) != panics => {
-                            Err("a thread panicked".to_string())
+                            (Err("a thread panicked".to_string()), false)
                         }
-                        Ok(_) if allocated > ALLOCATION_LIMIT => Err(format!(
-                            "allocated {allocated} bytes (limit {ALLOCATION_LIMIT})"
-                        )),
+                        Ok(_) if allocated > ALLOCATION_LIMIT => (
+                            Err(format!(
+                                "allocated {allocated} bytes (limit {ALLOCATION_LIMIT})"
+                            )),
+                            false,
+                        ),
                         Ok(r) => r,
                     };
                     let tally = tallies.entry(label.clone()).or_default();
                     tally.flips += 1;
+                    tally.verify_flagged += u64::from(flagged);
+                    if !flagged
+                        && matches!(
+                            outcome,
+                            Ok(Outcome::DetectedAtOpen(_)
+                                | Outcome::DetectedAtRead
+                                | Outcome::TornTailDropped)
+                        )
+                    {
+                        failures.push(format!(
+                            "{at}: verify reported nothing, but the damage is {:?}",
+                            outcome.as_ref().unwrap()
+                        ));
+                    }
                     match outcome {
                         Ok(Outcome::DetectedAtOpen(how)) => {
                             if how == "UnsupportedFile" && offset >= 8 {
@@ -461,19 +494,20 @@ fn every_flipped_byte_is_detected_or_harmless() {
         fixture.files.len()
     );
     println!(
-        "{:<36} {:>6} {:>16} {:>9} {:>9} {:>12}",
-        "file kind", "flips", "open (C/U)", "read", "harmless", "tail dropped"
+        "{:<36} {:>6} {:>16} {:>9} {:>9} {:>12} {:>9}",
+        "file kind", "flips", "open (C/U)", "read", "harmless", "tail dropped", "verify"
     );
     for (label, t) in &tallies {
         let c = t.at_open.get("Corruption").copied().unwrap_or(0);
         let u = t.at_open.get("UnsupportedFile").copied().unwrap_or(0);
         println!(
-            "{label:<36} {:>6} {:>16} {:>9} {:>9} {:>12}",
+            "{label:<36} {:>6} {:>16} {:>9} {:>9} {:>12} {:>9}",
             t.flips,
             format!("{} ({c}/{u})", c + u),
             t.at_read,
             t.harmless,
-            t.dropped
+            t.dropped,
+            t.verify_flagged
         );
     }
     println!(

@@ -103,9 +103,10 @@ impl Segment {
     ///
     /// # Errors
     ///
+    /// [`LogError::Corruption`] (offset 0) for a damaged header;
     /// [`LogError::BadSegmentHeader`] for a file that is not a segment this
-    /// build reads (a damaged header among them), or whose name is not a
-    /// segment file name; [`LogError::Io`].
+    /// build reads, or whose name is not a segment file name;
+    /// [`LogError::Io`].
     pub fn open_read_only(path: &Path) -> Result<Segment> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let Some(id) = parse_segment_file_name(name) else {
@@ -306,6 +307,12 @@ mod tests {
         assert!(matches!(
             Segment::open_read_only(&path),
             Err(LogError::Corruption { offset: 0, .. })
+        ));
+        bytes[0] ^= 1; // the magic: a foreign file
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            Segment::open_read_only(&path),
+            Err(LogError::BadSegmentHeader { .. })
         ));
         let other = dir.path().join("segment.bin");
         fs::write(&other, b"x").unwrap();
