@@ -211,18 +211,7 @@ impl LogReader {
         let tmp = self.shared.dir.join(format!("{id:010}{TEMP_SUFFIX}"));
         let header = encode_header(id, SegmentKind::Compacted, supersedes);
         let faults = &self.shared.faults;
-        let file = (|| {
-            faults.check(FileOp::Create, &tmp)?;
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            checked_write(faults, &tmp, &header, |b| file.write_all(b))?;
-            Ok(file)
-        })()
-        .map_err(|e| {
+        let file = create_with_header(faults, &tmp, &header).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             LogError::io(&tmp, e)
         })?;
@@ -1091,14 +1080,7 @@ fn create_log_segment(
     let tmp = dir.join(format!("{id:010}{TEMP_SUFFIX}"));
     let header = encode_header(id, SegmentKind::Log, &[]);
     let file = (|| {
-        faults.check(FileOp::Create, &tmp)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        checked_write(faults, &tmp, &header, |b| file.write_all(b))?;
+        let file = create_with_header(faults, &tmp, &header)?;
         faults.check(FileOp::Sync, &tmp)?;
         file.sync_all()?;
         faults.check(FileOp::Rename, &path)?;
@@ -1144,6 +1126,20 @@ pub(crate) fn checked_write(
         return Err(e);
     }
     write(bytes)
+}
+
+/// Creates (or truncates) the temporary file `tmp` and writes a segment
+/// `header` to it, unsynced: the first step of making a segment.
+fn create_with_header(faults: &Faults, tmp: &Path, header: &[u8]) -> std::io::Result<File> {
+    faults.check(FileOp::Create, tmp)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)?;
+    checked_write(faults, tmp, header, |b| file.write_all(b))?;
+    Ok(file)
 }
 
 /// Makes the creation, renaming or removal of files in `dir` durable.
