@@ -404,7 +404,7 @@ impl Db {
     /// for what it guarantees under concurrent writes and compaction.
     pub fn keys(&self) -> Keys {
         Keys {
-            shards: ShardWalk::new(self.shared.index.len()),
+            shards: ShardWalk::new(),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -435,7 +435,7 @@ impl Db {
     /// iteration can go on past it.
     pub fn iter(&self) -> Iter {
         Iter {
-            shards: ShardWalk::new(self.shared.index.len()),
+            shards: ShardWalk::new(),
             shared: Arc::clone(&self.shared),
             held: None,
             dir: self.dir.clone(),
@@ -677,35 +677,40 @@ impl Db {
     ) -> Result<Option<T>> {
         check_key(key)?;
         self.shared.stats.gets.add(1);
+        self.shared.read_live(&self.dir, key, f)
+    }
+}
+
+impl Shared {
+    /// Finds `key` as it is now, reads and checks its record, and hands the
+    /// value to `f` while the segment is held.
+    fn read_live<T>(
+        &self,
+        dir: &Path,
+        key: &[u8],
+        f: impl FnOnce(&Arc<Segment>, &[u8]) -> T,
+    ) -> Result<Option<T>> {
         // The segment set is loaded before the index entry: a segment the
         // entry names is then in the set, unless it was created (by a roll
         // or a compaction) after the set was loaded, and a fresh load finds
         // it. A segment is retired only after no entry points at it.
         for _ in 0..4 {
-            let segments = self.shared.reader.segments();
+            let segments = self.reader.segments();
             let Some(entry) = self.live_entry(key) else {
                 return Ok(None);
             };
             let Some(segment) = segments.get(entry.segment) else {
                 continue;
             };
-            return self
-                .read_entry(segment, key, entry)
-                .map(|v| Some(f(segment, v)));
+            return read_entry(segment, key, entry).map(|v| Some(f(segment, v)));
         }
         Err(Error::Corruption {
-            path: self.dir.clone(),
+            path: dir.to_path_buf(),
             offset: 0,
             reason: "the index points at a segment that does not exist".into(),
         })
     }
 
-    fn read_entry<'s>(&self, segment: &'s Segment, key: &[u8], entry: Entry) -> Result<&'s [u8]> {
-        read_entry(segment, key, entry)
-    }
-}
-
-impl Shared {
     /// The entry of `key` if it is present: not a tombstone, not expired.
     pub(crate) fn live_entry(&self, key: &[u8]) -> Option<Entry> {
         self.index
@@ -758,17 +763,14 @@ struct ShardWalk {
     /// The current shard's copy, and the next entry of it to visit.
     copy: ShardSnapshot,
     at: usize,
-    /// Keys not yet visited, for `size_hint` (a guess under writes).
-    remaining: usize,
 }
 
 impl ShardWalk {
-    fn new(keys: usize) -> ShardWalk {
+    fn new() -> ShardWalk {
         ShardWalk {
             next: 0,
             copy: ShardSnapshot::new(),
             at: 0,
-            remaining: keys,
         }
     }
 
@@ -777,7 +779,6 @@ impl ShardWalk {
     fn next_entry(&mut self) -> Option<(&[u8], Entry)> {
         let item = self.copy.get(self.at)?;
         self.at += 1;
-        self.remaining = self.remaining.saturating_sub(1);
         Some(item)
     }
 
@@ -827,10 +828,6 @@ impl Iterator for Keys {
             }
         }
     }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.shards.remaining.max(1) * 2))
-    }
 }
 
 /// An iterator over the keys present and their values, returned by
@@ -862,20 +859,7 @@ impl Iter {
         if let Some(segment) = self.held.as_ref().and_then(|set| set.get(entry.segment)) {
             return read_entry(segment, key, entry).map(|v| Some(Value::new(segment, v)));
         }
-        for _ in 0..4 {
-            let segments = self.shared.reader.segments();
-            let Some(entry) = self.shared.live_entry(key) else {
-                return Ok(None);
-            };
-            if let Some(segment) = segments.get(entry.segment) {
-                return read_entry(segment, key, entry).map(|v| Some(Value::new(segment, v)));
-            }
-        }
-        Err(Error::Corruption {
-            path: self.dir.clone(),
-            offset: 0,
-            reason: "the index points at a segment that does not exist".into(),
-        })
+        self.shared.read_live(&self.dir, key, Value::new)
     }
 }
 
@@ -904,10 +888,6 @@ impl Iterator for Iter {
                 Err(e) => return Some(Err(e)),
             }
         }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.shards.remaining.max(1) * 2))
     }
 }
 
