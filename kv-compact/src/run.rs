@@ -24,6 +24,16 @@ pub enum CompactError {
     /// A run needs at least one input segment.
     #[error("a compaction run needs at least one input segment")]
     NoInputs,
+    /// An input segment holds a record that fails its checks: the run
+    /// stopped and changed nothing. A run without that segment can go on.
+    #[error("input segment {segment} is damaged: {source}")]
+    DamagedInput {
+        /// The damaged input's id.
+        segment: u32,
+        /// What is wrong, naming the file and offset.
+        #[source]
+        source: LogError,
+    },
 }
 
 /// What the engine decides for a run.
@@ -119,8 +129,9 @@ enum Fate {
 ///
 /// # Errors
 ///
-/// [`CompactError::Log`] if an input is damaged or the output cannot be
-/// written; [`CompactError::Cancelled`]. Either way nothing has changed.
+/// [`CompactError::DamagedInput`] if an input is damaged,
+/// [`CompactError::Log`] if the output cannot be written;
+/// [`CompactError::Cancelled`]. Either way nothing has changed.
 pub fn compact(
     reader: &LogReader,
     index: &Index,
@@ -142,112 +153,124 @@ pub fn compact(
     for input in inputs {
         let mut failure = None;
         let mut cancelled = false;
-        input.for_each_record(|loc, record| {
-            if failure.is_some() || cancelled {
-                return;
-            }
-            counts.bytes_in += u64::from(loc.len);
-            let fate = match record.kind {
-                RecordKind::Put => match index.get(record.key) {
-                    Some(e) if e.segment == loc.segment && e.offset == loc.offset => {
-                        if record.expires_at != 0 && policy.is_expired(record.expires_at) {
-                            Fate::Expire {
-                                old: e,
-                                tombstone: policy.keep_tombstone(record.key, record.seq),
+        input
+            .for_each_record(|loc, record| {
+                if failure.is_some() || cancelled {
+                    return;
+                }
+                counts.bytes_in += u64::from(loc.len);
+                let fate = match record.kind {
+                    RecordKind::Put => match index.get(record.key) {
+                        Some(e) if e.segment == loc.segment && e.offset == loc.offset => {
+                            if record.expires_at != 0 && policy.is_expired(record.expires_at) {
+                                Fate::Expire {
+                                    old: e,
+                                    tombstone: policy.keep_tombstone(record.key, record.seq),
+                                }
+                            } else {
+                                Fate::Copy(e)
                             }
+                        }
+                        _ => Fate::Drop,
+                    },
+                    // A present key was written again after this delete: the
+                    // newer record shadows every older one.
+                    RecordKind::Tombstone => {
+                        if index.get(record.key).is_none()
+                            && policy.keep_tombstone(record.key, record.seq)
+                        {
+                            Fate::KeepTombstone
                         } else {
-                            Fate::Copy(e)
+                            Fate::Drop
                         }
                     }
-                    _ => Fate::Drop,
-                },
-                // A present key was written again after this delete: the
-                // newer record shadows every older one.
-                RecordKind::Tombstone => {
-                    if index.get(record.key).is_none()
-                        && policy.keep_tombstone(record.key, record.seq)
-                    {
-                        Fate::KeepTombstone
-                    } else {
-                        Fate::Drop
-                    }
-                }
-            };
-            let appended = match &fate {
-                Fate::Drop
-                | Fate::Expire {
-                    tombstone: false, ..
-                } => None,
-                // The bytes were just decoded and checked from this map.
-                Fate::Copy(_) | Fate::KeepTombstone => Some(
-                    input
-                        .read(loc.offset, loc.len)
-                        .and_then(|bytes| output.append_encoded(bytes)),
-                ),
-                Fate::Expire {
-                    tombstone: true, ..
-                } => {
-                    scratch.clear();
-                    Some(
-                        kv_format::encode(&Record::tombstone(record.seq, record.key), &mut scratch)
+                };
+                let appended = match &fate {
+                    Fate::Drop
+                    | Fate::Expire {
+                        tombstone: false, ..
+                    } => None,
+                    // The bytes were just decoded and checked from this map.
+                    Fate::Copy(_) | Fate::KeepTombstone => Some(
+                        input
+                            .read(loc.offset, loc.len)
+                            .and_then(|bytes| output.append_encoded(bytes)),
+                    ),
+                    Fate::Expire {
+                        tombstone: true, ..
+                    } => {
+                        scratch.clear();
+                        Some(
+                            kv_format::encode(
+                                &Record::tombstone(record.seq, record.key),
+                                &mut scratch,
+                            )
                             .map_err(|e| LogError::Corruption {
                                 path: input.path().to_path_buf(),
                                 offset: u64::from(loc.offset),
                                 reason: e.to_string(),
                             })
                             .and_then(|_| output.append_encoded(&scratch)),
-                    )
-                }
-            };
-            let new = match appended {
-                None => None,
-                Some(Ok(new)) => {
-                    counts.bytes_out += u64::from(new.len);
-                    counts.min_seq_out = counts.min_seq_out.min(record.seq);
-                    Some(new)
-                }
-                Some(Err(e)) => {
-                    failure = Some(e);
-                    return;
-                }
-            };
-            match fate {
-                Fate::Drop => match record.kind {
-                    RecordKind::Put => counts.records_dropped += 1,
-                    RecordKind::Tombstone => counts.tombstones_dropped += 1,
-                },
-                Fate::Copy(old) => {
-                    let start = keys.len();
-                    keys.extend_from_slice(record.key);
-                    copied.push(Copied {
-                        key: start..keys.len(),
-                        old,
-                        new,
-                    });
-                    counts.records_copied += 1;
-                    if record.expires_at != 0 {
-                        counts.expiring_bytes_out += u64::from(loc.len);
-                        counts.latest_expiry_out = counts.latest_expiry_out.max(record.expires_at);
+                        )
+                    }
+                };
+                let new = match appended {
+                    None => None,
+                    Some(Ok(new)) => {
+                        counts.bytes_out += u64::from(new.len);
+                        counts.min_seq_out = counts.min_seq_out.min(record.seq);
+                        Some(new)
+                    }
+                    Some(Err(e)) => {
+                        failure = Some(e);
+                        return;
+                    }
+                };
+                match fate {
+                    Fate::Drop => match record.kind {
+                        RecordKind::Put => counts.records_dropped += 1,
+                        RecordKind::Tombstone => counts.tombstones_dropped += 1,
+                    },
+                    Fate::Copy(old) => {
+                        let start = keys.len();
+                        keys.extend_from_slice(record.key);
+                        copied.push(Copied {
+                            key: start..keys.len(),
+                            old,
+                            new,
+                        });
+                        counts.records_copied += 1;
+                        if record.expires_at != 0 {
+                            counts.expiring_bytes_out += u64::from(loc.len);
+                            counts.latest_expiry_out =
+                                counts.latest_expiry_out.max(record.expires_at);
+                        }
+                    }
+                    Fate::KeepTombstone => {
+                        counts.tombstones_kept += 1;
+                        counts.dead_bytes_out += new.map_or(0, |n| u64::from(n.len));
+                    }
+                    Fate::Expire { old, .. } => {
+                        let start = keys.len();
+                        keys.extend_from_slice(record.key);
+                        copied.push(Copied {
+                            key: start..keys.len(),
+                            old,
+                            new: None,
+                        });
+                        counts.records_expired += 1;
+                        counts.dead_bytes_out += new.map_or(0, |n| u64::from(n.len));
                     }
                 }
-                Fate::KeepTombstone => {
-                    counts.tombstones_kept += 1;
-                    counts.dead_bytes_out += new.map_or(0, |n| u64::from(n.len));
-                }
-                Fate::Expire { old, .. } => {
-                    let start = keys.len();
-                    keys.extend_from_slice(record.key);
-                    copied.push(Copied {
-                        key: start..keys.len(),
-                        old,
-                        new: None,
-                    });
-                    counts.records_expired += 1;
-                    counts.dead_bytes_out += new.map_or(0, |n| u64::from(n.len));
-                }
-            }
-            cancelled = !policy.pace(u64::from(loc.len));
-        })?;
+                cancelled = !policy.pace(u64::from(loc.len));
+            })
+            .map_err(|e| match e {
+                e @ LogError::Corruption { .. } => CompactError::DamagedInput {
+                    segment: input.id(),
+                    source: e,
+                },
+                other => CompactError::Log(other),
+            })?;
         if let Some(e) = failure {
             return Err(e.into());
         }

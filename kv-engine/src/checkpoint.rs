@@ -16,20 +16,32 @@ use crate::{Error, Result};
 pub(crate) const CHECKPOINT_FILE_NAME: &str = "CHECKPOINT";
 const TEMP_NAME: &str = "CHECKPOINT.tmp";
 
-// Format: { magic [u8; 8] | version u16 | reserved u16 | segment u32
-//         | segment_offset u64 | seq u64 | wal_file u64 | wal_offset u64
-//         | checksum u64 }, little-endian, 56 bytes; the checksum is xxh3-64
-// over the 48 bytes before it.
+// Format (version 2): { magic [u8; 8] | version u16 | reserved u16
+//         | segment u32 | segment_offset u64 | seq u64 | wal_file u64
+//         | wal_offset u64 | next_segment_id u32 | segment_count u32
+//         | segment_ids [u32; segment_count] | checksum u64 },
+// little-endian; the checksum is xxh3-64 over every byte before it.
+// Version 1 is the first 48 bytes of that (to `wal_offset`) and the
+// checksum: 56 bytes, no segment list.
 const MAGIC: [u8; 8] = *b"KVCHKPNT";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 const VERSION_OFFSET: usize = MAGIC.len();
 const SEGMENT_OFFSET: usize = VERSION_OFFSET + size_of::<u16>() + size_of::<u16>();
 const SEGMENT_POS_OFFSET: usize = SEGMENT_OFFSET + size_of::<u32>();
 const SEQ_OFFSET: usize = SEGMENT_POS_OFFSET + size_of::<u64>();
 const WAL_FILE_OFFSET: usize = SEQ_OFFSET + size_of::<u64>();
 const WAL_POS_OFFSET: usize = WAL_FILE_OFFSET + size_of::<u64>();
-const CHECKSUM_OFFSET: usize = WAL_POS_OFFSET + size_of::<u64>();
-const MARKER_LEN: usize = CHECKSUM_OFFSET + size_of::<u64>();
+/// Where version 1 ends its fields (and puts its checksum).
+const V1_FIELDS_END: usize = WAL_POS_OFFSET + size_of::<u64>();
+const V1_MARKER_LEN: usize = V1_FIELDS_END + size_of::<u64>();
+const NEXT_ID_OFFSET: usize = V1_FIELDS_END;
+const COUNT_OFFSET: usize = NEXT_ID_OFFSET + size_of::<u32>();
+const IDS_OFFSET: usize = COUNT_OFFSET + size_of::<u32>();
+/// The most segments a marker lists: far more than a database has (16 Mi
+/// segments of the default 256 MiB are 4 PiB), and a bound on the bytes
+/// read before the checksum is checked.
+const MAX_LISTED: usize = 1 << 24;
+const MAX_MARKER_LEN: usize = IDS_OFFSET + 4 * MAX_LISTED + size_of::<u64>();
 
 /// Why a marker could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +72,7 @@ impl From<MarkerError> for Error {
 }
 
 /// What a checkpoint made durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Checkpoint {
     /// Every record with a sequence number up to this is in the segments,
     /// durably, before `segments_end`.
@@ -69,6 +81,13 @@ pub(crate) struct Checkpoint {
     pub(crate) segments_end: LogPosition,
     /// Where replay of the write-ahead log starts.
     pub(crate) wal_from: Position,
+    /// The id the next new segment was to get: ids below it are never
+    /// given again. 0 in a version 1 marker.
+    pub(crate) next_segment_id: u32,
+    /// The segments that existed, none superseded by another of them, in
+    /// id order: each must exist at open (or be superseded by an output
+    /// that does). `None` in a version 1 marker.
+    pub(crate) segments: Option<Vec<u32>>,
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -77,9 +96,25 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
 impl Checkpoint {
-    fn encode(&self) -> [u8; MARKER_LEN] {
-        let mut b = [0u8; MARKER_LEN];
+    /// What `kv_log::Log::recover` needs of the marker.
+    pub(crate) fn durable(&self) -> kv_log::Durable {
+        kv_log::Durable {
+            end: self.segments_end,
+            segments: self.segments.clone(),
+            next_id: self.next_segment_id,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let ids = self.segments.as_deref().unwrap_or(&[]);
+        let mut b = vec![0u8; IDS_OFFSET];
         b[..VERSION_OFFSET].copy_from_slice(&MAGIC);
         b[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&VERSION.to_le_bytes());
         b[SEGMENT_OFFSET..SEGMENT_POS_OFFSET]
@@ -87,54 +122,96 @@ impl Checkpoint {
         b[SEGMENT_POS_OFFSET..SEQ_OFFSET].copy_from_slice(&self.segments_end.offset.to_le_bytes());
         b[SEQ_OFFSET..WAL_FILE_OFFSET].copy_from_slice(&self.seq.to_le_bytes());
         b[WAL_FILE_OFFSET..WAL_POS_OFFSET].copy_from_slice(&self.wal_from.file.to_le_bytes());
-        b[WAL_POS_OFFSET..CHECKSUM_OFFSET].copy_from_slice(&self.wal_from.offset.to_le_bytes());
-        let sum = xxh3_64(&b[..CHECKSUM_OFFSET]);
-        b[CHECKSUM_OFFSET..].copy_from_slice(&sum.to_le_bytes());
+        b[WAL_POS_OFFSET..V1_FIELDS_END].copy_from_slice(&self.wal_from.offset.to_le_bytes());
+        b[NEXT_ID_OFFSET..COUNT_OFFSET].copy_from_slice(&self.next_segment_id.to_le_bytes());
+        b[COUNT_OFFSET..IDS_OFFSET].copy_from_slice(&(ids.len() as u32).to_le_bytes());
+        for id in ids {
+            b.extend_from_slice(&id.to_le_bytes());
+        }
+        let sum = xxh3_64(&b);
+        b.extend_from_slice(&sum.to_le_bytes());
         b
     }
 
     fn decode(b: &[u8]) -> std::result::Result<Checkpoint, DecodeError> {
         use DecodeError::{Damaged, Unsupported};
-        if b.len() != MARKER_LEN {
+        if b.len() < V1_MARKER_LEN {
             return Err(Damaged(format!(
-                "it is {} bytes, not {MARKER_LEN}",
+                "it is {} bytes, shorter than any marker ({V1_MARKER_LEN})",
                 b.len()
             )));
         }
         if b[..VERSION_OFFSET] != MAGIC {
             return Err(Damaged("the magic bytes are wrong".into()));
         }
-        if u64_at(b, CHECKSUM_OFFSET) != xxh3_64(&b[..CHECKSUM_OFFSET]) {
+        // Every version ends in a checksum of all the bytes before it.
+        let body = b.len() - size_of::<u64>();
+        if u64_at(b, body) != xxh3_64(&b[..body]) {
             return Err(Damaged("the checksum does not match".into()));
         }
         // Checked after the checksum, so that a damaged version byte reads
         // as damage and only a marker written as a later version as one.
         let version = u16::from_le_bytes([b[VERSION_OFFSET], b[VERSION_OFFSET + 1]]);
-        if version != VERSION {
-            return Err(Unsupported(format!(
-                "checkpoint marker format version {version} is not supported (this build reads version {VERSION})"
-            )));
-        }
-        let mut seg = [0u8; 4];
-        seg.copy_from_slice(&b[SEGMENT_OFFSET..SEGMENT_POS_OFFSET]);
-        Ok(Checkpoint {
+        let fixed = |next_segment_id, segments| Checkpoint {
             seq: u64_at(b, SEQ_OFFSET),
             segments_end: LogPosition {
-                segment: u32::from_le_bytes(seg),
+                segment: u32_at(b, SEGMENT_OFFSET),
                 offset: u64_at(b, SEGMENT_POS_OFFSET),
             },
             wal_from: Position::new(u64_at(b, WAL_FILE_OFFSET), u64_at(b, WAL_POS_OFFSET)),
-        })
+            next_segment_id,
+            segments,
+        };
+        match version {
+            1 if b.len() == V1_MARKER_LEN => Ok(fixed(0, None)),
+            1 => Err(Damaged(format!(
+                "a version 1 marker is {V1_MARKER_LEN} bytes, not {}",
+                b.len()
+            ))),
+            VERSION => {
+                if body < IDS_OFFSET {
+                    return Err(Damaged("it is cut short".into()));
+                }
+                let count = u32_at(b, COUNT_OFFSET) as usize;
+                if body != IDS_OFFSET + 4 * count {
+                    return Err(Damaged(format!(
+                        "it lists {count} segments in {} bytes",
+                        body - IDS_OFFSET
+                    )));
+                }
+                let ids = (0..count).map(|i| u32_at(b, IDS_OFFSET + 4 * i)).collect();
+                Ok(fixed(u32_at(b, NEXT_ID_OFFSET), Some(ids)))
+            }
+            other => Err(Unsupported(format!(
+                "checkpoint marker format version {other} is not supported (this build reads versions 1 and {VERSION})"
+            ))),
+        }
     }
 
     /// Reads the marker in `dir`; `None` if there is none yet.
     pub(crate) fn read(dir: &Path) -> Result<Option<Checkpoint>> {
         let path = dir.join(CHECKPOINT_FILE_NAME);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(Error::Io { path, source }),
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
         };
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(io(source)),
+        };
+        let len = file.metadata().map_err(io)?.len();
+        if len > MAX_MARKER_LEN as u64 {
+            return Err(Error::Corruption {
+                path,
+                offset: 0,
+                reason: format!(
+                    "the checkpoint marker is damaged: it is {len} bytes, more than a marker can be"
+                ),
+            });
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io)?;
         // The marker is replaced atomically, so any damage is corruption,
         // never a torn write.
         Checkpoint::decode(&bytes).map(Some).map_err(|e| match e {
@@ -189,34 +266,71 @@ impl Checkpoint {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_and_rejects_every_flipped_byte() {
-        let cp = Checkpoint {
+    fn sample() -> Checkpoint {
+        Checkpoint {
             seq: 123_456,
             segments_end: LogPosition {
                 segment: 7,
                 offset: 4096,
             },
             wal_from: Position::new(3, 16),
-        };
+            next_segment_id: 9,
+            segments: Some(vec![2, 5, 7, 8]),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_every_flipped_byte() {
+        let cp = sample();
         let bytes = cp.encode();
+        assert_eq!(bytes.len(), IDS_OFFSET + 4 * 4 + 8);
         assert_eq!(Checkpoint::decode(&bytes), Ok(cp));
         for i in 0..bytes.len() {
-            let mut bad = bytes;
+            let mut bad = bytes.clone();
             bad[i] ^= 0x01;
             assert!(Checkpoint::decode(&bad).is_err(), "flip at {i}");
         }
-        assert!(Checkpoint::decode(&bytes[..MARKER_LEN - 1]).is_err());
+        for cut in 0..bytes.len() {
+            assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
 
         // A later version with a matching checksum is not damage.
-        let mut v2 = bytes;
-        v2[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&2u16.to_le_bytes());
-        let sum = xxh3_64(&v2[..CHECKSUM_OFFSET]);
-        v2[CHECKSUM_OFFSET..].copy_from_slice(&sum.to_le_bytes());
+        let mut v3 = bytes.clone();
+        v3[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&3u16.to_le_bytes());
+        let body = v3.len() - 8;
+        let sum = xxh3_64(&v3[..body]);
+        v3[body..].copy_from_slice(&sum.to_le_bytes());
         assert!(matches!(
-            Checkpoint::decode(&v2),
-            Err(DecodeError::Unsupported(reason)) if reason.contains("version 2")
+            Checkpoint::decode(&v3),
+            Err(DecodeError::Unsupported(reason)) if reason.contains("version 3")
         ));
+    }
+
+    /// A version 1 marker, as the previous build wrote it (bytes frozen
+    /// here): read without a segment list or id floor.
+    #[test]
+    fn a_version_1_marker_is_read() {
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"KVCHKPNT");
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&0u16.to_le_bytes());
+        v1.extend_from_slice(&7u32.to_le_bytes());
+        v1.extend_from_slice(&4096u64.to_le_bytes());
+        v1.extend_from_slice(&123_456u64.to_le_bytes());
+        v1.extend_from_slice(&3u64.to_le_bytes());
+        v1.extend_from_slice(&16u64.to_le_bytes());
+        let sum = xxh3_64(&v1);
+        v1.extend_from_slice(&sum.to_le_bytes());
+        assert_eq!(v1.len(), V1_MARKER_LEN);
+        let cp = Checkpoint::decode(&v1).unwrap();
+        assert_eq!(
+            cp,
+            Checkpoint {
+                next_segment_id: 0,
+                segments: None,
+                ..sample()
+            }
+        );
     }
 
     #[test]
@@ -230,6 +344,8 @@ mod tests {
                 offset: 32,
             },
             wal_from: Position::new(2, 16),
+            next_segment_id: 2,
+            segments: Some(vec![1]),
         };
         cp.write(dir.path(), &Faults::default()).unwrap();
         assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(cp));

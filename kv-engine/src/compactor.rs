@@ -50,6 +50,10 @@ pub struct CompactionReport {
     pub tombstones_kept: u64,
     /// Tombstones dropped.
     pub tombstones_dropped: u64,
+    /// Damaged segments left out: a record in each failed its checks, so
+    /// compaction does not take it (now or later) and the others go on.
+    /// `Db::stats().damaged_segments` counts them; the log names them.
+    pub segments_skipped: u64,
 }
 
 impl CompactionReport {
@@ -89,10 +93,19 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
     let present: Vec<u32> = set.iter().map(|s| s.id()).collect();
     let usage = shared.usage.snapshot(&present);
     let limit = shared.checkpointed.load(Ordering::Acquire);
+    let listed = shared.listed.lock().clone();
+    let damaged = shared.damaged.lock().clone();
     let now = shared.time.now();
     let candidates: Vec<Arc<Segment>> = set
         .iter()
-        .filter(|s| s.is_sealed() && s.id() < limit)
+        // Only segments a durable marker lists (see `Writer::checkpoint`),
+        // wholly before the checkpoint, and not known to be damaged.
+        .filter(|s| {
+            s.is_sealed()
+                && s.id() < limit
+                && listed.binary_search(&s.id()).is_ok()
+                && !damaged.contains(&s.id())
+        })
         .filter(|s| {
             let u = usage.get(&s.id()).copied().unwrap_or_default();
             // An empty sealed segment (an output whose copies all died, or a
@@ -103,7 +116,9 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
         .collect();
     drop(set);
 
-    for run in group_runs(&candidates, &usage, options.run_bytes) {
+    let mut runs = group_runs(&candidates, &usage, options.run_bytes);
+    runs.reverse();
+    while let Some(run) = runs.pop() {
         let ids: Vec<u32> = run.iter().map(|s| s.id()).collect();
         // The oldest record outside the run: a tombstone newer than it may
         // still hide an older record of its key there.
@@ -154,6 +169,19 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
                 );
             }
             Err(CompactError::Cancelled) => return Ok(report),
+            Err(CompactError::DamagedInput { segment, source }) => {
+                // Leave it out, now and in later passes, and go on with
+                // the rest of the run: one damaged segment must not stall
+                // compaction of all the others.
+                log::error!("compaction skips damaged segment {segment} from now on: {source}");
+                shared.damaged.lock().insert(segment);
+                report.segments_skipped += 1;
+                let rest: Vec<Arc<Segment>> =
+                    run.into_iter().filter(|s| s.id() != segment).collect();
+                if !rest.is_empty() {
+                    runs.push(rest);
+                }
+            }
             Err(CompactError::Log(e)) => return Err(e.into()),
             Err(other) => {
                 return Err(Error::Poisoned {

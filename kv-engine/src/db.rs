@@ -42,6 +42,11 @@ pub(crate) struct Shared {
     /// The segment of the last checkpoint's position: every segment below
     /// it holds only durable, checkpointed records.
     pub(crate) checkpointed: AtomicU32,
+    /// The segments the last durable marker lists, in id order: the only
+    /// ones compaction may take (see `Writer::checkpoint`).
+    pub(crate) listed: Mutex<Vec<u32>>,
+    /// Segments compaction found damaged: it takes them no more.
+    pub(crate) damaged: Mutex<std::collections::BTreeSet<u32>>,
     pub(crate) control: Control,
     /// Wakes the compactor thread (after a checkpoint).
     pub(crate) wake_compactor: Sender<()>,
@@ -110,22 +115,27 @@ impl Db {
         create_dir(&dir)?;
         let lock = lock_dir(&dir)?;
         let checkpoint = Checkpoint::read(&dir)?;
+        if checkpoint.is_none() {
+            refuse_data_without_marker(&dir)?;
+        }
 
         // 1. The segments, up to the last checkpoint: what they hold beyond
-        //    it may be incomplete, and the WAL has all of it.
-        let checkpoint_seq = checkpoint.map_or(0, |c| c.seq);
-        let segments_end = checkpoint.map_or(
-            LogPosition {
+        //    it may be incomplete, and the WAL has all of it. Every segment
+        //    the marker lists must be there.
+        let checkpoint_seq = checkpoint.as_ref().map_or(0, |c| c.seq);
+        let durable = checkpoint.as_ref().map_or(
+            kv_log::Durable::at(LogPosition {
                 segment: 1,
                 offset: SEGMENT_HEADER_LEN as u64,
-            },
-            |c| c.segments_end,
+            }),
+            Checkpoint::durable,
         );
+        let segments_end = durable.end;
         let faults = Faults::new(&options);
         let mut log = Log::recover(
             &dir,
             faults.log_options(options.segment_size),
-            Some(segments_end),
+            Some(&durable),
         )?;
         // Sized from the hint files' record counts (an upper bound on the
         // keys they hold), so that loading does not rehash.
@@ -142,7 +152,7 @@ impl Db {
         // 2. The WAL after the checkpoint, applied to the segments.
         let wal_dir = dir.join(WAL_DIR_NAME);
         let wal = Wal::open(&wal_dir, options.wal_options())?;
-        let mut replay = wal.read_from(checkpoint.map_or(Position::START, |c| c.wal_from));
+        let mut replay = wal.read_from(checkpoint.as_ref().map_or(Position::START, |c| c.wal_from));
         let mut payload = Vec::new();
         let mut replayed = 0u64;
         while let Some(position) = replay.next_into(&mut payload) {
@@ -179,12 +189,21 @@ impl Db {
         );
 
         let (wake_compactor, wake) = crossbeam_channel::bounded(1);
+        let live = crate::writer::live_segments(&log.reader().segments());
+        // A marker that does not list exactly the segments there are now (an
+        // output finished after it, a superseded input removed, a version 1
+        // marker) is replaced before compaction may take any of them.
+        let stale_marker = checkpoint
+            .as_ref()
+            .is_none_or(|c| c.segments.as_ref() != Some(&live));
         let shared = Arc::new(Shared {
             index,
             reader: log.reader(),
             limits: Limits::with_max_value_len(options.max_value_len),
             usage: SegmentUsage::default(),
             checkpointed: AtomicU32::new(segments_end.segment),
+            listed: Mutex::new(live),
+            damaged: Mutex::default(),
             control: Control::default(),
             wake_compactor,
             time: Monotonic::new(Arc::clone(&options.clock)),
@@ -207,9 +226,10 @@ impl Db {
             buf: Vec::new(),
             faults,
         };
-        if replayed > 0 || checkpoint.is_none() {
+        if replayed > 0 || stale_marker {
             // Make what was replayed durable in the segments, so the WAL
-            // can be dropped; a new database gets its first marker.
+            // can be dropped; a new database gets its first marker, and one
+            // that lists the wrong segments a true one.
             writer.checkpoint()?;
         }
         let (commands, rx) = crossbeam_channel::bounded(options.max_group_size.max(1) * 4);
@@ -476,6 +496,7 @@ impl Db {
             puts: shared.stats.puts.load(Ordering::Relaxed),
             gets: shared.stats.gets.sum(),
             deletes: shared.stats.deletes.load(Ordering::Relaxed),
+            damaged_segments: shared.damaged.lock().len() as u64,
         }
     }
 
@@ -571,10 +592,14 @@ impl Db {
             source,
         })?;
         sync_dir(&wal)?;
+        let mut segments: Vec<u32> = snapshot.segments.iter().map(|s| s.id()).collect();
+        segments.push(segments_end.segment);
         Checkpoint {
             seq: snapshot.seq,
             segments_end,
             wal_from: Position::START,
+            next_segment_id: segments_end.segment + 1,
+            segments: Some(segments),
         }
         .write(temp, &Faults::new(&self.options))?;
         sync_dir(temp)
@@ -692,23 +717,32 @@ impl Shared {
     ) -> Result<Option<T>> {
         // The segment set is loaded before the index entry: a segment the
         // entry names is then in the set, unless it was created (by a roll
-        // or a compaction) after the set was loaded, and a fresh load finds
-        // it. A segment is retired only after no entry points at it.
-        for _ in 0..4 {
+        // or a compaction) after the set was loaded, and so has a higher id
+        // than any in the set: then load again. Each retry means another
+        // segment was created meanwhile, so this ends. A segment is retired
+        // only after no entry points at it, so an entry naming a lower id
+        // that is not in the set is a real inconsistency.
+        loop {
             let segments = self.reader.segments();
             let Some(entry) = self.live_entry(key) else {
                 return Ok(None);
             };
             let Some(segment) = segments.get(entry.segment) else {
-                continue;
+                let newest = segments.iter().map(|s| s.id()).max().unwrap_or(0);
+                if entry.segment > newest {
+                    continue;
+                }
+                return Err(Error::Corruption {
+                    path: dir.to_path_buf(),
+                    offset: 0,
+                    reason: format!(
+                        "the index points at segment {}, which is not in the database",
+                        entry.segment
+                    ),
+                });
             };
             return read_entry(segment, key, entry).map(|v| Some(f(segment, v)));
         }
-        Err(Error::Corruption {
-            path: dir.to_path_buf(),
-            offset: 0,
-            reason: "the index points at a segment that does not exist".into(),
-        })
     }
 
     /// The entry of `key` if it is present: not a tombstone, not expired.
@@ -1065,6 +1099,69 @@ fn load_segments(reader: &LogReader, index: &Index) -> Result<Tally> {
         tally.merge(result?);
     }
     Ok(tally)
+}
+
+/// A directory without a checkpoint marker must hold no data: the engine
+/// writes a marker when it creates a database, so segments or WAL frames
+/// without one mean the marker was lost, and opening would take the
+/// database for an empty one (and cut its segments). Files a first open cut
+/// short can leave (an empty segment 1, an empty WAL file) are allowed.
+fn refuse_data_without_marker(dir: &Path) -> Result<()> {
+    match data_without_marker(dir)? {
+        Some(reason) => Err(Error::Corruption {
+            path: dir.join(crate::checkpoint::CHECKPOINT_FILE_NAME),
+            offset: 0,
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Why a directory without a checkpoint marker cannot be a new database
+/// (the data files it holds), or `None` if it holds none.
+pub(crate) fn data_without_marker(dir: &Path) -> Result<Option<String>> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let len = entry.metadata().map_err(io(&entry.path()))?.len();
+        if (kv_log::segment_id_of(name).is_some() && len > SEGMENT_HEADER_LEN as u64)
+            || kv_log::hint_segment_of(name).is_some()
+        {
+            found.push(name.to_string());
+        }
+    }
+    let wal_dir = dir.join(WAL_DIR_NAME);
+    if let Ok(entries) = std::fs::read_dir(&wal_dir) {
+        for entry in entries {
+            let entry = entry.map_err(io(&wal_dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let len = entry.metadata().map_err(io(&entry.path()))?.len();
+            if name.ends_with(kv_wal::FILE_SUFFIX) && len > kv_wal::FILE_HEADER_LEN as u64 {
+                found.push(format!("{WAL_DIR_NAME}/{name}"));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    found.sort();
+    let shown = found.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    Ok(Some(format!(
+        "the checkpoint marker is missing, but the directory holds data ({shown}{}); \
+             without the marker it cannot be opened safely: restore the CHECKPOINT file",
+        if found.len() > 3 {
+            format!(" and {} more files", found.len() - 3)
+        } else {
+            String::new()
+        }
+    )))
 }
 
 fn check_key(key: &[u8]) -> Result<()> {

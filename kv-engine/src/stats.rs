@@ -35,6 +35,9 @@ pub struct Stats {
     pub gets: u64,
     /// Deletes applied, each delete of a batch counted.
     pub deletes: u64,
+    /// Segments compaction found damaged and leaves alone since (each is
+    /// named in the log; `kv verify` reports every damaged place).
+    pub damaged_segments: u64,
 }
 
 /// A counter that many threads bump without sharing a cache line: each

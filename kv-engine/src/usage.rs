@@ -135,11 +135,12 @@ impl SegmentUsage {
         u.latest_expiry = u.latest_expiry.max(added.latest_expiry);
     }
 
-    /// A copy of the usage of every segment in `present`; entries of
-    /// segments that are gone are dropped.
+    /// A copy of the usage of every segment in `present`. Reads only: a
+    /// caller's `present` may be older than the usage (a compaction output
+    /// registered since), and must never make it forget anything. Entries
+    /// go only when `replace` retires them.
     pub(crate) fn snapshot(&self, present: &[u32]) -> BTreeMap<u32, Usage> {
-        let mut segments = self.segments.lock();
-        segments.retain(|id, _| present.binary_search(id).is_ok());
+        let segments = self.segments.lock();
         present
             .iter()
             .map(|id| (*id, segments.get(id).copied().unwrap_or_default()))
@@ -148,5 +149,34 @@ impl SegmentUsage {
 
     pub(crate) fn set(&self, all: BTreeMap<u32, Usage>) {
         *self.segments.lock() = all;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot taken with a list of segments loaded before a compaction
+    /// output was registered must not erase the output's usage (a `stats()`
+    /// call racing compaction did, and a lost `min_seq` lowers the
+    /// tombstone floor's guard).
+    #[test]
+    fn a_snapshot_with_a_stale_list_keeps_a_newer_outputs_usage() {
+        let usage = SegmentUsage::default();
+        let mut delta = UsageDelta::default();
+        delta.appended(1, 100, 5, 0);
+        usage.apply(&mut delta);
+        let stale = [1];
+        let _ = usage.snapshot(&stale);
+        let output = Usage {
+            total: 60,
+            dead: 0,
+            min_seq: 5,
+            expiring: 0,
+            latest_expiry: 0,
+        };
+        usage.replace(&[1], 2, output);
+        let _ = usage.snapshot(&stale);
+        assert_eq!(usage.snapshot(&[2])[&2], output);
     }
 }

@@ -165,10 +165,16 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
     if marker.is_some() {
         report.checkpoint = true;
         report.bytes += file_len(&dir.join(CHECKPOINT_FILE_NAME))?;
+    } else if !report.problems.is_empty() {
+        // The marker is damaged (reported above).
+    } else if let Some(reason) = crate::db::data_without_marker(dir)? {
+        report
+            .problems
+            .push(problem(dir.join(CHECKPOINT_FILE_NAME), 0, reason));
     }
     // Without a marker, opening treats the database as checkpointed at the
     // start of segment 1.
-    let segments_end = marker.map_or(
+    let segments_end = marker.as_ref().map_or(
         LogPosition {
             segment: 1,
             offset: SEGMENT_HEADER_LEN as u64,
@@ -225,6 +231,25 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             }) => report.problems.push(problem(path, offset, reason)),
             Err(LogError::Io { path, source }) => return Err(Error::Io { path, source }),
             Err(other) => report.problems.push(problem(path, 0, other.to_string())),
+        }
+    }
+    // Every segment the marker lists must exist, or be superseded by an
+    // output that does (as opening checks).
+    if let Some(listed) = marker.as_ref().and_then(|m| m.segments.as_ref()) {
+        let superseded: std::collections::HashSet<u32> = opened
+            .iter()
+            .flat_map(|s| s.supersedes().iter().copied())
+            .collect();
+        for id in listed {
+            // The marker's own segment is checked below, with what it holds.
+            if *id != segments_end.segment && !segments.contains_key(id) && !superseded.contains(id)
+            {
+                report.problems.push(problem(
+                    dir.join(segment_file_name(*id)),
+                    0,
+                    "the segment is missing: the checkpoint marker lists it and no compaction output supersedes it",
+                ));
+            }
         }
     }
     if marker.is_some() && !segments.contains_key(&segments_end.segment) {

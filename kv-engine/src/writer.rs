@@ -236,17 +236,26 @@ impl Writer {
         // Everything appended from here on goes to a new WAL file; the
         // older files hold nothing the segments do not.
         let wal_from = self.wal.rotate()?;
+        // The segments that must exist from now on. A compaction output
+        // finished after this load is not listed, and its inputs are; it
+        // names them itself, and compaction does not take it before a
+        // later marker lists it (`Shared::listed`), so a listed segment
+        // that is gone at open is always named by an output that exists.
+        let segments = live_segments(&self.log.reader().segments());
         Checkpoint {
             seq: self.next_seq - 1,
             segments_end,
             wal_from,
+            next_segment_id: self.log.next_segment_id(),
+            segments: Some(segments.clone()),
         }
         .write(&self.dir, &self.faults)
         .map_err(|e| self.marker_failed(e))?;
         self.wal.remove_before(wal_from)?;
         self.wal_bytes = 0;
-        // Every segment before this one is now checkpointed: compaction may
-        // take it.
+        // Every segment before this one is now checkpointed, and every
+        // listed one named by a durable marker: compaction may take them.
+        *self.shared.listed.lock() = segments;
         self.shared
             .checkpointed
             .store(segments_end.segment, Ordering::Release);
@@ -256,20 +265,21 @@ impl Writer {
 
     /// Seals, checkpoints and captures the sealed segments: every write
     /// acknowledged so far is in them, durably. The capture is one load of
-    /// the segment set, so it holds either the inputs of a concurrent
-    /// compaction run or its output, never both; and an output holds only
-    /// records of segments checkpointed before now.
+    /// the segment set, less the inputs of a compaction output that is
+    /// already in it (between an output's `finish` and the retirement of
+    /// its inputs the set holds both; the output has every live record of
+    /// them); an output holds only records of segments checkpointed before
+    /// now.
     fn snapshot(&mut self) -> Result<Snapshot> {
         self.refusal()?;
         self.log.seal_active()?;
         self.checkpoint()?;
         let active = self.log.position().segment;
-        let segments = self
-            .log
-            .reader()
-            .segments()
+        let set = self.log.reader().segments();
+        let live = live_segments(&set);
+        let segments = set
             .iter()
-            .filter(|s| s.id() != active)
+            .filter(|s| s.id() != active && live.binary_search(&s.id()).is_ok())
             .cloned()
             .collect();
         Ok(Snapshot {
@@ -470,6 +480,24 @@ impl Writer {
         self.log.flush()?;
         Ok(())
     }
+}
+
+/// The ids of `set` in order, less those that another segment of the set
+/// supersedes (a compaction output whose inputs are not retired yet).
+pub(crate) fn live_segments(set: &kv_log::SegmentSet) -> Vec<u32> {
+    let superseded: std::collections::HashSet<u32> = set
+        .iter()
+        .flat_map(|s| {
+            s.supersedes()
+                .iter()
+                .copied()
+                .filter(move |&id| id != s.id())
+        })
+        .collect();
+    set.iter()
+        .map(|s| s.id())
+        .filter(|id| !superseded.contains(id))
+        .collect()
 }
 
 /// The length of the encoded record at the front of `bytes`.

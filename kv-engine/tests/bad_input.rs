@@ -323,14 +323,26 @@ struct Layout {
 
 /// `bytes` with the version set to 2 and the checksum recomputed, as a
 /// later build would write them.
-fn as_version_2(mut bytes: Vec<u8>, layout: &Layout) -> Vec<u8> {
+/// The first version of each file this build does not read.
+fn next_version(what: &str) -> u16 {
+    if what == "checkpoint" { 3 } else { 2 }
+}
+
+/// `bytes` as a whole file of `version`: the version field set and the
+/// checksum made to match. A `checksum_at` of `usize::MAX` is the last 8
+/// bytes.
+fn as_version(mut bytes: Vec<u8>, layout: &Layout, version: u16) -> Vec<u8> {
     let at = layout.version_at;
     if layout.wide {
-        bytes[at..at + 2].copy_from_slice(&2u16.to_le_bytes());
+        bytes[at..at + 2].copy_from_slice(&version.to_le_bytes());
     } else {
-        bytes[at] = 2;
+        bytes[at] = version as u8;
     }
-    let end = layout.checksum_at;
+    let end = if layout.checksum_at == usize::MAX {
+        bytes.len() - 8
+    } else {
+        layout.checksum_at
+    };
     let sum = xxh3_64(&bytes[..end]);
     bytes[end..end + 8].copy_from_slice(&sum.to_le_bytes());
     bytes
@@ -368,13 +380,13 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
             },
             "segment",
         ),
-        // CHECKPOINT: version u16 at 8, checksum at 48.
+        // CHECKPOINT: version u16 at 8, checksum in the last 8 bytes.
         (
             checkpoint_marker,
             Layout {
                 version_at: 8,
                 wide: true,
-                checksum_at: 48,
+                checksum_at: usize::MAX,
             },
             "checkpoint",
         ),
@@ -392,15 +404,19 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
     for (find, layout, what) in cases {
         let path = find(dir.path());
         let original = std::fs::read(&path).unwrap();
-        let v2 = as_version_2(original.clone(), &layout);
+        let next = next_version(what);
+        let v2 = as_version(original.clone(), &layout, next);
         std::fs::write(&path, &v2).unwrap();
         let before = snapshot(dir.path());
         match Db::open_with(dir.path(), options()) {
             Err(Error::UnsupportedFile { path: p, reason }) => {
                 assert_eq!(p, path, "{what}: the error names the file");
-                assert!(reason.contains("version 2"), "{what}: {reason}");
+                assert!(
+                    reason.contains(&format!("version {next}")),
+                    "{what}: {reason}"
+                );
             }
-            other => panic!("{what} of version 2: expected UnsupportedFile, got {other:?}"),
+            other => panic!("{what} of version {next}: expected UnsupportedFile, got {other:?}"),
         }
         assert_eq!(
             snapshot(dir.path()),
@@ -421,7 +437,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
         wide: true,
         checksum_at: original.len() - 8,
     };
-    std::fs::write(&hint, as_version_2(original, &layout)).unwrap();
+    std::fs::write(&hint, as_version(original, &layout, 2)).unwrap();
     reopen_equals_model(dir.path(), &model, "with a hint file of version 2");
 }
 

@@ -78,6 +78,12 @@ pub enum LogError {
     /// The segment id space is exhausted.
     #[error("segment ids are exhausted")]
     SegmentIdsExhausted,
+    /// A hint file was asked for a segment that can still grow.
+    #[error("segment {segment} is not sealed, so it cannot have a hint file yet")]
+    NotSealed {
+        /// The segment.
+        segment: u32,
+    },
 }
 
 impl LogError {

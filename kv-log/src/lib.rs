@@ -85,8 +85,8 @@ pub use format::{
     hint_file_name, segment_file_name,
 };
 pub use log::{
-    CompactionOutput, Location, Log, LogOptions, LogPosition, LogReader, SegmentSet, SegmentsGuard,
-    copy_segments,
+    CompactionOutput, Durable, Location, Log, LogOptions, LogPosition, LogReader, SegmentSet,
+    SegmentsGuard, copy_segments,
 };
 pub use segment::{LoadSource, RecordMeta, Segment};
 

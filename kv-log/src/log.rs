@@ -17,7 +17,7 @@ use crate::format::{
     decode_header, encode_header, hint_file_name, parse_hint_file_name, parse_segment_file_name,
     segment_file_name,
 };
-use crate::sync::{Arc, ArcSwap, AtomicU32, Guard};
+use crate::sync::{Arc, ArcSwap, AtomicU32, Guard, Mutex};
 use crate::{
     DEFAULT_SEGMENT_SIZE, LogError, MAX_SEGMENT_SIZE, Result, SEGMENT_HEADER_LEN, Segment,
 };
@@ -41,6 +41,37 @@ pub struct LogPosition {
     pub segment: u32,
     /// Byte offset in the segment file (at least the header length).
     pub offset: u64,
+}
+
+/// What a caller with a write-ahead log of its own recorded about the
+/// segment log when it last made it durable (the engine's checkpoint
+/// marker): [`Log::recover`] discards what lies beyond it and checks that
+/// nothing before it went missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durable {
+    /// The end of the durable segment data: log segments with a higher id
+    /// are removed, and segment `end.segment` is cut to `end.offset`.
+    pub end: LogPosition,
+    /// The segments that existed then (none superseded by another of
+    /// them). Each must still exist, or be superseded by a compaction
+    /// output that exists; otherwise opening fails with
+    /// [`LogError::Corruption`] naming it. `None` when not recorded.
+    pub segments: Option<Vec<u32>>,
+    /// The id the next new segment was to get ([`Log::next_segment_id`]):
+    /// no new segment gets a lower one, even if the segments with the
+    /// highest ids are gone. 0 when not recorded.
+    pub next_id: u32,
+}
+
+impl Durable {
+    /// Only an end position: no list of segments, no id floor.
+    pub fn at(end: LogPosition) -> Durable {
+        Durable {
+            end,
+            segments: None,
+            next_id: 0,
+        }
+    }
 }
 
 /// Options of a [`Log`].
@@ -134,9 +165,28 @@ struct Shared {
     next_id: AtomicU32,
     /// The test seam of the `fail-points` feature; a no-op without it.
     faults: Faults,
+    /// Why the log refuses changes, when the cause was found outside the
+    /// writer (a compaction output's directory sync failed): the writer's
+    /// own cause is in `Log::poisoned`.
+    poisoned: Mutex<Option<String>>,
 }
 
 impl Shared {
+    fn poison(&self, cause: String) {
+        let mut poisoned = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
+        if poisoned.is_none() {
+            log::error!("the segment log refuses further changes: {cause}");
+            *poisoned = Some(cause);
+        }
+    }
+
+    fn poison_cause(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn allocate_id(&self) -> Result<u32> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if id == u32::MAX {
@@ -201,6 +251,11 @@ impl LogReader {
     ///
     /// [`LogError::Io`] creating the file.
     pub fn create_output(&self, supersedes: &[u32]) -> Result<CompactionOutput> {
+        if let Some(cause) = self.shared.poison_cause() {
+            return Err(LogError::Poisoned { cause });
+        }
+        let supersedes = self.with_lingering(supersedes);
+        let supersedes = &supersedes[..];
         if supersedes.is_empty() || supersedes.len() > MAX_SUPERSEDES {
             return Err(LogError::io(
                 &self.shared.dir,
@@ -227,8 +282,40 @@ impl LogReader {
         })
     }
 
-    /// Removes the segments `ids` from the set. Readers that hold them keep
-    /// reading; each file is deleted when the last reference goes.
+    /// `inputs`, and every segment that an input supersedes whose file is
+    /// still on disk (its unlink at retirement failed, or a crash came
+    /// before open removed it): the new output names them too, so that
+    /// supersession stays transitive. Without this, compacting an output
+    /// would delete the only header naming such a file, and its old
+    /// records would come back at the next open.
+    ///
+    /// An id a header names is always below that header's own id, and new
+    /// ids are above every existing one, so a carried id never names a
+    /// later segment.
+    fn with_lingering(&self, inputs: &[u32]) -> Vec<u32> {
+        let mut ids = inputs.to_vec();
+        let set = self.shared.set.load();
+        for id in inputs {
+            let Some(input) = set.get(*id) else { continue };
+            for &old in input.supersedes() {
+                if old != *id
+                    && !ids.contains(&old)
+                    && self.shared.dir.join(segment_file_name(old)).exists()
+                {
+                    log::warn!(
+                        "segment {old} is still on disk though segment {id} superseded it; the new output names it too"
+                    );
+                    ids.push(old);
+                }
+            }
+        }
+        ids
+    }
+
+    /// Removes the segments `ids` from the set and unlinks their files
+    /// (the new output that holds their live records is already durable).
+    /// Readers that hold them keep reading from the map; nothing deletes a
+    /// file later.
     pub fn retire(&self, ids: &[u32]) {
         let retired: HashSet<u32> = ids.iter().copied().collect();
         let old = self.shared.set.rcu(|set| SegmentSet {
@@ -331,13 +418,19 @@ impl CompactionOutput {
             .map_err(|e| LogError::io(&path, e))?;
         self.tmp = None;
         if let Err(e) = sync_dir(&self.shared.dir, faults) {
-            // The output may or may not survive a crash now. Take it away
-            // again (best effort): an output on disk that is not in the
-            // segment set would be invisible to the tombstone rule of later
-            // runs and could bring back a deleted key at the next open. If
-            // it survives a crash anyway, it supersedes its inputs as a
-            // crash right after the rename would.
+            // After a failed sync the directory's state on disk is unknown,
+            // and a later sync that succeeds proves nothing: the log refuses
+            // every further change, as after any failed sync. Take the
+            // output away again (best effort): an output on disk that is
+            // not in the segment set would be invisible to the tombstone
+            // rule of later runs. If it survives a crash anyway, it
+            // supersedes its inputs as a crash right after the rename
+            // would, and holds all their live records.
             let _ = fs::remove_file(&path);
+            self.shared.poison(format!(
+                "the directory sync after creating compaction output {} failed: {e}",
+                self.id
+            ));
             return Err(LogError::io(&self.shared.dir, e));
         }
         let header = SegmentHeader {
@@ -429,7 +522,7 @@ impl Log {
         end: Option<LogPosition>,
         mut visit: impl FnMut(Location, &Record<'_>),
     ) -> Result<Log> {
-        let log = Log::recover(dir, options, end)?;
+        let log = Log::recover(dir, options, end.map(Durable::at).as_ref())?;
         for segment in log.reader().segments().iter() {
             segment.for_each_record(&mut visit)?;
         }
@@ -453,7 +546,8 @@ impl Log {
     /// `end.segment` is missing or
     /// shorter than `end.offset`, or (without `end`) for a bad record in
     /// the newest log segment that is followed by a valid one.
-    pub fn recover(dir: &Path, options: LogOptions, end: Option<LogPosition>) -> Result<Log> {
+    pub fn recover(dir: &Path, options: LogOptions, durable: Option<&Durable>) -> Result<Log> {
+        let end = durable.map(|d| d.end);
         let mut options = options;
         options.segment_size = options
             .segment_size
@@ -465,25 +559,36 @@ impl Log {
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
         let mut found = list_segments(dir)?;
         let max_id = found.iter().map(|f| f.id).max().unwrap_or(0);
+        if let Some(expected) = durable.and_then(|d| d.segments.as_deref()) {
+            check_present(dir, &found, expected)?;
+        }
         let mut changed = remove_superseded(&mut found)?;
         if let Some(end) = end {
             changed |= discard_after(dir, &mut found, end, &faults)?;
         }
         changed |= remove_orphan_hints(dir, &found)?;
-        if changed {
-            sync_dir(dir, &faults).map_err(|e| LogError::io(dir, e))?;
-        }
-
         let newest_log = found
             .iter()
             .filter(|f| f.header.kind == SegmentKind::Log)
             .map(|f| f.id)
             .max();
+        if let Some(id) = newest_log {
+            // The newest log segment is appended to again: a hint file of
+            // it (written while it was sealed at the same length, before a
+            // crash) would describe a segment that grew.
+            changed |= remove_if_present(&dir.join(hint_file_name(id)))?;
+        }
+        if changed {
+            sync_dir(dir, &faults).map_err(|e| LogError::io(dir, e))?;
+        }
+
+        let next_id = (max_id + 1).max(durable.map_or(0, |d| d.next_id));
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             set: ArcSwap::from_pointee(SegmentSet::default()),
-            next_id: AtomicU32::new(max_id + 1),
+            next_id: AtomicU32::new(next_id),
             faults: faults.clone(),
+            poisoned: Mutex::new(None),
         });
         let mut segments = Vec::with_capacity(found.len() + 1);
         let mut active = None;
@@ -708,19 +813,26 @@ impl Log {
         Ok(())
     }
 
-    /// Why the log refuses writes, if an earlier sync failed (or a failed
-    /// write could not be cut off).
-    pub fn poison_cause(&self) -> Option<&str> {
-        self.poisoned.as_deref()
+    /// Why the log refuses writes, if an earlier sync failed (of a segment,
+    /// or of the directory after a compaction output was created), or a
+    /// failed write could not be cut off.
+    pub fn poison_cause(&self) -> Option<String> {
+        self.poisoned.clone().or_else(|| self.shared.poison_cause())
     }
 
     fn check_poisoned(&self) -> Result<()> {
-        match &self.poisoned {
-            Some(cause) => Err(LogError::Poisoned {
-                cause: cause.clone(),
-            }),
+        match self.poison_cause() {
+            Some(cause) => Err(LogError::Poisoned { cause }),
             None => Ok(()),
         }
+    }
+
+    /// The id the next new segment will get. A caller that records it
+    /// durably (the engine's checkpoint marker) and passes it back to
+    /// [`Log::recover`] makes sure ids are never reused, even after the
+    /// segments with the highest ids are gone.
+    pub fn next_segment_id(&self) -> u32 {
+        self.shared.next_id.load(Ordering::Relaxed)
     }
 
     /// Seals the active segment (flushed and synced) and begins a new one,
@@ -847,10 +959,9 @@ pub(crate) fn read_segment_header(
     Ok((len, header))
 }
 
-/// Deletes every segment that a compaction output supersedes: the output
-/// holds all of their live records. Returns whether it deleted any.
-fn remove_superseded(found: &mut Vec<Found>) -> Result<bool> {
-    let superseded: HashSet<u32> = found
+/// The ids that the compaction outputs in `found` supersede.
+fn superseded_ids(found: &[Found]) -> HashSet<u32> {
+    found
         .iter()
         .flat_map(|f| {
             f.header
@@ -859,7 +970,54 @@ fn remove_superseded(found: &mut Vec<Found>) -> Result<bool> {
                 .copied()
                 .filter(move |&s| s != f.id)
         })
-        .collect();
+        .collect()
+}
+
+/// Checks that every segment in `expected` exists, or is superseded by a
+/// compaction output that exists (which then holds its live records).
+///
+/// This is enough because a compaction output takes as inputs only
+/// segments that existed at the caller's last record (they are below its
+/// checkpoint), and is itself taken as an input only after a later record
+/// lists it: so a segment of the record that is gone is named by a header
+/// that exists.
+fn check_present(dir: &Path, found: &[Found], expected: &[u32]) -> Result<()> {
+    let present: HashSet<u32> = found.iter().map(|f| f.id).collect();
+    let superseded = superseded_ids(found);
+    let mut missing = expected
+        .iter()
+        .filter(|id| !present.contains(id) && !superseded.contains(id));
+    if let Some(&id) = missing.next() {
+        let others = missing.count();
+        return Err(LogError::Corruption {
+            path: dir.join(segment_file_name(id)),
+            offset: 0,
+            reason: format!(
+                "the segment is missing{}: the last checkpoint lists it and no compaction output supersedes it",
+                if others > 0 {
+                    format!(" (and {others} more segments)")
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Removes `path`; whether it existed.
+fn remove_if_present(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(LogError::io(path, e)),
+    }
+}
+
+/// Deletes every segment that a compaction output supersedes: the output
+/// holds all of their live records. Returns whether it deleted any.
+fn remove_superseded(found: &mut Vec<Found>) -> Result<bool> {
+    let superseded = superseded_ids(found);
     let mut removed = false;
     for f in found.iter().filter(|f| superseded.contains(&f.id)) {
         log::info!(
@@ -1000,9 +1158,10 @@ impl CreateError {
 /// start: the end of the copied log.
 ///
 /// Sealed segments and hint files are never changed in place (a hint file
-/// is replaced by a rename), which is what makes sharing them by link safe.
-/// A segment retired meanwhile stays readable while the caller holds it; a
-/// hint file that disappears meanwhile is skipped (loading scans instead).
+/// is written once, by a rename), which is what makes sharing them by link
+/// safe. A segment retired meanwhile has lost its file but stays readable
+/// while the caller holds it: it is copied from the map; a hint file that
+/// disappears meanwhile is skipped (loading scans instead).
 ///
 /// # Errors
 ///
@@ -1012,15 +1171,11 @@ pub fn copy_segments(segments: &[Arc<Segment>], to: &Path) -> Result<LogPosition
     for segment in segments {
         max_id = max_id.max(segment.id());
         let target = to.join(segment_file_name(segment.id()));
-        link_or_copy(segment.path(), &target)?.ok_or_else(|| {
-            LogError::io(
-                segment.path(),
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the segment file vanished while held",
-                ),
-            )
-        })?;
+        if link_or_copy(segment.path(), &target)?.is_none() {
+            // Retired meanwhile: its file is unlinked, but the held map
+            // still has every byte.
+            write_synced(&target, segment.bytes()).map_err(|e| LogError::io(&target, e))?;
+        }
         let hint = segment.path().with_file_name(hint_file_name(segment.id()));
         link_or_copy(&hint, &to.join(hint_file_name(segment.id())))?;
     }
@@ -1040,6 +1195,13 @@ pub fn copy_segments(segments: &[Arc<Segment>], to: &Path) -> Result<LogPosition
         segment: id,
         offset: SEGMENT_HEADER_LEN as u64,
     })
+}
+
+/// Creates `path` holding `bytes`, synced.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Hard-links `from` to `to`, or copies and syncs it if the link fails.

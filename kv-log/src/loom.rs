@@ -5,9 +5,10 @@
 //!
 //! The models use real files (in memory, under /dev/shm where there is
 //! one): what must hold is about them. A reader that loaded the segment set
-//! reads the bytes it expects for as long as it holds the set, and the
-//! file is still there meanwhile; a retired segment's file is gone once
-//! the last holder let go; no change to the set is lost.
+//! reads the bytes it expects for as long as it holds the set, even after
+//! the segment is retired and its file unlinked; a retired segment's file
+//! is gone as soon as it is retired, whoever holds it; no change to the set
+//! is lost.
 //!
 //! NOTE: as in kv-index's models, the thread that changes things runs on
 //! the model's main thread, and the others are spawned: loom's DPOR
@@ -52,7 +53,7 @@ fn two_segments(dir: &Path) -> Log {
 }
 
 /// What a reader sees of segment 1: `None` if it loaded the set after the
-/// retirement; else whether the file existed while it held the segment.
+/// retirement; else whether the file existed when it had read the record.
 fn read_segment_1(reader: &LogReader) -> Option<bool> {
     let set = reader.segments();
     let segment = Arc::clone(set.get(1)?);
@@ -73,10 +74,11 @@ fn path_of(dir: &Path, id: u32) -> PathBuf {
 }
 
 /// Compaction retires segment 1 while a reader may hold it: the reader
-/// reads its record and finds the file there; the file is deleted when the
-/// last holder (the reader, or the retiring side) lets go, and not before.
+/// reads its record from the map whether or not the file is still there
+/// (retirement unlinks it at once); after the retirement the file is gone
+/// whoever still holds the segment, so no holder deletes a file later.
 #[test]
-fn a_retired_segment_lives_until_its_last_holder_lets_go() {
+fn a_retired_segment_stays_readable_to_its_holders_and_its_file_goes_at_retirement() {
     model(|| {
         let dir = scratch();
         let log = two_segments(dir.path());
@@ -86,16 +88,15 @@ fn a_retired_segment_lives_until_its_last_holder_lets_go() {
             let reader = reader.clone();
             thread::spawn(move || read_segment_1(&reader))
         };
-        // The retiring side also holds the segment for a while, as a
-        // compaction run holds its inputs.
+        // The retiring side also holds the segment, as a compaction run
+        // holds its inputs.
         let input = Arc::clone(reader.segments().get(1).unwrap());
         reader.retire(&[1]);
-        assert!(path.exists(), "deleted while the compactor holds it");
+        assert!(!path.exists(), "a retired segment's file is still there");
+        assert!(input.is_retired());
         drop(input);
-        if let Some(existed) = held.join().unwrap() {
-            assert!(existed, "deleted while a reader held it");
-        }
-        assert!(!path.exists(), "still there after the last holder let go");
+        held.join().unwrap();
+        assert!(!path.exists());
         assert_eq!(ids(&reader), [2]);
         drop(log);
     });

@@ -13,7 +13,7 @@ use crate::format::{
     HINT_ENTRY_LEN, HINT_FLAG_TOMBSTONE, HINT_HEADER_LEN, SegmentHeader, SegmentKind,
     decode_hint_header, encode_hint_header, hint_file_name, read_u16, read_u32, read_u64,
 };
-use crate::sync::{AtomicBool, AtomicU64};
+use crate::sync::{AtomicBool, AtomicU64, Mutex};
 use crate::{Location, LogError, Result};
 
 /// What loading a segment learns of one record: enough to rebuild an
@@ -56,11 +56,17 @@ pub struct Segment {
     /// are in the file.
     readable: AtomicU64,
     sealed: AtomicBool,
-    /// A valid hint file exists for exactly the readable bytes.
+    /// A valid hint file exists for exactly the readable bytes of this
+    /// sealed segment. Never set for a segment that can still grow.
     hinted: AtomicBool,
-    /// Retired by compaction: the file (and its hint) is deleted when the
-    /// last reference to the segment is dropped.
+    /// Retired by compaction: its files are unlinked (the map stays
+    /// readable) and no hint file is written for it any more.
     retired: AtomicBool,
+    /// Held while the segment's files change on disk: writing its hint file
+    /// and unlinking its files at retirement. So one hint file is written
+    /// at a time, never after the segment is retired, and never rewritten
+    /// once published.
+    files: Mutex<()>,
     /// The test seam of the `fail-points` feature, for the hint file.
     faults: Faults,
 }
@@ -92,9 +98,9 @@ impl Segment {
         // tail at open, happens before anything past it is published). Bytes
         // past the end of the file are never read: every read is bounded by
         // `readable`, which never exceeds the file's length. A retired
-        // segment's file is deleted only when the last `Segment` (and so the
-        // map) is dropped; on Unix a deleted file stays readable while
-        // mapped anyway. A file changed or truncated by another program
+        // segment's file is unlinked at retirement while holders may still
+        // map it: on Unix an unlinked file keeps its pages while mapped, and
+        // nothing writes or truncates it. A file changed or truncated by another program
         // breaks these assumptions and can raise SIGBUS; that is outside the
         // contract (see ARCHITECTURE.md).
         #[allow(unsafe_code)]
@@ -111,6 +117,7 @@ impl Segment {
             sealed: AtomicBool::new(sealed),
             hinted: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            files: Mutex::new(()),
             faults,
         })
     }
@@ -215,10 +222,35 @@ impl Segment {
         self.sealed.store(true, Ordering::Release);
     }
 
-    /// Marks the segment retired: its files are deleted once nothing holds
-    /// it any more.
-    pub(crate) fn retire(&self) {
+    /// Retires the segment: unlinks its hint file and its segment file now.
+    /// Whoever holds the segment keeps reading its bytes from the map (on
+    /// Unix a mapped file stays readable after it is unlinked), but the
+    /// name is gone, so nothing on disk can bring its records back, and no
+    /// holder ever deletes a file later (which could belong to another
+    /// instance of the directory by then). Returns whether the segment
+    /// file is gone; one that could not be unlinked is logged, and stays
+    /// named by every later compaction output until it is
+    /// ([`LogReader::create_output`](crate::LogReader::create_output)).
+    pub(crate) fn retire(&self) -> bool {
         self.retired.store(true, Ordering::Release);
+        let _files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gone = true;
+        for path in [self.hint_path(), self.path.clone()] {
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                log::warn!("could not delete retired {}: {e}", path.display());
+                if path == self.path {
+                    gone = false;
+                }
+            }
+        }
+        gone
+    }
+
+    /// Whether compaction retired the segment.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Hands every record to `visit`, in order.
@@ -307,7 +339,9 @@ impl Segment {
         match self.read_hint() {
             Ok(Some(hint)) => {
                 visit_hint(&hint, self.id, &mut visit);
-                self.hinted.store(true, Ordering::Release);
+                if self.is_sealed() {
+                    self.hinted.store(true, Ordering::Release);
+                }
                 return Ok(LoadSource::Hint);
             }
             Ok(None) => {}
@@ -335,11 +369,27 @@ impl Segment {
     /// why.
     pub(crate) fn read_hint(&self) -> std::result::Result<Option<Vec<u8>>, (u64, String)> {
         let path = self.hint_path();
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err((0, e.to_string())),
         };
+        // An entry is at most as long as the record it describes (its fixed
+        // part is shorter than a record header, and it holds the same key),
+        // so a valid hint file is never longer than this: a larger file is
+        // not read into memory at all.
+        let most = (HINT_HEADER_LEN + 8) as u64 + self.data_len();
+        let len = file.metadata().map_err(|e| (0, e.to_string()))?.len();
+        if len > most {
+            return Err((
+                0,
+                format!("it is {len} bytes, more than a hint of this segment can be ({most})"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        use std::io::Read;
+        file.read_to_end(&mut bytes)
+            .map_err(|e| (0, e.to_string()))?;
         let (id, segment_len, count) = decode_hint_header(&bytes).map_err(|e| (0, e))?;
         if id != self.id {
             return Err((0, format!("it names segment {id}")));
@@ -385,13 +435,24 @@ impl Segment {
     }
 
     /// Writes the hint file of this sealed segment atomically (temporary
-    /// file, sync, rename, directory sync).
+    /// file, sync, rename, directory sync), unless it has one already or
+    /// was retired: then this does nothing. Calls on one segment are
+    /// serialised, so a published hint file is never truncated or
+    /// rewritten, and none is written for a retired segment.
     ///
     /// # Errors
     ///
-    /// [`LogError::Io`], or [`LogError::Corruption`] if a record fails to
-    /// decode while the segment is read.
+    /// [`LogError::NotSealed`] for a segment that can still grow (its hint
+    /// would go stale); [`LogError::Io`], or [`LogError::Corruption`] if a
+    /// record fails to decode while the segment is read.
     pub fn write_hint(&self) -> Result<()> {
+        if !self.is_sealed() {
+            return Err(LogError::NotSealed { segment: self.id });
+        }
+        let _files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_retired() || self.has_hint() {
+            return Ok(());
+        }
         let mut body = Vec::with_capacity(HINT_HEADER_LEN + (self.data_len() / 8) as usize);
         body.extend_from_slice(&[0u8; HINT_HEADER_LEN]);
         let mut count = 0u64;
@@ -439,22 +500,6 @@ impl Segment {
         })?;
         self.hinted.store(true, Ordering::Release);
         Ok(())
-    }
-}
-
-impl Drop for Segment {
-    fn drop(&mut self) {
-        if self.retired.load(Ordering::Acquire) {
-            // Best effort: a file left behind is deleted at the next open,
-            // because the compaction output that retired it supersedes it.
-            for path in [self.hint_path(), self.path.clone()] {
-                if let Err(e) = fs::remove_file(&path)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    log::warn!("could not delete retired {}: {e}", path.display());
-                }
-            }
-        }
     }
 }
 

@@ -5,9 +5,9 @@
 //!
 //! What loom checks here is reference counting and publication: a reader
 //! that loaded the segment set keeps its segments (and their files) until
-//! it lets go; a retired segment's file is deleted by whoever drops the
-//! last reference, and only then; concurrent changes of the set (a roll, a
-//! compaction output, a retirement) lose none of each other. So `Arc` is
+//! it lets go, and reads the bytes it expects from them even after their
+//! files are unlinked at retirement; concurrent changes of the set (a roll,
+//! a compaction output, a retirement) lose none of each other. So `Arc` is
 //! loom's too: it models the counts and the ordering a last drop gets.
 //!
 //! Under loom, `ArcSwap` is modelled by an `Arc` behind a loom mutex: a
@@ -16,6 +16,8 @@
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
+#[cfg(not(loom))]
+pub(crate) use std::sync::Mutex;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
@@ -27,6 +29,8 @@ pub(crate) type Guard<T> = arc_swap::Guard<Arc<T>>;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
+#[cfg(loom)]
+pub(crate) use loom::sync::Mutex;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 

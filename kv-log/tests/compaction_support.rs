@@ -109,25 +109,38 @@ fn an_unfinished_output_leaves_nothing_behind() {
 }
 
 #[test]
-fn a_retired_segment_stays_readable_while_held_and_is_deleted_after() {
+fn a_retired_segment_stays_readable_while_held_and_its_files_go_at_retirement() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small(), |_, _| {}).unwrap();
     let locs = fill(&mut log, 0, 100);
     let reader = log.reader();
     let held = reader.segments();
     let pinned = std::sync::Arc::clone(held.get(1).unwrap());
+    pinned.write_hint().unwrap();
     reader.retire(&[1]);
     assert!(reader.segments().get(1).is_none());
+    // Unlinked at once: no holder can keep the name alive (a reopen must
+    // not see the segment), and none deletes anything later.
+    assert!(
+        !exists(dir.path(), 1),
+        "a retired segment's file is still there"
+    );
+    assert!(!dir.path().join("0000000001.hint").exists());
     // The guard loaded before retirement still reads segment 1.
     let first = held.read(locs[0]).unwrap();
     assert_eq!(decode(first).unwrap().record.key, b"key-00000");
     drop(held);
-    assert!(exists(dir.path(), 1), "deleted while a reader holds it");
-    drop(pinned);
-    assert!(
-        !exists(dir.path(), 1),
-        "not deleted once the last holder let go"
+    assert_eq!(
+        decode(pinned.read(locs[0].offset, locs[0].len).unwrap())
+            .unwrap()
+            .record
+            .key,
+        b"key-00000"
     );
+    // No hint file is written for a retired segment.
+    pinned.write_hint().unwrap();
+    assert!(!dir.path().join("0000000001.hint").exists());
+    drop(pinned);
 }
 
 fn load_all(log: &Log) -> Vec<(Location, Vec<u8>, u64, LoadSource)> {
@@ -252,7 +265,7 @@ fn checkpoint_discard_keeps_compaction_outputs_and_drops_stale_hints() {
     reader.segments().get(3).unwrap().write_hint().unwrap();
     drop(reader);
     drop(log);
-    let log = Log::recover(dir.path(), small(), Some(end)).unwrap();
+    let log = Log::recover(dir.path(), small(), Some(&kv_log::Durable::at(end))).unwrap();
     assert!(
         exists(dir.path(), out_id),
         "a compaction output was discarded"
