@@ -107,6 +107,7 @@ mod fs;
 mod options;
 mod replay;
 mod shared;
+mod tail;
 mod wal;
 
 pub use check::{Damage, WalCheck, check};
@@ -115,7 +116,7 @@ pub use error::Error;
 pub use fault::{FaultError, FaultInjector, FaultMode, FaultOp};
 pub use format::{
     FILE_HEADER_LEN, FILE_SUFFIX, FIRST_FILE_NUMBER, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC,
-    MAX_RECORD_LEN, TEMP_SUFFIX, file_name, parse_file_name,
+    MAX_RECORD_LEN, OLDEST_FORMAT_VERSION, TEMP_SUFFIX, file_name, parse_file_name,
 };
 pub use options::{DEFAULT_MAX_FILE_SIZE, RecoveryMode, SyncPolicy, WalOptions};
 pub use replay::Replay;
