@@ -166,7 +166,10 @@ pub(crate) fn classify_tail(path: &Path, offset: u64, layout: FrameLayout) -> Re
 ///
 /// After the first error the iterator ends. Damage is always reported,
 /// never skipped: a bad frame in any file but the last, a bad frame followed
-/// by a valid one, or a file missing from the middle of the log. An
+/// by a valid one (or one after which the bounded search for a valid frame
+/// could not decide), a file missing from the middle of the log, or the file
+/// of the starting position missing (for any start but
+/// [`Position::START`]). An
 /// incomplete frame at the end of the last file ends the iteration under
 /// [`RecoveryMode::TolerateCorruptedTail`] (without changing the file; only
 /// [`Wal::open`](crate::Wal::open) truncates) and is an error under

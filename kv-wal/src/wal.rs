@@ -205,7 +205,10 @@ impl Wal {
     /// ends the iteration under [`RecoveryMode::TolerateCorruptedTail`] but
     /// stays on disk until [`Wal::open`] truncates it. Files before
     /// `from.file` are not read; `from` must be a frame's position (as
-    /// returned by `append` or `end_position`) or a file's start.
+    /// returned by `append` or `end_position`) or a file's start, and unless
+    /// it is [`Position::START`] its file must exist: if it does not, the
+    /// first item is [`Error::MissingFile`] naming it (the records it held
+    /// would otherwise be skipped without a word).
     ///
     /// # Errors
     ///
