@@ -319,16 +319,18 @@ struct Layout {
     wide: bool,
     /// The offset of the xxh3-64 checksum, which covers every byte before it.
     checksum_at: usize,
+    /// A version a later build would write: one above this build's.
+    future: u16,
 }
 
-/// `bytes` with the version set to 2 and the checksum recomputed, as a
-/// later build would write them.
-fn as_version_2(mut bytes: Vec<u8>, layout: &Layout) -> Vec<u8> {
+/// `bytes` with the version set to `layout.future` and the checksum
+/// recomputed, as a later build would write them.
+fn as_future_version(mut bytes: Vec<u8>, layout: &Layout) -> Vec<u8> {
     let at = layout.version_at;
     if layout.wide {
-        bytes[at..at + 2].copy_from_slice(&2u16.to_le_bytes());
+        bytes[at..at + 2].copy_from_slice(&layout.future.to_le_bytes());
     } else {
-        bytes[at] = 2;
+        bytes[at] = layout.future as u8;
     }
     let end = layout.checksum_at;
     let sum = xxh3_64(&bytes[..end]);
@@ -365,6 +367,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
                 version_at: 8,
                 wide: true,
                 checksum_at: 24,
+                future: 2,
             },
             "segment",
         ),
@@ -375,6 +378,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
                 version_at: 8,
                 wide: true,
                 checksum_at: 48,
+                future: 2,
             },
             "checkpoint",
         ),
@@ -385,6 +389,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
                 version_at: 8,
                 wide: false,
                 checksum_at: 24,
+                future: u16::from(kv_wal::FORMAT_VERSION) + 1,
             },
             "WAL",
         ),
@@ -392,15 +397,16 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
     for (find, layout, what) in cases {
         let path = find(dir.path());
         let original = std::fs::read(&path).unwrap();
-        let v2 = as_version_2(original.clone(), &layout);
-        std::fs::write(&path, &v2).unwrap();
+        let later = as_future_version(original.clone(), &layout);
+        std::fs::write(&path, &later).unwrap();
         let before = snapshot(dir.path());
         match Db::open_with(dir.path(), options()) {
             Err(Error::UnsupportedFile { path: p, reason }) => {
                 assert_eq!(p, path, "{what}: the error names the file");
-                assert!(reason.contains("version 2"), "{what}: {reason}");
+                let version = format!("version {}", layout.future);
+                assert!(reason.contains(&version), "{what}: {reason}");
             }
-            other => panic!("{what} of version 2: expected UnsupportedFile, got {other:?}"),
+            other => panic!("{what} of a later version: expected UnsupportedFile, got {other:?}"),
         }
         assert_eq!(
             snapshot(dir.path()),
@@ -420,8 +426,9 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
         version_at: 8,
         wide: true,
         checksum_at: original.len() - 8,
+        future: 2,
     };
-    std::fs::write(&hint, as_version_2(original, &layout)).unwrap();
+    std::fs::write(&hint, as_future_version(original, &layout)).unwrap();
     reopen_equals_model(dir.path(), &model, "with a hint file of version 2");
 }
 
