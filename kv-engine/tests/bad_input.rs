@@ -319,25 +319,20 @@ struct Layout {
     wide: bool,
     /// The offset of the xxh3-64 checksum, which covers every byte before it.
     checksum_at: usize,
+    /// A version a later build would write: one above this build's.
+    future: u16,
 }
 
-/// `bytes` with the version set to 2 and the checksum recomputed, as a
-/// later build would write them.
-/// The first version of each file this build does not read.
-fn next_version(what: &str) -> u16 {
-    if what == "checkpoint" { 3 } else { 2 }
-}
-
-/// `bytes` as a whole file of `version`: the version field set and the
-/// checksum made to match. A `checksum_at` of `usize::MAX` is the last 8
-/// bytes.
-fn as_version(mut bytes: Vec<u8>, layout: &Layout, version: u16) -> Vec<u8> {
+/// `bytes` with the version set to `layout.future` and the checksum
+/// recomputed, as a later build would write them.
+fn as_future_version(mut bytes: Vec<u8>, layout: &Layout) -> Vec<u8> {
     let at = layout.version_at;
     if layout.wide {
-        bytes[at..at + 2].copy_from_slice(&version.to_le_bytes());
+        bytes[at..at + 2].copy_from_slice(&layout.future.to_le_bytes());
     } else {
-        bytes[at] = version as u8;
+        bytes[at] = layout.future as u8;
     }
+    // `usize::MAX`: the checksum is the last 8 bytes.
     let end = if layout.checksum_at == usize::MAX {
         bytes.len() - 8
     } else {
@@ -377,6 +372,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
                 version_at: 8,
                 wide: true,
                 checksum_at: 24,
+                future: 2,
             },
             "segment",
         ),
@@ -387,6 +383,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
                 version_at: 8,
                 wide: true,
                 checksum_at: usize::MAX,
+                future: 3,
             },
             "checkpoint",
         ),
@@ -397,6 +394,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
                 version_at: 8,
                 wide: false,
                 checksum_at: 24,
+                future: u16::from(kv_wal::FORMAT_VERSION) + 1,
             },
             "WAL",
         ),
@@ -404,19 +402,16 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
     for (find, layout, what) in cases {
         let path = find(dir.path());
         let original = std::fs::read(&path).unwrap();
-        let next = next_version(what);
-        let v2 = as_version(original.clone(), &layout, next);
-        std::fs::write(&path, &v2).unwrap();
+        let later = as_future_version(original.clone(), &layout);
+        std::fs::write(&path, &later).unwrap();
         let before = snapshot(dir.path());
         match Db::open_with(dir.path(), options()) {
             Err(Error::UnsupportedFile { path: p, reason }) => {
                 assert_eq!(p, path, "{what}: the error names the file");
-                assert!(
-                    reason.contains(&format!("version {next}")),
-                    "{what}: {reason}"
-                );
+                let version = format!("version {}", layout.future);
+                assert!(reason.contains(&version), "{what}: {reason}");
             }
-            other => panic!("{what} of version {next}: expected UnsupportedFile, got {other:?}"),
+            other => panic!("{what} of a later version: expected UnsupportedFile, got {other:?}"),
         }
         assert_eq!(
             snapshot(dir.path()),
@@ -436,8 +431,9 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
         version_at: 8,
         wide: true,
         checksum_at: original.len() - 8,
+        future: 2,
     };
-    std::fs::write(&hint, as_version(original, &layout, 2)).unwrap();
+    std::fs::write(&hint, as_future_version(original, &layout)).unwrap();
     reopen_equals_model(dir.path(), &model, "with a hint file of version 2");
 }
 

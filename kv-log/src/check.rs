@@ -10,7 +10,8 @@ use crate::format::{
     HINT_ENTRY_LEN, HINT_HEADER_LEN, parse_hint_file_name, parse_segment_file_name,
 };
 use crate::log::read_segment_header;
-use crate::segment::{next_valid_record, parse_hint_entry};
+use crate::resync::{Next, next_valid_record};
+use crate::segment::parse_hint_entry;
 use crate::{Location, LogError, RecordMeta, Result, Segment};
 
 /// A stretch of a segment that is not a valid record, found by
@@ -26,7 +27,10 @@ pub struct BadRegion {
     pub reason: String,
     /// Whether a valid record follows. A bad region with nothing valid after
     /// it, at the end of the newest segment, is what a torn write leaves; one
-    /// with a valid record after it is damage.
+    /// with a valid record after it is damage. Also `false` when the search
+    /// for the next record hit its bound (the reason says so): the region
+    /// then runs to the end of the segment, and [`Log::open`](crate::Log::open)
+    /// would refuse it as corruption rather than cut it.
     pub followed_by_valid: bool,
 }
 
@@ -152,13 +156,26 @@ impl Segment {
                     at += decoded.len;
                 }
                 Err(err) => {
-                    let next = next_valid_record(bytes, at, &limits);
-                    let end = next.unwrap_or(bytes.len());
+                    let search = next_valid_record(bytes, at, &limits);
+                    let (end, reason) = match search.next {
+                        Next::Record(next) => (next, err.to_string()),
+                        Next::Nothing => (bytes.len(), err.to_string()),
+                        Next::GaveUp => (
+                            bytes.len(),
+                            format!(
+                                "{err}; could not resynchronise: the bytes after it hold so \
+                                 many plausible record headers that checking them hashed {} \
+                                 bytes, the bound, without finding a valid record, so the \
+                                 rest of the segment is not checked",
+                                search.hashed
+                            ),
+                        ),
+                    };
                     bad.push(BadRegion {
                         offset: at as u64,
                         len: (end - at) as u64,
-                        reason: err.to_string(),
-                        followed_by_valid: next.is_some(),
+                        reason,
+                        followed_by_valid: matches!(search.next, Next::Record(_)),
                     });
                     at = end;
                 }

@@ -69,6 +69,7 @@ mod error;
 mod fault;
 mod format;
 mod log;
+mod resync;
 mod segment;
 mod sync;
 

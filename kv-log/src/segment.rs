@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use kv_format::{FORMAT_VERSION, Limits, Record, RecordKind, decode_with_limits};
+use kv_format::{Limits, Record, RecordKind, decode_with_limits};
 use memmap2::{Mmap, MmapOptions};
 
 use crate::fault::{Faults, FileOp};
@@ -550,16 +550,19 @@ fn visit_hint(bytes: &[u8], segment: u32, visit: &mut impl FnMut(Location, Recor
     }
 }
 
-/// Whether a valid record starts anywhere after `bad`. A bad record with a
-/// valid one after it is damage, not a torn write at the tail.
+/// Whether a valid record may start anywhere after `bad`. A bad record with
+/// a valid one after it is damage, not a torn write at the tail; so is one
+/// after which the search gave up (see `resync.rs`): a tail is cut only when
+/// nothing valid can follow.
 fn any_valid_record_after(bytes: &[u8], bad: usize, limits: &Limits) -> bool {
-    next_valid_record(bytes, bad, limits).is_some()
-}
-
-/// The offset of the first valid record that starts after `bad`, if any.
-pub(crate) fn next_valid_record(bytes: &[u8], bad: usize, limits: &Limits) -> Option<usize> {
-    (bad + 1..bytes.len()).find(|&at| {
-        bytes.get(at + kv_format::VERSION_OFFSET) == Some(&FORMAT_VERSION)
-            && decode_with_limits(&bytes[at..], limits).is_ok()
-    })
+    let search = crate::resync::next_valid_record(bytes, bad, limits);
+    if search.next == crate::resync::Next::GaveUp {
+        log::warn!(
+            "cannot tell whether a valid record follows the bad one at offset {bad}: \
+             checking the candidates hashed {} bytes, the bound, without deciding; \
+             treating it as damage, not as a torn tail",
+            search.hashed
+        );
+    }
+    search.next != crate::resync::Next::Nothing
 }

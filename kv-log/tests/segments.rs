@@ -400,3 +400,53 @@ fn append_encoded_stores_the_given_bytes_and_rejects_bad_ones() {
             .is_err()
     );
 }
+
+/// A value whose every 32 bytes hold a plausible record header claiming
+/// most of what follows (a value made of stored records can look like
+/// this): no header check can reject them cheaply.
+fn plausible_headers(len: usize) -> Vec<u8> {
+    let mut value = vec![0u8; len];
+    for at in (0..len - 64).step_by(32) {
+        value[at + kv_format::VERSION_OFFSET] = kv_format::FORMAT_VERSION;
+        value[at + kv_format::KEY_LEN_OFFSET..][..2].copy_from_slice(&1u16.to_le_bytes());
+        let claimed = (len - at - 64) as u32;
+        value[at + kv_format::VALUE_LEN_OFFSET..][..4].copy_from_slice(&claimed.to_le_bytes());
+    }
+    value
+}
+
+#[test]
+fn a_torn_tail_the_bounded_search_cannot_decide_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogOptions::default(), |_, _| {}).unwrap();
+    fill(&mut log, 10);
+    let torn = log
+        .append(&Record::put(11, b"big", &plausible_headers(2 << 20)))
+        .unwrap();
+    log.flush().unwrap();
+    drop(log);
+    let path = segment_path(dir.path(), 1);
+    let full = std::fs::read(&path).unwrap();
+    let cut = torn.offset as usize + torn.len as usize / 2;
+    std::fs::write(&path, &full[..cut]).unwrap();
+    match Log::open(dir.path(), LogOptions::default(), |_, _| {}) {
+        Err(LogError::Corruption { offset, .. }) => assert_eq!(offset, u64::from(torn.offset)),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), cut as u64);
+
+    // Checking reports the rest of the segment as one region.
+    let segment = kv_log::Segment::open_read_only(&path).unwrap();
+    let mut valid = 0;
+    let bad = segment.check_records(|_, _| valid += 1);
+    assert_eq!(valid, 10);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].offset, u64::from(torn.offset));
+    assert_eq!(bad[0].len, (cut - torn.offset as usize) as u64);
+    assert!(!bad[0].followed_by_valid);
+    assert!(
+        bad[0].reason.contains("could not resynchronise"),
+        "{}",
+        bad[0].reason
+    );
+}

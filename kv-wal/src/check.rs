@@ -120,9 +120,22 @@ pub fn check(dir: &Path, mut visit: impl FnMut(&Path, Position, &[u8])) -> Resul
                         source,
                     });
                 }
-                Err(FrameError::Bad { offset, bad }) => match classify_tail(&path, offset)? {
-                    Tail::Corrupt { next } => {
-                        report.damage.push(Damage {
+                Err(FrameError::Bad { offset, bad }) => {
+                    match classify_tail(&path, offset, cursor.layout)? {
+                        (Tail::Undecided { hashed }, tail_len) => {
+                            report.damage.push(Damage {
+                                path: path.clone(),
+                                offset,
+                                reason: format!(
+                                    "{bad}, and {}; the rest of the file ({tail_len} bytes) \
+                                 could not be resynchronised and is not checked",
+                                    Tail::undecided_reason(hashed, tail_len)
+                                ),
+                            });
+                            break;
+                        }
+                        (Tail::Corrupt { next }, _) => {
+                            report.damage.push(Damage {
                                 path: path.clone(),
                                 offset,
                                 reason: format!(
@@ -130,28 +143,29 @@ pub fn check(dir: &Path, mut visit: impl FnMut(&Path, Position, &[u8])) -> Resul
                                     next - offset
                                 ),
                             });
-                        cursor = FileCursor::open(path.clone(), number, next, None)?;
-                    }
-                    Tail::Torn => {
-                        let damage = Damage {
-                            path: path.clone(),
-                            offset,
-                            reason: torn_reason(bad),
-                        };
-                        if Some(number) == last {
-                            report.torn_tail = Some(damage);
-                        } else {
-                            report.damage.push(Damage {
+                            cursor = FileCursor::open(path.clone(), number, next, None)?;
+                        }
+                        (Tail::Torn, _) => {
+                            let damage = Damage {
+                                path: path.clone(),
+                                offset,
+                                reason: torn_reason(bad),
+                            };
+                            if Some(number) == last {
+                                report.torn_tail = Some(damage);
+                            } else {
+                                report.damage.push(Damage {
                                 reason: format!(
                                     "{}; only the last WAL file may end with an incomplete frame",
                                     damage.reason
                                 ),
                                 ..damage
                             });
+                            }
+                            break;
                         }
-                        break;
                     }
-                },
+                }
             }
         }
     }
@@ -168,7 +182,8 @@ fn header_reason(error: Error) -> String {
         Error::Corruption { reason, .. } => reason,
         Error::NotAWalFile { reason, .. } => format!("not a kv WAL file: {reason}"),
         Error::UnsupportedVersion { version, .. } => format!(
-            "WAL format version {version} is not supported (this build reads version {})",
+            "WAL format version {version} is not supported (this build reads versions {} to {})",
+            format::OLDEST_FORMAT_VERSION,
             format::FORMAT_VERSION
         ),
         other => other.to_string(),

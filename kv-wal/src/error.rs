@@ -49,8 +49,9 @@ pub enum Error {
     },
     /// A WAL file was written by a format version this build does not read.
     #[error(
-        "WAL file {path} has format version {version}, but this build reads version \
-         {FORMAT_VERSION}; open it with the build that wrote it",
+        "WAL file {path} has format version {version}, but this build reads versions \
+         {OLDEST} to {FORMAT_VERSION}; open it with the build that wrote it",
+        OLDEST = crate::OLDEST_FORMAT_VERSION,
         FORMAT_VERSION = crate::FORMAT_VERSION
     )]
     UnsupportedVersion {
@@ -59,10 +60,11 @@ pub enum Error {
         /// The version in its header.
         version: u8,
     },
-    /// Files in the middle of the log are missing: file numbers must be
-    /// consecutive from the replay position on.
+    /// A WAL file the log needs is missing: a file in the middle of the log
+    /// (file numbers must be consecutive from the replay position on), or
+    /// the file a replay was asked to start in.
     #[error(
-        "WAL file {path} is missing, but later files exist; the records it held are lost. \
+        "WAL file {path} is missing, but the log needs it; the records it held are lost. \
          Restore it from a backup"
     )]
     MissingFile {

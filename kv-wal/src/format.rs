@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64, xxh3_64_with_seed};
 
 /// The suffix of a WAL file's name: `NNNNNNNNNNNNNNNNNNNN.wal`.
 pub const FILE_SUFFIX: &str = ".wal";
@@ -25,8 +25,13 @@ pub const FIRST_FILE_NUMBER: u64 = 1;
 /// The first eight bytes of every WAL file. The `\0\r\n` tail catches a file
 /// mangled by a text-mode copy, as PNG's signature does.
 pub const MAGIC: [u8; 8] = *b"KVWAL\0\r\n";
-/// The file format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The file format version this build writes: 16-byte frames with a header
+/// check (see [`FRAME_HEADER_LEN`]).
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest file format version this build reads. Version 1 files (12-byte
+/// frames without a header check) are read frame by frame as they are; a
+/// log is never rewritten, and new frames always go to a version 2 file.
+pub const OLDEST_FORMAT_VERSION: u8 = 1;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + MAGIC.len();
@@ -38,17 +43,31 @@ pub const FILE_HEADER_LEN: usize = HEADER_CHECKSUM_OFFSET + size_of::<u64>();
 
 const _: () = assert!(FILE_HEADER_LEN == 32);
 
-// Frame.
+// Frame, version 2 (files with header version 2).
+// Format: { checksum u64 | len u32 | header_check u32 | payload [len] }
+// header_check is the low 32 bits of xxh3-64, seeded with the file number,
+// of len (u32) then the frame's byte offset in its file (u64): an O(1) check
+// that rejects a candidate frame start before its payload is hashed, and that
+// a frame copied from another place (another file, another offset) fails.
+// The checksum is xxh3-64 over bytes 8..16+len (len, header_check and the
+// payload), so a torn or flipped length is caught as well as a damaged
+// payload. 0 < len <= MAX.
+//
+// Frame, version 1 (files with header version 1; read, never written).
 // Format: { checksum u64 | len u32 | payload [len] }
-// The checksum is xxh3-64 over the len bytes and the payload, so a torn or
-// flipped length is caught as well as a damaged payload. 0 < len <= MAX.
+// The checksum is xxh3-64 over bytes 8..12+len (len and the payload).
 
 const FRAME_CHECKSUM_OFFSET: usize = 0;
 const FRAME_LEN_OFFSET: usize = FRAME_CHECKSUM_OFFSET + size_of::<u64>();
-/// The length of a frame's header; the payload starts here.
-pub const FRAME_HEADER_LEN: usize = FRAME_LEN_OFFSET + size_of::<u32>();
+const FRAME_HEADER_CHECK_OFFSET: usize = FRAME_LEN_OFFSET + size_of::<u32>();
+/// The length of a frame's header in the version this build writes; the
+/// payload starts here.
+pub const FRAME_HEADER_LEN: usize = FRAME_HEADER_CHECK_OFFSET + size_of::<u32>();
+/// The length of a version 1 frame's header (no header check).
+const V1_FRAME_HEADER_LEN: usize = FRAME_LEN_OFFSET + size_of::<u32>();
 
-const _: () = assert!(FRAME_HEADER_LEN == 12);
+const _: () = assert!(FRAME_HEADER_LEN == 16);
+const _: () = assert!(V1_FRAME_HEADER_LEN == 12);
 
 /// The longest payload the format allows, in bytes (256 MiB).
 /// [`WalOptions::max_record_len`](crate::WalOptions::max_record_len) can set
@@ -115,8 +134,9 @@ pub(crate) enum BadHeader {
 }
 
 /// Checks the first bytes of a WAL file (up to [`FILE_HEADER_LEN`]) against
-/// the header WAL file `number` must have.
-pub(crate) fn check_file_header(bytes: &[u8], number: u64) -> Result<(), BadHeader> {
+/// the header WAL file `number` must have, and returns how its frames are
+/// laid out.
+pub(crate) fn check_file_header(bytes: &[u8], number: u64) -> Result<FrameLayout, BadHeader> {
     let Some(magic) = bytes.get(MAGIC_OFFSET..VERSION_OFFSET) else {
         return Err(BadHeader::NoMagic);
     };
@@ -132,29 +152,86 @@ pub(crate) fn check_file_header(bytes: &[u8], number: u64) -> Result<(), BadHead
     }
     // The version is checked after the checksum so that a damaged version
     // byte is reported as damage, not as a future format.
-    if header[VERSION_OFFSET] != FORMAT_VERSION {
-        return Err(BadHeader::Version(header[VERSION_OFFSET]));
-    }
+    let layout = match header[VERSION_OFFSET] {
+        1 => FrameLayout::V1,
+        2 => FrameLayout::V2 { file: number },
+        version => return Err(BadHeader::Version(version)),
+    };
     let stored_number = read_u64(&header[FILE_NUMBER_OFFSET..HEADER_CHECKSUM_OFFSET]);
     if stored_number != number {
         return Err(BadHeader::WrongNumber(stored_number));
     }
-    Ok(())
+    Ok(layout)
 }
 
-/// The number of bytes a frame with a `payload_len`-byte payload takes.
+/// How the frames of one file are laid out, from its header's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameLayout {
+    /// Version 1: `{ checksum u64 | len u32 | payload }`, no header check.
+    V1,
+    /// Version 2: `{ checksum u64 | len u32 | header_check u32 | payload }`,
+    /// the header check salted with this file number and the frame's offset.
+    V2 {
+        /// The number of the file the frames are in.
+        file: u64,
+    },
+}
+
+impl FrameLayout {
+    /// The layout of the frames this build writes in file `file`.
+    pub(crate) const fn current(file: u64) -> FrameLayout {
+        FrameLayout::V2 { file }
+    }
+
+    /// The length of a frame header.
+    pub(crate) const fn header_len(self) -> usize {
+        match self {
+            FrameLayout::V1 => V1_FRAME_HEADER_LEN,
+            FrameLayout::V2 { .. } => FRAME_HEADER_LEN,
+        }
+    }
+}
+
+/// The number of bytes a frame with a `payload_len`-byte payload takes, in
+/// the version this build writes.
 pub(crate) const fn frame_len(payload_len: usize) -> usize {
     FRAME_HEADER_LEN + payload_len
 }
 
-/// Appends the frame of `payload` to `buf`. The caller has checked that the
-/// payload is 1 to [`MAX_RECORD_LEN`] bytes.
-pub(crate) fn encode_frame(payload: &[u8], buf: &mut Vec<u8>) {
+/// The header check of a version 2 frame of `len` payload bytes at byte
+/// `offset` of file `file`: the low 32 bits of xxh3-64 seeded with the file
+/// number, over `len` (u32) and `offset` (u64), little-endian.
+pub(crate) fn header_check(file: u64, offset: u64, len: u32) -> u32 {
+    let mut input = [0u8; size_of::<u32>() + size_of::<u64>()];
+    input[..size_of::<u32>()].copy_from_slice(&len.to_le_bytes());
+    input[size_of::<u32>()..].copy_from_slice(&offset.to_le_bytes());
+    // Truncation intended: the low 32 bits.
+    xxh3_64_with_seed(&input, file) as u32
+}
+
+/// Appends the version 2 frame of `payload`, to be written at byte `offset`
+/// of file `file`, to `buf`. The caller has checked that the payload is 1
+/// to [`MAX_RECORD_LEN`] bytes.
+pub(crate) fn encode_frame(file: u64, offset: u64, payload: &[u8], buf: &mut Vec<u8>) {
     debug_assert!(!payload.is_empty() && payload.len() <= MAX_RECORD_LEN as usize);
     let start = buf.len();
     buf.reserve(frame_len(payload.len()));
     buf.extend_from_slice(&[0u8; FRAME_LEN_OFFSET]);
     // Checked against MAX_RECORD_LEN, which fits a u32.
+    let len = payload.len() as u32;
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&header_check(file, offset, len).to_le_bytes());
+    buf.extend_from_slice(payload);
+    let checksum = xxh3_64(&buf[start + FRAME_LEN_OFFSET..]);
+    buf[start..start + FRAME_LEN_OFFSET].copy_from_slice(&checksum.to_le_bytes());
+}
+
+/// Appends the version 1 frame of `payload` to `buf`, as builds before
+/// version 2 wrote it: for tests of reading old files.
+#[cfg(test)]
+pub(crate) fn encode_frame_v1(payload: &[u8], buf: &mut Vec<u8>) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; FRAME_LEN_OFFSET]);
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buf.extend_from_slice(payload);
     let checksum = xxh3_64(&buf[start + FRAME_LEN_OFFSET..]);
@@ -165,7 +242,7 @@ pub(crate) fn encode_frame(payload: &[u8], buf: &mut Vec<u8>) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BadFrame {
     /// Fewer bytes remain than a frame header takes.
-    ShortHeader { remaining: u64 },
+    ShortHeader { remaining: u64, header_len: usize },
     /// The length field is zero; every frame carries at least one byte. A
     /// zero-filled region reads as this.
     ZeroLen,
@@ -173,16 +250,22 @@ pub(crate) enum BadFrame {
     TooLong { len: u32 },
     /// The payload would run past the end of the file.
     PastEnd { len: u32, remaining: u64 },
-    /// The stored checksum does not match the length and payload.
+    /// The header check (version 2) does not match the length and the
+    /// frame's position.
+    HeaderCheck { stored: u32, computed: u32 },
+    /// The stored checksum does not match the header and payload.
     Checksum { stored: u64, computed: u64 },
 }
 
 impl fmt::Display for BadFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            BadFrame::ShortHeader { remaining } => write!(
+            BadFrame::ShortHeader {
+                remaining,
+                header_len,
+            } => write!(
                 f,
-                "the file ends {remaining} bytes into a {FRAME_HEADER_LEN}-byte frame header"
+                "the file ends {remaining} bytes into a {header_len}-byte frame header"
             ),
             BadFrame::ZeroLen => write!(f, "the frame length is zero"),
             BadFrame::TooLong { len } => write!(
@@ -193,6 +276,11 @@ impl fmt::Display for BadFrame {
                 f,
                 "the frame's {len}-byte payload runs past the end of the file ({remaining} bytes remain)"
             ),
+            BadFrame::HeaderCheck { stored, computed } => write!(
+                f,
+                "the frame header check does not match its length and position \
+                 (stored {stored:#010x}, computed {computed:#010x})"
+            ),
             BadFrame::Checksum { stored, computed } => write!(
                 f,
                 "the frame checksum does not match (stored {stored:#018x}, computed {computed:#018x})"
@@ -201,16 +289,35 @@ impl fmt::Display for BadFrame {
     }
 }
 
-/// Splits a frame header into its stored checksum and payload length.
-pub(crate) fn parse_frame_header(header: &[u8; FRAME_HEADER_LEN]) -> (u64, u32) {
-    let checksum = read_u64(&header[FRAME_CHECKSUM_OFFSET..FRAME_LEN_OFFSET]);
-    let len = read_u32(&header[FRAME_LEN_OFFSET..]);
-    (checksum, len)
+/// The fields of a frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    /// The stored checksum.
+    pub(crate) checksum: u64,
+    /// The payload length.
+    pub(crate) len: u32,
 }
 
-/// Checks a length read from disk before anything is allocated for it:
-/// `remaining` is the number of bytes after the frame header.
-pub(crate) fn check_frame_len(len: u32, remaining: u64) -> Result<(), BadFrame> {
+/// Checks the header at the front of `header` (at least
+/// `layout.header_len()` bytes) of a frame at byte `offset` of its file,
+/// with `remaining` bytes after the header, without touching the payload:
+/// the length (nonzero, at most [`MAX_RECORD_LEN`], within `remaining`) and,
+/// for version 2, the header check. Costs O(1), whatever the length says.
+pub(crate) fn check_frame_header(
+    layout: FrameLayout,
+    header: &[u8],
+    offset: u64,
+    remaining: u64,
+) -> Result<FrameHeader, BadFrame> {
+    let header_len = layout.header_len();
+    let Some(header) = header.get(..header_len) else {
+        return Err(BadFrame::ShortHeader {
+            remaining: header.len() as u64,
+            header_len,
+        });
+    };
+    let checksum = read_u64(&header[FRAME_CHECKSUM_OFFSET..]);
+    let len = read_u32(&header[FRAME_LEN_OFFSET..]);
     if len == 0 {
         return Err(BadFrame::ZeroLen);
     }
@@ -220,37 +327,55 @@ pub(crate) fn check_frame_len(len: u32, remaining: u64) -> Result<(), BadFrame> 
     if u64::from(len) > remaining {
         return Err(BadFrame::PastEnd { len, remaining });
     }
+    if let FrameLayout::V2 { file } = layout {
+        let stored = read_u32(&header[FRAME_HEADER_CHECK_OFFSET..]);
+        let computed = header_check(file, offset, len);
+        if stored != computed {
+            return Err(BadFrame::HeaderCheck { stored, computed });
+        }
+    }
+    Ok(FrameHeader { checksum, len })
+}
+
+/// Checks a frame's checksum: `header` is its header as
+/// [`check_frame_header`] accepted it, `payload` its payload.
+pub(crate) fn check_frame_checksum(
+    header: &[u8],
+    fields: FrameHeader,
+    payload: &[u8],
+) -> Result<(), BadFrame> {
+    let mut hasher = Xxh3::new();
+    // Everything in the header after the checksum itself.
+    hasher.update(&header[FRAME_LEN_OFFSET..]);
+    hasher.update(payload);
+    let computed = hasher.digest();
+    if computed != fields.checksum {
+        return Err(BadFrame::Checksum {
+            stored: fields.checksum,
+            computed,
+        });
+    }
     Ok(())
 }
 
-/// The checksum of a frame, from its length field and payload.
-pub(crate) fn frame_checksum(len_bytes: &[u8], payload: &[u8]) -> u64 {
-    let mut hasher = Xxh3::new();
-    hasher.update(len_bytes);
-    hasher.update(payload);
-    hasher.digest()
-}
-
-/// Decodes the frame at the front of `bytes` and returns its payload.
-pub(crate) fn decode_frame(bytes: &[u8]) -> Result<&[u8], BadFrame> {
-    let Some((header, rest)) = bytes.split_first_chunk::<FRAME_HEADER_LEN>() else {
-        return Err(BadFrame::ShortHeader {
-            remaining: bytes.len() as u64,
-        });
-    };
-    let (stored, len) = parse_frame_header(header);
-    check_frame_len(len, rest.len() as u64)?;
-    let covered = &bytes[FRAME_LEN_OFFSET..FRAME_HEADER_LEN + len as usize];
-    let computed = xxh3_64(covered);
-    if computed != stored {
-        return Err(BadFrame::Checksum { stored, computed });
-    }
-    Ok(&rest[..len as usize])
-}
-
-/// The 4 bytes of a frame header that hold the length.
-pub(crate) fn frame_len_bytes(header: &[u8; FRAME_HEADER_LEN]) -> &[u8] {
-    &header[FRAME_LEN_OFFSET..]
+/// Decodes the frame at the front of `bytes`, which starts at byte `offset`
+/// of its file, and returns its payload. `bytes` must run to the end of the
+/// file (the length is checked against it). The readers go through
+/// [`check_frame_header`] and [`check_frame_checksum`] themselves, to count
+/// or to stream; this is their composition, for tests.
+#[cfg(test)]
+pub(crate) fn decode_frame(
+    layout: FrameLayout,
+    bytes: &[u8],
+    offset: u64,
+) -> Result<&[u8], BadFrame> {
+    let header_len = layout.header_len();
+    let remaining = (bytes.len() as u64).saturating_sub(header_len as u64);
+    let fields = check_frame_header(layout, bytes, offset, remaining)?;
+    let (header, rest) = bytes.split_at(header_len);
+    let payload = &rest[..fields.len as usize];
+    check_frame_checksum(header, fields, payload)?;
+    Ok(payload)
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {
@@ -291,7 +416,11 @@ mod tests {
     #[test]
     fn file_header_round_trips_and_rejects_damage() {
         let header = encode_file_header(42);
-        assert_eq!(check_file_header(&header, 42), Ok(()));
+        assert_eq!(header[VERSION_OFFSET], 2);
+        assert_eq!(
+            check_file_header(&header, 42),
+            Ok(FrameLayout::V2 { file: 42 })
+        );
         assert_eq!(
             check_file_header(&header, 43),
             Err(BadHeader::WrongNumber(42))
@@ -310,64 +439,128 @@ mod tests {
             damaged[i] ^= 0x10;
             assert_eq!(check_file_header(&damaged, 42), Err(BadHeader::Checksum));
         }
-        let mut future = header;
-        future[VERSION_OFFSET] = 2;
-        let checksum = xxh3_64(&future[..HEADER_CHECKSUM_OFFSET]);
-        future[HEADER_CHECKSUM_OFFSET..].copy_from_slice(&checksum.to_le_bytes());
-        assert_eq!(check_file_header(&future, 42), Err(BadHeader::Version(2)));
+        let with_version = |version: u8| {
+            let mut other = header;
+            other[VERSION_OFFSET] = version;
+            let checksum = xxh3_64(&other[..HEADER_CHECKSUM_OFFSET]);
+            other[HEADER_CHECKSUM_OFFSET..].copy_from_slice(&checksum.to_le_bytes());
+            other
+        };
+        assert_eq!(check_file_header(&with_version(1), 42), Ok(FrameLayout::V1));
+        for version in [0, 3, 255] {
+            assert_eq!(
+                check_file_header(&with_version(version), 42),
+                Err(BadHeader::Version(version))
+            );
+        }
+    }
+
+    #[test]
+    fn the_frame_layout_is_frozen() {
+        let mut frame = Vec::new();
+        encode_frame(7, 1000, b"abc", &mut frame);
+        assert_eq!(frame.len(), 16 + 3);
+        assert_eq!(&frame[8..12], &3u32.to_le_bytes());
+        let mut salted = [0u8; 12];
+        salted[..4].copy_from_slice(&3u32.to_le_bytes());
+        salted[4..].copy_from_slice(&1000u64.to_le_bytes());
+        let check = xxh3_64_with_seed(&salted, 7) as u32;
+        assert_eq!(&frame[12..16], &check.to_le_bytes());
+        assert_eq!(&frame[0..8], &xxh3_64(&frame[8..]).to_le_bytes());
+        assert_eq!(&frame[16..], b"abc");
+
+        let mut old = Vec::new();
+        encode_frame_v1(b"abc", &mut old);
+        assert_eq!(old.len(), 12 + 3);
+        assert_eq!(&old[8..12], &3u32.to_le_bytes());
+        assert_eq!(&old[0..8], &xxh3_64(&old[8..]).to_le_bytes());
+        assert_eq!(decode_frame(FrameLayout::V1, &old, 32), Ok(&b"abc"[..]));
     }
 
     #[test]
     fn frame_round_trips() {
+        let layout = FrameLayout::current(3);
         let mut buf = Vec::new();
-        encode_frame(b"hello", &mut buf);
-        encode_frame(b"x", &mut buf);
+        encode_frame(3, 32, b"hello", &mut buf);
+        let second = 32 + frame_len(5) as u64;
+        encode_frame(3, second, b"x", &mut buf);
         assert_eq!(buf.len(), frame_len(5) + frame_len(1));
-        assert_eq!(decode_frame(&buf), Ok(&b"hello"[..]));
-        assert_eq!(decode_frame(&buf[frame_len(5)..]), Ok(&b"x"[..]));
-        let header = buf[..FRAME_HEADER_LEN].try_into().unwrap();
-        let (stored, len) = parse_frame_header(header);
-        assert_eq!(len, 5);
-        assert_eq!(stored, frame_checksum(frame_len_bytes(header), b"hello"));
+        assert_eq!(decode_frame(layout, &buf, 32), Ok(&b"hello"[..]));
+        assert_eq!(
+            decode_frame(layout, &buf[frame_len(5)..], second),
+            Ok(&b"x"[..])
+        );
+        let fields = check_frame_header(layout, &buf, 32, buf.len() as u64 - 16).unwrap();
+        assert_eq!(fields.len, 5);
+    }
+
+    #[test]
+    fn a_frame_moved_to_another_place_fails_its_header_check() {
+        let mut frame = Vec::new();
+        encode_frame(3, 32, b"payload", &mut frame);
+        for (file, offset) in [(3, 33), (3, 36), (3, 64), (4, 32), (2, 32)] {
+            assert!(
+                matches!(
+                    decode_frame(FrameLayout::V2 { file }, &frame, offset),
+                    Err(BadFrame::HeaderCheck { .. })
+                ),
+                "{file}:{offset}"
+            );
+        }
+        // Read as a version 1 frame it has the wrong checksum as well.
+        assert!(decode_frame(FrameLayout::V1, &frame, 32).is_err());
     }
 
     #[test]
     fn every_damaged_frame_is_rejected() {
-        let mut frame = Vec::new();
-        encode_frame(b"some payload", &mut frame);
-        for i in 0..frame.len() {
-            for bit in 0..8 {
-                let mut damaged = frame.clone();
-                damaged[i] ^= 1 << bit;
-                assert!(decode_frame(&damaged).is_err(), "byte {i} bit {bit}");
+        let mut v2 = Vec::new();
+        encode_frame(1, 32, b"some payload", &mut v2);
+        let mut v1 = Vec::new();
+        encode_frame_v1(b"some payload", &mut v1);
+        for (layout, frame) in [(FrameLayout::current(1), v2), (FrameLayout::V1, v1)] {
+            for i in 0..frame.len() {
+                for bit in 0..8 {
+                    let mut damaged = frame.clone();
+                    damaged[i] ^= 1 << bit;
+                    assert!(
+                        decode_frame(layout, &damaged, 32).is_err(),
+                        "{layout:?} byte {i} bit {bit}"
+                    );
+                }
             }
-        }
-        for cut in 0..frame.len() {
-            assert!(decode_frame(&frame[..cut]).is_err(), "cut at {cut}");
+            for cut in 0..frame.len() {
+                assert!(
+                    decode_frame(layout, &frame[..cut], 32).is_err(),
+                    "{layout:?} cut at {cut}"
+                );
+            }
         }
     }
 
     #[test]
     fn zeros_are_never_a_frame() {
-        assert_eq!(decode_frame(&[0u8; 64]), Err(BadFrame::ZeroLen));
-        assert!(matches!(
-            decode_frame(&[0u8; 5]),
-            Err(BadFrame::ShortHeader { remaining: 5 })
-        ));
+        for layout in [FrameLayout::current(1), FrameLayout::V1] {
+            assert_eq!(decode_frame(layout, &[0u8; 64], 32), Err(BadFrame::ZeroLen));
+            assert!(matches!(
+                decode_frame(layout, &[0u8; 5], 32),
+                Err(BadFrame::ShortHeader { remaining: 5, .. })
+            ));
+        }
     }
 
     #[test]
     fn lengths_are_checked_before_use() {
+        let layout = FrameLayout::current(1);
         let mut frame = Vec::new();
-        encode_frame(b"abc", &mut frame);
-        frame[FRAME_LEN_OFFSET..FRAME_HEADER_LEN].copy_from_slice(&u32::MAX.to_le_bytes());
+        encode_frame(1, 32, b"abc", &mut frame);
+        frame[FRAME_LEN_OFFSET..FRAME_HEADER_CHECK_OFFSET].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
-            decode_frame(&frame),
+            decode_frame(layout, &frame, 32),
             Err(BadFrame::TooLong { len: u32::MAX })
         );
-        frame[FRAME_LEN_OFFSET..FRAME_HEADER_LEN].copy_from_slice(&4u32.to_le_bytes());
+        frame[FRAME_LEN_OFFSET..FRAME_HEADER_CHECK_OFFSET].copy_from_slice(&4u32.to_le_bytes());
         assert_eq!(
-            decode_frame(&frame),
+            decode_frame(layout, &frame, 32),
             Err(BadFrame::PastEnd {
                 len: 4,
                 remaining: 3

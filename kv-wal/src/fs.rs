@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::io_error;
 use crate::fault::{FaultOp, Faults};
-use crate::format::{self, BadHeader, FILE_HEADER_LEN};
+use crate::format::{self, BadHeader, FILE_HEADER_LEN, FrameLayout};
 use crate::{Error, Result};
 
 /// The WAL files in `dir`, sorted by number. Files with other names are
@@ -149,8 +149,9 @@ pub(crate) fn create_wal_file(
 }
 
 /// Reads and checks the header of WAL file `number`, leaving `file`
-/// positioned after it.
-pub(crate) fn read_file_header(file: &mut File, path: &Path, number: u64) -> Result<()> {
+/// positioned after it, and returns how the file's frames are laid out (its
+/// format version).
+pub(crate) fn read_file_header(file: &mut File, path: &Path, number: u64) -> Result<FrameLayout> {
     let mut header = Vec::with_capacity(FILE_HEADER_LEN);
     Read::by_ref(file)
         .take(FILE_HEADER_LEN as u64)

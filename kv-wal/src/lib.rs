@@ -21,10 +21,16 @@
 //! repository draws the layouts.
 //!
 //! ```text
-//! file header: { magic [u8; 8] = "KVWAL\0\r\n" | version u8 = 1 | reserved [u8; 7]
+//! file header: { magic [u8; 8] = "KVWAL\0\r\n" | version u8 = 2 | reserved [u8; 7]
 //!              | file_number u64 | checksum u64 }   checksum over the 24 bytes before it
-//! frame:       { checksum u64 | len u32 | payload [len] }   checksum over len and payload
+//! frame:       { checksum u64 | len u32 | header_check u32 | payload [len] }
+//!              header_check: low 32 bits of xxh3-64 (seed: file number) of len and the
+//!              frame's offset; checksum over len, header_check and payload
 //! ```
+//!
+//! Files of version 1 (12-byte frames `{ checksum u64 | len u32 | payload }`,
+//! no header check), written by older builds, are still read; a log whose
+//! last file is version 1 goes on in a new version 2 file when opened.
 //!
 //! A [`Position`] (file number, byte offset) names a frame.
 //!
@@ -71,7 +77,13 @@
 //! under [`RecoveryMode::AbsoluteConsistency`] it is an error. A bad frame
 //! with a valid frame after it, or a bad frame in any file but the last, is
 //! [`Error::Corruption`] in both modes, naming the file and offset: damage
-//! is reported, never skipped. [`Wal::replay`] iterates the records from a
+//! is reported, never skipped. The search for a valid frame after a bad one
+//! costs time linear in the bytes after it: each candidate offset is
+//! rejected by its header in O(1) (in version 2 by the position-salted
+//! header check), and at most `2 × tail + 1 MiB` bytes are hashed; if that
+//! bound is reached before the search decides, the bad frame is
+//! [`Error::Corruption`] too (only crafted bytes can do that in a version 2
+//! file; in a version 1 file a tail dense with plausible lengths can). [`Wal::replay`] iterates the records from a
 //! position with the same rules. [`check`] reads a whole log without
 //! changing it and reports every damaged place, not only the first.
 //!
@@ -107,6 +119,7 @@ mod fs;
 mod options;
 mod replay;
 mod shared;
+mod tail;
 mod wal;
 
 pub use check::{Damage, WalCheck, check};
@@ -115,7 +128,7 @@ pub use error::Error;
 pub use fault::{FaultError, FaultInjector, FaultMode, FaultOp};
 pub use format::{
     FILE_HEADER_LEN, FILE_SUFFIX, FIRST_FILE_NUMBER, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC,
-    MAX_RECORD_LEN, TEMP_SUFFIX, file_name, parse_file_name,
+    MAX_RECORD_LEN, OLDEST_FORMAT_VERSION, TEMP_SUFFIX, file_name, parse_file_name,
 };
 pub use options::{DEFAULT_MAX_FILE_SIZE, RecoveryMode, SyncPolicy, WalOptions};
 pub use replay::Replay;

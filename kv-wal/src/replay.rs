@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::io_error;
 use crate::format::{
-    self, BadFrame, FILE_HEADER_LEN, FRAME_HEADER_LEN, check_frame_len, frame_checksum,
-    frame_len_bytes, parse_frame_header,
+    self, BadFrame, FILE_HEADER_LEN, FRAME_HEADER_LEN, FrameLayout, check_frame_checksum,
+    check_frame_header,
 };
+use crate::tail::{Found, Search, next_valid_frame};
 use crate::{Error, Position, RecoveryMode, Result};
 
 const READ_BUFFER_LEN: usize = 64 << 10;
@@ -26,6 +27,8 @@ pub(crate) enum FrameError {
 pub(crate) struct FileCursor {
     pub(crate) number: u64,
     pub(crate) path: PathBuf,
+    /// How the file's frames are laid out (its header's version).
+    pub(crate) layout: FrameLayout,
     reader: BufReader<File>,
     /// The offset of the next frame.
     pub(crate) offset: u64,
@@ -46,7 +49,7 @@ impl FileCursor {
     ) -> Result<FileCursor> {
         let mut file = File::open(&path).map_err(io_error(&path))?;
         let len = file.metadata().map_err(io_error(&path))?.len();
-        crate::fs::read_file_header(&mut file, &path, number)?;
+        let layout = crate::fs::read_file_header(&mut file, &path, number)?;
         let limit = bound.map_or(len, |bound| bound.min(len));
         let offset = start
             .max(FILE_HEADER_LEN as u64)
@@ -56,6 +59,7 @@ impl FileCursor {
         Ok(FileCursor {
             number,
             path,
+            layout,
             reader: BufReader::with_capacity(READ_BUFFER_LEN, file),
             offset,
             limit,
@@ -71,30 +75,31 @@ impl FileCursor {
             return Ok(None);
         }
         let bad = |bad| FrameError::Bad { offset, bad };
-        if remaining < FRAME_HEADER_LEN as u64 {
-            return Err(bad(BadFrame::ShortHeader { remaining }));
+        let header_len = self.layout.header_len();
+        if remaining < header_len as u64 {
+            return Err(bad(BadFrame::ShortHeader {
+                remaining,
+                header_len,
+            }));
         }
         let mut header = [0u8; FRAME_HEADER_LEN];
-        self.reader
-            .read_exact(&mut header)
-            .map_err(FrameError::Io)?;
-        let (stored, len) = parse_frame_header(&header);
-        // The length is checked against the maximum and the bytes left
-        // before anything is allocated for it.
-        check_frame_len(len, remaining - FRAME_HEADER_LEN as u64).map_err(bad)?;
+        let header = &mut header[..header_len];
+        self.reader.read_exact(header).map_err(FrameError::Io)?;
+        // The length is checked against the maximum and the bytes left (and,
+        // in version 2, against the header check) before anything is
+        // allocated for it.
+        let fields = check_frame_header(self.layout, header, offset, remaining - header_len as u64)
+            .map_err(bad)?;
         buf.clear();
-        buf.resize(len as usize, 0);
+        buf.resize(fields.len as usize, 0);
         self.reader.read_exact(buf).map_err(FrameError::Io)?;
-        let computed = frame_checksum(frame_len_bytes(&header), buf);
-        if computed != stored {
-            return Err(bad(BadFrame::Checksum { stored, computed }));
-        }
-        self.offset += (FRAME_HEADER_LEN + buf.len()) as u64;
+        check_frame_checksum(header, fields, buf).map_err(bad)?;
+        self.offset += (header_len + buf.len()) as u64;
         Ok(Some(offset))
     }
 }
 
-/// What follows a bad frame in the last file.
+/// What follows a bad frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tail {
     /// Nothing valid follows: zeros, garbage or a cut-off frame, as a crash
@@ -103,36 +108,52 @@ pub(crate) enum Tail {
     /// A valid frame starts at `next`: the bad frame is damage in the middle
     /// of the log, not an interrupted write.
     Corrupt { next: u64 },
+    /// The search for a valid frame hit its bound (`hashed` bytes, the
+    /// budget for the tail) before it could tell: treated as damage.
+    Undecided { hashed: u64 },
 }
 
-/// Classifies the bytes of `path` from the bad frame at `offset` to the end.
+impl Tail {
+    /// Why an undecided tail is reported as damage, for an error message.
+    pub(crate) fn undecided_reason(hashed: u64, tail_len: u64) -> String {
+        format!(
+            "cannot tell a torn tail from damage: the {tail_len} bytes after it hold so many \
+             plausible frame headers that checking them hashed {hashed} bytes, the bound for \
+             this tail, without deciding (a version 1 file has no header check). If the file's \
+             end is an interrupted write, cut the file at this offset"
+        )
+    }
+}
+
+/// Classifies the bytes of `path` from the bad frame at `offset` to the end,
+/// for a file whose frames are laid out as `layout` says, and returns the
+/// classification with the tail's length.
 ///
-/// Every later offset is tried as the start of a frame, so the cost grows
-/// with the square of the tail's length in the worst case; a tail is
-/// usually at most the data of the last unsynced writes.
+/// Every later offset is tried as the start of a frame, but a candidate's
+/// header is checked in O(1) before its payload is hashed, and the bytes
+/// hashed are bounded by [`crate::tail::hash_budget`] of the tail (see
+/// `tail.rs`): the work is linear in the tail, whatever its bytes.
 ///
 /// NOTE: pages written back out of order by the operating system can leave
 /// a valid frame after a torn one even when neither was synced. This is
 /// reported as corruption, not truncated: refusing to open is recoverable,
-/// silently dropping a good frame is not.
-pub(crate) fn classify_tail(path: &Path, offset: u64) -> Result<Tail> {
+/// silently dropping a good frame is not. For the same reason a search that
+/// hits its bound is reported as corruption too.
+pub(crate) fn classify_tail(path: &Path, offset: u64, layout: FrameLayout) -> Result<(Tail, u64)> {
     let mut file = File::open(path).map_err(io_error(path))?;
     file.seek(SeekFrom::Start(offset)).map_err(io_error(path))?;
     // The length comes from the file system, not from the bytes, and is at
     // most one file: bounded by max_file_size plus one record.
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).map_err(io_error(path))?;
-    if tail.iter().all(|&b| b == 0) {
-        return Ok(Tail::Torn);
-    }
-    for start in 1..tail.len() {
-        if format::decode_frame(&tail[start..]).is_ok() {
-            return Ok(Tail::Corrupt {
-                next: offset + start as u64,
-            });
-        }
-    }
-    Ok(Tail::Torn)
+    let tail_len = tail.len() as u64;
+    let Search { found, hashed, .. } = next_valid_frame(&tail, offset, layout);
+    let tail = match found {
+        Found::Frame(next) => Tail::Corrupt { next },
+        Found::Nothing => Tail::Torn,
+        Found::GaveUp => Tail::Undecided { hashed },
+    };
+    Ok((tail, tail_len))
 }
 
 /// An iterator over the records of a log, in order, from a position.
@@ -145,7 +166,10 @@ pub(crate) fn classify_tail(path: &Path, offset: u64) -> Result<Tail> {
 ///
 /// After the first error the iterator ends. Damage is always reported,
 /// never skipped: a bad frame in any file but the last, a bad frame followed
-/// by a valid one, or a file missing from the middle of the log. An
+/// by a valid one (or one after which the bounded search for a valid frame
+/// could not decide), a file missing from the middle of the log, or the file
+/// of the starting position missing (for any start but
+/// [`Position::START`]). An
 /// incomplete frame at the end of the last file ends the iteration under
 /// [`RecoveryMode::TolerateCorruptedTail`] (without changing the file; only
 /// [`Wal::open`](crate::Wal::open) truncates) and is an error under
@@ -238,13 +262,26 @@ impl Replay {
                 Some(cursor) => cursor,
                 None => {
                     let Some((number, path)) = self.files.next() else {
+                        if self.previous.is_none() && self.from != Position::START {
+                            // Not even the file the replay starts in exists.
+                            return Err(Error::MissingFile {
+                                path: self.dir.join(format::file_name(self.from.file)),
+                            });
+                        }
                         return Ok(None);
                     };
-                    if let Some(previous) = self.previous
-                        && number != previous + 1
+                    let expected = match self.previous {
+                        Some(previous) => Some(previous + 1),
+                        // A replay from a frame's or a file's position starts in
+                        // that file: if it is gone, its records are lost.
+                        None if self.from != Position::START => Some(self.from.file),
+                        None => None,
+                    };
+                    if let Some(expected) = expected
+                        && number != expected
                     {
                         return Err(Error::MissingFile {
-                            path: self.dir.join(format::file_name(previous + 1)),
+                            path: self.dir.join(format::file_name(expected)),
                         });
                     }
                     self.previous = Some(number);
@@ -278,7 +315,8 @@ impl Replay {
                 Err(FrameError::Bad { offset, bad }) => {
                     let number = cursor.number;
                     let path = cursor.path.clone();
-                    return self.bad_frame(number, path, offset, bad);
+                    let layout = cursor.layout;
+                    return self.bad_frame(number, path, layout, offset, bad);
                 }
             }
         }
@@ -289,6 +327,7 @@ impl Replay {
         &self,
         number: u64,
         path: PathBuf,
+        layout: FrameLayout,
         offset: u64,
         bad: BadFrame,
     ) -> Result<Option<Position>> {
@@ -304,7 +343,7 @@ impl Replay {
                 reason,
             });
         }
-        tail_outcome(&path, offset, bad, self.mode).map(|_| None)
+        tail_outcome(&path, offset, bad, layout, self.mode).map(|_| None)
     }
 }
 
@@ -314,13 +353,20 @@ pub(crate) fn tail_outcome(
     path: &Path,
     offset: u64,
     bad: BadFrame,
+    layout: FrameLayout,
     mode: RecoveryMode,
 ) -> Result<()> {
-    match classify_tail(path, offset)? {
+    let (tail, tail_len) = classify_tail(path, offset, layout)?;
+    match tail {
         Tail::Corrupt { next } => Err(Error::Corruption {
             path: path.to_path_buf(),
             offset,
             reason: format!("{bad}, and a valid frame follows at offset {next}"),
+        }),
+        Tail::Undecided { hashed } => Err(Error::Corruption {
+            path: path.to_path_buf(),
+            offset,
+            reason: format!("{bad}, and {}", Tail::undecided_reason(hashed, tail_len)),
         }),
         Tail::Torn => match mode {
             RecoveryMode::TolerateCorruptedTail => Ok(()),

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::error::io_error;
 use crate::fault::{FaultOp, Faults};
-use crate::format::{self, FILE_HEADER_LEN, FIRST_FILE_NUMBER, frame_len};
+use crate::format::{self, FILE_HEADER_LEN, FIRST_FILE_NUMBER, FrameLayout, frame_len};
 use crate::replay::{FileCursor, FrameError, Replay, tail_outcome};
 use crate::{Error, RecoveryMode, Result, SyncPolicy, WalOptions, fs};
 
@@ -154,7 +154,7 @@ impl Wal {
         fs::create_dir(&dir, &faults)?;
         fs::remove_temp_files(&dir, &faults)?;
         let mut files = fs::list_wal_files(&dir)?;
-        let (active, recovered_tail) = match files.pop() {
+        let (active, recovered_tail, old_format) = match files.pop() {
             None => {
                 let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER, &faults)?;
                 let active = ActiveFile {
@@ -163,7 +163,7 @@ impl Wal {
                     file,
                     written: FILE_HEADER_LEN as u64,
                 };
-                (active, None)
+                (active, None, false)
             }
             Some((number, path)) => recover_last(number, path, options.recovery, &faults)?,
         };
@@ -174,7 +174,7 @@ impl Wal {
             let len = file.metadata().map_err(io_error(&path))?.len();
             older.insert(number, len);
         }
-        Ok(Wal {
+        let mut wal = Wal {
             dir,
             options,
             active,
@@ -185,7 +185,17 @@ impl Wal {
             faults,
             stats: WalStats::default(),
             recovered_tail,
-        })
+        };
+        if old_format {
+            // Every frame this build writes is version 2, and a file holds
+            // frames of one version: a log written by an older build goes
+            // on in a new file. The old file is synced first, as every
+            // rotation does (the build that wrote it may not have), so that
+            // only the last file can have a torn tail.
+            wal.sync_active()?;
+            wal.rotate()?;
+        }
+        Ok(wal)
     }
 
     /// Iterates over the records of the log in `dir`, in order, starting at
@@ -195,7 +205,10 @@ impl Wal {
     /// ends the iteration under [`RecoveryMode::TolerateCorruptedTail`] but
     /// stays on disk until [`Wal::open`] truncates it. Files before
     /// `from.file` are not read; `from` must be a frame's position (as
-    /// returned by `append` or `end_position`) or a file's start.
+    /// returned by `append` or `end_position`) or a file's start, and unless
+    /// it is [`Position::START`] its file must exist: if it does not, the
+    /// first item is [`Error::MissingFile`] naming it (the records it held
+    /// would otherwise be skipped without a word).
     ///
     /// # Errors
     ///
@@ -241,16 +254,8 @@ impl Wal {
         self.check_poisoned()?;
         check_payload_len(payload.len(), self.options.max_record_len)?;
         let position = self.reserve(frame_len(payload.len()))?;
-        format::encode_frame(payload, &mut self.buf);
-        self.stats.appends += 1;
-        Ok(position)
-    }
-
-    /// Appends a frame encoded (and length-checked) by the caller.
-    pub(crate) fn append_frame(&mut self, frame: &[u8]) -> Result<Position> {
-        self.check_poisoned()?;
-        let position = self.reserve(frame.len())?;
-        self.buf.extend_from_slice(frame);
+        // The frame's header check and checksum depend on where it goes.
+        format::encode_frame(position.file, position.offset, payload, &mut self.buf);
         self.stats.appends += 1;
         Ok(position)
     }
@@ -668,14 +673,17 @@ pub(crate) fn check_payload_len(len: usize, max: u32) -> Result<()> {
     Ok(())
 }
 
-/// Finds the end of the last file, truncating a torn tail if `mode` allows.
+/// Finds the end of the last file, truncating a torn tail if `mode` allows;
+/// the third value says whether the file is of an older format version than
+/// this build writes.
 fn recover_last(
     number: u64,
     path: PathBuf,
     mode: RecoveryMode,
     faults: &Faults,
-) -> Result<(ActiveFile, Option<TruncatedTail>)> {
+) -> Result<(ActiveFile, Option<TruncatedTail>, bool)> {
     let mut cursor = FileCursor::open(path.clone(), number, 0, None)?;
+    let layout = cursor.layout;
     let mut scratch = Vec::new();
     let torn_at = loop {
         match cursor.next_frame(&mut scratch) {
@@ -683,7 +691,7 @@ fn recover_last(
             Ok(None) => break None,
             Err(FrameError::Io(source)) => return Err(Error::Io { path, source }),
             Err(FrameError::Bad { offset, bad }) => {
-                tail_outcome(&path, offset, bad, mode)?;
+                tail_outcome(&path, offset, bad, layout, mode)?;
                 break Some(offset);
             }
         }
@@ -720,5 +728,5 @@ fn recover_last(
         file,
         written: end,
     };
-    Ok((active, truncated))
+    Ok((active, truncated, layout != FrameLayout::current(number)))
 }

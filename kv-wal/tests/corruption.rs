@@ -127,6 +127,56 @@ fn a_missing_file_in_the_middle_is_reported() {
 }
 
 #[test]
+fn a_replay_whose_first_file_is_missing_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions::default()
+        .with_sync(SyncPolicy::Never)
+        .with_max_file_size(512);
+    write_records(dir.path(), options.clone(), 40);
+    let files = wal_files(dir.path());
+    assert!(files.len() >= 4);
+    let expect_missing = |from: Position, missing: u64| {
+        let error = replay_all(dir.path(), from, TOLERATE).unwrap_err();
+        match error {
+            Error::MissingFile { path } => {
+                assert_eq!(path, dir.path().join(kv_wal::file_name(missing)));
+            }
+            other => panic!("expected file {missing} missing, got {other}"),
+        }
+    };
+    // The file a replay (a checkpoint's position, say) starts in is gone,
+    // and later files exist: its records must not be skipped silently.
+    fs::remove_file(&files[0].1).unwrap();
+    fs::remove_file(&files[1].1).unwrap();
+    expect_missing(Position::new(files[1].0, 32), files[1].0);
+    expect_missing(Position::new(files[0].0, 0), files[0].0);
+    // A position after every file.
+    expect_missing(
+        Position::new(files.last().unwrap().0 + 1, 32),
+        files.last().unwrap().0 + 1,
+    );
+    // Replaying everything, or from an existing file, is fine.
+    assert!(replay_all(dir.path(), Position::START, TOLERATE).is_ok());
+    assert!(replay_all(dir.path(), Position::new(files[2].0, 0), TOLERATE).is_ok());
+
+    // The directory emptied: opening starts a new log at file 1, below the
+    // position, and a replay from the position must not find nothing.
+    for (_, path) in wal_files(dir.path()) {
+        fs::remove_file(path).unwrap();
+    }
+    let wal = Wal::open(dir.path(), options).unwrap();
+    let from = Position::new(files[2].0, 32);
+    match wal.read_from(from).next() {
+        Some(Err(Error::MissingFile { path })) => {
+            assert_eq!(path, dir.path().join(kv_wal::file_name(files[2].0)));
+        }
+        other => panic!("expected a missing file, got {other:?}"),
+    }
+    expect_missing(from, files[2].0);
+    assert_eq!(wal.read_from(Position::START).count(), 0);
+}
+
+#[test]
 fn foreign_and_damaged_headers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_records(dir.path(), WalOptions::default(), 3);

@@ -85,7 +85,10 @@ fn shared_wal_refuses_bad_records_alone() {
     assert!(wal.append(b"").is_err());
     assert!(wal.append(b"123456789").is_err());
     let position = wal.append(b"12345678").unwrap();
-    assert_eq!(wal.end_position().offset, position.offset + 12 + 8);
+    assert_eq!(
+        wal.end_position().offset,
+        position.offset + kv_wal::FRAME_HEADER_LEN as u64 + 8
+    );
     assert!(wal.poison_cause().is_none());
     let rotated = wal.rotate().unwrap();
     assert_eq!(wal.append(b"x").unwrap(), rotated);
