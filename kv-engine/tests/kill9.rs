@@ -3,7 +3,9 @@
 //! on stdout; the parent kills it with SIGKILL at a random moment, reopens
 //! the database, and checks that every acknowledged write is there, every
 //! acknowledged delete is absent, nothing never written appears, and every
-//! batch is all or nothing.
+//! batch is all or nothing. In the compacting rounds the child also holds
+//! pinned values and partly consumed iterators across compactions and
+//! reads `stats()` in a loop.
 //!
 //! `KV_KILL9_ROUNDS` sets the number of rounds (default 50).
 
@@ -99,6 +101,38 @@ fn kill9_child() {
                     eprintln!("compaction failed: {e}");
                     std::process::abort();
                 }
+            }
+        });
+        // Holders: pinned values and partly consumed iterators kept across
+        // many compaction generations (they keep retired segments mapped),
+        // and a stats loop reading segment usage while compaction runs.
+        // Neither may bring back a deleted or overwritten key.
+        let holder = std::sync::Arc::clone(&db);
+        std::thread::spawn(move || {
+            let mut held = std::collections::VecDeque::new();
+            let mut iters = std::collections::VecDeque::new();
+            for n in 0u64.. {
+                let k = key(n % THREADS, n % KEYS_PER_THREAD);
+                if let Ok(Some(value)) = holder.get_pinned(&k) {
+                    held.push_back(value);
+                }
+                let mut iter = holder.iter();
+                let _ = iter.next();
+                iters.push_back(iter);
+                if held.len() > 64 {
+                    held.pop_front();
+                }
+                if iters.len() > 8 {
+                    iters.pop_front();
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        });
+        let stats = std::sync::Arc::clone(&db);
+        std::thread::spawn(move || {
+            loop {
+                let _ = stats.stats();
+                std::thread::yield_now();
             }
         });
     }

@@ -212,7 +212,11 @@ fn an_emptied_wal_directory_is_reported_at_open() {
     for file in files(&image.path().join(WAL_DIR_NAME), ".wal") {
         std::fs::remove_file(file).unwrap();
     }
-    assert!(Db::open_with(image.path(), options()).unwrap_err().is_corruption());
+    assert!(
+        Db::open_with(image.path(), options())
+            .unwrap_err()
+            .is_corruption()
+    );
 }
 
 /// Review finding 4: a checkpoint at (S, L) with S active; S is then sealed
