@@ -94,10 +94,10 @@ fn kill9_child() {
         // lands in the middle of a run (writing the output, syncing it,
         // switching the index, retiring the inputs) as often as not. A
         // failed compaction aborts the child, which the parent notices.
-        let db = std::sync::Arc::clone(&db);
+        let compactor = std::sync::Arc::clone(&db);
         std::thread::spawn(move || {
             loop {
-                if let Err(e) = db.compact() {
+                if let Err(e) = compactor.compact() {
                     eprintln!("compaction failed: {e}");
                     std::process::abort();
                 }
