@@ -104,8 +104,10 @@ impl Db {
     ///
     /// # Errors
     ///
-    /// As [`Db::open`].
+    /// [`Error::InvalidOptions`] if a field of `options` is out of range
+    /// (see [`Options::validate`]); else as [`Db::open`].
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Db> {
+        options.validate()?;
         let dir = path.as_ref().to_path_buf();
         create_dir(&dir)?;
         let lock = lock_dir(&dir)?;
@@ -602,7 +604,7 @@ impl Db {
                 min_dead_ratio: 0.0,
                 rate: None,
                 pausable: false,
-                run_bytes: self.options.segment_size,
+                run_bytes: self.options.run_bytes(),
             },
         )?;
         self.checkpoint_now(false)?;
