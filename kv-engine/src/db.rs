@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use crate::checkpoint::Checkpoint;
 use crate::clock::Monotonic;
 use crate::compactor::{self, CompactionReport, Control, PassOptions};
+use crate::copy;
 use crate::fault::Faults;
 use crate::reply::{self, Reply};
 use crate::stats::{Counters, Stats};
@@ -109,8 +110,10 @@ impl Db {
     ///
     /// # Errors
     ///
-    /// As [`Db::open`].
+    /// [`Error::InvalidOptions`] if a field of `options` is out of range
+    /// (see [`Options::validate`]); else as [`Db::open`].
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Db> {
+        options.validate()?;
         let dir = path.as_ref().to_path_buf();
         create_dir(&dir)?;
         let lock = lock_dir(&dir)?;
@@ -514,95 +517,22 @@ impl Db {
     /// and the copy appends to a new segment of its own, so the two
     /// databases never write to a shared file.
     ///
-    /// The copy is built in a temporary directory next to `dir` and renamed
-    /// into place as its last step, after everything in it is synced: a
-    /// checkpoint cut short by a crash leaves no `dir`, never a partial one
-    /// (the next checkpoint to the same `dir` removes the leftover).
+    /// The copy is built in a temporary directory of the call's own next to
+    /// `dir`, locked while it is built, and renamed into place as its last
+    /// step, after everything in it is synced: a checkpoint cut short by a
+    /// crash leaves no `dir`, never a partial one (the next checkpoint to
+    /// the same `dir` removes the leftover). Calls to the same `dir` at
+    /// once, from any threads or processes, never mix: the first to finish
+    /// writes `dir`, and the others fail.
     ///
     /// # Errors
     ///
     /// [`Error::CheckpointTarget`] if `dir` exists and is not an empty
-    /// directory, or has no parent; [`Error::Io`]; [`Error::Poisoned`] and
+    /// directory, or has no parent, or another checkpoint filled it while
+    /// this one was built; [`Error::Io`]; [`Error::Poisoned`] and
     /// [`Error::Closed`] as for writes.
     pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let target = dir.as_ref();
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
-        let refuse = |reason: &str| Error::CheckpointTarget {
-            path: target.to_path_buf(),
-            reason: reason.into(),
-        };
-        match std::fs::read_dir(target) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(refuse("it exists and is not empty"));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                return Err(refuse("it exists and is not a directory"));
-            }
-            Err(source) => return Err(io(target)(source)),
-        }
-        let name = target
-            .file_name()
-            .ok_or_else(|| refuse("it names no directory"))?;
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(".kv-checkpoint-tmp");
-        let temp = parent.join(temp_name);
-        match std::fs::remove_dir_all(&temp) {
-            Ok(()) => log::warn!("removed {}, left by a checkpoint cut short", temp.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(io(&temp)(source)),
-        }
-        std::fs::create_dir(&temp).map_err(io(&temp))?;
-        let built = self.build_checkpoint(&temp);
-        let built = built.and_then(|()| {
-            // The last step: `dir` appears whole or not at all. Renaming
-            // over an empty directory is allowed.
-            std::fs::rename(&temp, target).map_err(io(target))?;
-            sync_dir(&parent)
-        });
-        if built.is_err() {
-            let _ = std::fs::remove_dir_all(&temp);
-        }
-        built
-    }
-
-    /// Fills `temp` with a checkpoint: the sealed segments, a marker, an
-    /// empty WAL directory; everything synced.
-    fn build_checkpoint(&self, temp: &Path) -> Result<()> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if self.commands.send(Command::Snapshot { reply: tx }).is_err() {
-            return Err(Error::Closed);
-        }
-        let snapshot = rx.recv().map_err(|_| Error::Closed)??;
-        let segments_end = kv_log::copy_segments(&snapshot.segments, temp)?;
-        let wal = temp.join(WAL_DIR_NAME);
-        std::fs::create_dir(&wal).map_err(|source| Error::Io {
-            path: wal.clone(),
-            source,
-        })?;
-        sync_dir(&wal)?;
-        let mut segments: Vec<u32> = snapshot.segments.iter().map(|s| s.id()).collect();
-        segments.push(segments_end.segment);
-        Checkpoint {
-            seq: snapshot.seq,
-            segments_end,
-            wal_from: Position::START,
-            next_segment_id: segments_end.segment + 1,
-            segments: Some(segments),
-        }
-        .write(temp, &Faults::new(&self.options))?;
-        sync_dir(temp)
+        copy::checkpoint(dir.as_ref(), &self.commands, &Faults::new(&self.options))
     }
 
     /// Compacts now: seals the active segment, takes a checkpoint, and
@@ -627,7 +557,7 @@ impl Db {
                 min_dead_ratio: 0.0,
                 rate: None,
                 pausable: false,
-                run_bytes: self.options.segment_size,
+                run_bytes: self.options.run_bytes(),
             },
         )?;
         self.checkpoint_now(false)?;
@@ -1166,15 +1096,6 @@ pub(crate) fn data_without_marker(dir: &Path) -> Result<Option<String>> {
 
 fn check_key(key: &[u8]) -> Result<()> {
     Limits::default().check(key.len(), 0).map_err(Error::from)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
 }
 
 fn corrupt_index(path: &Path, loc: Location, why: &str) -> Error {

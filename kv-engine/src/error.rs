@@ -91,6 +91,27 @@ pub enum Error {
         /// The largest batch allowed.
         max: usize,
     },
+    /// An [`Options`](crate::Options) field is out of range:
+    /// [`Db::open_with`](crate::Db::open_with) refuses it before touching
+    /// any file.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOptions {
+        /// The field of `Options`.
+        option: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// A write failed for a reason with no more specific kind here (an
+    /// error of the segment log or the write-ahead log that this build
+    /// cannot copy for every caller of the failed group). The write was not
+    /// acknowledged and readers never see it; if the failure also poisoned
+    /// the database (later writes return [`Error::Poisoned`]), it may still
+    /// appear after a reopen, like any write that was not acknowledged.
+    #[error("the write failed and was not applied: {reason}")]
+    WriteFailed {
+        /// The failure.
+        reason: String,
+    },
     /// An error from the segment log that has no more specific kind.
     #[error(transparent)]
     Log(LogError),
@@ -168,20 +189,242 @@ impl Error {
         matches!(self, Error::Corruption { .. })
     }
 
-    /// A copy of the error to hand to each caller of a failed group; I/O
-    /// errors are not `Clone`, so the copy keeps their kind and message.
+    /// A copy of the error to hand to each caller of a failed group: the
+    /// same variant with the same fields. I/O errors are not `Clone`, so the
+    /// copy keeps their kind and message but not their inner source; an
+    /// error of kv-log or kv-wal of a kind this build does not know becomes
+    /// [`Error::WriteFailed`] with its message (never `Poisoned`: whether
+    /// the database is poisoned is the writer's to say).
     pub(crate) fn duplicate(&self) -> Error {
         match self {
+            Error::EmptyKey => Error::EmptyKey,
+            Error::KeyTooLarge { len, max } => Error::KeyTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::ValueTooLarge { len, max } => Error::ValueTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::Corruption {
+                path,
+                offset,
+                reason,
+            } => Error::Corruption {
+                path: path.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            Error::UnsupportedFile { path, reason } => Error::UnsupportedFile {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
             Error::Io { path, source } => Error::Io {
                 path: path.clone(),
-                source: io::Error::new(source.kind(), source.to_string()),
+                source: duplicate_io(source),
             },
+            Error::CheckpointTarget { path, reason } => Error::CheckpointTarget {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::Locked { path } => Error::Locked { path: path.clone() },
+            Error::Closed => Error::Closed,
             Error::Poisoned { reason } => Error::Poisoned {
                 reason: reason.clone(),
             },
-            other => Error::Poisoned {
-                reason: other.to_string(),
+            Error::BatchTooLarge { len, max } => Error::BatchTooLarge {
+                len: *len,
+                max: *max,
             },
+            Error::InvalidOptions { option, reason } => Error::InvalidOptions {
+                option,
+                reason: reason.clone(),
+            },
+            Error::WriteFailed { reason } => Error::WriteFailed {
+                reason: reason.clone(),
+            },
+            Error::Log(e) => duplicate_log(e).map_or_else(
+                || Error::WriteFailed {
+                    reason: e.to_string(),
+                },
+                Error::Log,
+            ),
+            Error::Wal(e) => duplicate_wal(e).map_or_else(
+                || Error::WriteFailed {
+                    reason: e.to_string(),
+                },
+                Error::Wal,
+            ),
+        }
+    }
+}
+
+fn duplicate_io(source: &io::Error) -> io::Error {
+    io::Error::new(source.kind(), source.to_string())
+}
+
+/// The same segment-log error again, or `None` for a kind added to kv-log
+/// after this was written (the enum is non-exhaustive).
+fn duplicate_log(e: &LogError) -> Option<LogError> {
+    Some(match e {
+        LogError::Io { path, source } => LogError::Io {
+            path: path.clone(),
+            source: duplicate_io(source),
+        },
+        LogError::Corruption {
+            path,
+            offset,
+            reason,
+        } => LogError::Corruption {
+            path: path.clone(),
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        LogError::BadSegmentHeader { path, reason } => LogError::BadSegmentHeader {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        LogError::RecordTooLarge { len, max } => LogError::RecordTooLarge {
+            len: *len,
+            max: *max,
+        },
+        LogError::Format(f) => LogError::Format(f.clone()),
+        LogError::NoSuchSegment { segment } => LogError::NoSuchSegment { segment: *segment },
+        LogError::OutOfBounds {
+            segment,
+            offset,
+            len,
+            end,
+        } => LogError::OutOfBounds {
+            segment: *segment,
+            offset: *offset,
+            len: *len,
+            end: *end,
+        },
+        LogError::Poisoned { cause } => LogError::Poisoned {
+            cause: cause.clone(),
+        },
+        LogError::SegmentIdsExhausted => LogError::SegmentIdsExhausted,
+        _ => return None,
+    })
+}
+
+/// The same write-ahead-log error again, or `None` for a kind added to
+/// kv-wal after this was written (the enum is non-exhaustive).
+fn duplicate_wal(e: &kv_wal::Error) -> Option<kv_wal::Error> {
+    use kv_wal::Error as W;
+    Some(match e {
+        W::Io { path, source } => W::Io {
+            path: path.clone(),
+            source: duplicate_io(source),
+        },
+        W::Corruption {
+            path,
+            offset,
+            reason,
+        } => W::Corruption {
+            path: path.clone(),
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        W::NotAWalFile { path, reason } => W::NotAWalFile {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        W::UnsupportedVersion { path, version } => W::UnsupportedVersion {
+            path: path.clone(),
+            version: *version,
+        },
+        W::MissingFile { path } => W::MissingFile { path: path.clone() },
+        W::Poisoned { cause } => W::Poisoned {
+            cause: cause.clone(),
+        },
+        W::RecordTooLarge { len, max } => W::RecordTooLarge {
+            len: *len,
+            max: *max,
+        },
+        W::EmptyRecord => W::EmptyRecord,
+        W::InvalidOptions(reason) => W::InvalidOptions(reason.clone()),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One error of every kind a failed group can hand its callers.
+    fn every_kind() -> Vec<Error> {
+        let path = PathBuf::from("/db/0000000001.seg");
+        vec![
+            Error::EmptyKey,
+            Error::KeyTooLarge {
+                len: 70_000,
+                max: 65_535,
+            },
+            Error::ValueTooLarge { len: 10, max: 5 },
+            Error::Corruption {
+                path: path.clone(),
+                offset: 7,
+                reason: "bad checksum".into(),
+            },
+            Error::UnsupportedFile {
+                path: path.clone(),
+                reason: "version 9".into(),
+            },
+            Error::Io {
+                path: path.clone(),
+                source: io::Error::new(io::ErrorKind::StorageFull, "no space left"),
+            },
+            Error::CheckpointTarget {
+                path: path.clone(),
+                reason: "it exists and is not empty".into(),
+            },
+            Error::Locked { path: path.clone() },
+            Error::Closed,
+            Error::Poisoned {
+                reason: "a sync failed".into(),
+            },
+            Error::BatchTooLarge { len: 300, max: 256 },
+            Error::Log(LogError::SegmentIdsExhausted),
+            Error::Log(LogError::RecordTooLarge { len: 9, max: 8 }),
+            Error::Log(LogError::NoSuchSegment { segment: 4 }),
+            Error::Log(LogError::OutOfBounds {
+                segment: 4,
+                offset: 1,
+                len: 2,
+                end: 3,
+            }),
+            Error::Log(LogError::Format(kv_format::FormatError::UnknownFlags(4))),
+            Error::InvalidOptions {
+                option: "max_group_size",
+                reason: "0 is below the minimum 1".into(),
+            },
+            Error::WriteFailed {
+                reason: "a new kind".into(),
+            },
+            Error::Wal(kv_wal::Error::RecordTooLarge { len: 9, max: 8 }),
+            Error::Wal(kv_wal::Error::EmptyRecord),
+            Error::Wal(kv_wal::Error::InvalidOptions("max_file_size is 0".into())),
+        ]
+    }
+
+    #[test]
+    fn duplicate_keeps_the_kind_and_the_message() {
+        for err in every_kind() {
+            let copy = err.duplicate();
+            assert_eq!(
+                std::mem::discriminant(&copy),
+                std::mem::discriminant(&err),
+                "{err:?} was duplicated as {copy:?}"
+            );
+            assert_eq!(copy.to_string(), err.to_string());
+            if !matches!(err, Error::Poisoned { .. }) {
+                assert!(
+                    !matches!(copy, Error::Poisoned { .. }),
+                    "{err:?} was duplicated as Poisoned"
+                );
+            }
         }
     }
 }

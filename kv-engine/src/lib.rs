@@ -56,6 +56,7 @@ mod batch;
 mod checkpoint;
 mod clock;
 mod compactor;
+mod copy;
 mod db;
 mod error;
 mod fault;

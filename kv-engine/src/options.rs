@@ -1,5 +1,5 @@
 use kv_format::MAX_VALUE_LEN;
-use kv_log::DEFAULT_SEGMENT_SIZE;
+use kv_log::{DEFAULT_SEGMENT_SIZE, MAX_SUPERSEDES, SEGMENT_HEADER_LEN};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,8 +7,14 @@ use kv_wal::{RecoveryMode, SyncPolicy, WalOptions};
 
 use crate::clock::{Clock, SystemClock};
 use crate::compactor::PassOptions;
+use crate::{Error, Result};
 
 /// Options for [`Db::open_with`](crate::Db::open_with).
+///
+/// The fields are public; [`Db::open_with`](crate::Db::open_with) checks
+/// them first ([`Options::validate`]) and refuses a value out of range with
+/// [`Error::InvalidOptions`], before touching any file. Some builder
+/// methods clamp instead, as each says.
 ///
 /// ```
 /// let options = kv_engine::Options::default()
@@ -20,11 +26,20 @@ use crate::compactor::PassOptions;
 #[non_exhaustive]
 pub struct Options {
     /// Size at which the active segment is sealed and a new one begun.
-    /// Default 256 MiB; at most 4 GiB.
+    /// Default 256 MiB. Refused outside
+    /// [`Options::MIN_SEGMENT_SIZE`]`..=`[`Options::MAX_SEGMENT_SIZE`]
+    /// (256 bytes to 4 GiB − 1 MiB): offsets in a segment are 32-bit, and a
+    /// segment compacted alone gets a longer header than it had. A record
+    /// larger than this gets a segment of its own.
     pub segment_size: u64,
-    /// The largest value accepted by `put`. Default and maximum 64 MiB.
+    /// The largest value accepted by `put`. Default and maximum 64 MiB (the
+    /// record format's limit): a larger value in the field is refused, the
+    /// builder [`Options::max_value_len`] clamps.
     pub max_value_len: usize,
     /// Most writes the writer thread takes into one group. Default 1024.
+    /// Refused outside `1..=`[`Options::MAX_GROUP_SIZE`] (65,536): the
+    /// writer's queue holds four groups and is allocated whole at open. The
+    /// builder [`Options::max_group_size`] raises 0 to 1.
     pub max_group_size: usize,
     /// When the write-ahead log is synced. Default [`SyncPolicy::Always`]:
     /// an acknowledged write survives power loss. Under every policy an
@@ -34,19 +49,26 @@ pub struct Options {
     /// Default [`RecoveryMode::TolerateCorruptedTail`].
     pub wal_recovery: RecoveryMode,
     /// A checkpoint (segments synced, WAL dropped) is taken whenever the WAL
-    /// has grown by this many bytes, and at close. Default 64 MiB.
+    /// has grown by this many bytes, and at close. Default 64 MiB. Any value
+    /// is accepted; 0 takes a checkpoint after every group of writes, which
+    /// is correct but slow (each one syncs the segments and replaces the
+    /// marker).
     pub checkpoint_wal_size: u64,
     /// Whether a background thread compacts on its own. Default true.
     pub background_compaction: bool,
     /// Background compaction takes a sealed segment once this share of its
-    /// bytes is dead (0 to 1). Default 0.5.
+    /// bytes is dead (0 to 1). Default 0.5. NaN or a value outside 0..=1 in
+    /// the field is refused; the builder [`Options::compaction_threshold`]
+    /// clamps to 0..=1 (and keeps NaN, which is then refused).
     pub compaction_threshold: f64,
     /// Most bytes per second background compaction reads, or `None` for no
-    /// limit. Default `None`. [`Db::compact`](crate::Db::compact) is not
-    /// limited.
+    /// limit. Default `None`; `Some(0)` also means no limit.
+    /// [`Db::compact`](crate::Db::compact) is not limited.
     pub compaction_rate: Option<u64>,
     /// How often the background thread looks for work, besides after every
-    /// checkpoint. Default 1 s.
+    /// checkpoint. Default 1 s. Refused below
+    /// [`Options::MIN_COMPACTION_INTERVAL`] (1 ms), whether or not
+    /// background compaction is on: a zero interval would spin the thread.
     pub compaction_interval: Duration,
     /// Where expiry times come from. Default [`SystemClock`]; tests use a
     /// [`ManualClock`](crate::ManualClock).
@@ -80,13 +102,87 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The smallest [`Options::segment_size`]: 256 bytes. Sizes this small
+    /// are for tests; every segment is a file, and small ones make many.
+    pub const MIN_SEGMENT_SIZE: u64 = 256;
+    /// The largest [`Options::segment_size`]: 4 GiB − 1 MiB. Offsets and
+    /// lengths in the index are 32-bit, so no segment may reach 4 GiB, and
+    /// a compaction output's header is longer than a log segment's.
+    pub const MAX_SEGMENT_SIZE: u64 = (4 << 30) - (1 << 20);
+    /// The largest [`Options::max_group_size`]: 65,536 writes.
+    pub const MAX_GROUP_SIZE: usize = 1 << 16;
+    /// The shortest [`Options::compaction_interval`]: 1 ms.
+    pub const MIN_COMPACTION_INTERVAL: Duration = Duration::from_millis(1);
+
+    /// Checks every field against its range (each field's documentation
+    /// gives it). [`Db::open_with`](crate::Db::open_with) calls this first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] naming the first field out of range, what
+    /// it holds and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        let refuse =
+            |option: &'static str, reason: String| Err(Error::InvalidOptions { option, reason });
+        if !(Self::MIN_SEGMENT_SIZE..=Self::MAX_SEGMENT_SIZE).contains(&self.segment_size) {
+            return refuse(
+                "segment_size",
+                format!(
+                    "{} bytes is outside the allowed {} to {} bytes (256 bytes to 4 GiB - 1 MiB)",
+                    self.segment_size,
+                    Self::MIN_SEGMENT_SIZE,
+                    Self::MAX_SEGMENT_SIZE
+                ),
+            );
+        }
+        if self.max_value_len > MAX_VALUE_LEN {
+            return refuse(
+                "max_value_len",
+                format!(
+                    "{} bytes is above the record format's maximum of {MAX_VALUE_LEN} bytes (64 MiB)",
+                    self.max_value_len
+                ),
+            );
+        }
+        if !(1..=Self::MAX_GROUP_SIZE).contains(&self.max_group_size) {
+            return refuse(
+                "max_group_size",
+                format!(
+                    "{} writes is outside the allowed 1 to {}",
+                    self.max_group_size,
+                    Self::MAX_GROUP_SIZE
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.compaction_threshold) {
+            return refuse(
+                "compaction_threshold",
+                format!(
+                    "{} is not a share of dead bytes from 0 to 1",
+                    self.compaction_threshold
+                ),
+            );
+        }
+        if self.compaction_interval < Self::MIN_COMPACTION_INTERVAL {
+            return refuse(
+                "compaction_interval",
+                format!(
+                    "{:?} is below the minimum of 1 ms (a shorter interval would keep the compactor thread busy)",
+                    self.compaction_interval
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// Sets [`Options::segment_size`].
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
         self
     }
 
-    /// Sets [`Options::max_value_len`], clamped to 64 MiB.
+    /// Sets [`Options::max_value_len`], clamped to 64 MiB (the field itself
+    /// is refused above that).
     pub fn max_value_len(mut self, bytes: usize) -> Self {
         self.max_value_len = bytes.min(MAX_VALUE_LEN);
         self
@@ -116,7 +212,8 @@ impl Options {
         self
     }
 
-    /// Sets [`Options::compaction_threshold`], clamped to 0..=1.
+    /// Sets [`Options::compaction_threshold`], clamped to 0..=1. NaN is
+    /// kept, and refused at open.
     pub fn compaction_threshold(mut self, dead_share: f64) -> Self {
         self.compaction_threshold = dead_share.clamp(0.0, 1.0);
         self
@@ -145,8 +242,13 @@ impl Options {
             min_dead_ratio: self.compaction_threshold,
             rate: self.compaction_rate,
             pausable: true,
-            run_bytes: self.segment_size,
+            run_bytes: self.run_bytes(),
         }
+    }
+
+    /// The most live bytes one compaction run merges: see [`run_bytes`].
+    pub(crate) fn run_bytes(&self) -> u64 {
+        run_bytes(self.segment_size)
     }
 
     pub(crate) fn wal_options(&self) -> WalOptions {
@@ -161,9 +263,70 @@ impl Options {
         options
     }
 
-    /// Sets [`Options::max_group_size`] (at least 1).
+    /// Sets [`Options::max_group_size`], raising 0 to 1. A value above
+    /// [`Options::MAX_GROUP_SIZE`] is kept, and refused at open.
     pub fn max_group_size(mut self, writes: usize) -> Self {
         self.max_group_size = writes.max(1);
         self
+    }
+}
+
+/// The longest compaction output header: [`SEGMENT_HEADER_LEN`], then one
+/// id per input (at most [`MAX_SUPERSEDES`]) and their checksum.
+const MAX_OUTPUT_HEADER: u64 = SEGMENT_HEADER_LEN as u64 + 4 * MAX_SUPERSEDES as u64 + 8;
+
+/// Room left in every output for what the live bytes of its inputs do not
+/// count: tombstones the run must keep are dead bytes in `Usage`.
+const RUN_MARGIN: u64 = 64 << 20;
+
+/// The most live bytes one compaction run may merge, for a `segment_size`:
+/// that size (a run writes one output about as large as a segment), but
+/// never so much that the output, with its longest header and the margin
+/// for kept tombstones, could pass [`kv_log::MAX_SEGMENT_SIZE`], where
+/// `CompactionOutput::append_encoded` refuses records. Whatever the
+/// `segment_size`, even one not validated.
+pub(crate) fn run_bytes(segment_size: u64) -> u64 {
+    segment_size.min(kv_log::MAX_SEGMENT_SIZE - MAX_OUTPUT_HEADER - RUN_MARGIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_always_fits_in_one_output() {
+        for segment_size in [
+            0,
+            Options::MIN_SEGMENT_SIZE,
+            DEFAULT_SEGMENT_SIZE,
+            Options::MAX_SEGMENT_SIZE,
+            kv_log::MAX_SEGMENT_SIZE,
+            4 << 30,
+            5 << 30,
+            u64::MAX,
+        ] {
+            let run = run_bytes(segment_size);
+            assert!(run <= segment_size, "{segment_size}: {run}");
+            let output = run + MAX_OUTPUT_HEADER + RUN_MARGIN;
+            assert!(
+                output <= kv_log::MAX_SEGMENT_SIZE,
+                "{segment_size}: a run of {run} bytes can write {output} bytes"
+            );
+            let options = Options::default().segment_size(segment_size);
+            assert_eq!(options.background_pass().run_bytes, run);
+        }
+        // Sizes well below the limit are not cut.
+        assert_eq!(run_bytes(DEFAULT_SEGMENT_SIZE), DEFAULT_SEGMENT_SIZE);
+        assert_eq!(run_bytes(4096), 4096);
+    }
+
+    #[test]
+    fn a_segment_compacted_alone_fits_in_one_output() {
+        // A log segment holds at most `segment_size` bytes (header
+        // included) unless one record is larger; compacted alone, its
+        // records get a header of one input.
+        let one_input_header = SEGMENT_HEADER_LEN as u64 + 4 + 8;
+        let largest_data = Options::MAX_SEGMENT_SIZE - SEGMENT_HEADER_LEN as u64;
+        assert!(largest_data + one_input_header <= kv_log::MAX_SEGMENT_SIZE);
     }
 }

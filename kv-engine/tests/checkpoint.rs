@@ -220,3 +220,139 @@ fn checkpoints_under_concurrent_writes_are_prefixes_holding_everything_acknowled
         );
     }
 }
+
+/// Four threads checkpoint to one target at once, round after round, while
+/// a writer sets every key to the same version in one batch at a time
+/// (finding 5.1 of the correctness review). In every round exactly one call
+/// succeeds and the others get `CheckpointTarget`; the copy opens with
+/// every key at one version (one moment, not a mix of two copies); no
+/// temporary directory is left.
+#[test]
+fn concurrent_checkpoints_to_one_target_never_mix() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 6;
+    const KEYS: u32 = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), options()).unwrap();
+    let set_all = |version: u64| {
+        let mut batch = kv_engine::WriteBatch::new();
+        let value = format!("{version:020}").repeat(3);
+        for k in 0..KEYS {
+            batch.put(format!("key-{k:04}").as_bytes(), value.as_bytes());
+        }
+        db.write(batch).unwrap();
+    };
+    set_all(0);
+    let stop = AtomicBool::new(false);
+    let written = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        // Stops the writer however this scope ends, a failed assertion
+        // included, so that a failure cannot hang the test.
+        let _stop = StopOnDrop(&stop);
+        scope.spawn(|| {
+            let mut version = 1;
+            while !stop.load(Ordering::Relaxed) {
+                set_all(version);
+                written.store(version, Ordering::Relaxed);
+                version += 1;
+            }
+        });
+        for round in 0..ROUNDS {
+            let name = format!("snap-{round}");
+            let target = copies.path().join(&name);
+            let barrier = std::sync::Barrier::new(THREADS);
+            let results: Vec<_> = std::thread::scope(|s| {
+                let calls: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            db.checkpoint(&target)
+                        })
+                    })
+                    .collect();
+                calls.into_iter().map(|c| c.join().unwrap()).collect()
+            });
+            let won = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(won, 1, "round {round}: {results:?}");
+            for result in &results {
+                match result {
+                    Ok(()) | Err(Error::CheckpointTarget { .. }) => {}
+                    Err(other) => panic!("round {round}: a losing call failed with {other}"),
+                }
+            }
+
+            let copy = Db::open_with(&target, options().background_compaction(false)).unwrap();
+            let contents = contents(&copy);
+            assert_eq!(contents.len(), KEYS as usize, "round {round}");
+            let versions: std::collections::BTreeSet<&Vec<u8>> = contents.values().collect();
+            assert_eq!(
+                versions.len(),
+                1,
+                "round {round}: the copy mixes versions {:?}",
+                versions
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(&v[..20]).into_owned())
+                    .collect::<Vec<_>>()
+            );
+            copy.close().unwrap();
+
+            let left: Vec<_> = std::fs::read_dir(copies.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!(".{name}")))
+                .collect();
+            assert!(left.is_empty(), "round {round}: left behind {left:?}");
+        }
+    });
+    assert!(written.load(Ordering::Relaxed) > 0);
+    db.close().unwrap();
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The temporary directories a checkpoint to `snap` removes: a crashed
+/// call's (its `LOCK` can be locked) and the old fixed name's; never one
+/// without a `LOCK` (a call between its mkdir and its lock), one whose lock
+/// is held (a call in progress), or another target's.
+#[test]
+fn only_unlocked_leftovers_of_the_same_target_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let make = |name: &str, lock: bool| {
+        let path = copies.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("0000000001.seg"), b"half a segment").unwrap();
+        if lock {
+            std::fs::write(path.join("LOCK"), b"").unwrap();
+        }
+        path
+    };
+    let crashed = make(".snap.kv-checkpoint-tmp.4000000.7", true);
+    let starting = make(".snap.kv-checkpoint-tmp.4000000.8", false);
+    let running = make(".snap.kv-checkpoint-tmp.4000000.9", true);
+    let held = std::fs::File::open(running.join("LOCK")).unwrap();
+    held.try_lock().unwrap();
+    let other_target = make(".snap2.kv-checkpoint-tmp.4000000.7", true);
+    let not_ours = make(".snap.kv-checkpoint-tmp.backup", true);
+
+    let db = Db::open_with(dir.path(), options()).unwrap();
+    db.put(b"k", b"v").unwrap();
+    let target = copies.path().join("snap");
+    db.checkpoint(&target).unwrap();
+    assert!(!crashed.exists());
+    for kept in [&starting, &running, &other_target, &not_ours] {
+        assert!(kept.exists(), "{} was removed", kept.display());
+    }
+    assert!(!target.join("LOCK.tmp").exists());
+    drop(held);
+    let copy = Db::open(&target).unwrap();
+    assert_eq!(copy.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
