@@ -646,22 +646,23 @@ impl Shared {
         f: impl FnOnce(&Arc<Segment>, &[u8]) -> T,
     ) -> Result<Option<T>> {
         // The segment set is loaded before the index entry: a segment the
-        // entry names is then in the set, unless it was created (by a roll
-        // or a compaction) after the set was loaded, and so has a higher id
-        // than any in the set: then load again. Each retry means another
-        // segment was created meanwhile, so this ends. A segment is retired
-        // only after no entry points at it, so an entry naming a lower id
-        // that is not in the set is a real inconsistency.
+        // entry names is then in the set, unless it was added (a roll, or a
+        // compaction output, whose id can be lower than the newest log
+        // segment's) after the set was loaded: then the set has changed
+        // since, and a fresh load finds it. Each retry means the set changed,
+        // so this ends. A segment leaves the set only after no entry points
+        // at it, so an entry naming a segment missing from a set that has
+        // not changed since is a real inconsistency.
+        let mut segments = self.reader.segments();
         loop {
-            let segments = self.reader.segments();
             let Some(entry) = self.live_entry(key) else {
                 return Ok(None);
             };
-            let Some(segment) = segments.get(entry.segment) else {
-                let newest = segments.iter().map(|s| s.id()).max().unwrap_or(0);
-                if entry.segment > newest {
-                    continue;
-                }
+            if let Some(segment) = segments.get(entry.segment) {
+                return read_entry(segment, key, entry).map(|v| Some(f(segment, v)));
+            }
+            let fresh = self.reader.segments();
+            if fresh.is_same_set(&segments) {
                 return Err(Error::Corruption {
                     path: dir.to_path_buf(),
                     offset: 0,
@@ -670,8 +671,8 @@ impl Shared {
                         entry.segment
                     ),
                 });
-            };
-            return read_entry(segment, key, entry).map(|v| Some(f(segment, v)));
+            }
+            segments = fresh;
         }
     }
 

@@ -228,6 +228,13 @@ impl Deref for SegmentsGuard {
 }
 
 impl SegmentsGuard {
+    /// Whether `other` is the very set this guard holds: no segment was
+    /// added or removed between the two loads. (While this guard holds its
+    /// set, no later set can be allocated at its address.)
+    pub fn is_same_set(&self, other: &SegmentsGuard) -> bool {
+        std::ptr::eq::<SegmentSet>(&**self, &**other)
+    }
+
     /// The set as an `Arc`, to hold for longer than a read (an iterator
     /// does): its segments stay mapped, and their files on disk, while it
     /// is held.
