@@ -101,17 +101,6 @@ pub enum Error {
         /// What is wrong and what is allowed.
         reason: String,
     },
-    /// A write failed for a reason with no more specific kind here (an
-    /// error of the segment log or the write-ahead log that this build
-    /// cannot copy for every caller of the failed group). The write was not
-    /// acknowledged and readers never see it; if the failure also poisoned
-    /// the database (later writes return [`Error::Poisoned`]), it may still
-    /// appear after a reopen, like any write that was not acknowledged.
-    #[error("the write failed and was not applied: {reason}")]
-    WriteFailed {
-        /// The failure.
-        reason: String,
-    },
     /// An error from the segment log that has no more specific kind.
     #[error(transparent)]
     Log(LogError),
@@ -191,10 +180,9 @@ impl Error {
 
     /// A copy of the error to hand to each caller of a failed group: the
     /// same variant with the same fields. I/O errors are not `Clone`, so the
-    /// copy keeps their kind and message but not their inner source; an
-    /// error of kv-log or kv-wal of a kind this build does not know becomes
-    /// [`Error::WriteFailed`] with its message (never `Poisoned`: whether
-    /// the database is poisoned is the writer's to say).
+    /// copy keeps their kind and message but not their inner source. Never
+    /// `Poisoned` unless it was: whether the database is poisoned is the
+    /// writer's to say. kv-log and kv-wal duplicate their own errors.
     pub(crate) fn duplicate(&self) -> Error {
         match self {
             Error::EmptyKey => Error::EmptyKey,
@@ -240,113 +228,14 @@ impl Error {
                 option,
                 reason: reason.clone(),
             },
-            Error::WriteFailed { reason } => Error::WriteFailed {
-                reason: reason.clone(),
-            },
-            Error::Log(e) => duplicate_log(e).map_or_else(
-                || Error::WriteFailed {
-                    reason: e.to_string(),
-                },
-                Error::Log,
-            ),
-            Error::Wal(e) => duplicate_wal(e).map_or_else(
-                || Error::WriteFailed {
-                    reason: e.to_string(),
-                },
-                Error::Wal,
-            ),
+            Error::Log(e) => Error::Log(e.duplicate()),
+            Error::Wal(e) => Error::Wal(e.duplicate()),
         }
     }
 }
 
 fn duplicate_io(source: &io::Error) -> io::Error {
     io::Error::new(source.kind(), source.to_string())
-}
-
-/// The same segment-log error again, or `None` for a kind added to kv-log
-/// after this was written (the enum is non-exhaustive).
-fn duplicate_log(e: &LogError) -> Option<LogError> {
-    Some(match e {
-        LogError::Io { path, source } => LogError::Io {
-            path: path.clone(),
-            source: duplicate_io(source),
-        },
-        LogError::Corruption {
-            path,
-            offset,
-            reason,
-        } => LogError::Corruption {
-            path: path.clone(),
-            offset: *offset,
-            reason: reason.clone(),
-        },
-        LogError::BadSegmentHeader { path, reason } => LogError::BadSegmentHeader {
-            path: path.clone(),
-            reason: reason.clone(),
-        },
-        LogError::RecordTooLarge { len, max } => LogError::RecordTooLarge {
-            len: *len,
-            max: *max,
-        },
-        LogError::Format(f) => LogError::Format(f.clone()),
-        LogError::NoSuchSegment { segment } => LogError::NoSuchSegment { segment: *segment },
-        LogError::OutOfBounds {
-            segment,
-            offset,
-            len,
-            end,
-        } => LogError::OutOfBounds {
-            segment: *segment,
-            offset: *offset,
-            len: *len,
-            end: *end,
-        },
-        LogError::Poisoned { cause } => LogError::Poisoned {
-            cause: cause.clone(),
-        },
-        LogError::SegmentIdsExhausted => LogError::SegmentIdsExhausted,
-        _ => return None,
-    })
-}
-
-/// The same write-ahead-log error again, or `None` for a kind added to
-/// kv-wal after this was written (the enum is non-exhaustive).
-fn duplicate_wal(e: &kv_wal::Error) -> Option<kv_wal::Error> {
-    use kv_wal::Error as W;
-    Some(match e {
-        W::Io { path, source } => W::Io {
-            path: path.clone(),
-            source: duplicate_io(source),
-        },
-        W::Corruption {
-            path,
-            offset,
-            reason,
-        } => W::Corruption {
-            path: path.clone(),
-            offset: *offset,
-            reason: reason.clone(),
-        },
-        W::NotAWalFile { path, reason } => W::NotAWalFile {
-            path: path.clone(),
-            reason: reason.clone(),
-        },
-        W::UnsupportedVersion { path, version } => W::UnsupportedVersion {
-            path: path.clone(),
-            version: *version,
-        },
-        W::MissingFile { path } => W::MissingFile { path: path.clone() },
-        W::Poisoned { cause } => W::Poisoned {
-            cause: cause.clone(),
-        },
-        W::RecordTooLarge { len, max } => W::RecordTooLarge {
-            len: *len,
-            max: *max,
-        },
-        W::EmptyRecord => W::EmptyRecord,
-        W::InvalidOptions(reason) => W::InvalidOptions(reason.clone()),
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
@@ -400,9 +289,7 @@ mod tests {
                 option: "max_group_size",
                 reason: "0 is below the minimum 1".into(),
             },
-            Error::WriteFailed {
-                reason: "a new kind".into(),
-            },
+            Error::Log(LogError::NotSealed { segment: 4 }),
             Error::Wal(kv_wal::Error::RecordTooLarge { len: 9, max: 8 }),
             Error::Wal(kv_wal::Error::EmptyRecord),
             Error::Wal(kv_wal::Error::InvalidOptions("max_file_size is 0".into())),

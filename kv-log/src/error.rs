@@ -87,6 +87,53 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// The same error again, for every caller that shared one failure.
+    /// `io::Error` is not `Clone`, so an I/O error keeps its kind and
+    /// message but not its inner source.
+    pub fn duplicate(&self) -> LogError {
+        match self {
+            LogError::Io { path, source } => LogError::Io {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            LogError::Corruption {
+                path,
+                offset,
+                reason,
+            } => LogError::Corruption {
+                path: path.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            LogError::BadSegmentHeader { path, reason } => LogError::BadSegmentHeader {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            LogError::RecordTooLarge { len, max } => LogError::RecordTooLarge {
+                len: *len,
+                max: *max,
+            },
+            LogError::Format(f) => LogError::Format(f.clone()),
+            LogError::NoSuchSegment { segment } => LogError::NoSuchSegment { segment: *segment },
+            LogError::OutOfBounds {
+                segment,
+                offset,
+                len,
+                end,
+            } => LogError::OutOfBounds {
+                segment: *segment,
+                offset: *offset,
+                len: *len,
+                end: *end,
+            },
+            LogError::Poisoned { cause } => LogError::Poisoned {
+                cause: cause.clone(),
+            },
+            LogError::SegmentIdsExhausted => LogError::SegmentIdsExhausted,
+            LogError::NotSealed { segment } => LogError::NotSealed { segment: *segment },
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> LogError {
         LogError::Io {
             path: path.into(),

@@ -102,7 +102,7 @@ impl Error {
     /// The same error again, for every caller of a group commit that shared
     /// one failure. `io::Error` is not `Clone`, so an I/O error keeps its
     /// kind and message but not its inner source.
-    pub(crate) fn duplicate(&self) -> Error {
+    pub fn duplicate(&self) -> Error {
         match self {
             Error::Io { path, source } => Error::Io {
                 path: path.clone(),
