@@ -183,9 +183,16 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
                 }
             }
             Err(CompactError::Log(e)) => return Err(e.into()),
+            // A run is never empty (`group_runs`); nothing to do.
+            Err(CompactError::NoInputs) => {}
+            // A kind kv-compact may add later: the run changed nothing, and
+            // the database is not poisoned by it.
             Err(other) => {
-                return Err(Error::Poisoned {
-                    reason: other.to_string(),
+                return Err(Error::Io {
+                    path: run
+                        .first()
+                        .map_or_else(Default::default, |s| s.path().to_path_buf()),
+                    source: std::io::Error::other(other.to_string()),
                 });
             }
         }
