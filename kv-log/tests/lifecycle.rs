@@ -258,3 +258,26 @@ fn a_failed_directory_sync_after_an_output_poisons_the_log() {
         Err(LogError::Poisoned { .. })
     ));
 }
+
+/// A checkpoint copy holds its segments while it links them: one retired
+/// meanwhile has lost its file, and is copied from its map instead.
+#[test]
+fn a_segment_retired_before_it_is_copied_is_copied_from_its_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let to = tempfile::tempdir().unwrap();
+    let log = sealed_first(dir.path(), 20);
+    let reader = log.reader();
+    let held = Arc::clone(reader.segments().get(1).unwrap());
+    let bytes = held.bytes().to_vec();
+    reader.retire(&[1]);
+    assert!(!held.path().exists());
+    let end = kv_log::copy_segments(&[Arc::clone(&held)], to.path()).unwrap();
+    assert_eq!(
+        std::fs::read(to.path().join("0000000001.seg")).unwrap(),
+        bytes
+    );
+    let mut seen = 0;
+    let copy = Log::open_at(to.path(), small(), Some(end), |_, _| seen += 1).unwrap();
+    assert_eq!(seen, 20);
+    drop(copy);
+}
