@@ -100,9 +100,9 @@ impl Segment {
         // `readable`, which never exceeds the file's length. A retired
         // segment's file is unlinked at retirement while holders may still
         // map it: on Unix an unlinked file keeps its pages while mapped, and
-        // nothing writes or truncates it. A file changed or truncated by another program
-        // breaks these assumptions and can raise SIGBUS; that is outside the
-        // contract (see ARCHITECTURE.md).
+        // nothing writes or truncates it. A file changed or truncated by
+        // another program breaks these assumptions and can raise SIGBUS;
+        // that is outside the contract (see ARCHITECTURE.md).
         #[allow(unsafe_code)]
         let map =
             unsafe { MmapOptions::new().len(len).map(file) }.map_err(|e| LogError::io(&path, e))?;
@@ -227,25 +227,21 @@ impl Segment {
     /// Unix a mapped file stays readable after it is unlinked), but the
     /// name is gone, so nothing on disk can bring its records back, and no
     /// holder ever deletes a file later (which could belong to another
-    /// instance of the directory by then). Returns whether the segment
-    /// file is gone; one that could not be unlinked is logged, and stays
-    /// named by every later compaction output until it is
-    /// ([`LogReader::create_output`](crate::LogReader::create_output)).
-    pub(crate) fn retire(&self) -> bool {
+    /// instance of the directory by then). A file that cannot be unlinked
+    /// is logged, and stays named by every later compaction output for as
+    /// long as it exists
+    /// ([`LogReader::create_output`](crate::LogReader::create_output)); the
+    /// next open deletes it.
+    pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         let _files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        let mut gone = true;
         for path in [self.hint_path(), self.path.clone()] {
             if let Err(e) = fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 log::warn!("could not delete retired {}: {e}", path.display());
-                if path == self.path {
-                    gone = false;
-                }
             }
         }
-        gone
     }
 
     /// Whether compaction retired the segment.
