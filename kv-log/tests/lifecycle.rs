@@ -281,3 +281,27 @@ fn a_segment_retired_before_it_is_copied_is_copied_from_its_map() {
     assert_eq!(seen, 20);
     drop(copy);
 }
+
+/// Review finding 5.5: a hint file is never read whole before its size is
+/// checked: one longer than any hint of its segment can be is ignored (the
+/// segment is scanned), whatever it holds.
+#[test]
+fn a_hint_file_larger_than_its_segment_allows_is_ignored_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = sealed_first(dir.path(), 5);
+    let len = log.reader().segments().get(1).unwrap().len();
+    drop(log);
+    let hint = dir.path().join("0000000001.hint");
+    std::fs::File::create(&hint)
+        .unwrap()
+        .set_len(len + (64 << 20))
+        .unwrap();
+    let mut log = Log::open(dir.path(), small(), |_, _| {}).unwrap();
+    log.seal_active().unwrap();
+    let reader = log.reader();
+    let segments = reader.segments();
+    let mut n = 0;
+    let source = segments.get(1).unwrap().load(|_, _| n += 1).unwrap();
+    assert_eq!(source, kv_log::LoadSource::Scan);
+    assert_eq!(n, 5);
+}
