@@ -9,7 +9,7 @@ use kv_format::{Limits, Record, decode_with_limits};
 use crate::format::{
     HINT_ENTRY_LEN, HINT_HEADER_LEN, parse_hint_file_name, parse_segment_file_name,
 };
-use crate::log::read_segment_header;
+use crate::recover::read_segment_header;
 use crate::resync::{Next, next_valid_record};
 use crate::segment::parse_hint_entry;
 use crate::{Location, LogError, RecordMeta, Result, Segment};

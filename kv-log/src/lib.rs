@@ -65,18 +65,28 @@
 #![deny(unsafe_code)]
 
 mod check;
+mod copy;
+mod create;
 mod error;
 mod fault;
 mod format;
+mod fs;
 mod log;
+mod options;
+mod output;
+mod reader;
+mod recover;
 mod resync;
 mod segment;
+mod set;
 mod sync;
+mod types;
 
 #[cfg(all(test, loom))]
 mod loom;
 
 pub use check::{BadRegion, HintDamage, HintEntry, HintFile, hint_segment_of, segment_id_of};
+pub use copy::copy_segments;
 pub use error::LogError;
 #[cfg(feature = "fail-points")]
 pub use fault::{FaultHook, FileOp};
@@ -85,11 +95,13 @@ pub use format::{
     SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentKind,
     hint_file_name, segment_file_name,
 };
-pub use log::{
-    CompactionOutput, Durable, Location, Log, LogOptions, LogPosition, LogReader, SegmentSet,
-    SegmentsGuard, copy_segments,
-};
+pub use log::Log;
+pub use options::LogOptions;
+pub use output::CompactionOutput;
+pub use reader::{LogReader, SegmentsGuard};
 pub use segment::{LoadSource, RecordMeta, Segment};
+pub use set::SegmentSet;
+pub use types::{Durable, Location, LogPosition};
 
 /// The result type of this crate.
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -481,12 +481,12 @@ impl Segment {
                 .create(true)
                 .truncate(true)
                 .open(&tmp)?;
-            crate::log::checked_write(faults, &tmp, &body, |b| file.write_all(b))?;
+            crate::fs::checked_write(faults, &tmp, &body, |b| file.write_all(b))?;
             faults.check(FileOp::Sync, &tmp)?;
             file.sync_all()?;
             faults.check(FileOp::Rename, &path)?;
             fs::rename(&tmp, &path)?;
-            crate::log::sync_dir(dir, faults)
+            crate::fs::sync_dir(dir, faults)
         })()
         .map_err(|e| {
             // Best effort: a temporary hint file left behind is removed at

@@ -1,0 +1,34 @@
+//! [`LogOptions`]: the options of a [`Log`] and their defaults.
+
+use crate::DEFAULT_SEGMENT_SIZE;
+// Named only by doc links.
+#[cfg(doc)]
+use crate::{Log, MAX_SEGMENT_SIZE};
+
+/// Options of a [`Log`].
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The size at which the active segment is sealed and a new one begun.
+    /// Default [`DEFAULT_SEGMENT_SIZE`] (256 MiB); at most
+    /// [`MAX_SEGMENT_SIZE`]. A record larger than this gets a segment of
+    /// its own.
+    pub segment_size: u64,
+    /// Pending appends are written to the file once they reach this many
+    /// bytes, even before [`Log::flush`]. Default 1 MiB.
+    pub write_buffer_size: usize,
+    /// Makes chosen file operations fail, for tests (the `fail-points`
+    /// feature). Default none.
+    #[cfg(feature = "fail-points")]
+    pub faults: Option<crate::FaultHook>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            write_buffer_size: 1 << 20,
+            #[cfg(feature = "fail-points")]
+            faults: None,
+        }
+    }
+}
