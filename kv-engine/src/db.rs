@@ -2,7 +2,7 @@
 //! writer thread.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::File;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,16 +22,12 @@ use crate::clock::Monotonic;
 use crate::compactor::{self, CompactionReport, Control, PassOptions};
 use crate::copy;
 use crate::fault::Faults;
+use crate::fs::{WAL_DIR_NAME, create_dir, lock_dir};
 use crate::reply::{self, Reply};
 use crate::stats::{Counters, Stats};
 use crate::usage::{SegmentUsage, Usage};
 use crate::writer::{Command, Write, Writer, entry_for};
 use crate::{Error, Options, Result, WriteBatch};
-
-/// The name of the lock file in the database directory.
-pub const LOCK_FILE_NAME: &str = "LOCK";
-/// The name of the write-ahead log's subdirectory.
-pub const WAL_DIR_NAME: &str = "wal";
 
 /// State shared by readers, the writer thread and compaction.
 pub(crate) struct Shared {
@@ -1107,47 +1103,5 @@ fn corrupt_index(path: &Path, loc: Location, why: &str) -> Error {
             "the index points at {} bytes in segment {}, but {why}",
             loc.len, loc.segment
         ),
-    }
-}
-
-/// Creates the database directory if it is missing. A path that is a file
-/// gets an error that says so, rather than the OS's "File exists".
-fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| {
-        let source = if dir.exists() && !dir.is_dir() {
-            std::io::Error::new(
-                std::io::ErrorKind::NotADirectory,
-                "the database path is a file, not a directory",
-            )
-        } else {
-            source
-        };
-        Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        }
-    })
-}
-
-/// Takes the directory's lock file with an OS lock (flock), released when
-/// the process dies. A second open, from any process, fails at once.
-fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE_NAME);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            path: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(source)) => Err(Error::Io { path, source }),
     }
 }

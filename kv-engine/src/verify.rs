@@ -18,7 +18,7 @@ use kv_log::{
 };
 
 use crate::checkpoint::{CHECKPOINT_FILE_NAME, Checkpoint};
-use crate::db::{LOCK_FILE_NAME, WAL_DIR_NAME};
+use crate::fs::{LOCK_FILE_NAME, WAL_DIR_NAME};
 use crate::{Error, Result};
 
 /// What [`verify`] found.
