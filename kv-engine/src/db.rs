@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -26,6 +25,7 @@ use crate::fs::{WAL_DIR_NAME, create_dir, lock_dir};
 use crate::reply::{self, Reply};
 use crate::stats::{Counters, Stats};
 use crate::usage::{SegmentUsage, Usage};
+use crate::value::Value;
 use crate::writer::{Command, Write, Writer, entry_for};
 use crate::{Error, Options, Result, WriteBatch};
 
@@ -849,47 +849,6 @@ impl Iterator for Iter {
                 Err(e) => return Some(Err(e)),
             }
         }
-    }
-}
-
-/// A value read without copying: it borrows the mapped segment that holds
-/// it and keeps that segment alive while held. Derefs to `[u8]`.
-#[derive(Debug, Clone)]
-pub struct Value {
-    segment: Arc<Segment>,
-    start: usize,
-    len: usize,
-}
-
-impl Value {
-    /// `value`, a slice of `segment`'s bytes, pinned.
-    fn new(segment: &Arc<Segment>, value: &[u8]) -> Value {
-        Value {
-            segment: Arc::clone(segment),
-            start: value.as_ptr() as usize - segment.bytes().as_ptr() as usize,
-            len: value.len(),
-        }
-    }
-}
-
-impl Deref for Value {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // The range was taken from this segment's readable bytes, which
-        // never shrink while the segment lives.
-        &self.segment.bytes()[self.start..self.start + self.len]
-    }
-}
-
-impl AsRef<[u8]> for Value {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl PartialEq<[u8]> for Value {
-    fn eq(&self, other: &[u8]) -> bool {
-        **self == *other
     }
 }
 

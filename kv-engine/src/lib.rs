@@ -65,18 +65,20 @@ mod options;
 mod reply;
 mod stats;
 mod usage;
+mod value;
 mod verify;
 mod writer;
 
 pub use batch::WriteBatch;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compactor::CompactionReport;
-pub use db::{Db, Iter, Keys, Value};
+pub use db::{Db, Iter, Keys};
 pub use error::Error;
 pub use fs::{LOCK_FILE_NAME, WAL_DIR_NAME};
 pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
 pub use stats::Stats;
+pub use value::Value;
 pub use verify::{Problem, VerifyReport, verify};
 
 /// The result type of kv-engine.
