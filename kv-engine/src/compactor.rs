@@ -23,7 +23,7 @@ use kv_compact::{CompactError, Policy};
 use kv_log::Segment;
 use parking_lot::Mutex;
 
-use crate::db::Shared;
+use crate::shared::Shared;
 use crate::usage::Usage;
 use crate::{Error, Result};
 

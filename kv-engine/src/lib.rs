@@ -63,6 +63,7 @@ mod fault;
 mod fs;
 mod options;
 mod reply;
+mod shared;
 mod stats;
 mod usage;
 mod value;

@@ -21,9 +21,9 @@ use kv_wal::Wal;
 
 use crate::batch::{BatchOp, WriteBatch};
 use crate::checkpoint::{Checkpoint, MarkerError};
-use crate::db::Shared;
 use crate::fault::Faults;
 use crate::reply::Reply;
+use crate::shared::Shared;
 use crate::usage::UsageDelta;
 use crate::{Error, Result};
 
