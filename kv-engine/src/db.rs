@@ -18,12 +18,12 @@ use parking_lot::Mutex;
 
 use crate::checkpoint::Checkpoint;
 use crate::clock::Monotonic;
-use crate::compactor::{self, CompactionReport, Control, PassOptions};
+use crate::compactor::{self, CompactionReport, PassOptions};
 use crate::copy;
 use crate::fault::Faults;
 use crate::fs::{WAL_DIR_NAME, create_dir, lock_dir};
 use crate::reply::{self, Reply};
-use crate::shared::{Shared, read_entry};
+use crate::shared::{Control, Shared, read_entry};
 use crate::stats::{Counters, Stats};
 use crate::usage::{SegmentUsage, Usage};
 use crate::value::Value;

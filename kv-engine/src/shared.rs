@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use crossbeam_channel::Sender;
 use kv_format::{Limits, RecordKind, decode};
@@ -18,7 +18,6 @@ use kv_log::{Location, LogError, LogReader, Segment};
 use parking_lot::Mutex;
 
 use crate::clock::Monotonic;
-use crate::compactor::Control;
 use crate::stats::Counters;
 use crate::usage::SegmentUsage;
 use crate::{Error, Result};
@@ -44,6 +43,15 @@ pub(crate) struct Shared {
     /// The time, for expiry.
     pub(crate) time: Monotonic,
     pub(crate) stats: Counters,
+}
+
+/// Controls shared by the compactor thread and `Db`.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// Held for the whole of a compaction pass: one at a time.
+    pub(crate) running: Mutex<()>,
+    pub(crate) paused: AtomicBool,
+    pub(crate) stopping: AtomicBool,
 }
 
 impl Shared {
