@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use kv_format::{Limits, NO_EXPIRY, RecordKind, decode};
-use kv_index::{Entry, Index, SHARDS, ShardSnapshot};
+use kv_index::{Entry, Index};
 use kv_log::{Location, Log, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment};
 use kv_wal::{Position, Wal};
 use parking_lot::Mutex;
@@ -22,8 +22,9 @@ use crate::compactor::{self, CompactionReport, PassOptions};
 use crate::copy;
 use crate::fault::Faults;
 use crate::fs::{WAL_DIR_NAME, create_dir, lock_dir};
+use crate::iter::{Iter, Keys};
 use crate::reply::{self, Reply};
-use crate::shared::{Control, Shared, read_entry};
+use crate::shared::{Control, Shared};
 use crate::stats::{Counters, Stats};
 use crate::usage::{SegmentUsage, Usage};
 use crate::value::Value;
@@ -400,10 +401,7 @@ impl Db {
     /// Every key present, in no particular order, lazily: see [`Db::iter`]
     /// for what it guarantees under concurrent writes and compaction.
     pub fn keys(&self) -> Keys {
-        Keys {
-            shards: ShardWalk::new(),
-            shared: Arc::clone(&self.shared),
-        }
+        Keys::new(Arc::clone(&self.shared))
     }
 
     /// Every key present and its value, in no particular order, lazily.
@@ -431,12 +429,7 @@ impl Db {
     /// An item is [`Error::Corruption`] if a record fails its checksum;
     /// iteration can go on past it.
     pub fn iter(&self) -> Iter {
-        Iter {
-            shards: ShardWalk::new(),
-            shared: Arc::clone(&self.shared),
-            held: None,
-            dir: self.dir.clone(),
-        }
+        Iter::new(Arc::clone(&self.shared), self.dir.clone())
     }
 
     /// Sizes, space and activity counters: see [`Stats`].
@@ -614,142 +607,6 @@ impl Drop for Db {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
             log::error!("closing {} failed: {e}", self.dir.display());
-        }
-    }
-}
-
-/// Where a walk over the index's shards is.
-#[derive(Debug)]
-struct ShardWalk {
-    /// The next shard to copy.
-    next: usize,
-    /// The current shard's copy, and the next entry of it to visit.
-    copy: ShardSnapshot,
-    at: usize,
-}
-
-impl ShardWalk {
-    fn new() -> ShardWalk {
-        ShardWalk {
-            next: 0,
-            copy: ShardSnapshot::new(),
-            at: 0,
-        }
-    }
-
-    /// The next key and entry of the current copy, or `None` when it is
-    /// used up and `refill` must be called.
-    fn next_entry(&mut self) -> Option<(&[u8], Entry)> {
-        let item = self.copy.get(self.at)?;
-        self.at += 1;
-        Some(item)
-    }
-
-    /// Copies the next shard; `false` once every shard has been copied.
-    fn refill(&mut self, index: &Index) -> bool {
-        if self.next == SHARDS {
-            return false;
-        }
-        index.snapshot_shard(self.next, &mut self.copy);
-        self.next += 1;
-        self.at = 0;
-        true
-    }
-}
-
-/// An iterator over the keys present, returned by [`Db::keys`]. Holds the
-/// database's shared state (not the `Db` itself) while it lives.
-pub struct Keys {
-    shards: ShardWalk,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Keys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keys")
-            .field("shard", &self.shards.next)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Iterator for Keys {
-    type Item = Vec<u8>;
-
-    fn next(&mut self) -> Option<Vec<u8>> {
-        loop {
-            match self.shards.next_entry() {
-                Some((key, entry)) => {
-                    if !entry.tombstone && !self.shared.time.expired(entry.expires_at) {
-                        return Some(key.to_vec());
-                    }
-                }
-                None => {
-                    if !self.shards.refill(&self.shared.index) {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An iterator over the keys present and their values, returned by
-/// [`Db::iter`]; see there for its guarantees. Holds the database's shared
-/// state (not the `Db` itself) and the segments of the current shard's
-/// entries while it lives.
-pub struct Iter {
-    shards: ShardWalk,
-    shared: Arc<Shared>,
-    /// The segments loaded before the current shard was copied.
-    held: Option<Arc<kv_log::SegmentSet>>,
-    dir: PathBuf,
-}
-
-impl std::fmt::Debug for Iter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Iter")
-            .field("shard", &self.shards.next)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Iter {
-    fn value(&self, key: &[u8], entry: Entry) -> Result<Option<Value>> {
-        // The segment set was loaded before the shard was copied, so it
-        // holds every segment the copy names, unless the segment was made
-        // (by a roll or a compaction) in between: then read the key as it
-        // is now, like `get`. An untouched key has the same value there.
-        if let Some(segment) = self.held.as_ref().and_then(|set| set.get(entry.segment)) {
-            return read_entry(segment, key, entry).map(|v| Some(Value::new(segment, v)));
-        }
-        self.shared.read_live(&self.dir, key, Value::new)
-    }
-}
-
-impl Iterator for Iter {
-    type Item = Result<(Vec<u8>, Value)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let Some((key, entry)) = self.shards.next_entry() else {
-                // Load the segments before copying the shard: see `value`.
-                self.held = Some(self.shared.reader.segments().to_arc());
-                if !self.shards.refill(&self.shared.index) {
-                    self.held = None;
-                    return None;
-                }
-                continue;
-            };
-            if entry.tombstone || self.shared.time.expired(entry.expires_at) {
-                continue;
-            }
-            let key = key.to_vec();
-            match self.value(&key, entry) {
-                Ok(Some(value)) => return Some(Ok((key, value))),
-                // Deleted or expired since the copy.
-                Ok(None) => continue,
-                Err(e) => return Some(Err(e)),
-            }
         }
     }
 }
