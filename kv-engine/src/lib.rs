@@ -63,6 +63,7 @@ mod fault;
 mod fs;
 mod iter;
 mod options;
+mod recovery;
 mod reply;
 mod shared;
 mod stats;

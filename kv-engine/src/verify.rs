@@ -167,7 +167,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
         report.bytes += file_len(&dir.join(CHECKPOINT_FILE_NAME))?;
     } else if !report.problems.is_empty() {
         // The marker is damaged (reported above).
-    } else if let Some(reason) = crate::db::data_without_marker(dir)? {
+    } else if let Some(reason) = crate::recovery::data_without_marker(dir)? {
         report
             .problems
             .push(problem(dir.join(CHECKPOINT_FILE_NAME), 0, reason));
