@@ -1,5 +1,11 @@
-//! The `Db` facade: opening, the read path, and handing writes to the
-//! writer thread.
+//! The `Db` facade: its public methods, opening (which wires recovery,
+//! `Shared`, the `Writer` and the two threads together) and shutdown.
+//!
+//! The methods are thin: writes are checked against the limits and handed
+//! to the writer thread (`writer.rs`); reads go through `Shared`'s read path
+//! (`shared.rs`); iteration is `iter.rs`, compaction `compactor.rs`, the
+//! checkpoint copy `copy.rs`, and what opening recovers `recovery.rs`. No
+//! module of the crate imports this one.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -122,19 +128,15 @@ impl Db {
             shared.stats.any_expiry.store(true, Ordering::Relaxed);
         }
         shared.usage.set(usage);
-        let mut writer = Writer {
-            shared: Arc::clone(&shared),
-            dir: dir.clone(),
+        let mut writer = Writer::new(
+            Arc::clone(&shared),
+            dir.clone(),
             log,
             wal,
-            next_seq: max_seq + 1,
-            max_group: options.max_group_size.max(1),
-            checkpoint_bytes: options.checkpoint_wal_size,
-            wal_bytes: 0,
-            poisoned: None,
-            buf: Vec::new(),
+            max_seq + 1,
+            &options,
             faults,
-        };
+        );
         if replayed > 0 || stale_marker {
             // Make what was replayed durable in the segments, so the WAL
             // can be dropped; a new database gets its first marker, and one
