@@ -15,15 +15,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kv_compact::{CompactError, Policy};
 use kv_log::Segment;
-use parking_lot::Mutex;
 
-use crate::db::Shared;
+use crate::shared::{Control, Shared};
 use crate::usage::Usage;
 use crate::{Error, Result};
 
@@ -61,15 +60,6 @@ impl CompactionReport {
     pub fn bytes_reclaimed(&self) -> u64 {
         self.bytes_before.saturating_sub(self.bytes_after)
     }
-}
-
-/// Controls shared by the compactor thread and `Db`.
-#[derive(Debug, Default)]
-pub(crate) struct Control {
-    /// Held for the whole of a compaction pass: one at a time.
-    pub(crate) running: Mutex<()>,
-    pub(crate) paused: AtomicBool,
-    pub(crate) stopping: AtomicBool,
 }
 
 /// Settings of a pass.

@@ -30,8 +30,8 @@ use crossbeam_channel::Sender;
 use kv_wal::Position;
 
 use crate::checkpoint::Checkpoint;
-use crate::db::{LOCK_FILE_NAME, WAL_DIR_NAME};
 use crate::fault::Faults;
+use crate::fs::{LOCK_FILE_NAME, WAL_DIR_NAME, sync_dir};
 use crate::writer::Command;
 use crate::{Error, Result};
 
@@ -277,10 +277,4 @@ fn io(path: &Path, source: std::io::Error) -> Error {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io(dir, e))
 }

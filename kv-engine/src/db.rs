@@ -1,60 +1,39 @@
-//! The `Db` facade: opening, the read path, and handing writes to the
-//! writer thread.
+//! The `Db` facade: its public methods, opening (which wires recovery,
+//! `Shared`, the `Writer` and the two threads together) and shutdown.
+//!
+//! The methods are thin: writes are checked against the limits and handed
+//! to the writer thread (`writer.rs`); reads go through `Shared`'s read path
+//! (`shared.rs`); iteration is `iter.rs`, compaction `compactor.rs`, the
+//! checkpoint copy `copy.rs`, and what opening recovers `recovery.rs`. No
+//! module of the crate imports this one.
 
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::ops::Deref;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use kv_format::{Limits, NO_EXPIRY, RecordKind, decode};
-use kv_index::{Entry, Index, SHARDS, ShardSnapshot};
-use kv_log::{Location, Log, LogError, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment};
-use kv_wal::{Position, Wal};
+use kv_format::Limits;
+use kv_index::Entry;
+use kv_log::Segment;
 use parking_lot::Mutex;
 
-use crate::checkpoint::Checkpoint;
 use crate::clock::Monotonic;
-use crate::compactor::{self, CompactionReport, Control, PassOptions};
+use crate::compactor::{self, CompactionReport, PassOptions};
 use crate::copy;
 use crate::fault::Faults;
+use crate::fs::{WAL_DIR_NAME, create_dir, lock_dir};
+use crate::iter::{Iter, Keys};
+use crate::recovery::{self, Recovered};
 use crate::reply::{self, Reply};
+use crate::shared::{Control, Shared};
 use crate::stats::{Counters, Stats};
-use crate::usage::{SegmentUsage, Usage};
-use crate::writer::{Command, Write, Writer, entry_for};
+use crate::usage::SegmentUsage;
+use crate::value::Value;
+use crate::writer::{Command, Write, Writer};
 use crate::{Error, Options, Result, WriteBatch};
-
-/// The name of the lock file in the database directory.
-pub const LOCK_FILE_NAME: &str = "LOCK";
-/// The name of the write-ahead log's subdirectory.
-pub const WAL_DIR_NAME: &str = "wal";
-
-/// State shared by readers, the writer thread and compaction.
-pub(crate) struct Shared {
-    pub(crate) index: Index,
-    pub(crate) reader: LogReader,
-    pub(crate) limits: Limits,
-    /// Live and dead bytes per segment.
-    pub(crate) usage: SegmentUsage,
-    /// The segment of the last checkpoint's position: every segment below
-    /// it holds only durable, checkpointed records.
-    pub(crate) checkpointed: AtomicU32,
-    /// The segments the last durable marker lists, in id order: the only
-    /// ones compaction may take (see `Writer::checkpoint`).
-    pub(crate) listed: Mutex<Vec<u32>>,
-    /// Segments compaction found damaged: it takes them no more.
-    pub(crate) damaged: Mutex<std::collections::BTreeSet<u32>>,
-    pub(crate) control: Control,
-    /// Wakes the compactor thread (after a checkpoint).
-    pub(crate) wake_compactor: Sender<()>,
-    /// The time, for expiry.
-    pub(crate) time: Monotonic,
-    pub(crate) stats: Counters,
-}
 
 /// An open database.
 ///
@@ -117,94 +96,27 @@ impl Db {
         let dir = path.as_ref().to_path_buf();
         create_dir(&dir)?;
         let lock = lock_dir(&dir)?;
-        let checkpoint = Checkpoint::read(&dir)?;
-        if checkpoint.is_none() {
-            refuse_data_without_marker(&dir)?;
-        }
-
-        // 1. The segments, up to the last checkpoint: what they hold beyond
-        //    it may be incomplete, and the WAL has all of it. Every segment
-        //    the marker lists must be there.
-        let checkpoint_seq = checkpoint.as_ref().map_or(0, |c| c.seq);
-        let durable = checkpoint.as_ref().map_or(
-            kv_log::Durable::at(LogPosition {
-                segment: 1,
-                offset: SEGMENT_HEADER_LEN as u64,
-            }),
-            Checkpoint::durable,
-        );
-        let segments_end = durable.end;
         let faults = Faults::new(&options);
-        let mut log = Log::recover(
-            &dir,
-            faults.log_options(options.segment_size),
-            Some(&durable),
-        )?;
-        // Sized from the hint files' record counts (an upper bound on the
-        // keys they hold), so that loading does not rehash.
-        let hinted: u64 = log
-            .reader()
-            .segments()
-            .iter()
-            .filter_map(|s| s.hinted_records())
-            .sum();
-        let index = Index::with_capacity(usize::try_from(hinted).unwrap_or(0));
-        let mut tally = load_segments(&log.reader(), &index)?;
-        tally.max_seq = tally.max_seq.max(checkpoint_seq);
-
-        // 2. The WAL after the checkpoint, applied to the segments.
-        let wal_dir = dir.join(WAL_DIR_NAME);
-        let wal = Wal::open(&wal_dir, options.wal_options())?;
-        let mut replay = wal.read_from(checkpoint.as_ref().map_or(Position::START, |c| c.wal_from));
-        let mut payload = Vec::new();
-        let mut replayed = 0u64;
-        while let Some(position) = replay.next_into(&mut payload) {
-            let position = position?;
-            let mut at = 0;
-            while at < payload.len() {
-                let decoded = decode(&payload[at..]).map_err(|e| Error::Corruption {
-                    path: wal_dir.join(kv_wal::file_name(position.file)),
-                    offset: position.offset,
-                    reason: format!("a WAL record holds a bad data record: {e}"),
-                })?;
-                let r = decoded.record;
-                if r.seq > checkpoint_seq {
-                    let loc = log.append_encoded(&payload[at..at + decoded.len])?;
-                    tally.usage.entry(loc.segment).or_default().total += u64::from(loc.len);
-                    tally.load(&index, loc, r.key, r.seq, r.expires_at, r.kind);
-                    replayed += 1;
-                }
-                at += decoded.len;
-            }
-        }
-        log.flush()?;
-        if tally.tombstones_loaded > 0 {
-            index.retain(|_, entry| !entry.tombstone);
-        }
-        let max_seq = tally.max_seq;
-        let any_expiry = tally.any_expiry;
-        let usage = tally.finish();
-        log::debug!(
-            "opened {}: {} keys, {replayed} records replayed from the WAL, next sequence number {}",
-            dir.display(),
-            index.len(),
-            max_seq + 1
-        );
+        let Recovered {
+            log,
+            wal,
+            index,
+            usage,
+            max_seq,
+            any_expiry,
+            checkpointed,
+            live,
+            replayed,
+            stale_marker,
+        } = recovery::recover(&dir, &options, &faults)?;
 
         let (wake_compactor, wake) = crossbeam_channel::bounded(1);
-        let live = crate::writer::live_segments(&log.reader().segments());
-        // A marker that does not list exactly the segments there are now (an
-        // output finished after it, a superseded input removed, a version 1
-        // marker) is replaced before compaction may take any of them.
-        let stale_marker = checkpoint
-            .as_ref()
-            .is_none_or(|c| c.segments.as_ref() != Some(&live));
         let shared = Arc::new(Shared {
             index,
             reader: log.reader(),
             limits: Limits::with_max_value_len(options.max_value_len),
             usage: SegmentUsage::default(),
-            checkpointed: AtomicU32::new(segments_end.segment),
+            checkpointed: AtomicU32::new(checkpointed),
             listed: Mutex::new(live),
             damaged: Mutex::default(),
             control: Control::default(),
@@ -216,19 +128,15 @@ impl Db {
             shared.stats.any_expiry.store(true, Ordering::Relaxed);
         }
         shared.usage.set(usage);
-        let mut writer = Writer {
-            shared: Arc::clone(&shared),
-            dir: dir.clone(),
+        let mut writer = Writer::new(
+            Arc::clone(&shared),
+            dir.clone(),
             log,
             wal,
-            next_seq: max_seq + 1,
-            max_group: options.max_group_size.max(1),
-            checkpoint_bytes: options.checkpoint_wal_size,
-            wal_bytes: 0,
-            poisoned: None,
-            buf: Vec::new(),
+            max_seq + 1,
+            &options,
             faults,
-        };
+        );
         if replayed > 0 || stale_marker {
             // Make what was replayed durable in the segments, so the WAL
             // can be dropped; a new database gets its first marker, and one
@@ -426,10 +334,7 @@ impl Db {
     /// Every key present, in no particular order, lazily: see [`Db::iter`]
     /// for what it guarantees under concurrent writes and compaction.
     pub fn keys(&self) -> Keys {
-        Keys {
-            shards: ShardWalk::new(),
-            shared: Arc::clone(&self.shared),
-        }
+        Keys::new(Arc::clone(&self.shared))
     }
 
     /// Every key present and its value, in no particular order, lazily.
@@ -457,12 +362,7 @@ impl Db {
     /// An item is [`Error::Corruption`] if a record fails its checksum;
     /// iteration can go on past it.
     pub fn iter(&self) -> Iter {
-        Iter {
-            shards: ShardWalk::new(),
-            shared: Arc::clone(&self.shared),
-            held: None,
-            dir: self.dir.clone(),
-        }
+        Iter::new(Arc::clone(&self.shared), self.dir.clone())
     }
 
     /// Sizes, space and activity counters: see [`Stats`].
@@ -636,82 +536,6 @@ impl Db {
     }
 }
 
-impl Shared {
-    /// Finds `key` as it is now, reads and checks its record, and hands the
-    /// value to `f` while the segment is held.
-    fn read_live<T>(
-        &self,
-        dir: &Path,
-        key: &[u8],
-        f: impl FnOnce(&Arc<Segment>, &[u8]) -> T,
-    ) -> Result<Option<T>> {
-        // The segment set is loaded before the index entry: a segment the
-        // entry names is then in the set, unless it was added (a roll, or a
-        // compaction output, whose id can be lower than the newest log
-        // segment's) after the set was loaded: then the set has changed
-        // since, and a fresh load finds it. Each retry means the set changed,
-        // so this ends. A segment leaves the set only after no entry points
-        // at it, so an entry naming a segment missing from a set that has
-        // not changed since is a real inconsistency.
-        let mut segments = self.reader.segments();
-        loop {
-            let Some(entry) = self.live_entry(key) else {
-                return Ok(None);
-            };
-            if let Some(segment) = segments.get(entry.segment) {
-                return read_entry(segment, key, entry).map(|v| Some(f(segment, v)));
-            }
-            let fresh = self.reader.segments();
-            if fresh.is_same_set(&segments) {
-                return Err(Error::Corruption {
-                    path: dir.to_path_buf(),
-                    offset: 0,
-                    reason: format!(
-                        "the index points at segment {}, which is not in the database",
-                        entry.segment
-                    ),
-                });
-            }
-            segments = fresh;
-        }
-    }
-
-    /// The entry of `key` if it is present: not a tombstone, not expired.
-    pub(crate) fn live_entry(&self, key: &[u8]) -> Option<Entry> {
-        self.index
-            .get(key)
-            .filter(|e| !e.tombstone && !self.time.expired(e.expires_at))
-    }
-}
-
-/// Reads and checks the record `entry` names, and returns its value.
-fn read_entry<'s>(segment: &'s Segment, key: &[u8], entry: Entry) -> Result<&'s [u8]> {
-    let loc = Location {
-        segment: entry.segment,
-        offset: entry.offset,
-        len: entry.len,
-    };
-    let bytes = segment.read(loc.offset, loc.len).map_err(|e| match e {
-        LogError::OutOfBounds { .. } => corrupt_index(segment.path(), loc, &e.to_string()),
-        other => Error::from(other),
-    })?;
-    let record = decode(bytes)
-        .map_err(|e| Error::Corruption {
-            path: segment.path().to_path_buf(),
-            offset: u64::from(loc.offset),
-            reason: e.to_string(),
-        })?
-        .record;
-    if record.key != key || record.seq != entry.seq || record.kind != RecordKind::Put {
-        return Err(Error::Corruption {
-            path: segment.path().to_path_buf(),
-            offset: u64::from(loc.offset),
-            reason: "the record there is not the one the index expects".into(),
-        });
-    }
-    Ok(record.value)
-}
-
 impl Drop for Db {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
@@ -720,434 +544,6 @@ impl Drop for Db {
     }
 }
 
-/// Where a walk over the index's shards is.
-#[derive(Debug)]
-struct ShardWalk {
-    /// The next shard to copy.
-    next: usize,
-    /// The current shard's copy, and the next entry of it to visit.
-    copy: ShardSnapshot,
-    at: usize,
-}
-
-impl ShardWalk {
-    fn new() -> ShardWalk {
-        ShardWalk {
-            next: 0,
-            copy: ShardSnapshot::new(),
-            at: 0,
-        }
-    }
-
-    /// The next key and entry of the current copy, or `None` when it is
-    /// used up and `refill` must be called.
-    fn next_entry(&mut self) -> Option<(&[u8], Entry)> {
-        let item = self.copy.get(self.at)?;
-        self.at += 1;
-        Some(item)
-    }
-
-    /// Copies the next shard; `false` once every shard has been copied.
-    fn refill(&mut self, index: &Index) -> bool {
-        if self.next == SHARDS {
-            return false;
-        }
-        index.snapshot_shard(self.next, &mut self.copy);
-        self.next += 1;
-        self.at = 0;
-        true
-    }
-}
-
-/// An iterator over the keys present, returned by [`Db::keys`]. Holds the
-/// database's shared state (not the `Db` itself) while it lives.
-pub struct Keys {
-    shards: ShardWalk,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Keys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keys")
-            .field("shard", &self.shards.next)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Iterator for Keys {
-    type Item = Vec<u8>;
-
-    fn next(&mut self) -> Option<Vec<u8>> {
-        loop {
-            match self.shards.next_entry() {
-                Some((key, entry)) => {
-                    if !entry.tombstone && !self.shared.time.expired(entry.expires_at) {
-                        return Some(key.to_vec());
-                    }
-                }
-                None => {
-                    if !self.shards.refill(&self.shared.index) {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An iterator over the keys present and their values, returned by
-/// [`Db::iter`]; see there for its guarantees. Holds the database's shared
-/// state (not the `Db` itself) and the segments of the current shard's
-/// entries while it lives.
-pub struct Iter {
-    shards: ShardWalk,
-    shared: Arc<Shared>,
-    /// The segments loaded before the current shard was copied.
-    held: Option<Arc<kv_log::SegmentSet>>,
-    dir: PathBuf,
-}
-
-impl std::fmt::Debug for Iter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Iter")
-            .field("shard", &self.shards.next)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Iter {
-    fn value(&self, key: &[u8], entry: Entry) -> Result<Option<Value>> {
-        // The segment set was loaded before the shard was copied, so it
-        // holds every segment the copy names, unless the segment was made
-        // (by a roll or a compaction) in between: then read the key as it
-        // is now, like `get`. An untouched key has the same value there.
-        if let Some(segment) = self.held.as_ref().and_then(|set| set.get(entry.segment)) {
-            return read_entry(segment, key, entry).map(|v| Some(Value::new(segment, v)));
-        }
-        self.shared.read_live(&self.dir, key, Value::new)
-    }
-}
-
-impl Iterator for Iter {
-    type Item = Result<(Vec<u8>, Value)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let Some((key, entry)) = self.shards.next_entry() else {
-                // Load the segments before copying the shard: see `value`.
-                self.held = Some(self.shared.reader.segments().to_arc());
-                if !self.shards.refill(&self.shared.index) {
-                    self.held = None;
-                    return None;
-                }
-                continue;
-            };
-            if entry.tombstone || self.shared.time.expired(entry.expires_at) {
-                continue;
-            }
-            let key = key.to_vec();
-            match self.value(&key, entry) {
-                Ok(Some(value)) => return Some(Ok((key, value))),
-                // Deleted or expired since the copy.
-                Ok(None) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-}
-
-/// A value read without copying: it borrows the mapped segment that holds
-/// it and keeps that segment alive while held. Derefs to `[u8]`.
-#[derive(Debug, Clone)]
-pub struct Value {
-    segment: Arc<Segment>,
-    start: usize,
-    len: usize,
-}
-
-impl Value {
-    /// `value`, a slice of `segment`'s bytes, pinned.
-    fn new(segment: &Arc<Segment>, value: &[u8]) -> Value {
-        Value {
-            segment: Arc::clone(segment),
-            start: value.as_ptr() as usize - segment.bytes().as_ptr() as usize,
-            len: value.len(),
-        }
-    }
-}
-
-impl Deref for Value {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // The range was taken from this segment's readable bytes, which
-        // never shrink while the segment lives.
-        &self.segment.bytes()[self.start..self.start + self.len]
-    }
-}
-
-impl AsRef<[u8]> for Value {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl PartialEq<[u8]> for Value {
-    fn eq(&self, other: &[u8]) -> bool {
-        **self == *other
-    }
-}
-
-/// What loading learns besides the index: per segment the total bytes,
-/// the lowest sequence number and the bytes the index points at; the
-/// tombstones loaded; the highest sequence number.
-#[derive(Default)]
-struct Tally {
-    usage: BTreeMap<u32, Usage>,
-    /// Bytes of index entries per segment (tombstone entries included), as
-    /// entries come and go.
-    pointed: BTreeMap<u32, i64>,
-    /// The same, for tombstone entries only.
-    tombstones: BTreeMap<u32, i64>,
-    tombstones_loaded: u64,
-    max_seq: u64,
-    /// Bytes of entries with an expiry per segment, and the segment's
-    /// latest expiry.
-    expiring: BTreeMap<u32, (i64, u64)>,
-    any_expiry: bool,
-}
-
-impl Tally {
-    /// Offers one record to the index: the newest record of each key wins.
-    /// Tombstones stay in the index until everything is loaded, since a
-    /// lower-numbered record of the key may still come.
-    fn load(
-        &mut self,
-        index: &Index,
-        loc: Location,
-        key: &[u8],
-        seq: u64,
-        expires_at: u64,
-        kind: RecordKind,
-    ) {
-        let u = self.usage.entry(loc.segment).or_default();
-        u.min_seq = u.min_seq.min(seq);
-        self.max_seq = self.max_seq.max(seq);
-        let entry = entry_for(loc, seq, expires_at, kind);
-        if let Ok(previous) = index.insert_if_newer(key, entry) {
-            self.count(&entry, 1);
-            if let Some(previous) = previous {
-                self.count(&previous, -1);
-            }
-        }
-        if kind == RecordKind::Tombstone {
-            self.tombstones_loaded += 1;
-        }
-        if expires_at != NO_EXPIRY {
-            self.any_expiry = true;
-            let e = self.expiring.entry(loc.segment).or_default();
-            e.1 = e.1.max(expires_at);
-        }
-    }
-
-    fn count(&mut self, e: &Entry, sign: i64) {
-        let len = i64::from(e.len) * sign;
-        *self.pointed.entry(e.segment).or_default() += len;
-        if e.tombstone {
-            *self.tombstones.entry(e.segment).or_default() += len;
-        } else if e.expires_at != NO_EXPIRY {
-            self.expiring.entry(e.segment).or_default().0 += len;
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        for (id, u) in other.usage {
-            let mine = self.usage.entry(id).or_default();
-            mine.total += u.total;
-            mine.min_seq = mine.min_seq.min(u.min_seq);
-        }
-        for (id, n) in other.pointed {
-            *self.pointed.entry(id).or_default() += n;
-        }
-        for (id, n) in other.tombstones {
-            *self.tombstones.entry(id).or_default() += n;
-        }
-        for (id, (bytes, latest)) in other.expiring {
-            let mine = self.expiring.entry(id).or_default();
-            mine.0 += bytes;
-            mine.1 = mine.1.max(latest);
-        }
-        self.any_expiry |= other.any_expiry;
-        self.tombstones_loaded += other.tombstones_loaded;
-        self.max_seq = self.max_seq.max(other.max_seq);
-    }
-
-    /// The usage of every segment once loading is done: dead bytes are what
-    /// no live (non-tombstone) entry points at.
-    fn finish(mut self) -> BTreeMap<u32, Usage> {
-        for (id, u) in self.usage.iter_mut() {
-            let live = self.pointed.get(id).copied().unwrap_or(0)
-                - self.tombstones.get(id).copied().unwrap_or(0);
-            u.dead = u.total.saturating_sub(live.max(0) as u64);
-            if let Some(&(bytes, latest)) = self.expiring.get(id) {
-                u.expiring = bytes.max(0) as u64;
-                u.latest_expiry = latest;
-            }
-        }
-        self.usage
-    }
-}
-
-/// Loads every segment into the index, on two threads: from its hint file
-/// where it has a valid one, else by scanning it.
-fn load_segments(reader: &LogReader, index: &Index) -> Result<Tally> {
-    let segments: Vec<Arc<Segment>> = reader.segments().iter().cloned().collect();
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    let load = || -> Result<Tally> {
-        let mut tally = Tally::default();
-        while let Some(segment) = segments.get(next.fetch_add(1, Ordering::Relaxed)) {
-            tally.usage.entry(segment.id()).or_default().total += segment.data_len();
-            segment.load(|loc, meta| {
-                tally.load(index, loc, meta.key, meta.seq, meta.expires_at, meta.kind);
-            })?;
-        }
-        Ok(tally)
-    };
-    let results: Vec<Result<Tally>> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(load)).collect();
-        let mut results = vec![load()];
-        results.extend(helpers.into_iter().map(|h| {
-            h.join().unwrap_or_else(|_| {
-                Err(Error::Poisoned {
-                    reason: "a loader thread panicked".into(),
-                })
-            })
-        }));
-        results
-    });
-    let mut tally = Tally::default();
-    for result in results {
-        tally.merge(result?);
-    }
-    Ok(tally)
-}
-
-/// A directory without a checkpoint marker must hold no data: the engine
-/// writes a marker when it creates a database, so segments or WAL frames
-/// without one mean the marker was lost, and opening would take the
-/// database for an empty one (and cut its segments). Files a first open cut
-/// short can leave (an empty segment 1, an empty WAL file) are allowed.
-fn refuse_data_without_marker(dir: &Path) -> Result<()> {
-    match data_without_marker(dir)? {
-        Some(reason) => Err(Error::Corruption {
-            path: dir.join(crate::checkpoint::CHECKPOINT_FILE_NAME),
-            offset: 0,
-            reason,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Why a directory without a checkpoint marker cannot be a new database
-/// (the data files it holds), or `None` if it holds none.
-pub(crate) fn data_without_marker(dir: &Path) -> Result<Option<String>> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let entry = entry.map_err(io(dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let len = entry.metadata().map_err(io(&entry.path()))?.len();
-        if (kv_log::segment_id_of(name).is_some() && len > SEGMENT_HEADER_LEN as u64)
-            || kv_log::hint_segment_of(name).is_some()
-        {
-            found.push(name.to_string());
-        }
-    }
-    let wal_dir = dir.join(WAL_DIR_NAME);
-    if let Ok(entries) = std::fs::read_dir(&wal_dir) {
-        for entry in entries {
-            let entry = entry.map_err(io(&wal_dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let len = entry.metadata().map_err(io(&entry.path()))?.len();
-            if name.ends_with(kv_wal::FILE_SUFFIX) && len > kv_wal::FILE_HEADER_LEN as u64 {
-                found.push(format!("{WAL_DIR_NAME}/{name}"));
-            }
-        }
-    }
-    if found.is_empty() {
-        return Ok(None);
-    }
-    found.sort();
-    let shown = found.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-    Ok(Some(format!(
-        "the checkpoint marker is missing, but the directory holds data ({shown}{}); \
-             without the marker it cannot be opened safely: restore the CHECKPOINT file",
-        if found.len() > 3 {
-            format!(" and {} more files", found.len() - 3)
-        } else {
-            String::new()
-        }
-    )))
-}
-
 fn check_key(key: &[u8]) -> Result<()> {
     Limits::default().check(key.len(), 0).map_err(Error::from)
-}
-
-fn corrupt_index(path: &Path, loc: Location, why: &str) -> Error {
-    Error::Corruption {
-        path: path.to_path_buf(),
-        offset: u64::from(loc.offset),
-        reason: format!(
-            "the index points at {} bytes in segment {}, but {why}",
-            loc.len, loc.segment
-        ),
-    }
-}
-
-/// Creates the database directory if it is missing. A path that is a file
-/// gets an error that says so, rather than the OS's "File exists".
-fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| {
-        let source = if dir.exists() && !dir.is_dir() {
-            std::io::Error::new(
-                std::io::ErrorKind::NotADirectory,
-                "the database path is a file, not a directory",
-            )
-        } else {
-            source
-        };
-        Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        }
-    })
-}
-
-/// Takes the directory's lock file with an OS lock (flock), released when
-/// the process dies. A second open, from any process, fails at once.
-fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE_NAME);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            path: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(source)) => Err(Error::Io { path, source }),
-    }
 }

@@ -60,21 +60,29 @@ mod copy;
 mod db;
 mod error;
 mod fault;
+mod fs;
+mod iter;
 mod options;
+mod recovery;
 mod reply;
+mod shared;
 mod stats;
 mod usage;
+mod value;
 mod verify;
 mod writer;
 
 pub use batch::WriteBatch;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compactor::CompactionReport;
-pub use db::{Db, Iter, Keys, LOCK_FILE_NAME, Value, WAL_DIR_NAME};
+pub use db::Db;
 pub use error::Error;
+pub use fs::{LOCK_FILE_NAME, WAL_DIR_NAME};
+pub use iter::{Iter, Keys};
 pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
 pub use stats::Stats;
+pub use value::Value;
 pub use verify::{Problem, VerifyReport, verify};
 
 /// The result type of kv-engine.

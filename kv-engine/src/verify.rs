@@ -18,7 +18,7 @@ use kv_log::{
 };
 
 use crate::checkpoint::{CHECKPOINT_FILE_NAME, Checkpoint};
-use crate::db::{LOCK_FILE_NAME, WAL_DIR_NAME};
+use crate::fs::{LOCK_FILE_NAME, WAL_DIR_NAME};
 use crate::{Error, Result};
 
 /// What [`verify`] found.
@@ -167,7 +167,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
         report.bytes += file_len(&dir.join(CHECKPOINT_FILE_NAME))?;
     } else if !report.problems.is_empty() {
         // The marker is damaged (reported above).
-    } else if let Some(reason) = crate::db::data_without_marker(dir)? {
+    } else if let Some(reason) = crate::recovery::data_without_marker(dir)? {
         report
             .problems
             .push(problem(dir.join(CHECKPOINT_FILE_NAME), 0, reason));

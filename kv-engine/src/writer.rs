@@ -21,11 +21,11 @@ use kv_wal::Wal;
 
 use crate::batch::{BatchOp, WriteBatch};
 use crate::checkpoint::{Checkpoint, MarkerError};
-use crate::db::Shared;
 use crate::fault::Faults;
 use crate::reply::Reply;
+use crate::shared::Shared;
 use crate::usage::UsageDelta;
-use crate::{Error, Result};
+use crate::{Error, Options, Result};
 
 /// One write a caller asked for: the unit of atomicity.
 pub(crate) enum Write {
@@ -68,25 +68,25 @@ pub(crate) enum Command {
 }
 
 pub(crate) struct Writer {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) dir: PathBuf,
-    pub(crate) log: Log,
-    pub(crate) wal: Wal,
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    log: Log,
+    wal: Wal,
     /// The sequence number the next record gets.
-    pub(crate) next_seq: u64,
-    pub(crate) max_group: usize,
+    next_seq: u64,
+    max_group: usize,
     /// A checkpoint is taken once the WAL has grown this much since the
     /// last one.
-    pub(crate) checkpoint_bytes: u64,
+    checkpoint_bytes: u64,
     /// WAL bytes appended since the last checkpoint.
-    pub(crate) wal_bytes: u64,
+    wal_bytes: u64,
     /// Set by the first failed sync (or failed write that could not be
     /// taken back); every later write is refused.
-    pub(crate) poisoned: Option<String>,
+    poisoned: Option<String>,
     /// The encoded records of the current group, back to back.
-    pub(crate) buf: Vec<u8>,
+    buf: Vec<u8>,
     /// The test seam of the `fail-points` feature (for the marker).
-    pub(crate) faults: Faults,
+    faults: Faults,
 }
 
 /// The sealed segments as of a checkpoint, and the last sequence number
@@ -104,6 +104,32 @@ struct Pending {
 }
 
 impl Writer {
+    /// A writer over what opening recovered: `log` and `wal` as recovery
+    /// left them, and `next_seq` above every sequence number in them.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        dir: PathBuf,
+        log: Log,
+        wal: Wal,
+        next_seq: u64,
+        options: &Options,
+        faults: Faults,
+    ) -> Writer {
+        Writer {
+            shared,
+            dir,
+            log,
+            wal,
+            next_seq,
+            max_group: options.max_group_size.max(1),
+            checkpoint_bytes: options.checkpoint_wal_size,
+            wal_bytes: 0,
+            poisoned: None,
+            buf: Vec::new(),
+            faults,
+        }
+    }
+
     /// Serves commands until a `Close` arrives or every sender is gone.
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
         let mut group = Vec::with_capacity(self.max_group);
