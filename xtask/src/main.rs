@@ -1,7 +1,9 @@
 //! Project tasks for kv, run as `cargo xtask <task>` (matklad's cargo-xtask).
 //!
-//! - `cargo xtask ci`: what `.ci/run` checks: formatting, clippy with
-//!   warnings denied, and the test suite.
+//! - `cargo xtask ci`: the one CI definition, which `.ci/run` calls:
+//!   formatting (the workspace, kv-bench and fuzz), clippy with warnings
+//!   denied (all targets, and the libraries without `fail-points`), the
+//!   libraries' docs with warnings denied, and the test suite.
 //! - `cargo xtask bench [--quick] [--with-rocksdb] [--engines kv,redb]
 //!   [--seed N] [--update-benchmarks-md]`: builds kv-bench (its own
 //!   workspace, so `cargo test` never compiles the peer engines) in
@@ -40,7 +42,7 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci     fmt check, clippy -D warnings, tests
+  ci     fmt check, clippy -D warnings (also without fail-points), docs -D warnings, tests
   loom   the loom models (kv-index seqlock, kv-log segment retirement):
            cargo xtask loom [TEST-NAME-FILTER] [-- --nocapture]
   bench  side-by-side benchmarks against fjall, redb and LMDB:
@@ -78,8 +80,15 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `cargo xtask ci`: the one CI definition (`.ci/run` calls it). Every step
+/// must pass; the last is exactly the test command README.md gives.
 fn ci() -> Result<()> {
+    // Formatting of the workspace, and of the two crates kept out of it
+    // (fmt does not compile them, so the peer engines are not built).
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    for manifest in ["kv-bench/Cargo.toml", "fuzz/Cargo.toml"] {
+        cargo(&["fmt", "--manifest-path", manifest, "--", "--check"], &[])?;
+    }
     cargo(
         &[
             "clippy",
@@ -90,6 +99,17 @@ fn ci() -> Result<()> {
             "warnings",
         ],
         &[],
+    )?;
+    // The libraries as dependents build them: without the `fail-points`
+    // feature that the crates' own tests turn on.
+    cargo(
+        &["clippy", "--workspace", "--lib", "--", "-D", "warnings"],
+        &[],
+    )?;
+    // The libraries' docs, with broken links and bad markup refused.
+    cargo_with_env(
+        &["doc", "--workspace", "--no-deps", "--lib"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     cargo(&["test", "--workspace"], &[])
 }
@@ -409,6 +429,21 @@ fn publish(run: &report::Run, json: &str, dir: &Path) -> Result<()> {
 const CHARTS_PREFIX: &str = "bench-results/";
 
 /// Runs cargo (the one that runs xtask, through `$CARGO`) in the root.
+/// Runs cargo with `args` and the environment variables `env` set.
+fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(root())
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
 fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
