@@ -26,7 +26,7 @@ use crate::checkpoint::Checkpoint;
 use crate::fault::Faults;
 use crate::fs::WAL_DIR_NAME;
 use crate::usage::Usage;
-use crate::writer::{entry_for, live_segments};
+use crate::writer::entry_for;
 use crate::{Error, Options, Result};
 
 /// What recovery found and rebuilt, for `Db::open_with` to start from.
@@ -131,7 +131,7 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
         max_seq + 1
     );
 
-    let live = live_segments(&log.reader().segments());
+    let live = log.reader().segments().live_ids();
     // A marker that does not list exactly the segments there are now (an
     // output finished after it, a superseded input removed, a version 1
     // marker) is replaced before compaction may take any of them.

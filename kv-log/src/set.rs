@@ -2,6 +2,7 @@
 //! [`SegmentSet`], the segment id counter, and the poison a failure outside
 //! the writer leaves (`Shared`).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -23,6 +24,29 @@ pub struct SegmentSet {
 }
 
 impl SegmentSet {
+    /// The ids of the set in order, less those another segment of the set
+    /// supersedes: between a compaction output's `finish` and the
+    /// retirement of its inputs the set holds both, and the output has
+    /// every live record of them. These are the segments a copy needs and
+    /// that must exist after a crash.
+    pub fn live_ids(&self) -> Vec<u32> {
+        let superseded: HashSet<u32> = self
+            .segments
+            .iter()
+            .flat_map(|s| {
+                s.supersedes()
+                    .iter()
+                    .copied()
+                    .filter(move |&id| id != s.id())
+            })
+            .collect();
+        self.segments
+            .iter()
+            .map(|s| s.id())
+            .filter(|id| !superseded.contains(id))
+            .collect()
+    }
+
     /// The segment with this id, if it exists.
     pub fn get(&self, id: u32) -> Option<&Arc<Segment>> {
         self.segments
