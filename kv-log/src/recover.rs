@@ -16,7 +16,7 @@ use crate::format::{
 };
 use crate::fs::sync_dir;
 use crate::set::{SegmentSet, Shared};
-use crate::sync::{Arc, ArcSwap, AtomicU32, Mutex};
+use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU32, Mutex};
 use crate::{
     Durable, Log, LogError, LogOptions, LogPosition, MAX_SEGMENT_SIZE, Result, SEGMENT_HEADER_LEN,
     Segment,
@@ -92,6 +92,7 @@ impl Log {
             next_id: AtomicU32::new(next_id),
             faults: faults.clone(),
             poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
         });
         let mut segments = Vec::with_capacity(found.len() + 1);
         let mut active = None;

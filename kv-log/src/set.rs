@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use crate::fault::Faults;
-use crate::sync::{Arc, ArcSwap, AtomicU32, Mutex};
+use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU32, Mutex};
 use crate::{Location, LogError, Result, Segment};
 // Named only by doc links.
 #[cfg(doc)]
@@ -103,6 +103,9 @@ pub(crate) struct Shared {
     /// writer (a compaction output's directory sync failed): the writer's
     /// own cause is in `Log::poisoned`.
     pub(crate) poisoned: Mutex<Option<String>>,
+    /// Whether `poisoned` is set: read on every append and flush, so that
+    /// the writer's hot path takes no lock.
+    pub(crate) is_poisoned: AtomicBool,
 }
 
 impl Shared {
@@ -111,10 +114,14 @@ impl Shared {
         if poisoned.is_none() {
             log::error!("the segment log refuses further changes: {cause}");
             *poisoned = Some(cause);
+            self.is_poisoned.store(true, Ordering::Release);
         }
     }
 
     pub(crate) fn poison_cause(&self) -> Option<String> {
+        if !self.is_poisoned.load(Ordering::Acquire) {
+            return None;
+        }
         self.poisoned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
