@@ -1,3 +1,6 @@
+//! [`Error`], the one error type of the engine's API, and how the errors of
+//! the lower crates map into it.
+
 use std::io;
 use std::path::PathBuf;
 

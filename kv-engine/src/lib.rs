@@ -47,8 +47,9 @@
 //! # What this crate is not
 //!
 //! Not a server, not ordered: there are no range scans, as a hash index
-//! does not keep keys in order. It is the facade over `kv-format`, `kv-log`
-//! and `kv-index`, and the only crate of kv that spawns threads.
+//! does not keep keys in order. It is the facade over the other kv crates
+//! (`kv-format`, `kv-wal`, `kv-log`, `kv-index`, `kv-compact`), which users
+//! need not name, and the only crate of kv that spawns threads.
 
 #![forbid(unsafe_code)]
 

@@ -1,3 +1,6 @@
+//! [`Options`]: every tunable of a [`Db`](crate::Db), its default, and the
+//! checks `Db::open` makes before touching a file (`Options::validate`).
+
 use kv_format::MAX_VALUE_LEN;
 use kv_log::{DEFAULT_SEGMENT_SIZE, MAX_SUPERSEDES, SEGMENT_HEADER_LEN};
 use std::sync::Arc;

@@ -384,8 +384,6 @@ impl Writer {
         }
     }
 
-    // ---- Recovery from failed writes and checkpoints (issue 8) ----
-
     /// After a group failed: removes its records from the WAL and the
     /// segments, so that the database can take later writes (a write that
     /// failed for a full disk succeeds once space is freed). Returns false,
@@ -450,8 +448,6 @@ impl Writer {
             }
         }
     }
-
-    // ---- end of recovery from failed writes and checkpoints ----
 
     /// Encodes the records of one write at the end of `self.buf`, with
     /// consecutive sequence numbers.

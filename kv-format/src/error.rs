@@ -1,3 +1,5 @@
+//! [`FormatError`]: why a record could not be encoded or decoded.
+
 use thiserror::Error;
 
 /// Why a record could not be encoded or decoded.

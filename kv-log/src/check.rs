@@ -101,9 +101,12 @@ impl Segment {
     /// file is mapped. Nothing is written, truncated or removed, and no
     /// torn tail is cut off.
     ///
-    /// The caller must make sure that no other process truncates the file
-    /// while the segment is held (the engine holds its directory lock), as
-    /// for every mapped segment.
+    /// # File ownership
+    ///
+    /// The caller makes sure that no other process truncates or rewrites
+    /// the file while the segment is held (the engine's `verify` holds the
+    /// directory's lock when there is one), as for every mapped segment:
+    /// see the crate docs, "Platform and file ownership".
     ///
     /// # Errors
     ///

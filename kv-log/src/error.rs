@@ -1,3 +1,5 @@
+//! [`LogError`], the one error type of the segment log.
+
 use std::io;
 use std::path::PathBuf;
 

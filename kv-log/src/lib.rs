@@ -40,10 +40,20 @@
 //! It keeps no index, assigns no sequence numbers and spawns no threads;
 //! `kv-engine` does those. It depends only on `kv-format`.
 //!
-//! # Platform
+//! # Platform and file ownership
 //!
-//! Unix only: it relies on positioned writes and on mapping a file past its
-//! end.
+//! Unix only: it relies on positioned writes, on mapping a file past its
+//! end, and on an unlinked file keeping its pages while it is mapped.
+//!
+//! Segments are memory-mapped. A mapped file that another process
+//! truncates or rewrites can make a read raise `SIGBUS` and kill the
+//! process, and no safe Rust code can prevent that. So this crate's
+//! contract is that **its caller keeps everyone else out of the
+//! directory** while a [`Log`] or a read-only [`Segment`] is open: kv-log
+//! takes no lock itself. kv-engine holds an exclusive `flock` on the
+//! directory's `LOCK` file for the life of its `Db`, and `verify` takes
+//! the same lock when the file exists; a program that ignores the lock is
+//! outside the contract (docs/format.md, "Files are only ours").
 //!
 //! ```
 //! use kv_format::Record;

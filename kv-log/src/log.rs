@@ -42,6 +42,12 @@ impl Log {
     /// A torn record at the tail of the newest log segment is cut off and
     /// the cut logged as a warning.
     ///
+    /// # File ownership
+    ///
+    /// The caller keeps other processes from truncating or rewriting the
+    /// directory's files while the log is open: they are mapped (see the
+    /// crate docs, "Platform and file ownership").
+    ///
     /// # Errors
     ///
     /// [`LogError::Corruption`] for a bad record anywhere but the tail of

@@ -42,6 +42,12 @@ impl Log {
     /// for everything after it. Without `end`, the newest log segment is
     /// scanned for a torn tail, which is cut off.
     ///
+    /// # File ownership
+    ///
+    /// As for [`Log::open`]: the caller keeps other processes from
+    /// truncating or rewriting the directory's files while the log is open
+    /// (crate docs, "Platform and file ownership").
+    ///
     /// # Errors
     ///
     /// [`LogError::BadSegmentHeader`], [`LogError::Io`], and

@@ -91,9 +91,10 @@ impl Segment {
             )
         })?;
         // SAFETY: memmap2 maps are unsafe because the file may change or
-        // shrink underneath the map. The directory is held under an
-        // exclusive lock by one process, segment bytes below `readable` are
-        // never rewritten, and no file is truncated below a published
+        // shrink underneath the map. The caller keeps other processes out
+        // of the directory (the contract in the crate docs, "Platform and
+        // file ownership"; kv-engine holds `LOCK`), segment bytes below
+        // `readable` are never rewritten, and no file is truncated below a published
         // `readable` length while mapped (the only truncation, of a torn
         // tail at open, happens before anything past it is published). Bytes
         // past the end of the file are never read: every read is bounded by
@@ -102,8 +103,9 @@ impl Segment {
         // map it: on Unix an unlinked file keeps its pages while mapped, and
         // nothing writes or truncates it. A file changed or truncated by
         // another program breaks these assumptions and can raise SIGBUS;
-        // that is outside the contract (see ARCHITECTURE.md).
-        #[allow(unsafe_code)]
+        // that is outside the contract (docs/format.md, "Files are only
+        // ours").
+        #[expect(unsafe_code, reason = "mapping a file; see the SAFETY comment above")]
         let map =
             unsafe { MmapOptions::new().len(len).map(file) }.map_err(|e| LogError::io(&path, e))?;
         Ok(Segment {

@@ -1,3 +1,5 @@
+//! [`Error`], the one error type of the write-ahead log.
+
 use std::io;
 use std::path::PathBuf;
 

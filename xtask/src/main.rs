@@ -13,6 +13,8 @@
 //!   `bench-results/latest.json` and the generated part of BENCHMARKS.md.
 //! - `cargo xtask bench --render DIR [--update-benchmarks-md]`: renders an
 //!   earlier run's results.json again.
+//! - `cargo xtask tidy`: the tidy checks of the source tree (`src/tidy.rs`,
+//!   `#[test]`s that also run with `cargo test --workspace`).
 //! - `cargo xtask loom [ARGS]`: the loom models of the concurrency
 //!   protocols (kv-index's seqlock, kv-log's segment retirement), built
 //!   with `--cfg loom` in release into `target/loom` (so the normal build
@@ -32,6 +34,8 @@
 #![forbid(unsafe_code)]
 
 mod report;
+#[cfg(test)]
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +47,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     fmt check, clippy -D warnings (also without fail-points), docs -D warnings, tests
+  tidy   the tidy checks of the source tree (doc comments, file names in docs/format.md, ...)
   loom   the loom models (kv-index seqlock, kv-log segment retirement):
            cargo xtask loom [TEST-NAME-FILTER] [-- --nocapture]
   bench  side-by-side benchmarks against fjall, redb and LMDB:
@@ -61,6 +66,7 @@ fn main() -> Result<()> {
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
         Some("ci") => ci(),
+        Some("tidy") => cargo(&["test", "--package", "xtask", "--", "tidy::"], &[]),
         Some("loom") => loom(&rest),
         Some("bench") => bench(&rest),
         Some("fuzz") => fuzz(&rest),
