@@ -97,7 +97,7 @@ fn kind(e: &Error) -> &'static str {
 fn options(sync_always: bool) -> Options {
     Options::default()
         .segment_size(256)
-        .checkpoint_wal_size(1024)
+        .max_wal_size(1024)
         .max_value_len(MAX_VALUE)
         .background_compaction(false)
         .sync(if sync_always {

@@ -181,7 +181,7 @@ pub(crate) enum Command {
         target: PathBuf,
     },
     /// Check every file of the database (segments, hint files, WAL files,
-    /// the checkpoint marker) and every checksum, without changing
+    /// the CHECKPOINT marker) and every checksum, without changing
     /// anything.
     ///
     /// Each problem is printed with its file and offset; the exit code is 4
@@ -559,12 +559,12 @@ impl Session {
         }
         writeln!(
             w,
-            "checked {} files ({} segments, {} hint files, {} WAL files, {} checkpoint marker) and {} records ({} in segments, {} in the WAL): {} problems, {} warnings",
+            "checked {} files ({} segments, {} hint files, {} WAL files, {} CHECKPOINT marker) and {} records ({} in segments, {} in the WAL): {} problems, {} warnings",
             report.files_checked(),
             report.segments,
             report.hint_files,
             report.wal_files,
-            u8::from(report.checkpoint),
+            u8::from(report.marker),
             report.records_checked(),
             report.records,
             report.wal_records,

@@ -70,7 +70,7 @@ fn options() -> Options {
     Options::default()
         .sync(SyncPolicy::Always)
         .background_compaction(false)
-        .checkpoint_wal_size(1 << 30)
+        .max_wal_size(1 << 30)
 }
 
 /// Builds the crash image in `image`; returns the offset of the cut in the

@@ -2,13 +2,13 @@
 //!
 //! A background thread (`kv-compactor`) wakes every
 //! [`Options::compaction_interval`](crate::Options::compaction_interval) or
-//! when the writer checkpoints. It writes the hint files that sealed
+//! when the writer trims the WAL. It writes the hint files that sealed
 //! segments lack, then compacts the sealed segments whose dead share is at
 //! least [`Options::compaction_threshold`](crate::Options::compaction_threshold).
 //! [`Db::compact`](crate::Db::compact) runs a full compaction on the
 //! caller's thread. One compaction runs at a time.
 //!
-//! Only segments wholly before the last checkpoint are compacted: their
+//! Only segments wholly before the last marker are compacted: their
 //! records are durable and the WAL no longer holds them. Compacting newer
 //! ones could let a copy outlive, across a power loss, the WAL records
 //! before it: a hole in the history.
@@ -82,14 +82,14 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
     let set = shared.reader.segments();
     let present: Vec<u32> = set.iter().map(|s| s.id()).collect();
     let usage = shared.usage.snapshot(&present);
-    let limit = shared.checkpointed.load(Ordering::Acquire);
+    let limit = shared.marker_segment.load(Ordering::Acquire);
     let listed = shared.listed.lock().clone();
     let damaged = shared.damaged.lock().clone();
     let now = shared.time.now();
     let candidates: Vec<Arc<Segment>> = set
         .iter()
-        // Only segments a durable marker lists (see `Writer::checkpoint`),
-        // wholly before the checkpoint, and not known to be damaged.
+        // Only segments a durable marker lists (see `Writer::trim_wal`),
+        // wholly before its position, and not known to be damaged.
         .filter(|s| {
             s.is_sealed()
                 && s.id() < limit

@@ -29,9 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_channel::Sender;
 use kv_wal::Position;
 
-use crate::checkpoint::Checkpoint;
 use crate::fault::Faults;
 use crate::fs::{LOCK_FILE_NAME, WAL_DIR_NAME, sync_dir};
+use crate::marker::Marker;
 use crate::writer::Command;
 use crate::{Error, Result};
 
@@ -103,7 +103,7 @@ pub(crate) fn checkpoint(target: &Path, commands: &Sender<Command>, faults: &Fau
 /// WAL directory; everything synced.
 fn build(temp: &Path, commands: &Sender<Command>, faults: &Faults) -> Result<()> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    if commands.send(Command::Snapshot { reply: tx }).is_err() {
+    if commands.send(Command::PrepareCopy { reply: tx }).is_err() {
         return Err(Error::Closed);
     }
     let snapshot = rx.recv().map_err(|_| Error::Closed)??;
@@ -113,7 +113,7 @@ fn build(temp: &Path, commands: &Sender<Command>, faults: &Faults) -> Result<()>
     sync_dir(&wal)?;
     let mut segments: Vec<u32> = snapshot.segments.iter().map(|s| s.id()).collect();
     segments.push(segments_end.segment);
-    Checkpoint {
+    Marker {
         seq: snapshot.seq,
         segments_end,
         wal_from: Position::START,

@@ -79,12 +79,12 @@ impl Db {
     /// Opens the database in `path` with `options`, creating the directory
     /// if it is missing.
     ///
-    /// Recovery: segment data after the last checkpoint is discarded (the
+    /// Recovery: segment data after the last marker is discarded (the
     /// write-ahead log holds all of it); the segments are loaded into the
     /// index on two threads, each from its hint file if valid, else by a
     /// scan (for each key the record with the highest sequence number wins,
     /// and a tombstone removes the key); then the WAL is replayed from the
-    /// checkpoint, its torn tail (if any) cut off. Damage anywhere else is
+    /// marker, its torn tail (if any) cut off. Damage anywhere else is
     /// [`Error::Corruption`] naming the file and offset.
     ///
     /// # Errors
@@ -104,7 +104,7 @@ impl Db {
             usage,
             max_seq,
             any_expiry,
-            checkpointed,
+            marker_segment,
             live,
             replayed,
             stale_marker,
@@ -116,7 +116,7 @@ impl Db {
             reader: log.reader(),
             limits: Limits::with_max_value_len(options.max_value_len),
             usage: SegmentUsage::default(),
-            checkpointed: AtomicU32::new(checkpointed),
+            marker_segment: AtomicU32::new(marker_segment),
             listed: Mutex::new(live),
             damaged: Mutex::default(),
             control: Control::default(),
@@ -141,7 +141,7 @@ impl Db {
             // Make what was replayed durable in the segments, so the WAL
             // can be dropped; a new database gets its first marker, and one
             // that lists the wrong segments a true one.
-            writer.checkpoint()?;
+            writer.trim_wal()?;
         }
         let (commands, rx) = crossbeam_channel::bounded(options.max_group_size.max(1) * 4);
         let handle = std::thread::Builder::new()
@@ -409,7 +409,7 @@ impl Db {
     ///
     /// The copy holds every write acknowledged before the call, and is
     /// exactly the database as it was at one moment during it. The writer
-    /// seals the active segment and takes a checkpoint (the only moment
+    /// seals the active segment and trims the WAL (the only moment
     /// writers wait); then, on the caller's thread, sealed segments and
     /// their hint files are hard-linked into the copy (copied where a link
     /// cannot be made, as across file systems) while reads, writes and
@@ -435,9 +435,9 @@ impl Db {
         copy::checkpoint(dir.as_ref(), &self.commands, &Faults::new(&self.options))
     }
 
-    /// Compacts now: seals the active segment, takes a checkpoint, and
-    /// compacts every sealed segment that holds any dead bytes; then takes
-    /// another checkpoint, which empties the WAL, and writes the hint files
+    /// Compacts now: seals the active segment, trims the WAL, and compacts
+    /// every sealed segment that holds any dead bytes; then trims the WAL
+    /// again, which empties it, and writes the hint files
     /// that sealed segments lack. Runs on the caller's
     /// thread, without the rate limit, even while compaction is paused;
     /// reads and writes go on meanwhile. A background pass in progress is
@@ -450,7 +450,7 @@ impl Db {
     /// [`Error::Closed`].
     pub fn compact(&self) -> Result<CompactionReport> {
         let _running = self.shared.control.running.lock();
-        self.checkpoint_now(true)?;
+        self.trim_wal_now(true)?;
         let report = compactor::pass(
             &self.shared,
             PassOptions {
@@ -460,7 +460,7 @@ impl Db {
                 run_bytes: self.options.run_bytes(),
             },
         )?;
-        self.checkpoint_now(false)?;
+        self.trim_wal_now(false)?;
         compactor::write_missing_hints(&self.shared);
         Ok(report)
     }
@@ -477,11 +477,11 @@ impl Db {
         let _ = self.shared.wake_compactor.try_send(());
     }
 
-    /// Asks the writer to take a checkpoint now, sealing the active segment
+    /// Asks the writer to trim the WAL now, sealing the active segment
     /// first if `seal`.
-    fn checkpoint_now(&self, seal: bool) -> Result<()> {
+    fn trim_wal_now(&self, seal: bool) -> Result<()> {
         reply::call(|reply| {
-            let _ = self.commands.send(Command::Checkpoint { seal, reply });
+            let _ = self.commands.send(Command::TrimWal { seal, reply });
         })
     }
 
@@ -513,7 +513,7 @@ impl Db {
         });
         if handle.join().is_err() {
             return Err(Error::Poisoned {
-                reason: "the writer thread panicked".into(),
+                cause: "the writer thread panicked".into(),
             });
         }
         result

@@ -77,14 +77,14 @@ pub enum Error {
     /// The database was closed, or its writer thread has stopped.
     #[error("the database is closed")]
     Closed,
-    /// An earlier sync failed (or a failed write could not be taken back
-    /// out of the files), so the database refuses writes rather than risk
+    /// An earlier sync failed (or a failed write could not be discarded
+    /// from the files), so the database refuses writes rather than risk
     /// acknowledging data that may not be durable. Reads go on; reopen the
     /// database to recover.
-    #[error("the database refuses writes after an earlier failure: {reason}; reopen it to recover")]
+    #[error("the database refuses writes after an earlier failure: {cause}; reopen it to recover")]
     Poisoned {
         /// The failure that poisoned it.
-        reason: String,
+        cause: String,
     },
     /// A batch too large to be one write-ahead log record.
     #[error("the batch encodes to {len} bytes; the maximum is {max}; split it")]
@@ -136,7 +136,7 @@ impl From<kv_wal::Error> for Error {
                 path,
                 reason: format!("WAL format version {version} is not supported"),
             },
-            W::Poisoned { cause } => Error::Poisoned { reason: cause },
+            W::Poisoned { cause } => Error::Poisoned { cause },
             other => Error::Wal(other),
         }
     }
@@ -157,7 +157,7 @@ impl From<LogError> for Error {
             },
             LogError::BadSegmentHeader { path, reason } => Error::UnsupportedFile { path, reason },
             LogError::Format(e) => Error::from(e),
-            LogError::Poisoned { cause } => Error::Poisoned { reason: cause },
+            LogError::Poisoned { cause } => Error::Poisoned { cause },
             other => Error::Log(other),
         }
     }
@@ -220,8 +220,8 @@ impl Error {
             },
             Error::Locked { path } => Error::Locked { path: path.clone() },
             Error::Closed => Error::Closed,
-            Error::Poisoned { reason } => Error::Poisoned {
-                reason: reason.clone(),
+            Error::Poisoned { cause } => Error::Poisoned {
+                cause: cause.clone(),
             },
             Error::BatchTooLarge { len, max } => Error::BatchTooLarge {
                 len: *len,
@@ -275,7 +275,7 @@ mod tests {
             Error::Locked { path: path.clone() },
             Error::Closed,
             Error::Poisoned {
-                reason: "a sync failed".into(),
+                cause: "a sync failed".into(),
             },
             Error::BatchTooLarge { len: 300, max: 256 },
             Error::Log(LogError::SegmentIdsExhausted),

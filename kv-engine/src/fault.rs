@@ -2,7 +2,7 @@
 //! [`kv_wal::FaultInjector`] set in [`Options::faults`](crate::Options)
 //! counts and fails the file operations of the WAL, the segment log (its
 //! segments, compaction outputs and hint files, through a
-//! [`kv_log::FaultHook`]) and the checkpoint marker alike. Without the
+//! [`kv_log::FaultHook`]) and the marker alike. Without the
 //! feature, [`Faults::check`] is an empty inline function.
 
 use std::io;
@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::Options;
 
-/// A file operation the engine itself does (the checkpoint marker).
+/// A file operation the engine itself does (the marker).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Op {
     Write,

@@ -1,7 +1,7 @@
 //! The database directory itself: the fixed names in it (`LOCK`, `wal/`),
 //! creating it, locking it, and syncing a directory. What goes into the
 //! directory (segments, the WAL, the marker) is written elsewhere: kv-log,
-//! kv-wal and `checkpoint.rs`.
+//! kv-wal and `marker.rs`.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;

@@ -132,7 +132,7 @@ impl Iter {
     fn value(&self, key: &[u8], entry: Entry) -> Result<Option<Value>> {
         // The segment set was loaded before the shard was copied, so it
         // holds every segment the copy names, unless the segment was made
-        // (by a roll or a compaction) in between: then read the key as it
+        // (by a rotation or a compaction) in between: then read the key as it
         // is now, like `get`. An untouched key has the same value there.
         if let Some(segment) = self.held.as_ref().and_then(|set| set.get(entry.segment)) {
             return read_entry(segment, key, entry).map(|v| Some(Value::new(segment, v)));

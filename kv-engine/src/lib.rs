@@ -54,7 +54,6 @@
 #![forbid(unsafe_code)]
 
 mod batch;
-mod checkpoint;
 mod clock;
 mod compactor;
 mod copy;
@@ -63,6 +62,7 @@ mod error;
 mod fault;
 mod fs;
 mod iter;
+mod marker;
 mod options;
 mod recovery;
 mod reply;

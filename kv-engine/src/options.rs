@@ -51,12 +51,12 @@ pub struct Options {
     /// How a damaged tail of the write-ahead log is treated at open.
     /// Default [`RecoveryMode::TolerateCorruptedTail`].
     pub wal_recovery: RecoveryMode,
-    /// A checkpoint (segments synced, WAL dropped) is taken whenever the WAL
-    /// has grown by this many bytes, and at close. Default 64 MiB. Any value
-    /// is accepted; 0 takes a checkpoint after every group of writes, which
-    /// is correct but slow (each one syncs the segments and replaces the
-    /// marker).
-    pub checkpoint_wal_size: u64,
+    /// The WAL is trimmed (segments synced, a new marker written, WAL files
+    /// the segments now cover deleted) whenever it has grown by this many
+    /// bytes, and at close. Default 64 MiB. Any value is accepted; 0 trims
+    /// after every group of writes, which is correct but slow (each time
+    /// syncs the segments and replaces the marker).
+    pub max_wal_size: u64,
     /// Whether a background thread compacts on its own. Default true.
     pub background_compaction: bool,
     /// Background compaction takes a sealed segment once this share of its
@@ -69,7 +69,7 @@ pub struct Options {
     /// [`Db::compact`](crate::Db::compact) is not limited.
     pub compaction_rate: Option<u64>,
     /// How often the background thread looks for work, besides after every
-    /// checkpoint. Default 1 s. Refused below
+    /// WAL trim. Default 1 s. Refused below
     /// [`Options::MIN_COMPACTION_INTERVAL`] (1 ms), whether or not
     /// background compaction is on: a zero interval would spin the thread.
     pub compaction_interval: Duration,
@@ -79,7 +79,7 @@ pub struct Options {
     /// Makes chosen file operations fail, for tests (the `fail-points`
     /// feature): one injector counts the writes, syncs, renames and file
     /// creations of the WAL, the segments, compaction outputs, hint files
-    /// and the checkpoint marker.
+    /// and the marker.
     #[cfg(feature = "fail-points")]
     pub faults: Option<Arc<kv_wal::FaultInjector>>,
 }
@@ -92,7 +92,7 @@ impl Default for Options {
             max_group_size: 1024,
             sync: SyncPolicy::Always,
             wal_recovery: RecoveryMode::default(),
-            checkpoint_wal_size: 64 << 20,
+            max_wal_size: 64 << 20,
             background_compaction: true,
             compaction_threshold: 0.5,
             compaction_rate: None,
@@ -203,9 +203,9 @@ impl Options {
         self
     }
 
-    /// Sets [`Options::checkpoint_wal_size`].
-    pub fn checkpoint_wal_size(mut self, bytes: u64) -> Self {
-        self.checkpoint_wal_size = bytes;
+    /// Sets [`Options::max_wal_size`].
+    pub fn max_wal_size(mut self, bytes: u64) -> Self {
+        self.max_wal_size = bytes;
         self
     }
 

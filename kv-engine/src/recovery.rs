@@ -1,5 +1,5 @@
 //! Recovery: everything opening does before the writer and compactor
-//! threads start. It reads the checkpoint marker (refusing a directory that
+//! threads start. It reads the marker (refusing a directory that
 //! holds data without one), recovers the segments up to the marker's
 //! position (`Log::recover`), loads them into a new index on two threads
 //! (`load_segments`, with `Tally` counting the bytes each segment holds and
@@ -9,8 +9,8 @@
 //! `Writer` and the threads.
 //!
 //! It does not take the directory lock or create the directory (`fs.rs`,
-//! called by `db.rs` first), and it writes no marker: the checkpoint that
-//! makes the replay durable is the writer's, taken by `Db::open_with`.
+//! called by `db.rs` first), and it writes no marker: the marker that
+//! makes the replay durable is the writer's, written by `Db::open_with`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,9 +22,9 @@ use kv_index::{Entry, Index};
 use kv_log::{Location, Log, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment};
 use kv_wal::{Position, Wal};
 
-use crate::checkpoint::Checkpoint;
 use crate::fault::Faults;
 use crate::fs::WAL_DIR_NAME;
+use crate::marker::Marker;
 use crate::usage::Usage;
 use crate::writer::entry_for;
 use crate::{Error, Options, Result};
@@ -45,8 +45,8 @@ pub(crate) struct Recovered {
     pub(crate) max_seq: u64,
     /// Whether any record loaded has an expiry.
     pub(crate) any_expiry: bool,
-    /// The segment of the marker's position (`Shared::checkpointed`).
-    pub(crate) checkpointed: u32,
+    /// The segment of the marker's position (`Shared::marker_segment`).
+    pub(crate) marker_segment: u32,
     /// The segments there are now (`Shared::listed`).
     pub(crate) live: Vec<u32>,
     /// Records replayed from the WAL into the segments.
@@ -58,21 +58,21 @@ pub(crate) struct Recovered {
 /// Recovers the database in `dir`, which the caller has created and
 /// locked: see [`Recovered`] and `Db::open_with`.
 pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<Recovered> {
-    let checkpoint = Checkpoint::read(dir)?;
-    if checkpoint.is_none() {
+    let marker = Marker::read(dir)?;
+    if marker.is_none() {
         refuse_data_without_marker(dir)?;
     }
 
-    // 1. The segments, up to the last checkpoint: what they hold beyond
+    // 1. The segments, up to the last marker: what they hold beyond
     //    it may be incomplete, and the WAL has all of it. Every segment
     //    the marker lists must be there.
-    let checkpoint_seq = checkpoint.as_ref().map_or(0, |c| c.seq);
-    let durable = checkpoint.as_ref().map_or(
+    let marker_seq = marker.as_ref().map_or(0, |c| c.seq);
+    let durable = marker.as_ref().map_or(
         kv_log::Durable::at(LogPosition {
             segment: 1,
             offset: SEGMENT_HEADER_LEN as u64,
         }),
-        Checkpoint::durable,
+        Marker::durable,
     );
     let segments_end = durable.end;
     let mut log = Log::recover(
@@ -90,12 +90,12 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
         .sum();
     let index = Index::with_capacity(usize::try_from(hinted).unwrap_or(0));
     let mut tally = load_segments(&log.reader(), &index)?;
-    tally.max_seq = tally.max_seq.max(checkpoint_seq);
+    tally.max_seq = tally.max_seq.max(marker_seq);
 
-    // 2. The WAL after the checkpoint, applied to the segments.
+    // 2. The WAL after the marker, applied to the segments.
     let wal_dir = dir.join(WAL_DIR_NAME);
     let wal = Wal::open(&wal_dir, options.wal_options())?;
-    let mut replay = wal.read_from(checkpoint.as_ref().map_or(Position::START, |c| c.wal_from));
+    let mut replay = wal.read_from(marker.as_ref().map_or(Position::START, |c| c.wal_from));
     let mut payload = Vec::new();
     let mut replayed = 0u64;
     while let Some(position) = replay.next_into(&mut payload) {
@@ -108,7 +108,7 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
                 reason: format!("a WAL record holds a bad data record: {e}"),
             })?;
             let r = decoded.record;
-            if r.seq > checkpoint_seq {
+            if r.seq > marker_seq {
                 let loc = log.append_encoded(&payload[at..at + decoded.len])?;
                 tally.usage.entry(loc.segment).or_default().total += u64::from(loc.len);
                 tally.load(&index, loc, r.key, r.seq, r.expires_at, r.kind);
@@ -135,7 +135,7 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
     // A marker that does not list exactly the segments there are now (an
     // output finished after it, a superseded input removed, a version 1
     // marker) is replaced before compaction may take any of them.
-    let stale_marker = checkpoint
+    let stale_marker = marker
         .as_ref()
         .is_none_or(|c| c.segments.as_ref() != Some(&live));
 
@@ -146,7 +146,7 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
         usage,
         max_seq,
         any_expiry,
-        checkpointed: segments_end.segment,
+        marker_segment: segments_end.segment,
         live,
         replayed,
         stale_marker,
@@ -275,7 +275,7 @@ fn load_segments(reader: &LogReader, index: &Index) -> Result<Tally> {
         results.extend(helpers.into_iter().map(|h| {
             h.join().unwrap_or_else(|_| {
                 Err(Error::Poisoned {
-                    reason: "a loader thread panicked".into(),
+                    cause: "a loader thread panicked".into(),
                 })
             })
         }));
@@ -288,7 +288,7 @@ fn load_segments(reader: &LogReader, index: &Index) -> Result<Tally> {
     Ok(tally)
 }
 
-/// A directory without a checkpoint marker must hold no data: the engine
+/// A directory without a marker must hold no data: the engine
 /// writes a marker when it creates a database, so segments or WAL frames
 /// without one mean the marker was lost, and opening would take the
 /// database for an empty one (and cut its segments). Files a first open cut
@@ -296,7 +296,7 @@ fn load_segments(reader: &LogReader, index: &Index) -> Result<Tally> {
 fn refuse_data_without_marker(dir: &Path) -> Result<()> {
     match data_without_marker(dir)? {
         Some(reason) => Err(Error::Corruption {
-            path: dir.join(crate::checkpoint::CHECKPOINT_FILE_NAME),
+            path: dir.join(crate::marker::MARKER_FILE_NAME),
             offset: 0,
             reason,
         }),
@@ -304,7 +304,7 @@ fn refuse_data_without_marker(dir: &Path) -> Result<()> {
     }
 }
 
-/// Why a directory without a checkpoint marker cannot be a new database
+/// Why a directory without a marker cannot be a new database
 /// (the data files it holds), or `None` if it holds none.
 pub(crate) fn data_without_marker(dir: &Path) -> Result<Option<String>> {
     let io = |path: &Path| {
@@ -317,8 +317,8 @@ pub(crate) fn data_without_marker(dir: &Path) -> Result<Option<String>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let len = entry.metadata().map_err(io(&entry.path()))?.len();
-        if (kv_log::segment_id_of(name).is_some() && len > SEGMENT_HEADER_LEN as u64)
-            || kv_log::hint_segment_of(name).is_some()
+        if (kv_log::parse_segment_file_name(name).is_some() && len > SEGMENT_HEADER_LEN as u64)
+            || kv_log::parse_hint_file_name(name).is_some()
         {
             found.push(name.to_string());
         }
@@ -341,7 +341,7 @@ pub(crate) fn data_without_marker(dir: &Path) -> Result<Option<String>> {
     found.sort();
     let shown = found.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
     Ok(Some(format!(
-        "the checkpoint marker is missing, but the directory holds data ({shown}{}); \
+        "the CHECKPOINT marker is missing, but the directory holds data ({shown}{}); \
              without the marker it cannot be opened safely: restore the CHECKPOINT file",
         if found.len() > 3 {
             format!(" and {} more files", found.len() - 3)

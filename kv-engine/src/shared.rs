@@ -2,8 +2,8 @@
 //! share, and the read path it owns: finding a key's live entry, and reading
 //! and checking the record it names (checksum, key, sequence number).
 //!
-//! It does not write: appending, updating the index for callers and taking
-//! checkpoints are the writer's (`writer.rs`); compaction's changes are
+//! It does not write: appending, updating the index for callers and
+//! trimming the WAL are the writer's (`writer.rs`); compaction's changes are
 //! `compactor.rs`'s. Opening builds it (`db.rs`, from what `recovery.rs`
 //! found).
 
@@ -29,16 +29,16 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// Live and dead bytes per segment.
     pub(crate) usage: SegmentUsage,
-    /// The segment of the last checkpoint's position: every segment below
-    /// it holds only durable, checkpointed records.
-    pub(crate) checkpointed: AtomicU32,
+    /// The segment of the last marker's position: every segment below
+    /// it holds only durable, marker_segment records.
+    pub(crate) marker_segment: AtomicU32,
     /// The segments the last durable marker lists, in id order: the only
-    /// ones compaction may take (see `Writer::checkpoint`).
+    /// ones compaction may take (see `Writer::trim_wal`).
     pub(crate) listed: Mutex<Vec<u32>>,
     /// Segments compaction found damaged: it takes them no more.
     pub(crate) damaged: Mutex<std::collections::BTreeSet<u32>>,
     pub(crate) control: Control,
-    /// Wakes the compactor thread (after a checkpoint).
+    /// Wakes the compactor thread (after a marker).
     pub(crate) wake_compactor: Sender<()>,
     /// The time, for expiry.
     pub(crate) time: Monotonic,
@@ -64,7 +64,7 @@ impl Shared {
         f: impl FnOnce(&Arc<Segment>, &[u8]) -> T,
     ) -> Result<Option<T>> {
         // The segment set is loaded before the index entry: a segment the
-        // entry names is then in the set, unless it was added (a roll, or a
+        // entry names is then in the set, unless it was added (a rotation, or a
         // compaction output, whose id can be lower than the newest log
         // segment's) after the set was loaded: then the set has changed
         // since, and a fresh load finds it. Each retry means the set changed,

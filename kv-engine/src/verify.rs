@@ -1,6 +1,6 @@
 //! [`verify`]: a read-only check of every file of a database directory.
 //!
-//! It reads the checkpoint marker, every segment, every hint file and every
+//! It reads the marker, every segment, every hint file and every
 //! WAL file, checks every checksum, and reports each damaged place with its
 //! file and offset. It never takes the write path and never runs recovery:
 //! nothing is truncated, created or removed (no torn tail is cut, no
@@ -13,20 +13,20 @@ use std::path::{Path, PathBuf};
 
 use kv_format::decode;
 use kv_log::{
-    BadRegion, LogError, LogPosition, SEGMENT_HEADER_LEN, Segment, SegmentKind, hint_segment_of,
-    segment_file_name, segment_id_of,
+    BadRegion, LogError, LogPosition, SEGMENT_HEADER_LEN, Segment, SegmentKind,
+    parse_hint_file_name, parse_segment_file_name, segment_file_name,
 };
 
-use crate::checkpoint::{CHECKPOINT_FILE_NAME, Checkpoint};
 use crate::fs::{LOCK_FILE_NAME, WAL_DIR_NAME};
+use crate::marker::{MARKER_FILE_NAME, Marker};
 use crate::{Error, Result};
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VerifyReport {
-    /// Whether a checkpoint marker was found (and read).
-    pub checkpoint: bool,
+    /// Whether a marker was found (and read).
+    pub marker: bool,
     /// Segment files read.
     pub segments: u64,
     /// Hint files read.
@@ -45,7 +45,7 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Things that are not damage but that opening the database changes: a
     /// torn write at the end of the WAL or of segment data past the last
-    /// checkpoint (cut off at open; under the default sync policy nothing
+    /// marker (cut off at open; under the default sync policy nothing
     /// acknowledged is in it), temporary files left by an interrupted write,
     /// hint files whose segment is gone.
     pub warnings: Vec<Problem>,
@@ -53,9 +53,9 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     /// The number of files read: segments, hint files, WAL files and the
-    /// checkpoint marker.
+    /// marker.
     pub fn files_checked(&self) -> u64 {
-        self.segments + self.hint_files + self.wal_files + u64::from(self.checkpoint)
+        self.segments + self.hint_files + self.wal_files + u64::from(self.marker)
     }
 
     /// The number of records checked, in the segments and in the WAL.
@@ -108,7 +108,7 @@ fn problem(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> 
 /// elsewhere is [`Error::Locked`]. Damage is not an error: it is listed in
 /// [`VerifyReport::problems`].
 ///
-/// What is checked: the checkpoint marker's checksum; every segment's
+/// What is checked: the marker's checksum; every segment's
 /// header, and every record's checksum and framing (after a bad record the
 /// check resumes at the next valid one, so each damaged place is reported);
 /// that the segment the marker names exists and is long enough; every hint
@@ -149,8 +149,8 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
     let _lock = lock_if_present(dir)?;
     let mut report = VerifyReport::default();
 
-    // 1. The checkpoint marker.
-    let marker = match Checkpoint::read(dir) {
+    // 1. The marker.
+    let marker = match Marker::read(dir) {
         Ok(marker) => marker,
         Err(Error::Corruption {
             path,
@@ -163,16 +163,16 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
         Err(other) => return Err(other),
     };
     if marker.is_some() {
-        report.checkpoint = true;
-        report.bytes += file_len(&dir.join(CHECKPOINT_FILE_NAME))?;
+        report.marker = true;
+        report.bytes += file_len(&dir.join(MARKER_FILE_NAME))?;
     } else if !report.problems.is_empty() {
         // The marker is damaged (reported above).
     } else if let Some(reason) = crate::recovery::data_without_marker(dir)? {
         report
             .problems
-            .push(problem(dir.join(CHECKPOINT_FILE_NAME), 0, reason));
+            .push(problem(dir.join(MARKER_FILE_NAME), 0, reason));
     }
-    // Without a marker, opening treats the database as checkpointed at the
+    // Without a marker, opening treats the database as marker_segment at the
     // start of segment 1.
     let segments_end = marker.as_ref().map_or(
         LogPosition {
@@ -195,9 +195,9 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
         })?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = segment_id_of(name) {
+        if let Some(id) = parse_segment_file_name(name) {
             segments.insert(id, entry.path());
-        } else if let Some(id) = hint_segment_of(name) {
+        } else if let Some(id) = parse_hint_file_name(name) {
             hints.insert(id, entry.path());
         } else if name.ends_with(".tmp") {
             report.warnings.push(problem(
@@ -247,7 +247,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
                 report.problems.push(problem(
                     dir.join(segment_file_name(*id)),
                     0,
-                    "the segment is missing: the checkpoint marker lists it and no compaction output supersedes it",
+                    "the segment is missing: the CHECKPOINT marker lists it and no compaction output supersedes it",
                 ));
             }
         }
@@ -259,7 +259,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
                 dir.join(segment_file_name(segments_end.segment)),
                 0,
                 format!(
-                    "the segment is missing, but the checkpoint marker says {} bytes of it are durable",
+                    "the segment is missing, but the CHECKPOINT marker says {} bytes of it are durable",
                     segments_end.offset
                 ),
             ));
@@ -349,7 +349,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             report.problems.push(problem(
                 from,
                 0,
-                "the WAL file the checkpoint marker says replay starts from is missing",
+                "the WAL file the CHECKPOINT marker says replay starts from is missing",
             ));
         }
     }
@@ -357,7 +357,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
 }
 
 /// Checks a segment's records, and its hint file if it has one. Bad bytes
-/// in log segment data past the last checkpoint with nothing valid after
+/// in log segment data past the last marker with nothing valid after
 /// them are a torn write that opening cuts off (a warning); anything else is
 /// damage. A hint file must pass its own checks (checksum, header, entries
 /// within the segment), and its entries must be exactly the segment's
@@ -383,7 +383,7 @@ fn check_segment(
             segment.path(),
             segment.len(),
             format!(
-                "the file ends at {}, but the checkpoint marker says {} bytes are durable",
+                "the file ends at {}, but the CHECKPOINT marker says {} bytes are durable",
                 segment.len(),
                 segments_end.offset
             ),
@@ -477,7 +477,7 @@ fn check_segment(
                 segment.path(),
                 offset,
                 format!(
-                    "{reason}: {len} bytes at the end, past the last checkpoint (a torn write); \
+                    "{reason}: {len} bytes at the end, past the last marker (a torn write); \
                      opening the database cuts them off and replays the WAL"
                 ),
             ));

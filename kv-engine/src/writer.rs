@@ -20,8 +20,8 @@ use kv_log::{Location, Log};
 use kv_wal::Wal;
 
 use crate::batch::{BatchOp, WriteBatch};
-use crate::checkpoint::{Checkpoint, MarkerError};
 use crate::fault::Faults;
+use crate::marker::{Marker, MarkerError};
 use crate::reply::Reply;
 use crate::shared::Shared;
 use crate::usage::UsageDelta;
@@ -50,18 +50,20 @@ pub(crate) enum Command {
     Sync {
         reply: Reply,
     },
-    /// Take a checkpoint now, sealing the active segment first if `seal`
-    /// (so that compaction can reach everything written so far).
-    Checkpoint {
+    /// Write a marker and trim the WAL now, sealing the active segment
+    /// first if `seal` (so that compaction can reach everything written so
+    /// far).
+    TrimWal {
         seal: bool,
         reply: Reply,
     },
-    /// Seal the active segment, take a checkpoint, and send back the
-    /// sealed segments as of that moment (for `Db::checkpoint`).
-    Snapshot {
-        reply: crossbeam_channel::Sender<Result<Snapshot>>,
+    /// Seal the active segment, trim the WAL, and send back the sealed
+    /// segments as of that moment (for the on-disk copy,
+    /// `Db::checkpoint`).
+    PrepareCopy {
+        reply: crossbeam_channel::Sender<Result<CopySource>>,
     },
-    /// Commit, checkpoint and stop.
+    /// Commit, trim the WAL and stop.
     Close {
         reply: Reply,
     },
@@ -75,13 +77,13 @@ pub(crate) struct Writer {
     /// The sequence number the next record gets.
     next_seq: u64,
     max_group: usize,
-    /// A checkpoint is taken once the WAL has grown this much since the
-    /// last one.
-    checkpoint_bytes: u64,
-    /// WAL bytes appended since the last checkpoint.
+    /// The WAL is trimmed once it has grown this much since the last
+    /// marker.
+    max_wal_bytes: u64,
+    /// WAL bytes appended since the last marker.
     wal_bytes: u64,
     /// Set by the first failed sync (or failed write that could not be
-    /// taken back); every later write is refused.
+    /// discarded); every later write is refused.
     poisoned: Option<String>,
     /// The encoded records of the current group, back to back.
     buf: Vec<u8>,
@@ -89,9 +91,9 @@ pub(crate) struct Writer {
     faults: Faults,
 }
 
-/// The sealed segments as of a checkpoint, and the last sequence number
-/// they hold.
-pub(crate) struct Snapshot {
+/// What an on-disk copy copies: the sealed segments as of a marker, and
+/// the last sequence number they hold.
+pub(crate) struct CopySource {
     pub(crate) segments: Vec<Arc<kv_log::Segment>>,
     pub(crate) seq: u64,
 }
@@ -122,7 +124,7 @@ impl Writer {
             wal,
             next_seq,
             max_group: options.max_group_size.max(1),
-            checkpoint_bytes: options.checkpoint_wal_size,
+            max_wal_bytes: options.max_wal_size,
             wal_bytes: 0,
             poisoned: None,
             buf: Vec::new(),
@@ -165,25 +167,25 @@ impl Writer {
                         reply.send(self.sync());
                         next = rx.try_recv().ok();
                     }
-                    Command::Checkpoint { seal, reply } => {
+                    Command::TrimWal { seal, reply } => {
                         self.commit_group(&mut group);
                         let result = self.refusal().and_then(|()| {
                             if seal {
                                 self.log.seal_active()?;
                             }
-                            self.checkpoint()
+                            self.trim_wal()
                         });
                         if let Err(e) = &result {
-                            self.poison_if_unsafe(e);
+                            self.poison_unless_recoverable(e);
                         }
                         reply.send(result);
                         next = rx.try_recv().ok();
                     }
-                    Command::Snapshot { reply } => {
+                    Command::PrepareCopy { reply } => {
                         self.commit_group(&mut group);
-                        let result = self.snapshot();
+                        let result = self.prepare_copy();
                         if let Err(e) = &result {
-                            self.poison_if_unsafe(e);
+                            self.poison_unless_recoverable(e);
                         }
                         let _ = reply.send(result);
                         next = rx.try_recv().ok();
@@ -197,15 +199,15 @@ impl Writer {
             }
             self.commit_group(&mut group);
             self.sync_if_due();
-            if self.wal_bytes >= self.checkpoint_bytes
+            if self.wal_bytes >= self.max_wal_bytes
                 && self.poisoned.is_none()
-                && let Err(e) = self.checkpoint()
+                && let Err(e) = self.trim_wal()
             {
-                self.poison_if_unsafe(&e);
+                self.poison_unless_recoverable(&e);
             }
         }
         // Every `Db` handle is gone without a Close: still leave the files
-        // synced and checkpointed.
+        // synced and marker_segment.
         if let Err(e) = self.close() {
             log::error!("closing {} failed: {e}", self.dir.display());
         }
@@ -220,8 +222,8 @@ impl Writer {
 
     fn refusal(&self) -> Result<()> {
         match &self.poisoned {
-            Some(reason) => Err(Error::Poisoned {
-                reason: reason.clone(),
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.clone(),
             }),
             None => Ok(()),
         }
@@ -247,16 +249,16 @@ impl Writer {
 
     fn close(&mut self) -> Result<()> {
         self.refusal()?;
-        let result = self.checkpoint();
+        let result = self.trim_wal();
         if let Err(e) = &result {
             self.poison(e);
         }
         result
     }
 
-    /// Makes the segments durable, records that in the checkpoint marker,
+    /// Makes the segments durable, records that in the marker,
     /// and drops the WAL files the segments now cover.
-    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+    pub(crate) fn trim_wal(&mut self) -> Result<()> {
         self.log.sync()?;
         let segments_end = self.log.position();
         // Everything appended from here on goes to a new WAL file; the
@@ -268,7 +270,7 @@ impl Writer {
         // later marker lists it (`Shared::listed`), so a listed segment
         // that is gone at open is always named by an output that exists.
         let segments = self.log.reader().segments().live_ids();
-        Checkpoint {
+        Marker {
             seq: self.next_seq - 1,
             segments_end,
             wal_from,
@@ -279,27 +281,27 @@ impl Writer {
         .map_err(|e| self.marker_failed(e))?;
         self.wal.remove_before(wal_from)?;
         self.wal_bytes = 0;
-        // Every segment before this one is now checkpointed, and every
+        // Every segment before this one is now marker_segment, and every
         // listed one named by a durable marker: compaction may take them.
         *self.shared.listed.lock() = segments;
         self.shared
-            .checkpointed
+            .marker_segment
             .store(segments_end.segment, Ordering::Release);
         let _ = self.shared.wake_compactor.try_send(());
         Ok(())
     }
 
-    /// Seals, checkpoints and captures the sealed segments: every write
+    /// Seals, trims the WAL and captures the sealed segments: every write
     /// acknowledged so far is in them, durably. The capture is one load of
     /// the segment set, less the inputs of a compaction output that is
     /// already in it (between an output's `finish` and the retirement of
     /// its inputs the set holds both; the output has every live record of
-    /// them); an output holds only records of segments checkpointed before
+    /// them); an output holds only records of segments marker_segment before
     /// now.
-    fn snapshot(&mut self) -> Result<Snapshot> {
+    fn prepare_copy(&mut self) -> Result<CopySource> {
         self.refusal()?;
         self.log.seal_active()?;
-        self.checkpoint()?;
+        self.trim_wal()?;
         let active = self.log.position().segment;
         let set = self.log.reader().segments();
         let live = set.live_ids();
@@ -308,7 +310,7 @@ impl Writer {
             .filter(|s| s.id() != active && live.binary_search(&s.id()).is_ok())
             .cloned()
             .collect();
-        Ok(Snapshot {
+        Ok(CopySource {
             segments,
             seq: self.next_seq - 1,
         })
@@ -370,7 +372,7 @@ impl Writer {
             // Nothing of this group was made visible or acknowledged. Take
             // it back out of the files so that later writes can go on, or
             // refuse every later write if that is not safe.
-            if !self.take_back(wal_start, log_start) {
+            if !self.discard_group(wal_start, log_start) {
                 self.poison(&err);
             }
             for p in pending {
@@ -393,8 +395,8 @@ impl Writer {
     ///   writes): after a failed `fsync` the kernel may have dropped pages
     ///   that a retried `fsync` would report durable;
     /// - some of the group's records reached a segment and were made
-    ///   readable (the active segment rolled over in the middle of the
-    ///   group): they cannot be taken back while readers may map them;
+    ///   readable (the active segment rotated in the middle of the
+    ///   group): they cannot be discarded while readers may map them;
     /// - the WAL cannot be cut back to where the group began (it rotated
     ///   since, or cutting or syncing it failed).
     ///
@@ -404,7 +406,11 @@ impl Writer {
     /// syncs, so they cannot come back at the next open either. The index
     /// was not touched: it is updated only after every step succeeded.
     /// The sequence numbers the group took are not reused (a gap is fine).
-    fn take_back(&mut self, wal_start: kv_wal::Position, log_start: kv_log::LogPosition) -> bool {
+    fn discard_group(
+        &mut self,
+        wal_start: kv_wal::Position,
+        log_start: kv_log::LogPosition,
+    ) -> bool {
         if self.wal.poison_cause().is_some() || self.log.poison_cause().is_some() {
             return false;
         }
@@ -420,18 +426,18 @@ impl Writer {
         }
     }
 
-    /// After a failed checkpoint (or seal, or snapshot): poisons the
+    /// After a failed WAL trim (or seal, or copy preparation): poisons the
     /// database unless the failure left the files in a state it can go on
     /// from. A sync that failed has poisoned the WAL or the segment log
     /// (and a failed marker's directory sync poisons the database in
     /// `marker_failed`); every other failure (a write, rename or file
     /// creation refused, `ENOSPC` say) left the old marker in place and the
-    /// WAL whole, and a later checkpoint tries again.
-    fn poison_if_unsafe(&mut self, err: &Error) {
+    /// WAL whole, and a later trim tries again.
+    fn poison_unless_recoverable(&mut self, err: &Error) {
         if self.wal.poison_cause().is_some() || self.log.poison_cause().is_some() {
             self.poison(err);
         }
-        // Retry only after another checkpoint's worth of writes, not after
+        // Retry only after another trim's worth of writes, not after
         // every group.
         self.wal_bytes = 0;
     }

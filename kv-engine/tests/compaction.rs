@@ -246,7 +246,7 @@ fn background_compaction_reclaims_space_on_its_own() {
     let opts = Options::default()
         .sync(SyncPolicy::Never)
         .segment_size(16 << 10)
-        .checkpoint_wal_size(32 << 10)
+        .max_wal_size(32 << 10)
         .compaction_interval(std::time::Duration::from_millis(10))
         .compaction_rate(Some(50 << 20));
     let db = Db::open_with(dir.path(), opts).unwrap();

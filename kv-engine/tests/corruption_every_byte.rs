@@ -75,7 +75,7 @@ fn options() -> Options {
     // checkpoint interval, so that the last writes stay in the WAL.
     Options::default()
         .segment_size(512)
-        .checkpoint_wal_size(1 << 20)
+        .max_wal_size(1 << 20)
         .background_compaction(false)
 }
 

@@ -101,7 +101,7 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
     let options = Options::default()
         .sync(policy)
         .segment_size(8 << 10)
-        .checkpoint_wal_size(16 << 10)
+        .max_wal_size(16 << 10)
         .background_compaction(false);
     let db = Db::open_with(dir.path(), options.clone()).unwrap();
     let mut history = Vec::new();
@@ -412,7 +412,7 @@ fn checkpoints_drop_the_wal_and_reopen_is_exact() {
     let options = Options::default()
         .sync(SyncPolicy::Never)
         .segment_size(16 << 10)
-        .checkpoint_wal_size(8 << 10);
+        .max_wal_size(8 << 10);
     let db = Db::open_with(dir.path(), options.clone()).unwrap();
     let mut model = HashMap::new();
     for i in 0..3_000u32 {

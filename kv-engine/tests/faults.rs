@@ -94,7 +94,7 @@ fn options(faults: &Arc<FaultInjector>) -> Options {
     let mut options = Options::default()
         .sync(SyncPolicy::Always)
         .segment_size(4 << 10)
-        .checkpoint_wal_size(6 << 10)
+        .max_wal_size(6 << 10)
         // The background thread would make the operation count depend on
         // timing; `Db::compact` covers compaction deterministically.
         .background_compaction(false);

@@ -86,7 +86,7 @@ fn kill9_child() {
     let options = Options::default()
         .sync(SyncPolicy::Always)
         .segment_size(if compacting { 2 << 10 } else { 16 << 10 })
-        .checkpoint_wal_size(4 << 10)
+        .max_wal_size(4 << 10)
         .compaction_interval(std::time::Duration::from_millis(5));
     let db = std::sync::Arc::new(Db::open_with(&dir, options).unwrap());
     if compacting {

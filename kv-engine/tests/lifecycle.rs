@@ -203,7 +203,7 @@ fn a_missing_wal_file_is_reported_at_open() {
 #[test]
 fn an_emptied_wal_directory_is_reported_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_with(dir.path(), options().checkpoint_wal_size(u64::MAX)).unwrap();
+    let db = Db::open_with(dir.path(), options().max_wal_size(u64::MAX)).unwrap();
     db.put(b"a", b"1").unwrap();
     // Crash image with records only in the WAL, then the WAL is lost.
     let image = tempfile::tempdir().unwrap();
@@ -229,7 +229,7 @@ fn a_reactivated_segment_keeps_no_stale_hint() {
     let small = || {
         options()
             .segment_size(1024)
-            .checkpoint_wal_size(u64::MAX)
+            .max_wal_size(u64::MAX)
             .background_compaction(true)
             .compaction_interval(std::time::Duration::from_millis(5))
     };

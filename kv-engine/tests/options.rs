@@ -147,7 +147,7 @@ fn defaults_and_edge_values_are_accepted() {
     assert!(Options::default().validate().is_ok());
     // 0: a checkpoint after every group (slow, but correct).
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_with(dir.path(), quiet().checkpoint_wal_size(0)).unwrap();
+    let db = Db::open_with(dir.path(), quiet().max_wal_size(0)).unwrap();
     for i in 0..10u32 {
         db.put(&i.to_le_bytes(), b"v").unwrap();
     }

@@ -421,7 +421,7 @@ fn readers_writers_compaction_checkpoints_and_iteration_at_once() {
     let options = Options::default()
         .sync(SyncPolicy::Never)
         .segment_size(32 << 10)
-        .checkpoint_wal_size(64 << 10)
+        .max_wal_size(64 << 10)
         .compaction_threshold(0.3)
         .compaction_interval(Duration::from_millis(20));
     let db = Db::open_with(&path, options.clone()).unwrap();

@@ -116,7 +116,7 @@ fn a_clean_database_verifies_clean_and_nothing_changes() {
     let report = verify(dir.path()).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    assert!(report.checkpoint);
+    assert!(report.marker);
     assert!(report.segments >= 2, "{report:?}");
     assert!(report.hint_files >= 1, "{report:?}");
     assert!(report.wal_files >= 1, "{report:?}");
@@ -254,7 +254,7 @@ fn a_flipped_byte_in_the_checkpoint_marker_is_reported() {
     let marker = dir.path().join("CHECKPOINT");
     flip(&marker, 30);
     let report = verify(dir.path()).unwrap();
-    assert!(!report.checkpoint);
+    assert!(!report.marker);
     assert!(
         report
             .problems

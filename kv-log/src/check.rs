@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use kv_format::{Limits, Record, decode_with_limits};
 
-use crate::format::{
-    HINT_ENTRY_LEN, HINT_HEADER_LEN, parse_hint_file_name, parse_segment_file_name,
-};
+use crate::format::{HINT_ENTRY_LEN, HINT_HEADER_LEN, parse_segment_file_name};
 use crate::recover::read_segment_header;
 use crate::resync::{Next, next_valid_record};
 use crate::segment::parse_hint_entry;
@@ -212,17 +210,6 @@ impl Segment {
     }
 }
 
-/// Whether `name` is a segment file's name (`0000000001.seg`); its id if so.
-pub fn segment_id_of(name: &str) -> Option<u32> {
-    parse_segment_file_name(name)
-}
-
-/// Whether `name` is a hint file's name (`0000000001.hint`); its segment's
-/// id if so.
-pub fn hint_segment_of(name: &str) -> Option<u32> {
-    parse_hint_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -230,7 +217,7 @@ mod tests {
     use kv_format::RecordKind;
 
     use super::*;
-    use crate::{Log, LogOptions, SEGMENT_HEADER_LEN, segment_file_name};
+    use crate::{Log, LogOptions, SEGMENT_HEADER_LEN};
 
     /// A log with one sealed segment of `n` records (and a hint file) and
     /// an active one; returns the sealed segment's path and record
@@ -337,9 +324,6 @@ mod tests {
         let other = dir.path().join("segment.bin");
         fs::write(&other, b"x").unwrap();
         assert!(Segment::open_read_only(&other).is_err());
-        assert_eq!(segment_id_of(&segment_file_name(4)), Some(4));
-        assert_eq!(hint_segment_of("0000000004.hint"), Some(4));
-        assert_eq!(hint_segment_of("0000000004.seg"), None);
     }
 
     #[test]

@@ -68,8 +68,9 @@ pub fn segment_file_name(id: u32) -> String {
     format!("{id:010}.{SEGMENT_EXTENSION}")
 }
 
-/// Parses a segment file name back into its id.
-pub(crate) fn parse_segment_file_name(name: &str) -> Option<u32> {
+/// Whether `name` is a segment file's name (`0000000001.seg`); its id if
+/// so.
+pub fn parse_segment_file_name(name: &str) -> Option<u32> {
     parse_numbered(name, ".seg")
 }
 
@@ -230,7 +231,9 @@ pub fn hint_file_name(id: u32) -> String {
     format!("{id:010}.hint")
 }
 
-pub(crate) fn parse_hint_file_name(name: &str) -> Option<u32> {
+/// Whether `name` is a hint file's name (`0000000001.hint`); its
+/// segment's id if so.
+pub fn parse_hint_file_name(name: &str) -> Option<u32> {
     parse_numbered(name, ".hint")
 }
 

@@ -95,7 +95,7 @@ mod types;
 #[cfg(all(test, loom))]
 mod loom;
 
-pub use check::{BadRegion, HintDamage, HintEntry, HintFile, hint_segment_of, segment_id_of};
+pub use check::{BadRegion, HintDamage, HintEntry, HintFile};
 pub use copy::copy_segments;
 pub use error::LogError;
 #[cfg(feature = "fail-points")]
@@ -103,7 +103,7 @@ pub use fault::{FaultHook, FileOp};
 pub use format::{
     DEFAULT_SEGMENT_SIZE, HINT_MAGIC, HINT_VERSION, MAX_SEGMENT_SIZE, MAX_SUPERSEDES,
     SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentKind,
-    hint_file_name, segment_file_name,
+    hint_file_name, parse_hint_file_name, parse_segment_file_name, segment_file_name,
 };
 pub use log::Log;
 pub use options::LogOptions;

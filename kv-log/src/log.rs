@@ -1,5 +1,5 @@
 //! The writer's side of the segment log: [`Log`] appends, flushes, syncs,
-//! rolls over to a new segment, and is poisoned by a failed sync. Opening
+//! rotates to a new segment, and is poisoned by a failed sync. Opening
 //! it (`Log::recover`) is in `recover.rs`.
 
 use std::fs::File;
@@ -31,7 +31,7 @@ pub struct Log {
     pub(crate) pending: Vec<u8>,
     /// Why the log refuses writes: a sync failed (a retried `fsync` can
     /// report success for pages the kernel dropped), or a failed write
-    /// could not be cut off again.
+    /// could not be discarded.
     pub(crate) poisoned: Option<String>,
 }
 
@@ -108,7 +108,7 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// A record that cannot be encoded, or an I/O error while rolling over.
+    /// A record that cannot be encoded, or an I/O error while rotating.
     pub fn append(&mut self, record: &Record<'_>) -> Result<Location> {
         self.append_with(record.encoded_len(), |buf| {
             kv_format::encode(record, buf).map(drop)
@@ -122,7 +122,7 @@ impl Log {
     /// # Errors
     ///
     /// [`LogError::Format`] if `encoded` is not exactly one valid record;
-    /// an I/O error while rolling over.
+    /// an I/O error while rotating.
     pub fn append_encoded(&mut self, encoded: &[u8]) -> Result<Location> {
         // Checking the header (not the checksum, which the caller computed)
         // keeps a wrong length from ever reaching a segment.
@@ -155,7 +155,7 @@ impl Log {
         if end + len > self.active.capacity()
             || (has_records && end + len > self.options.segment_size)
         {
-            self.roll(len)?;
+            self.rotate(len)?;
             end = self.end();
         }
         write(&mut self.pending)?;
@@ -192,7 +192,7 @@ impl Log {
     ///
     /// [`LogError::Poisoned`]; [`LogError::Io`] from the write. The
     /// buffered records are then dropped and were never readable, and
-    /// whatever part of them reached the file is cut off again (made
+    /// whatever part of them reached the file is discarded (made
     /// durable by the next sync), so the log is as before and takes later
     /// appends. If the cut fails, the log is poisoned.
     pub fn flush(&mut self) -> Result<()> {
@@ -258,7 +258,7 @@ impl Log {
     }
 
     /// The id the next new segment will get. A caller that records it
-    /// durably (the engine's checkpoint marker) and passes it back to
+    /// durably (the engine's marker) and passes it back to
     /// [`Log::recover`] makes sure ids are never reused, even after the
     /// segments with the highest ids are gone.
     pub fn next_segment_id(&self) -> u32 {
@@ -276,14 +276,14 @@ impl Log {
         if self.end() == self.active.data_start() {
             return Ok(());
         }
-        self.roll(0)
+        self.rotate(0)
     }
 
     /// Seals the active segment and begins a new one with room for a record
     /// of `next_len` bytes. If the new segment cannot be created before it
     /// is renamed into place, the active one stays active (flushed and
     /// synced); a failed sync poisons the log.
-    fn roll(&mut self, next_len: u64) -> Result<()> {
+    fn rotate(&mut self, next_len: u64) -> Result<()> {
         self.sync()?;
         let id = self.shared.allocate_id()?;
         let capacity = self

@@ -102,7 +102,7 @@ fn a_retired_segment_stays_readable_to_its_holders_and_its_file_goes_at_retireme
     });
 }
 
-/// The writer rolls over to a new segment while compaction finishes an
+/// The writer rotates to a new segment while compaction finishes an
 /// output and retires its input, and a reader loads the set: each sees a
 /// set in id order that lost no change of the others.
 #[test]

@@ -263,7 +263,7 @@ fn superseded_ids(found: &[Found]) -> HashSet<u32> {
 ///
 /// This is enough because a compaction output takes as inputs only
 /// segments that existed at the caller's last record (they are below its
-/// checkpoint), and is itself taken as an input only after a later record
+/// position), and is itself taken as an input only after a later record
 /// lists it: so a segment of the record that is gone is named by a header
 /// that exists.
 fn check_present(dir: &Path, found: &[Found], expected: &[u32]) -> Result<()> {
@@ -278,7 +278,7 @@ fn check_present(dir: &Path, found: &[Found], expected: &[u32]) -> Result<()> {
             path: dir.join(segment_file_name(id)),
             offset: 0,
             reason: format!(
-                "the segment is missing{}: the last checkpoint lists it and no compaction output supersedes it",
+                "the segment is missing{}: the last marker lists it and no compaction output supersedes it",
                 if others > 0 {
                     format!(" (and {others} more segments)")
                 } else {
@@ -341,7 +341,7 @@ fn remove_orphan_hints(dir: &Path, found: &[Found]) -> Result<bool> {
 
 /// Removes every log segment after `end` and cuts segment `end.segment` to
 /// `end.offset`, syncing what it changed. Compaction outputs are kept: they
-/// only ever hold records from before a checkpoint. Returns whether it
+/// only ever hold records from before the caller's last record. Returns whether it
 /// removed a file.
 fn discard_after(
     dir: &Path,
@@ -355,7 +355,7 @@ fn discard_after(
         .filter(|f| f.header.kind == SegmentKind::Log && f.id > end.segment)
     {
         log::info!(
-            "removing {}: it begins after the last checkpoint",
+            "removing {}: it begins after the last marker",
             f.path.display()
         );
         fs::remove_file(&f.path).map_err(|e| LogError::io(&f.path, e))?;
@@ -376,7 +376,7 @@ fn discard_after(
         if !found.iter().any(|f| f.header.kind == SegmentKind::Log)
             && end.offset == SEGMENT_HEADER_LEN as u64
         {
-            // A checkpoint of an empty log, taken before its first segment
+            // A record of an empty log, made before its first segment
             // existed on disk: nothing is missing.
             return Ok(removed);
         }
@@ -384,7 +384,7 @@ fn discard_after(
             path: dir.join(segment_file_name(end.segment)),
             offset: 0,
             reason: format!(
-                "the segment is missing, but the last checkpoint says {} bytes of it are durable",
+                "the segment is missing, but the last marker says {} bytes of it are durable",
                 end.offset
             ),
         });
@@ -394,14 +394,14 @@ fn discard_after(
             path: f.path.clone(),
             offset: f.len,
             reason: format!(
-                "the file ends at {}, but the last checkpoint says {} bytes are durable",
+                "the file ends at {}, but the last marker says {} bytes are durable",
                 f.len, end.offset
             ),
         });
     }
     if f.len > end.offset {
         log::info!(
-            "cutting {} to the last checkpoint: {} bytes after offset {} are replayed from the write-ahead log",
+            "cutting {} to the last marker: {} bytes after offset {} are replayed from the write-ahead log",
             f.path.display(),
             f.len - end.offset,
             end.offset

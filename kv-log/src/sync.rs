@@ -6,7 +6,7 @@
 //! What loom checks here is reference counting and publication: a reader
 //! that loaded the segment set keeps its segments (and their files) until
 //! it lets go, and reads the bytes it expects from them even after their
-//! files are unlinked at retirement; concurrent changes of the set (a roll,
+//! files are unlinked at retirement; concurrent changes of the set (a rotation,
 //! a compaction output, a retirement) lose none of each other. So `Arc` is
 //! loom's too: it models the counts and the ordering a last drop gets.
 //!

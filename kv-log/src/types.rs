@@ -28,8 +28,7 @@ pub struct LogPosition {
 }
 
 /// What a caller with a write-ahead log of its own recorded about the
-/// segment log when it last made it durable (the engine's checkpoint
-/// marker): [`Log::recover`] discards what lies beyond it and checks that
+/// segment log when it last made it durable (the engine's marker): [`Log::recover`] discards what lies beyond it and checks that
 /// nothing before it went missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Durable {

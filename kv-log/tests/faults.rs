@@ -53,7 +53,7 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_failed_write_is_cut_off_and_the_log_goes_on() {
+fn a_failed_write_is_discarded_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let switch = Arc::new(Switch::default());
     let mut log = Log::open(dir.path(), options(&switch), |_, _| {}).unwrap();

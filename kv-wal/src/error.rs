@@ -11,7 +11,7 @@ use thiserror::Error;
 pub enum Error {
     /// An I/O operation on a WAL file or directory failed. A failed sync
     /// also poisons the [`Wal`](crate::Wal) (later writes return
-    /// [`Error::Poisoned`]); a failed write is rolled back and does not.
+    /// [`Error::Poisoned`]); a failed write is discarded and does not.
     #[error("I/O error on {path}: {source}")]
     Io {
         /// The file or directory the operation was on.
@@ -73,7 +73,7 @@ pub enum Error {
         /// The path the missing file should have.
         path: PathBuf,
     },
-    /// An earlier sync failed (or a failed write could not be rolled back),
+    /// An earlier sync failed (or a failed write could not be discarded),
     /// so the WAL refuses to write or sync again: retrying could acknowledge
     /// records the operating system has already dropped ("fsyncgate").
     #[error(

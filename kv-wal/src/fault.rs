@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 #[cfg_attr(not(feature = "fail-points"), allow(unreachable_pub, dead_code))]
 pub enum FaultOp {
     /// A write of bytes to a file (a WAL flush, a file header, a segment
-    /// append, a hint file, the checkpoint marker).
+    /// append, a hint file, the marker).
     Write,
     /// An `fsync`/`fdatasync` of a file or a directory.
     Sync,
@@ -125,11 +125,11 @@ struct State {
 /// [`WalOptions::with_faults`](crate::WalOptions::with_faults), and any
 /// other code that calls [`FaultInjector::check`] before its own
 /// operations (the kv engine attaches one injector to its WAL, its segment
-/// files and its checkpoint marker, so one count covers them all).
+/// files and its marker, so one count covers them all).
 ///
 /// For the WAL that is every frame write (one per flush), every file
 /// header write, every data sync (one per commit or sync that has
-/// something to sync, one per rotation, one per rolled-back write), every
+/// something to sync, one per rotation, one per discarded write), every
 /// directory sync, and the temporary-file creation and rename of every new
 /// file.
 ///

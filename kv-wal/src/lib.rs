@@ -63,10 +63,10 @@
 //! the directory. A failed sync poisons the [`Wal`]: it is never retried (a
 //! retried `fsync` can report success for pages the kernel has already
 //! dropped), and every later write returns [`Error::Poisoned`]. A failed
-//! write (`ENOSPC`, say) is rolled back instead: the file is cut back to
+//! write (`ENOSPC`, say) is discarded instead: the file is cut back to
 //! the end of the last frame written before it and synced, the records of
 //! that write are dropped unacknowledged, and later writes go on once the
-//! cause clears. If the rollback fails, the `Wal` is poisoned.
+//! cause clears. If discarding it fails, the `Wal` is poisoned.
 //!
 //! # Recovery
 //!

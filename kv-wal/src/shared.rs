@@ -82,7 +82,7 @@ impl SharedWal {
     /// alone. Otherwise, if the group commit fails, every caller in the
     /// group gets the failure ([`Error::Io`] the first time) and the record
     /// is not acknowledged. After a failed write the group's records are
-    /// taken back (see [`Wal::flush`]) and later calls go on; after a failed
+    /// discarded (see [`Wal::flush`]) and later calls go on; after a failed
     /// sync the `Wal` is poisoned and later calls get [`Error::Poisoned`].
     pub fn append(&self, payload: &[u8]) -> Result<Position> {
         check_payload_len(payload.len(), self.max_record_len)?;
@@ -195,7 +195,7 @@ impl SharedWal {
     }
 
     /// Why the `Wal` refuses to write, if an earlier sync failed (or a
-    /// failed write could not be rolled back).
+    /// failed write could not be discarded).
     pub fn poison_cause(&self) -> Option<String> {
         self.wal.lock().poison_cause().map(str::to_owned)
     }

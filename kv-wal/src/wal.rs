@@ -91,10 +91,10 @@ struct ActiveFile {
 ///
 /// A failed sync poisons the `Wal`: every later `append`, `flush`, `sync`,
 /// `commit` and `rotate` returns [`Error::Poisoned`]. Reopening it recovers
-/// what reached the disk. A failed write (a full disk, say) is rolled back
+/// what reached the disk. A failed write (a full disk, say) is discarded
 /// instead: the file is cut back to the end of the last frame written
 /// before it and synced, the records of the failed write are dropped, and
-/// later writes go on; only if the rollback fails is the `Wal` poisoned.
+/// later writes go on; only if discarding it fails is the `Wal` poisoned.
 ///
 /// Dropping a `Wal` does no I/O: records appended but not flushed are
 /// discarded (they were never acknowledged). [`Wal::close`] flushes and
@@ -110,7 +110,7 @@ pub struct Wal {
     /// When the oldest write not yet synced was made.
     unsynced_since: Option<Instant>,
     /// Why the `Wal` refuses to write, after a failed sync or a failed
-    /// write that could not be rolled back.
+    /// write that could not be discarded.
     poisoned: Option<String>,
     /// The test seam of the `fail-points` feature; a no-op without it.
     faults: Faults,
@@ -281,7 +281,7 @@ impl Wal {
     /// records are then dropped (none of them is acknowledged) and the file
     /// is cut back to where the write began and synced, so that no part of
     /// them can come back at the next open; the `Wal` takes later writes.
-    /// If that rollback fails too, the `Wal` is poisoned.
+    /// If discarding it fails too, the `Wal` is poisoned.
     pub fn flush(&mut self) -> Result<()> {
         self.check_poisoned()?;
         if self.buf.is_empty() {
@@ -292,7 +292,7 @@ impl Wal {
             self.shrink_buffer();
             let path = self.active.path.clone();
             let written = self.active.written;
-            return match self.roll_back_to(written) {
+            return match self.discard_written_after(written) {
                 Ok(()) => {
                     log::warn!(
                         "write to WAL file {} failed ({source}); its records were dropped \
@@ -301,11 +301,11 @@ impl Wal {
                     );
                     Err(Error::Io { path, source })
                 }
-                Err(rollback) => Err(self.poison(
+                Err(discard) => Err(self.poison(
                     "write",
                     io::Error::new(
                         source.kind(),
-                        format!("{source}, and cutting the file back failed: {rollback}"),
+                        format!("{source}, and cutting the file back failed: {discard}"),
                     ),
                 )),
             };
@@ -339,7 +339,7 @@ impl Wal {
     /// Cuts the active file back to `len` bytes (at or after the header,
     /// at most what was written), positions it there and syncs it, so that
     /// nothing written after `len` can come back at the next open.
-    fn roll_back_to(&mut self, len: u64) -> io::Result<()> {
+    fn discard_written_after(&mut self, len: u64) -> io::Result<()> {
         let file = &mut self.active.file;
         file.set_len(len)?;
         file.seek(SeekFrom::Start(len))?;
@@ -374,7 +374,7 @@ impl Wal {
         }
         if position.file != self.active.number || position.offset < FILE_HEADER_LEN as u64 {
             let error = Error::InvalidOptions(format!(
-                "cannot take back the records after {position}: the log has moved on to file {}",
+                "cannot discard the records after {position}: the log has moved on to file {}",
                 self.active.number
             ));
             self.poison_with(error.to_string());
@@ -386,7 +386,7 @@ impl Wal {
             return Ok(());
         }
         self.buf.clear();
-        if let Err(source) = self.roll_back_to(position.offset) {
+        if let Err(source) = self.discard_written_after(position.offset) {
             return Err(self.poison("cutting back", source));
         }
         Ok(())
@@ -397,7 +397,7 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`]; [`Error::Io`] if the write fails (rolled back as
+    /// [`Error::Poisoned`]; [`Error::Io`] if the write fails (discarded as
     /// [`Wal::flush`] says) or the sync fails, which poisons the `Wal`.
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
@@ -484,7 +484,7 @@ impl Wal {
     /// # Errors
     ///
     /// [`Error::Poisoned`]; [`Error::Io`] if any step fails. A failed flush
-    /// is rolled back as [`Wal::flush`] says. A failure before the new file
+    /// is discarded as [`Wal::flush`] says. A failure before the new file
     /// is renamed into place removes the temporary file and leaves the log
     /// as it was (the old file stays active). A failed sync, of the old
     /// file or of the directory after the rename, poisons the `Wal`.
@@ -526,7 +526,7 @@ impl Wal {
     /// file numbered below `position.file`, except the active one), syncs
     /// the directory, and returns how many were deleted.
     ///
-    /// Use it after a checkpoint: once everything before `position` is
+    /// Use it after a marker: once everything before `position` is
     /// safe elsewhere, replay starts at `position`.
     ///
     /// # Errors
@@ -625,7 +625,7 @@ impl Wal {
     }
 
     /// Why the `Wal` refuses to write, if an earlier sync failed (or a
-    /// failed write could not be rolled back).
+    /// failed write could not be discarded).
     pub fn poison_cause(&self) -> Option<&str> {
         self.poisoned.as_deref()
     }

@@ -66,7 +66,7 @@ fn a_failed_sync_poisons_the_wal() {
 }
 
 #[test]
-fn a_failed_write_is_rolled_back_and_later_writes_go_on() {
+fn a_failed_write_is_discarded_and_later_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let (options, faults) = with_faults(SyncPolicy::Never);
     let mut wal = Wal::open(dir.path(), options).unwrap();
@@ -112,7 +112,7 @@ fn a_failed_write_is_rolled_back_and_later_writes_go_on() {
 }
 
 #[test]
-fn a_failed_rollback_sync_poisons_the_wal() {
+fn a_failed_sync_while_discarding_poisons_the_wal() {
     let dir = tempfile::tempdir().unwrap();
     let (options, faults) = with_faults(SyncPolicy::Never);
     let mut wal = Wal::open(dir.path(), options).unwrap();

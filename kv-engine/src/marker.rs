@@ -1,4 +1,4 @@
-//! The checkpoint marker: which prefix of the history the segments hold
+//! The marker: which prefix of the history the segments hold
 //! durably, and where in the write-ahead log recovery resumes.
 
 use std::fs::{self, File, OpenOptions};
@@ -13,7 +13,7 @@ use crate::fault::{Faults, Op};
 use crate::{Error, Result};
 
 /// The marker's file name in the database directory.
-pub(crate) const CHECKPOINT_FILE_NAME: &str = "CHECKPOINT";
+pub(crate) const MARKER_FILE_NAME: &str = "CHECKPOINT";
 const TEMP_NAME: &str = "CHECKPOINT.tmp";
 
 // Format (version 2): { magic [u8; 8] | version u16 | reserved u16
@@ -71,9 +71,9 @@ impl From<MarkerError> for Error {
     }
 }
 
-/// What a checkpoint made durable.
+/// What a marker makes durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Checkpoint {
+pub(crate) struct Marker {
     /// Every record with a sequence number up to this is in the segments,
     /// durably, before `segments_end`.
     pub(crate) seq: u64,
@@ -102,7 +102,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(x)
 }
 
-impl Checkpoint {
+impl Marker {
     /// What `kv_log::Log::recover` needs of the marker.
     pub(crate) fn durable(&self) -> kv_log::Durable {
         kv_log::Durable {
@@ -133,7 +133,7 @@ impl Checkpoint {
         b
     }
 
-    fn decode(b: &[u8]) -> std::result::Result<Checkpoint, DecodeError> {
+    fn decode(b: &[u8]) -> std::result::Result<Marker, DecodeError> {
         use DecodeError::{Damaged, Unsupported};
         if b.len() < V1_MARKER_LEN {
             return Err(Damaged(format!(
@@ -152,7 +152,7 @@ impl Checkpoint {
         // Checked after the checksum, so that a damaged version byte reads
         // as damage and only a marker written as a later version as one.
         let version = u16::from_le_bytes([b[VERSION_OFFSET], b[VERSION_OFFSET + 1]]);
-        let fixed = |next_segment_id, segments| Checkpoint {
+        let fixed = |next_segment_id, segments| Marker {
             seq: u64_at(b, SEQ_OFFSET),
             segments_end: LogPosition {
                 segment: u32_at(b, SEGMENT_OFFSET),
@@ -183,14 +183,14 @@ impl Checkpoint {
                 Ok(fixed(u32_at(b, NEXT_ID_OFFSET), Some(ids)))
             }
             other => Err(Unsupported(format!(
-                "checkpoint marker format version {other} is not supported (this build reads versions 1 and {VERSION})"
+                "marker format version {other} is not supported (this build reads versions 1 and {VERSION})"
             ))),
         }
     }
 
     /// Reads the marker in `dir`; `None` if there is none yet.
-    pub(crate) fn read(dir: &Path) -> Result<Option<Checkpoint>> {
-        let path = dir.join(CHECKPOINT_FILE_NAME);
+    pub(crate) fn read(dir: &Path) -> Result<Option<Marker>> {
+        let path = dir.join(MARKER_FILE_NAME);
         let io = |source| Error::Io {
             path: path.clone(),
             source,
@@ -206,7 +206,7 @@ impl Checkpoint {
                 path,
                 offset: 0,
                 reason: format!(
-                    "the checkpoint marker is damaged: it is {len} bytes, more than a marker can be"
+                    "the CHECKPOINT marker is damaged: it is {len} bytes, more than a marker can be"
                 ),
             });
         }
@@ -214,11 +214,11 @@ impl Checkpoint {
         std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io)?;
         // The marker is replaced atomically, so any damage is corruption,
         // never a torn write.
-        Checkpoint::decode(&bytes).map(Some).map_err(|e| match e {
+        Marker::decode(&bytes).map(Some).map_err(|e| match e {
             DecodeError::Damaged(reason) => Error::Corruption {
                 path,
                 offset: 0,
-                reason: format!("the checkpoint marker is damaged: {reason}"),
+                reason: format!("the CHECKPOINT marker is damaged: {reason}"),
             },
             DecodeError::Unsupported(reason) => Error::UnsupportedFile { path, reason },
         })
@@ -229,7 +229,7 @@ impl Checkpoint {
     /// temporary file and leaves the old marker in place.
     pub(crate) fn write(&self, dir: &Path, faults: &Faults) -> Result<(), MarkerError> {
         let tmp = dir.join(TEMP_NAME);
-        let path = dir.join(CHECKPOINT_FILE_NAME);
+        let path = dir.join(MARKER_FILE_NAME);
         let bytes = self.encode();
         (|| {
             faults.check(Op::Create, &tmp)?;
@@ -266,8 +266,8 @@ impl Checkpoint {
 mod tests {
     use super::*;
 
-    fn sample() -> Checkpoint {
-        Checkpoint {
+    fn sample() -> Marker {
+        Marker {
             seq: 123_456,
             segments_end: LogPosition {
                 segment: 7,
@@ -284,14 +284,14 @@ mod tests {
         let cp = sample();
         let bytes = cp.encode();
         assert_eq!(bytes.len(), IDS_OFFSET + 4 * 4 + 8);
-        assert_eq!(Checkpoint::decode(&bytes), Ok(cp));
+        assert_eq!(Marker::decode(&bytes), Ok(cp));
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;
-            assert!(Checkpoint::decode(&bad).is_err(), "flip at {i}");
+            assert!(Marker::decode(&bad).is_err(), "flip at {i}");
         }
         for cut in 0..bytes.len() {
-            assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(Marker::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
 
         // A later version with a matching checksum is not damage.
@@ -301,7 +301,7 @@ mod tests {
         let sum = xxh3_64(&v3[..body]);
         v3[body..].copy_from_slice(&sum.to_le_bytes());
         assert!(matches!(
-            Checkpoint::decode(&v3),
+            Marker::decode(&v3),
             Err(DecodeError::Unsupported(reason)) if reason.contains("version 3")
         ));
     }
@@ -322,10 +322,10 @@ mod tests {
         let sum = xxh3_64(&v1);
         v1.extend_from_slice(&sum.to_le_bytes());
         assert_eq!(v1.len(), V1_MARKER_LEN);
-        let cp = Checkpoint::decode(&v1).unwrap();
+        let cp = Marker::decode(&v1).unwrap();
         assert_eq!(
             cp,
-            Checkpoint {
+            Marker {
                 next_segment_id: 0,
                 segments: None,
                 ..sample()
@@ -336,8 +336,8 @@ mod tests {
     #[test]
     fn written_marker_is_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Checkpoint::read(dir.path()).unwrap(), None);
-        let cp = Checkpoint {
+        assert_eq!(Marker::read(dir.path()).unwrap(), None);
+        let cp = Marker {
             seq: 9,
             segments_end: LogPosition {
                 segment: 1,
@@ -348,9 +348,9 @@ mod tests {
             segments: Some(vec![1]),
         };
         cp.write(dir.path(), &Faults::default()).unwrap();
-        assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(cp));
+        assert_eq!(Marker::read(dir.path()).unwrap(), Some(cp));
         assert!(!dir.path().join(TEMP_NAME).exists());
-        fs::write(dir.path().join(CHECKPOINT_FILE_NAME), b"junk").unwrap();
-        assert!(Checkpoint::read(dir.path()).unwrap_err().is_corruption());
+        fs::write(dir.path().join(MARKER_FILE_NAME), b"junk").unwrap();
+        assert!(Marker::read(dir.path()).unwrap_err().is_corruption());
     }
 }
