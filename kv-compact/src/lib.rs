@@ -8,7 +8,7 @@
 //! - a tombstone is copied only if the key is still absent and the caller's
 //!   [`Policy`] says an older record of the key may still exist in a
 //!   segment outside the run (the rule that keeps a deleted key from coming
-//!   back, which Bitcask got wrong for years);
+//!   back);
 //! - a put the index points at that [`Policy::is_expired`] says has expired
 //!   is taken out of the index, and written as a tombstone (same key and
 //!   sequence number) if the same rule says an older record may exist

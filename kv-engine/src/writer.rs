@@ -525,9 +525,8 @@ fn apply_records(shared: &Shared, buf: &[u8], applied: &[(Range<usize>, Location
         // These bytes were encoded by this thread a moment ago, so the
         // header is read without verifying the checksum again.
         let bytes = &buf[range.clone()];
-        let Ok(header) = decode_header(bytes, &kv_format::Limits::default()) else {
-            continue;
-        };
+        let header = decode_header(bytes, &kv_format::Limits::default())
+            .expect("kv-engine: the writer decodes only records it has just encoded");
         let key = &bytes[HEADER_LEN..HEADER_LEN + usize::from(header.key_len)];
         usage.appended(loc.segment, loc.len, header.seq, header.expires_at);
         match header.kind() {

@@ -163,13 +163,13 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> 
     if read_u64(h, CHECKSUM_OFFSET) != xxh3_64(&h[..CHECKSUM_OFFSET]) {
         return Err(Damaged("the header checksum does not match".into()));
     }
-    let version = u16::from_le_bytes([h[VERSION_OFFSET], h[VERSION_OFFSET + 1]]);
+    let version = read_u16(h, VERSION_OFFSET);
     if version != SEGMENT_VERSION {
         return Err(Unsupported(format!(
             "segment format version {version} is not supported (this build reads version {SEGMENT_VERSION})"
         )));
     }
-    let flags = u16::from_le_bytes([h[FLAGS_OFFSET], h[FLAGS_OFFSET + 1]]);
+    let flags = read_u16(h, FLAGS_OFFSET);
     let kind = match flags {
         0 => SegmentKind::Log,
         FLAG_COMPACTED => SegmentKind::Compacted,
@@ -222,7 +222,13 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> 
 pub const HINT_MAGIC: [u8; 8] = *b"KVHINTS\0";
 /// The hint file format version this build writes and reads.
 pub const HINT_VERSION: u16 = 1;
-pub(crate) const HINT_HEADER_LEN: usize = 8 + 2 + 2 + 4 + 8 + 8;
+const HINT_VERSION_OFFSET: usize = HINT_MAGIC.len();
+const HINT_RESERVED_OFFSET: usize = HINT_VERSION_OFFSET + size_of::<u16>();
+const HINT_ID_OFFSET: usize = HINT_RESERVED_OFFSET + size_of::<u16>();
+const HINT_SEGMENT_LEN_OFFSET: usize = HINT_ID_OFFSET + size_of::<u32>();
+const HINT_COUNT_OFFSET: usize = HINT_SEGMENT_LEN_OFFSET + size_of::<u64>();
+pub(crate) const HINT_HEADER_LEN: usize = HINT_COUNT_OFFSET + size_of::<u64>();
+const _: () = assert!(HINT_HEADER_LEN == 32);
 pub(crate) const HINT_ENTRY_LEN: usize = 2 + 1 + 1 + 4 + 4 + 8 + 8;
 pub(crate) const HINT_FLAG_TOMBSTONE: u8 = 1;
 
@@ -239,11 +245,11 @@ pub fn parse_hint_file_name(name: &str) -> Option<u32> {
 
 pub(crate) fn encode_hint_header(id: u32, segment_len: u64, count: u64) -> [u8; HINT_HEADER_LEN] {
     let mut h = [0u8; HINT_HEADER_LEN];
-    h[..8].copy_from_slice(&HINT_MAGIC);
-    h[8..10].copy_from_slice(&HINT_VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&id.to_le_bytes());
-    h[16..24].copy_from_slice(&segment_len.to_le_bytes());
-    h[24..32].copy_from_slice(&count.to_le_bytes());
+    h[..HINT_VERSION_OFFSET].copy_from_slice(&HINT_MAGIC);
+    h[HINT_VERSION_OFFSET..HINT_RESERVED_OFFSET].copy_from_slice(&HINT_VERSION.to_le_bytes());
+    h[HINT_ID_OFFSET..HINT_SEGMENT_LEN_OFFSET].copy_from_slice(&id.to_le_bytes());
+    h[HINT_SEGMENT_LEN_OFFSET..HINT_COUNT_OFFSET].copy_from_slice(&segment_len.to_le_bytes());
+    h[HINT_COUNT_OFFSET..HINT_HEADER_LEN].copy_from_slice(&count.to_le_bytes());
     h
 }
 
@@ -252,14 +258,18 @@ pub(crate) fn decode_hint_header(h: &[u8]) -> Result<(u32, u64, u64), String> {
     let Some(h) = h.get(..HINT_HEADER_LEN) else {
         return Err("the file is shorter than its header".into());
     };
-    if h[..8] != HINT_MAGIC {
+    if h[..HINT_VERSION_OFFSET] != HINT_MAGIC {
         return Err("the magic bytes are wrong".into());
     }
-    let version = u16::from_le_bytes([h[8], h[9]]);
+    let version = read_u16(h, HINT_VERSION_OFFSET);
     if version != HINT_VERSION {
         return Err(format!("hint format version {version} is not supported"));
     }
-    Ok((read_u32(h, 12), read_u64(h, 16), read_u64(h, 24)))
+    Ok((
+        read_u32(h, HINT_ID_OFFSET),
+        read_u64(h, HINT_SEGMENT_LEN_OFFSET),
+        read_u64(h, HINT_COUNT_OFFSET),
+    ))
 }
 
 pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
