@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask ci`: the one CI definition, which `.ci/run` calls:
 //!   formatting (the workspace, kv-bench and fuzz), clippy with warnings
-//!   denied (all targets, and the libraries without `fail-points`), the
+//!   denied (all targets, the libraries without `fail-points`, and the fuzz
+//!   targets), the
 //!   libraries' docs with warnings denied, and the test suite.
 //! - `cargo xtask bench [--quick] [--with-rocksdb] [--engines kv,redb]
 //!   [--seed N] [--update-benchmarks-md]`: builds kv-bench (its own
@@ -13,6 +14,9 @@
 //!   `bench-results/latest.json` and the generated part of BENCHMARKS.md.
 //! - `cargo xtask bench --render DIR [--update-benchmarks-md]`: renders an
 //!   earlier run's results.json again.
+//! - `cargo xtask lint-bench`: clippy with warnings denied in `kv-bench/`.
+//!   Not part of `ci`, because it compiles the peer engines (fjall, redb,
+//!   LMDB), which the test command never builds.
 //! - `cargo xtask tidy`: the tidy checks of the source tree (`src/tidy.rs`,
 //!   `#[test]`s that also run with `cargo test --workspace`).
 //! - `cargo xtask loom [ARGS]`: the loom models of the concurrency
@@ -46,7 +50,9 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci     fmt check, clippy -D warnings (also without fail-points), docs -D warnings, tests
+  ci     fmt check, clippy -D warnings (also without fail-points, and fuzz/), docs -D warnings,
+         tidy and the tests
+  lint-bench  clippy -D warnings in kv-bench/ (compiles the peer engines, so not in ci)
   tidy   the tidy checks of the source tree (doc comments, file names in docs/format.md, ...)
   loom   the loom models (kv-index seqlock, kv-log segment retirement):
            cargo xtask loom [TEST-NAME-FILTER] [-- --nocapture]
@@ -66,6 +72,7 @@ fn main() -> Result<()> {
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
         Some("ci") => ci(),
+        Some("lint-bench") => clippy_of("kv-bench/Cargo.toml"),
         Some("tidy") => cargo(&["test", "--package", "xtask", "--", "tidy::"], &[]),
         Some("loom") => loom(&rest),
         Some("bench") => bench(&rest),
@@ -112,12 +119,33 @@ fn ci() -> Result<()> {
         &["clippy", "--workspace", "--lib", "--", "-D", "warnings"],
         &[],
     )?;
+    // The fuzz targets (their own workspace; libFuzzer builds with the
+    // machine's C++ compiler). kv-bench is left to `lint-bench`: it would
+    // compile the peer engines.
+    clippy_of("fuzz/Cargo.toml")?;
     // The libraries' docs, with broken links and bad markup refused.
     cargo_with_env(
         &["doc", "--workspace", "--no-deps", "--lib"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     cargo(&["test", "--workspace"], &[])
+}
+
+/// Clippy with warnings denied, every target, in the workspace of
+/// `manifest` (one kept out of the root workspace).
+fn clippy_of(manifest: &str) -> Result<()> {
+    cargo(
+        &[
+            "clippy",
+            "--manifest-path",
+            manifest,
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )
 }
 
 /// The crates with loom models, each in `src/loom.rs`.
