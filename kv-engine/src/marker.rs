@@ -279,6 +279,41 @@ mod tests {
         }
     }
 
+    /// Golden bytes: `sample()` as a version 2 marker. Computed once by
+    /// running the encoder, then checked by hand against the CHECKPOINT
+    /// table of docs/format.md: each field at the offset the table gives,
+    /// little-endian, and the checksum over every byte before it (also
+    /// checked with the reference `xxhsum -H3`). Changing the format must
+    /// change these bytes, docs/format.md and the version together.
+    #[rustfmt::skip]
+    const GOLDEN_MARKER: [u8; 80] = [
+        0x4b, 0x56, 0x43, 0x48, 0x4b, 0x50, 0x4e, 0x54, // 0..8   magic "KVCHKPNT"
+        0x02, 0x00,                                     // 8..10  version 2
+        0x00, 0x00,                                     // 10..12 reserved
+        0x07, 0x00, 0x00, 0x00,                         // 12..16 segment 7
+        0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 16..24 segment_offset 4096
+        0x40, 0xe2, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, // 24..32 seq 123,456
+        0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 32..40 wal_file 3
+        0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 40..48 wal_offset 16
+        0x09, 0x00, 0x00, 0x00,                         // 48..52 next_segment_id 9
+        0x04, 0x00, 0x00, 0x00,                         // 52..56 segment_count 4
+        0x02, 0x00, 0x00, 0x00,                         // 56..60 segment id 2
+        0x05, 0x00, 0x00, 0x00,                         // 60..64 segment id 5
+        0x07, 0x00, 0x00, 0x00,                         // 64..68 segment id 7
+        0x08, 0x00, 0x00, 0x00,                         // 68..72 segment id 8
+        0x06, 0xdd, 0x6b, 0x42, 0xf9, 0x4c, 0xe5, 0x01, // 72..80 checksum of 0..72
+    ];
+
+    #[test]
+    fn the_version_2_marker_is_frozen() {
+        assert_eq!(sample().encode(), GOLDEN_MARKER);
+        assert_eq!(Marker::decode(&GOLDEN_MARKER), Ok(sample()));
+        assert_eq!(
+            GOLDEN_MARKER[72..],
+            xxh3_64(&GOLDEN_MARKER[..72]).to_le_bytes()
+        );
+    }
+
     #[test]
     fn round_trips_and_rejects_every_flipped_byte() {
         let cp = sample();

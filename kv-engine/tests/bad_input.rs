@@ -17,10 +17,13 @@
 //! "As it was" is checked two ways: a failed open changes no byte of any
 //! file, and the database, reopened, equals the model.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{all_files, contents, files_with_suffix};
 use kv_engine::{Db, Error, Options, WriteBatch};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -61,49 +64,13 @@ fn populated(dir: &Path) -> Model {
 }
 
 fn assert_equals_model(db: &Db, model: &Model, when: &str) {
-    let mut keys: Vec<Vec<u8>> = db.keys().collect();
-    keys.sort();
-    assert_eq!(
-        keys,
-        model.keys().cloned().collect::<Vec<_>>(),
-        "{when}: the keys"
-    );
-    for (k, v) in model {
-        assert_eq!(db.get(k).unwrap().as_ref(), Some(v), "{when}: {k:?}");
-    }
+    assert_eq!(&contents(db, when), model, "{when}");
 }
 
 fn reopen_equals_model(dir: &Path, model: &Model, when: &str) {
     let db = Db::open_with(dir, options()).unwrap();
     assert_equals_model(&db, model, when);
     db.close().unwrap();
-}
-
-/// Every file under `dir` and its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
-}
-
-fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(suffix))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -294,7 +261,7 @@ fn a_read_only_directory_is_an_io_error_and_changes_nothing() {
     // An existing database whose directory and files are read-only.
     let dir = scratch.path().join("db");
     let model = populated(&dir);
-    let before = snapshot(&dir);
+    let before = all_files(&dir);
     chmod_tree(&dir, 0o555, 0o444);
     match Db::open_with(&dir, options()) {
         Err(Error::Io { source, .. }) => {
@@ -307,7 +274,7 @@ fn a_read_only_directory_is_an_io_error_and_changes_nothing() {
         other => panic!("expected Io, got {other:?}"),
     }
     chmod_tree(&dir, 0o755, 0o644);
-    assert_eq!(snapshot(&dir), before, "a failed open changed the files");
+    assert_eq!(all_files(&dir), before, "a failed open changed the files");
     reopen_equals_model(&dir, &model, "after a read-only open");
 }
 
@@ -347,7 +314,7 @@ fn as_future_version(mut bytes: Vec<u8>, layout: &Layout) -> Vec<u8> {
 type FindFile = fn(&Path) -> PathBuf;
 
 fn first_segment(dir: &Path) -> PathBuf {
-    files_ending(dir, ".seg").remove(0)
+    files_with_suffix(dir, ".seg").remove(0)
 }
 
 fn checkpoint_marker(dir: &Path) -> PathBuf {
@@ -355,7 +322,7 @@ fn checkpoint_marker(dir: &Path) -> PathBuf {
 }
 
 fn wal_file(dir: &Path) -> PathBuf {
-    files_ending(&dir.join(kv_engine::WAL_DIR_NAME), ".wal").remove(0)
+    files_with_suffix(&dir.join(kv_engine::WAL_DIR_NAME), ".wal").remove(0)
 }
 
 #[test]
@@ -404,7 +371,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
         let original = std::fs::read(&path).unwrap();
         let later = as_future_version(original.clone(), &layout);
         std::fs::write(&path, &later).unwrap();
-        let before = snapshot(dir.path());
+        let before = all_files(dir.path());
         match Db::open_with(dir.path(), options()) {
             Err(Error::UnsupportedFile { path: p, reason }) => {
                 assert_eq!(p, path, "{what}: the error names the file");
@@ -414,7 +381,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
             other => panic!("{what} of a later version: expected UnsupportedFile, got {other:?}"),
         }
         assert_eq!(
-            snapshot(dir.path()),
+            all_files(dir.path()),
             before,
             "{what}: a failed open changed the files"
         );
@@ -425,7 +392,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
     // A hint file is a cache: one of a later version is ignored (its
     // segment is scanned), and the database opens and reads right.
     // Hint: version u16 at 8, checksum in the last 8 bytes.
-    let hint = files_ending(dir.path(), ".hint").remove(0);
+    let hint = files_with_suffix(dir.path(), ".hint").remove(0);
     let original = std::fs::read(&hint).unwrap();
     let layout = Layout {
         version_at: 8,

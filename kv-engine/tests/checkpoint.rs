@@ -1,11 +1,13 @@
 //! `Db::checkpoint`: a copy of the database as of one moment, opened as a
 //! database of its own, taken while writers and compaction run.
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::contents;
 use kv_engine::{Db, Error, Options, SyncPolicy};
 
 fn options() -> Options {
@@ -14,15 +16,6 @@ fn options() -> Options {
         .segment_size(16 << 10)
         .compaction_interval(Duration::from_millis(2))
         .compaction_threshold(0.3)
-}
-
-fn contents(db: &Db) -> HashMap<Vec<u8>, Vec<u8>> {
-    db.iter()
-        .map(|item| {
-            let (k, v) = item.unwrap();
-            (k, v.to_vec())
-        })
-        .collect()
 }
 
 #[test]
@@ -41,14 +34,14 @@ fn a_checkpoint_opens_as_the_database_at_that_moment_and_both_go_on_alone() {
     db.compact().unwrap();
     // Some data only in the active segment and the WAL.
     db.put(b"late", b"in the active segment").unwrap();
-    let expected = contents(&db);
+    let expected = contents(&db, "the source before the checkpoint");
 
     db.checkpoint(&target).unwrap();
     db.put(b"after", b"not in the copy").unwrap();
     db.delete(b"late").unwrap();
 
     let copy = Db::open_with(&target, options()).unwrap();
-    assert_eq!(contents(&copy), expected);
+    assert_eq!(contents(&copy, "the checkpoint"), expected);
     assert_eq!(copy.get(b"after").unwrap(), None);
 
     // The copy shares sealed segment files with the source by hard link:
@@ -283,7 +276,7 @@ fn concurrent_checkpoints_to_one_target_never_mix() {
             }
 
             let copy = Db::open_with(&target, options().background_compaction(false)).unwrap();
-            let contents = contents(&copy);
+            let contents = contents(&copy, &format!("round {round}"));
             assert_eq!(contents.len(), KEYS as usize, "round {round}");
             let versions: std::collections::BTreeSet<&Vec<u8>> = contents.values().collect();
             assert_eq!(

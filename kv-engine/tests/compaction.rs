@@ -1,11 +1,14 @@
 //! Compaction: space reclaimed, every value still there, readers never
 //! miss, deleted keys never come back, hint files fall back when damaged.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use common::files_with_suffix;
 use kv_engine::{Db, Options, SyncPolicy, WAL_DIR_NAME};
 
 fn dir_size(dir: &Path) -> u64 {
@@ -210,12 +213,7 @@ fn a_damaged_hint_file_falls_back_to_the_segment_scan() {
     }
     db.compact().unwrap();
     db.close().unwrap();
-    let mut hints: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "hint"))
-        .collect();
-    hints.sort();
+    let hints = files_with_suffix(dir.path(), ".hint");
     assert!(!hints.is_empty(), "compaction wrote no hint file");
     let hint = &hints[0];
     let good = std::fs::read(hint).unwrap();
@@ -259,16 +257,7 @@ fn background_compaction_reclaims_space_on_its_own() {
     // that it happens, not how fast.
     let mut waited = 0;
     loop {
-        let segments = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "seg")
-            })
-            .count();
+        let segments = files_with_suffix(dir.path(), ".seg").len();
         if segments < 15 {
             break;
         }
@@ -315,13 +304,10 @@ fn a_tombstone_outlives_the_older_records_of_its_key() {
     db.close().unwrap();
     // The segments holding the victim: its put's (segment 1) and its
     // tombstone's, which must be another one for the test to mean anything.
-    let mut holding: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+    let holding: Vec<_> = files_with_suffix(dir.path(), ".seg")
+        .into_iter()
         .filter(|p| std::fs::read(p).unwrap().windows(6).any(|w| w == b"victim"))
         .collect();
-    holding.sort();
     assert_eq!(
         holding.len(),
         2,
@@ -369,18 +355,7 @@ fn compacting_an_idle_database_again_and_again_leaves_no_empty_segments() {
     for i in 0..100 {
         db.put(&key(i), &value(i, 0)).unwrap();
     }
-    let count = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "seg")
-            })
-            .count()
-    };
+    let count = || files_with_suffix(dir.path(), ".seg").len();
     db.compact().unwrap();
     let after_first = count();
     for _ in 0..20 {

@@ -1,19 +1,12 @@
 //! Damaged files: a torn last record is cut off; damage elsewhere is a typed
 //! corruption error, never wrong data.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use kv_engine::{Db, Error, Options};
+use std::path::Path;
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
-}
+use common::{crash_image, files_with_suffix};
+use kv_engine::{Db, Error, Options, WAL_DIR_NAME};
 
 fn options() -> Options {
     // Background compaction off: these tests damage files by hand and copy
@@ -33,33 +26,6 @@ fn fill(dir: &Path, n: u32) {
         .unwrap();
     }
     db.close().unwrap();
-}
-
-/// Copies a database directory while its `Db` is still open: the files as
-/// a process killed at this moment would leave them.
-fn crash_image(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            crash_image(&path, &target);
-        } else if let Err(e) = std::fs::copy(&path, &target) {
-            // A file deleted while the directory is copied is one a crash
-            // at this moment would not have left either.
-            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
-        }
-    }
-}
-
-fn wal_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir.join(kv_engine::WAL_DIR_NAME))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    v.sort();
-    v
 }
 
 fn cut(path: &Path, bytes: u64) {
@@ -92,7 +58,9 @@ fn crashed_fill(image: &Path) {
 fn torn_last_wal_record_is_cut_and_the_rest_reads_back() {
     let image = tempfile::tempdir().unwrap();
     crashed_fill(image.path());
-    let wal = wal_files(image.path()).pop().unwrap();
+    let wal = files_with_suffix(&image.path().join(WAL_DIR_NAME), ".wal")
+        .pop()
+        .unwrap();
     cut(&wal, 10);
     // The segments hold all 300 records past the checkpoint; they are
     // discarded, and the WAL is the truth.
@@ -114,7 +82,7 @@ fn torn_last_wal_record_is_cut_and_the_rest_reads_back() {
 fn torn_segment_tail_after_the_checkpoint_is_replayed_from_the_wal() {
     let image = tempfile::tempdir().unwrap();
     crashed_fill(image.path());
-    let last = segments(image.path()).pop().unwrap();
+    let last = files_with_suffix(image.path(), ".seg").pop().unwrap();
     cut(&last, 10);
     let db = Db::open_with(image.path(), options()).unwrap();
     assert_eq!(db.len(), 300);
@@ -132,7 +100,7 @@ fn truncated_segment_before_the_checkpoint_is_corruption() {
     fill(dir.path(), 300);
     // close() took a checkpoint: the whole segment was synced, so a short
     // file is damage, not a torn write.
-    let last = segments(dir.path()).pop().unwrap();
+    let last = files_with_suffix(dir.path(), ".seg").pop().unwrap();
     cut(&last, 10);
     match Db::open_with(dir.path(), options()) {
         Err(Error::Corruption { path, .. }) => assert_eq!(path, last),
@@ -144,7 +112,7 @@ fn truncated_segment_before_the_checkpoint_is_corruption() {
 fn flipped_byte_in_an_older_segment_fails_open_with_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 300);
-    let segs = segments(dir.path());
+    let segs = files_with_suffix(dir.path(), ".seg");
     assert!(segs.len() >= 3);
     let victim = &segs[1];
     let mut bytes = std::fs::read(victim).unwrap();
@@ -168,7 +136,7 @@ fn damage_after_open_is_a_read_error_not_wrong_data() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 300);
     let db = Db::open_with(dir.path(), options()).unwrap();
-    let first = segments(dir.path()).remove(0);
+    let first = files_with_suffix(dir.path(), ".seg").remove(0);
     // Flip the last byte of the first record's value through the file: the
     // mapped segment sees it, and the read must catch it.
     let mut bytes = std::fs::read(&first).unwrap();

@@ -48,6 +48,8 @@
 //! corruption_every_byte -- --nocapture` shows it). Scratch copies go to
 //! `/dev/shm` where it exists, since every open syncs.
 
+mod common;
+
 use std::alloc::System;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,6 +57,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::{copy_dir, crash_image, is_compaction_output, scratch_dir};
 use kv_engine::{Db, Error, Options, RecoveryMode, WriteBatch};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -120,38 +123,10 @@ struct Fixture {
     last_frame: u64,
 }
 
-fn scratch_root() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    let builder = {
-        let mut b = tempfile::Builder::new();
-        b.prefix("kv-corruption-");
-        b
-    };
-    if shm.is_dir()
-        && let Ok(dir) = builder.tempdir_in(shm)
-    {
-        return dir;
-    }
-    builder.tempdir().unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
 /// Builds the database: see the module docs. Deterministic: the same
 /// writes in the same order, no background thread.
 fn build() -> Fixture {
-    let root = scratch_root();
+    let root = scratch_dir();
     let live = root.path().join("live");
     let mut model = Model::new();
     let mut keys = Vec::new();
@@ -212,7 +187,7 @@ fn build() -> Fixture {
     let dir = root.path().join("pristine");
     // Every write was acknowledged, so it has reached the operating system:
     // a copy taken now is what kill -9 would leave.
-    copy_dir(&live, &dir);
+    crash_image(&live, &dir);
     drop(db);
     std::fs::remove_dir_all(&live).unwrap();
     for i in (0..34).chain(40..48) {
@@ -238,8 +213,7 @@ fn build() -> Fixture {
             } else if name.ends_with(".wal") {
                 Kind::Wal
             } else if name.ends_with(".seg") {
-                // docs/format.md: flags u16 at 10, bit 0 = compaction output.
-                if bytes[10] & 1 == 1 {
+                if is_compaction_output(&bytes) {
                     Kind::CompactedSegment
                 } else {
                     Kind::LogSegment
@@ -376,7 +350,7 @@ fn every_flipped_byte_is_detected_or_harmless() {
         _ => vec![0xFF],
     };
     let fixture = build();
-    let work_root = scratch_root();
+    let work_root = scratch_dir();
     let work = work_root.path().join("db");
 
     // The pristine copy reads back exactly, and sets the allocation baseline.

@@ -7,65 +7,19 @@
 //! the acknowledged history, with no holes, that includes everything
 //! acknowledged before the last sync.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::{
+    Rng, contents, copy_dir, crash_image, files_with_suffix, is_compaction_output, read_marker,
+};
 use kv_engine::{Db, Error, Options, SyncPolicy, WAL_DIR_NAME, WriteBatch};
-
-fn next_random(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else if let Err(e) = std::fs::copy(&path, &target) {
-            // A file deleted while the directory is copied is one a crash
-            // at this moment would not have left either.
-            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
-        }
-    }
-}
-
-fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    v.sort();
-    v
-}
 
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().len()
-}
-
-/// The state of a database: every key and its value.
-fn state(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    db.keys()
-        .map(|k| {
-            let v = db.get(&k).unwrap().unwrap();
-            (k, v)
-        })
-        .collect()
-}
-
-/// The checkpoint marker as docs/format.md draws it: (segment, offset).
-fn checkpoint_position(dir: &Path) -> (u32, u64) {
-    let b = std::fs::read(dir.join("CHECKPOINT")).unwrap();
-    assert_eq!(&b[..8], b"KVCHKPNT");
-    let segment = u32::from_le_bytes(b[12..16].try_into().unwrap());
-    let offset = u64::from_le_bytes(b[16..24].try_into().unwrap());
-    (segment, offset)
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +47,7 @@ fn apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &Op) {
 
 /// One power-loss round: returns how many acknowledged operations survived.
 fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
-    let mut rng = seed | 1;
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     // Background compaction off: the image is copied file by file, which
     // must not race with segments being retired. Crashes in the middle of
@@ -107,10 +61,10 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
     let mut history = Vec::new();
     // The WAL's durable length at the last sync: (file, length).
     let mut synced: (usize, Vec<(PathBuf, u64)>) = (0, Vec::new());
-    let n = 300 + next_random(&mut rng) % 300;
+    let n = 300 + rng.below(300);
     for i in 0..n {
-        let k = format!("key-{}", next_random(&mut rng) % 60).into_bytes();
-        let op = match next_random(&mut rng) % 10 {
+        let k = format!("key-{}", rng.below(60)).into_bytes();
+        let op = match rng.below(10) {
             0..=5 => Op::Put(
                 k,
                 format!("v{i}-").repeat(1 + (i % 9) as usize).into_bytes(),
@@ -139,9 +93,9 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
             }
         }
         history.push(op);
-        if next_random(&mut rng).is_multiple_of(97) {
+        if rng.next_u64().is_multiple_of(97) {
             db.sync().unwrap();
-            let wal = files_with_extension(&dir.path().join(WAL_DIR_NAME), "wal");
+            let wal = files_with_suffix(&dir.path().join(WAL_DIR_NAME), ".wal");
             synced = (
                 history.len(),
                 wal.iter().map(|p| (p.clone(), file_len(p))).collect(),
@@ -149,7 +103,7 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
         }
     }
     let image = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), image.path());
+    crash_image(dir.path(), image.path());
     drop(db);
 
     // Power loss on the image. The WAL: only its last file can hold
@@ -157,7 +111,7 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
     // random point after what was synced.
     let wal_dir = image.path().join(WAL_DIR_NAME);
     if policy != SyncPolicy::Always
-        && let Some(last) = files_with_extension(&wal_dir, "wal").pop()
+        && let Some(last) = files_with_suffix(&wal_dir, ".wal").pop()
     {
         let name = last.file_name().unwrap().to_owned();
         let durable = synced
@@ -167,7 +121,7 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
             .map_or(kv_wal::FILE_HEADER_LEN as u64, |&(_, len)| len);
         let len = file_len(&last);
         if len > durable {
-            let keep = durable + next_random(&mut rng) % (len - durable + 1);
+            let keep = durable + rng.below(len - durable + 1);
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(&last)
@@ -178,13 +132,12 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
     }
     // The segments: whatever the writer appended after the last checkpoint
     // may be lost or garbled: cut it or zero it. Compaction outputs are
-    // synced before they get their name (header flags, bytes 10..12, = 1),
-    // so a power loss leaves them whole.
-    let (cp_segment, cp_offset) = checkpoint_position(image.path());
-    for seg in files_with_extension(image.path(), "seg") {
+    // synced before they get their name, so a power loss leaves them whole.
+    let marker = read_marker(image.path());
+    let (cp_segment, cp_offset) = (marker.segment, marker.segment_offset);
+    for seg in files_with_suffix(image.path(), ".seg") {
         let id: u32 = seg.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-        let header = std::fs::read(&seg).unwrap();
-        if u16::from_le_bytes([header[10], header[11]]) == 1 {
+        if is_compaction_output(&std::fs::read(&seg).unwrap()) {
             continue;
         }
         let from = match id.cmp(&cp_segment) {
@@ -196,9 +149,9 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
         if len <= from {
             continue;
         }
-        let at = from + next_random(&mut rng) % (len - from);
+        let at = from + rng.below(len - from);
         let mut bytes = std::fs::read(&seg).unwrap();
-        if next_random(&mut rng).is_multiple_of(2) {
+        if rng.next_u64().is_multiple_of(2) {
             bytes.truncate(at as usize);
         } else {
             bytes[at as usize..].fill(0);
@@ -207,7 +160,10 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
     }
 
     let db = Db::open_with(image.path(), options).unwrap();
-    let recovered = state(&db);
+    let recovered = contents(
+        &db,
+        &format!("seed {seed}, {policy:?}: the recovered database"),
+    );
     // Find the prefix of the history the recovered state is.
     let mut model = BTreeMap::new();
     let mut prefixes = Vec::new();
@@ -282,9 +238,9 @@ fn a_batch_is_all_or_nothing_whatever_the_cut() {
     batch.delete(b"before");
     db.write(batch).unwrap();
     let image = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), image.path());
+    crash_image(dir.path(), image.path());
     drop(db);
-    let wal = files_with_extension(&image.path().join(WAL_DIR_NAME), "wal")
+    let wal = files_with_suffix(&image.path().join(WAL_DIR_NAME), ".wal")
         .pop()
         .unwrap();
     let full = std::fs::read(&wal).unwrap();
@@ -424,7 +380,7 @@ fn checkpoints_drop_the_wal_and_reopen_is_exact() {
     db.sync().unwrap();
     // Checkpoints kept the WAL small: it holds at most about one
     // checkpoint's worth of writes, not all 3,000.
-    let wal_bytes: u64 = files_with_extension(&dir.path().join(WAL_DIR_NAME), "wal")
+    let wal_bytes: u64 = files_with_suffix(&dir.path().join(WAL_DIR_NAME), ".wal")
         .iter()
         .map(|p| file_len(p))
         .sum();

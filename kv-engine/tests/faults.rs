@@ -24,9 +24,12 @@
 //! errors in one mode each, alternating (about a minute in a debug build);
 //! `KV_FAULTS=all` runs every combination.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use common::{contents, crash_image, scratch_dir};
 use kv_engine::{Db, Error, Options, SyncPolicy, WriteBatch};
 use kv_wal::{FaultError, FaultInjector, FaultMode, FaultOp};
 
@@ -194,46 +197,6 @@ impl Model {
     }
 }
 
-/// A copy of the database directory as it is now, as a process crash would
-/// leave it (everything written is in the files; nothing more is done).
-fn crash_image(path: &std::path::Path) -> tempfile::TempDir {
-    fn copy(from: &std::path::Path, to: &std::path::Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
-        }
-    }
-    let image = scratch_dir();
-    copy(path, image.path());
-    image
-}
-
-/// Everything `db` holds, read through `get` for every key `iter` lists,
-/// checking that `iter` agrees.
-fn contents(db: &Db, context: &str) -> BTreeMap<Key, Vec<u8>> {
-    let mut all = BTreeMap::new();
-    for item in db.iter() {
-        let (k, v) = item.unwrap_or_else(|e| panic!("{context}: iteration failed: {e}"));
-        assert!(
-            all.insert(k.clone(), v.to_vec()).is_none(),
-            "{context}: iteration returned {k:?} twice"
-        );
-    }
-    for (k, v) in &all {
-        let got = db
-            .get(k)
-            .unwrap_or_else(|e| panic!("{context}: get failed: {e}"));
-        assert_eq!(got.as_ref(), Some(v), "{context}: get disagrees with iter");
-    }
-    all
-}
-
 /// Checks that every key the model knows reads as acknowledged.
 fn check_visible(db: &Db, model: &Model, context: &str) {
     for i in 0..24 {
@@ -247,19 +210,6 @@ fn check_visible(db: &Db, model: &Model, context: &str) {
             "{context}: key {i} does not read as acknowledged (a failed write is visible?)"
         );
     }
-}
-
-/// A fresh directory, in memory (tmpfs) where the machine has one: the
-/// thousands of runs sync thousands of times each, and what is tested here
-/// is what the code does with the errors, not the disk.
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().unwrap()
 }
 
 fn put(db: &Db, model: &mut Model, i: usize, step: usize) -> kv_engine::Result<()> {
@@ -295,6 +245,9 @@ fn is_write_error(e: &Error) -> bool {
 
 /// Runs the workload once with `op` number `n` failing.
 fn run(op: FaultOp, error: FaultError, mode: FaultMode, n: u64) -> Outcome {
+    // In memory where the machine allows: the thousands of runs sync
+    // thousands of times each, and what is tested is what the code does
+    // with the errors, not the disk.
     let dir = scratch_dir();
     let path = dir.path().join("db");
     let faults = Arc::new(FaultInjector::new());
@@ -365,7 +318,8 @@ fn run(op: FaultOp, error: FaultError, mode: FaultMode, n: u64) -> Outcome {
                 // A process crash now: the files as they are, with no
                 // checkpoint at close. What a failed write left in the WAL
                 // or the segments would be replayed or loaded here.
-                let image = crash_image(&path);
+                let image = scratch_dir();
+                crash_image(&path, image.path());
                 let copy = Db::open(image.path())
                     .unwrap_or_else(|e| panic!("{ctx}: the crash image does not open: {e}"));
                 model.check_image(&copy, &ctx, took_writes);

@@ -9,24 +9,13 @@
 //!   the segments, and WAL records after the marker. Every later build must
 //!   keep opening it.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::{contents, copy_dir};
 use kv_engine::{Db, Options};
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// A copy of fixture `name` in a new temporary directory, which verifies
 /// clean.
@@ -40,16 +29,6 @@ fn fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
     let report = kv_engine::verify(&dir).unwrap();
     assert!(report.problems.is_empty(), "{name}: {report:?}");
     (temp, dir)
-}
-
-/// Every key and value of `db`.
-fn contents(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    db.iter()
-        .map(|item| {
-            let (key, value) = item.unwrap();
-            (key, value.to_vec())
-        })
-        .collect()
 }
 
 /// What `v1-db` holds once its WAL is replayed.
@@ -77,7 +56,7 @@ fn a_database_with_a_version_1_wal_opens_and_replays_it() {
     let (_temp, dir) = fixture("v1-db");
     let options = Options::default().background_compaction(false);
     let db = Db::open_with(&dir, options.clone()).unwrap();
-    assert_eq!(contents(&db), expected_v1());
+    assert_eq!(contents(&db, "v1-db opened"), expected_v1());
     assert_eq!(db.get(b"key-0").unwrap(), None);
     assert_eq!(db.get(b"key-3").unwrap(), None);
     assert_eq!(db.get(b"key-7").unwrap(), None);
@@ -87,7 +66,7 @@ fn a_database_with_a_version_1_wal_opens_and_replays_it() {
     let db = Db::open_with(&dir, options).unwrap();
     let mut all = expected_v1();
     all.insert(b"after".to_vec(), b"version 2".to_vec());
-    assert_eq!(contents(&db), all);
+    assert_eq!(contents(&db, "v1-db reopened"), all);
     db.close().unwrap();
     assert!(kv_engine::verify(&dir).unwrap().problems.is_empty());
 }
@@ -123,13 +102,13 @@ fn the_version_2_fixture_verifies_and_opens_with_every_record() {
 
     let options = || Options::default().background_compaction(false);
     let db = Db::open_with(&dir, options()).unwrap();
-    assert_eq!(contents(&db), expected_v2());
+    assert_eq!(contents(&db, "v2-db opened"), expected_v2());
     db.put(b"later", b"x").unwrap();
     db.compact().unwrap();
     db.close().unwrap();
     let db = Db::open_with(&dir, options()).unwrap();
     let mut with_later = expected_v2();
     with_later.insert(b"later".to_vec(), b"x".to_vec());
-    assert_eq!(contents(&db), with_later);
+    assert_eq!(contents(&db, "v2-db reopened"), with_later);
     db.close().unwrap();
 }

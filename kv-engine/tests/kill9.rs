@@ -9,11 +9,14 @@
 //!
 //! `KV_KILL9_ROUNDS` sets the number of rounds (default 50).
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::{Rng, contents};
 use kv_engine::{Db, Options, SyncPolicy, WriteBatch};
 
 const THREADS: u64 = 3;
@@ -170,16 +173,8 @@ fn kill9_child() {
     }
 }
 
-/// A small deterministic generator, so a failing round can be replayed.
-fn next_random(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 fn round(dir: &Path, seed: u64, compacting: bool) {
-    let mut rng = seed | 1;
+    let mut rng = Rng::new(seed);
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -198,7 +193,7 @@ fn round(dir: &Path, seed: u64, compacting: bool) {
     let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout);
-    let kill_after = 5 + next_random(&mut rng) % if compacting { 400 } else { 120 };
+    let kill_after = 5 + rng.below(if compacting { 400 } else { 120 });
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
     let record = |line: &str, acked: &mut BTreeMap<u64, u64>| {
         if let Some(rest) = line.strip_prefix("ACK ")
@@ -234,11 +229,7 @@ fn round(dir: &Path, seed: u64, compacting: bool) {
     }
 
     let db = Db::open(dir).unwrap();
-    let mut state: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    for k in db.keys() {
-        let v = db.get(&k).unwrap().expect("a listed key reads back");
-        state.insert(k, v);
-    }
+    let state = contents(&db, &format!("seed {seed}, after the kill"));
     for t in 0..THREADS {
         // Ops 0..=last were acknowledged. At most one more was in flight
         // (or acknowledged but not yet reported): it may or may not be

@@ -5,42 +5,17 @@
 //! dropped. Files that go missing from a closed database are reported at
 //! open, never taken for "no data".
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{crash_image, files_with_suffix};
 use kv_engine::{Db, Error, Options, SyncPolicy, WAL_DIR_NAME};
 
 fn options() -> Options {
     Options::default()
         .sync(SyncPolicy::Never)
         .background_compaction(false)
-}
-
-/// Copies a database directory as a crash would leave it: every file as it
-/// is now (the copy has no lock).
-fn crash_image(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let path = entry.path();
-        let target = to.join(entry.file_name());
-        if path.is_dir() {
-            crash_image(&path, &target);
-        } else if entry.file_name() != "LOCK" {
-            // A file can vanish between the listing and the copy (compaction
-            // deletes), as it would under a crash at that moment.
-            let _ = std::fs::copy(&path, &target);
-        }
-    }
-}
-
-fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_str().unwrap().ends_with(suffix))
-        .collect();
-    found.sort();
-    found
 }
 
 /// The review's S1 sequence: a value pinned before two compactions keeps
@@ -75,11 +50,11 @@ fn a_deleted_key_stays_deleted_while_a_value_pinned_two_compactions_ago_is_held(
     let db = Db::open_with(dir.path(), options()).unwrap();
     assert_eq!(db.get(b"k").unwrap(), None, "reopened while held");
     assert_eq!(&*pinned, b"j1", "the pinned value still reads");
-    let files_before = files(dir.path(), ".seg");
+    let files_before = files_with_suffix(dir.path(), ".seg");
 
     // Dropping the old value deletes nothing the new instance uses.
     drop(pinned);
-    assert_eq!(files(dir.path(), ".seg"), files_before);
+    assert_eq!(files_with_suffix(dir.path(), ".seg"), files_before);
     assert_eq!(db.get(b"k").unwrap(), None);
     assert_eq!(db.get(b"j").unwrap().as_deref(), Some(&b"j2"[..]));
     assert_eq!(db.get(b"x").unwrap().as_deref(), Some(&b"2"[..]));
@@ -144,7 +119,7 @@ fn closed_database(dir: &Path) {
             .unwrap();
     }
     db.close().unwrap();
-    assert!(files(dir, ".seg").len() > 3);
+    assert!(files_with_suffix(dir, ".seg").len() > 3);
 }
 
 fn corruption_naming(result: Result<Db, Error>, name: &str) -> String {
@@ -166,7 +141,7 @@ fn corruption_naming(result: Result<Db, Error>, name: &str) -> String {
 fn a_missing_segment_is_reported_at_open() {
     let dir = tempfile::tempdir().unwrap();
     closed_database(dir.path());
-    let victim = files(dir.path(), ".seg")[1].clone();
+    let victim = files_with_suffix(dir.path(), ".seg")[1].clone();
     let name = victim.file_name().unwrap().to_str().unwrap().to_string();
     std::fs::remove_file(&victim).unwrap();
     let reason = corruption_naming(Db::open_with(dir.path(), options()), &name);
@@ -180,12 +155,12 @@ fn a_missing_segment_is_reported_at_open() {
 fn a_missing_checkpoint_marker_is_refused_not_taken_for_an_empty_database() {
     let dir = tempfile::tempdir().unwrap();
     closed_database(dir.path());
-    let segments = files(dir.path(), ".seg");
+    let segments = files_with_suffix(dir.path(), ".seg");
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
     let reason = corruption_naming(Db::open_with(dir.path(), options()), "CHECKPOINT");
     assert!(reason.contains("missing"), "{reason}");
     // Nothing was cut or deleted.
-    assert_eq!(files(dir.path(), ".seg"), segments);
+    assert_eq!(files_with_suffix(dir.path(), ".seg"), segments);
     assert!(!kv_engine::verify(dir.path()).unwrap().is_clean());
 }
 
@@ -193,7 +168,7 @@ fn a_missing_checkpoint_marker_is_refused_not_taken_for_an_empty_database() {
 fn a_missing_wal_file_is_reported_at_open() {
     let dir = tempfile::tempdir().unwrap();
     closed_database(dir.path());
-    let wal = files(&dir.path().join(WAL_DIR_NAME), ".wal");
+    let wal = files_with_suffix(&dir.path().join(WAL_DIR_NAME), ".wal");
     assert_eq!(wal.len(), 1, "a closed database keeps one WAL file");
     std::fs::remove_file(&wal[0]).unwrap();
     let name = wal[0].file_name().unwrap().to_str().unwrap().to_string();
@@ -209,7 +184,7 @@ fn an_emptied_wal_directory_is_reported_at_open() {
     let image = tempfile::tempdir().unwrap();
     crash_image(dir.path(), image.path());
     db.close().unwrap();
-    for file in files(&image.path().join(WAL_DIR_NAME), ".wal") {
+    for file in files_with_suffix(&image.path().join(WAL_DIR_NAME), ".wal") {
         std::fs::remove_file(file).unwrap();
     }
     assert!(
@@ -285,7 +260,7 @@ fn a_damaged_segment_is_skipped_and_the_others_compacted() {
     // Compacted, and hinted: the next open reads these from their hints,
     // without checking each record.
     db.compact().unwrap();
-    let hinted: Vec<PathBuf> = files(dir.path(), ".hint")
+    let hinted: Vec<PathBuf> = files_with_suffix(dir.path(), ".hint")
         .iter()
         .map(|h| h.with_extension("seg"))
         .collect();

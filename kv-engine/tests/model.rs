@@ -6,13 +6,13 @@
 //!
 //! `KV_MODEL_CASES` sets the number of cases (default 64).
 
-use std::collections::HashMap;
+mod common;
+
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-
+use common::crash_image;
 use kv_engine::{Clock, Db, Iter, ManualClock, Options, Value, WriteBatch};
 use proptest::prelude::*;
 
@@ -98,50 +98,6 @@ fn cases() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64)
-}
-
-/// Names and lengths of every file under `dir` but the lock.
-fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if e.file_name() != "LOCK" {
-                let len = e.metadata().map_or(0, |m| m.len());
-                out.push((path.strip_prefix(dir).unwrap().to_path_buf(), len));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Copies `from` to `to` file by file, as a crash at one moment would leave
-/// it. Background compaction may change files during the copy, so the copy
-/// is taken again until nothing changed while it was made (bounded);
-/// `false` if that never happened.
-fn crash_image(from: &Path, to: &Path) -> bool {
-    for _ in 0..50 {
-        let before = listing(from);
-        let _ = std::fs::remove_dir_all(to);
-        let mut whole = true;
-        for (rel, _) in &before {
-            let target = to.join(rel);
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            whole &= std::fs::copy(from.join(rel), &target).is_ok();
-        }
-        std::fs::create_dir_all(to.join(kv_engine::WAL_DIR_NAME)).unwrap();
-        if whole && listing(from) == before {
-            return true;
-        }
-    }
-    false
 }
 
 proptest! {
@@ -275,13 +231,12 @@ proptest! {
                 Op::CrashImage => {
                     images += 1;
                     let image = copies.path().join(format!("image-{images}"));
-                    if crash_image(dir.path(), &image) {
-                        let copy = Db::open_with(&image, options(&clock)).unwrap();
-                        for k in 0..32u8 {
-                            prop_assert_eq!(copy.get(&key(k)).unwrap(), model.get(k, now), "crash image, key {}", k);
-                        }
-                        copy.close().unwrap();
+                    crash_image(dir.path(), &image);
+                    let copy = Db::open_with(&image, options(&clock)).unwrap();
+                    for k in 0..32u8 {
+                        prop_assert_eq!(copy.get(&key(k)).unwrap(), model.get(k, now), "crash image, key {}", k);
                     }
+                    copy.close().unwrap();
                 }
             }
             prop_assert_eq!(db.len(), model.live(clock.now_millis()).len());

@@ -1,5 +1,7 @@
 //! Data written before a close is all there after reopening.
 
+mod common;
+
 use kv_engine::{Db, Options};
 
 fn key(i: u32) -> [u8; 16] {
@@ -41,16 +43,7 @@ fn hundred_thousand_keys_survive_close_and_reopen() {
     let db = std::sync::Arc::into_inner(db).unwrap();
     db.close().unwrap();
 
-    let segments = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "seg")
-        })
-        .count();
+    let segments = common::files_with_suffix(dir.path(), ".seg").len();
     assert!(segments >= 2, "expected several segments, found {segments}");
 
     let db = Db::open_with(dir.path(), options).unwrap();

@@ -25,10 +25,13 @@
 //! Bounded: a fixed number of operations (under 20 s in a debug build).
 //! `KV_STRESS_SCALE=N` multiplies them for a longer run.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::Rng;
 use kv_engine::{Db, Options, SyncPolicy, WriteBatch};
 use parking_lot::Mutex;
 
@@ -189,20 +192,9 @@ fn next_version(current: u64, put: bool) -> u64 {
     }
 }
 
-/// A small deterministic generator (xorshift), one per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 fn writer(db: &Db, keys: &Keys, w: usize, plan: &Plan) {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1));
+    // One generator per thread.
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1));
     let mine: Vec<usize> = (0..KEYS).filter(|i| i % WRITERS == w).collect();
     let mut version: Vec<u64> = vec![1; KEYS];
     let mut next_batch = (w as u64 + 1) << 48;
@@ -258,7 +250,7 @@ fn writer(db: &Db, keys: &Keys, w: usize, plan: &Plan) {
 
 /// Reads at least `reads_per_reader` times, and on while the writers run.
 fn reader(db: &Db, keys: &Keys, r: usize, plan: &Plan, done: &AtomicBool) -> u64 {
-    let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (r as u64 + 1));
+    let mut rng = Rng::new(0xD1B5_4A32_D192_ED03 ^ (r as u64 + 1));
     let mut n = 0;
     while n < plan.reads_per_reader || !done.load(Ordering::Acquire) {
         n += 1;

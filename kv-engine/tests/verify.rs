@@ -2,9 +2,11 @@
 //! hint file, a WAL file or the checkpoint marker is reported with its file
 //! and offset; torn tails are warnings; nothing is ever changed.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{all_files, crash_image, files_with_suffix, read_marker};
 use kv_engine::{Db, Error, Options, WAL_DIR_NAME, verify};
 
 fn options() -> Options {
@@ -35,50 +37,10 @@ fn build(dir: &Path) {
     db.close().unwrap();
 }
 
-/// Every file under `dir` and its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(snapshot(&path));
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            files.insert(path, bytes);
-        }
-    }
-    files
-}
-
-fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    v.sort();
-    v
-}
-
 fn flip(path: &Path, at: u64) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[at as usize] ^= 0x20;
     std::fs::write(path, bytes).unwrap();
-}
-
-/// Copies a database directory while its `Db` is open: the files as a
-/// process killed at this moment would leave them.
-fn crash_image(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            crash_image(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 /// A crash image whose newest WAL file holds 50 records; returns its path
@@ -93,7 +55,9 @@ fn image_with_wal(root: &Path) -> (PathBuf, PathBuf, Vec<u64>) {
     }
     crash_image(&live, &image);
     db.close().unwrap();
-    let wal = files_with(&image.join(WAL_DIR_NAME), "wal").pop().unwrap();
+    let wal = files_with_suffix(&image.join(WAL_DIR_NAME), ".wal")
+        .pop()
+        .unwrap();
     let positions: Vec<u64> = kv_wal::Wal::replay(
         image.join(WAL_DIR_NAME),
         kv_wal::Position::START,
@@ -112,7 +76,7 @@ fn image_with_wal(root: &Path) -> (PathBuf, PathBuf, Vec<u64>) {
 fn a_clean_database_verifies_clean_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
-    let before = snapshot(dir.path());
+    let before = all_files(dir.path());
     let report = verify(dir.path()).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
@@ -125,7 +89,7 @@ fn a_clean_database_verifies_clean_and_nothing_changes() {
         report.files_checked(),
         report.segments + report.hint_files + report.wal_files + 1
     );
-    assert_eq!(snapshot(dir.path()), before);
+    assert_eq!(all_files(dir.path()), before);
     let db = Db::open(dir.path()).unwrap();
     assert_eq!(db.get(b"key-0001").unwrap().unwrap(), [1u8; 40]);
 }
@@ -134,14 +98,14 @@ fn a_clean_database_verifies_clean_and_nothing_changes() {
 fn a_flipped_byte_in_a_segment_is_reported_with_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
-    let seg = files_with(dir.path(), "seg")[0].clone();
+    let seg = files_with_suffix(dir.path(), ".seg")[0].clone();
     let mut records = Vec::new();
     let segment = kv_log::Segment::open_read_only(&seg).unwrap();
     assert!(segment.check_records(|loc, _| records.push(loc)).is_empty());
     drop(segment);
     let victim = records[records.len() / 2];
     flip(&seg, u64::from(victim.offset + victim.len - 1));
-    let before = snapshot(dir.path());
+    let before = all_files(dir.path());
 
     let report = verify(dir.path()).unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
@@ -151,14 +115,14 @@ fn a_flipped_byte_in_a_segment_is_reported_with_file_and_offset() {
     assert!(p.reason.contains("checksum"), "{p}");
     // The records after the damaged one were still checked.
     assert!(report.records >= records.len() as u64 - 1);
-    assert_eq!(snapshot(dir.path()), before);
+    assert_eq!(all_files(dir.path()), before);
 }
 
 #[test]
 fn a_flipped_byte_in_a_hint_file_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
-    let hint = files_with(dir.path(), "hint")[0].clone();
+    let hint = files_with_suffix(dir.path(), ".hint")[0].clone();
     flip(&hint, 40);
     let report = verify(dir.path()).unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
@@ -172,7 +136,7 @@ fn a_hint_file_that_disagrees_with_its_segment_is_reported() {
     // comparing it with the segment's records finds this.
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
-    let hint = files_with(dir.path(), "hint")[0].clone();
+    let hint = files_with_suffix(dir.path(), ".hint")[0].clone();
     let mut bytes = std::fs::read(&hint).unwrap();
     // First entry's key starts after the 32-byte header and the 28-byte
     // entry header.
@@ -229,11 +193,11 @@ fn torn_tails_are_warnings_not_problems() {
     let mut bytes = std::fs::read(&wal).unwrap();
     bytes.extend_from_slice(&[0x5a; 9]);
     std::fs::write(&wal, bytes).unwrap();
-    let seg = files_with(&image, "seg").pop().unwrap();
+    let seg = files_with_suffix(&image, ".seg").pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes.extend_from_slice(&[0; 50]);
     std::fs::write(&seg, bytes).unwrap();
-    let before = snapshot(&image);
+    let before = all_files(&image);
 
     let report = verify(&image).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
@@ -244,7 +208,7 @@ fn torn_tails_are_warnings_not_problems() {
         .collect();
     assert!(warned.contains(&(&wal, wal_len)), "{warned:?}");
     assert!(warned.iter().any(|(p, _)| **p == seg), "{warned:?}");
-    assert_eq!(snapshot(&image), before, "verify cut a torn tail");
+    assert_eq!(all_files(&image), before, "verify cut a torn tail");
 }
 
 #[test]
@@ -269,12 +233,11 @@ fn a_flipped_byte_in_the_checkpoint_marker_is_reported() {
 fn a_missing_wal_file_and_a_missing_checkpointed_segment_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
-    for wal in files_with(&dir.path().join(WAL_DIR_NAME), "wal") {
+    for wal in files_with_suffix(&dir.path().join(WAL_DIR_NAME), ".wal") {
         std::fs::remove_file(wal).unwrap();
     }
-    // The segment the marker names (bytes 12..16 of CHECKPOINT).
-    let marker = std::fs::read(dir.path().join("CHECKPOINT")).unwrap();
-    let id = u32::from_le_bytes(marker[12..16].try_into().unwrap());
+    // The segment the marker names.
+    let id = read_marker(dir.path()).segment;
     let newest = dir.path().join(kv_log::segment_file_name(id));
     std::fs::remove_file(&newest).unwrap();
     let report = verify(dir.path()).unwrap();

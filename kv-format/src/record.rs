@@ -575,34 +575,60 @@ mod tests {
         );
     }
 
+    /// Golden bytes: a put and a tombstone as this build writes them.
+    /// Computed once by running the encoder, then checked by hand against
+    /// the record table of docs/format.md: every field at the offset the
+    /// table gives (literal positions, not this module's offset constants,
+    /// so that moving a field fails here), little-endian, and the checksum
+    /// (checked with the reference `xxhsum -H3` too) over bytes 8 to the
+    /// end. Changing the format must change these bytes, docs/format.md and
+    /// the version together.
+    #[rustfmt::skip]
+    const GOLDEN_PUT: [u8; 35] = [
+        0xef, 0xb5, 0x79, 0xc3, 0x75, 0x10, 0xa6, 0xae, // 0..8   checksum
+        0x01,                                           // 8      version 1
+        0x00,                                           // 9      flags: a put
+        0x01, 0x00,                                     // 10..12 key_len 1
+        0x02, 0x00, 0x00, 0x00,                         // 12..16 value_len 2
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // 16..24 seq
+        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // 24..32 expires_at
+        b'k',                                           // 32     key
+        b'v', b'v',                                     // 33..35 value
+    ];
+
+    /// See [`GOLDEN_PUT`].
+    #[rustfmt::skip]
+    const GOLDEN_TOMBSTONE: [u8; 33] = [
+        0x6d, 0x24, 0xa8, 0x5d, 0xdc, 0x3a, 0x28, 0xdc, // 0..8   checksum
+        0x01,                                           // 8      version 1
+        0x01,                                           // 9      flags: bit 0, tombstone
+        0x01, 0x00,                                     // 10..12 key_len 1
+        0x00, 0x00, 0x00, 0x00,                         // 12..16 value_len 0
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // 16..24 seq
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 24..32 expires_at: never
+        b'k',                                           // 32     key
+    ];
+
     #[test]
-    fn layout_is_little_endian_and_stable() {
-        // A frozen encoding: changing the layout must change this test and
-        // docs/format.md together.
-        let mut buf = Vec::new();
-        let record = Record {
+    fn the_encoding_is_frozen() {
+        let put = Record {
             seq: 0x0102_0304_0506_0708,
             expires_at: 0x1122_3344_5566_7788,
             kind: RecordKind::Put,
             key: b"k",
             value: b"vv",
         };
-        encode(&record, &mut buf).unwrap();
-        assert_eq!(buf.len(), 35);
-        assert_eq!(buf[VERSION_OFFSET], 1);
-        assert_eq!(buf[FLAGS_OFFSET], 0);
-        assert_eq!(&buf[KEY_LEN_OFFSET..VALUE_LEN_OFFSET], &[1, 0]);
-        assert_eq!(&buf[VALUE_LEN_OFFSET..SEQ_OFFSET], &[2, 0, 0, 0]);
-        assert_eq!(
-            &buf[SEQ_OFFSET..EXPIRES_AT_OFFSET],
-            &[8, 7, 6, 5, 4, 3, 2, 1]
-        );
-        assert_eq!(
-            &buf[EXPIRES_AT_OFFSET..HEADER_LEN],
-            &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
-        );
-        assert_eq!(&buf[HEADER_LEN..], b"kvv");
-        let sum = xxhash_rust::xxh3::xxh3_64(&buf[VERSION_OFFSET..]);
-        assert_eq!(&buf[..VERSION_OFFSET], &sum.to_le_bytes());
+        let tombstone = Record::tombstone(0x0102_0304_0506_0708, b"k");
+        for (record, golden) in [(put, &GOLDEN_PUT[..]), (tombstone, &GOLDEN_TOMBSTONE[..])] {
+            let mut buf = Vec::new();
+            encode(&record, &mut buf).unwrap();
+            assert_eq!(buf, golden, "{record:?} encodes to other bytes");
+            let decoded = decode(golden).unwrap();
+            assert_eq!(decoded.record, record);
+            assert_eq!(decoded.len, golden.len());
+            // The checksum covers bytes 8 to the end (docs/format.md).
+            let sum = xxhash_rust::xxh3::xxh3_64(&golden[8..]);
+            assert_eq!(golden[..8], sum.to_le_bytes());
+        }
     }
 }

@@ -455,26 +455,72 @@ mod tests {
         }
     }
 
+    // Golden bytes: the header of WAL file 7, the version 2 frame of "abc"
+    // at offset 32 of that file, and the version 1 frame of "abc". Computed
+    // once by running the encoders, then checked by hand against the
+    // tables of docs/format.md ("File header", "Frame, version 2", "Frame,
+    // version 1"): each field at the offset the table gives, little-endian;
+    // the checksums over the bytes the tables say (also checked with the
+    // reference `xxhsum -H3`), and the header check recomputed below from
+    // its definition. Changing the format must change these bytes,
+    // docs/format.md and the version together.
+    #[rustfmt::skip]
+    const GOLDEN_FILE_HEADER: [u8; 32] = [
+        0x4b, 0x56, 0x57, 0x41, 0x4c, 0x00, 0x0d, 0x0a, // 0..8   magic "KVWAL\0\r\n"
+        0x02,                                           // 8      version 2
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,       // 9..16  reserved
+        0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 16..24 file_number 7
+        0xb6, 0xdf, 0xaa, 0x2e, 0x58, 0x69, 0x80, 0xde, // 24..32 checksum of 0..24
+    ];
+
+    #[rustfmt::skip]
+    const GOLDEN_FRAME: [u8; 19] = [
+        0xbf, 0x4e, 0x1f, 0xcd, 0xaf, 0x64, 0x93, 0x5e, // 0..8   checksum of 8..19
+        0x03, 0x00, 0x00, 0x00,                         // 8..12  len 3
+        0xea, 0xbe, 0xde, 0x31,                         // 12..16 header_check
+        b'a', b'b', b'c',                               // 16..19 payload
+    ];
+
+    #[rustfmt::skip]
+    const GOLDEN_V1_FRAME: [u8; 15] = [
+        0x4c, 0xbe, 0x6e, 0x8c, 0x68, 0xf3, 0x5c, 0x56, // 0..8   checksum of 8..15
+        0x03, 0x00, 0x00, 0x00,                         // 8..12  len 3
+        b'a', b'b', b'c',                               // 12..15 payload
+    ];
+
     #[test]
-    fn the_frame_layout_is_frozen() {
+    fn the_file_header_and_frames_are_frozen() {
+        assert_eq!(encode_file_header(7), GOLDEN_FILE_HEADER);
+        assert_eq!(
+            check_file_header(&GOLDEN_FILE_HEADER, 7),
+            Ok(FrameLayout::V2 { file: 7 })
+        );
+        assert_eq!(
+            GOLDEN_FILE_HEADER[24..],
+            xxh3_64(&GOLDEN_FILE_HEADER[..24]).to_le_bytes()
+        );
+
         let mut frame = Vec::new();
-        encode_frame(7, 1000, b"abc", &mut frame);
-        assert_eq!(frame.len(), 16 + 3);
-        assert_eq!(&frame[8..12], &3u32.to_le_bytes());
-        let mut salted = [0u8; 12];
-        salted[..4].copy_from_slice(&3u32.to_le_bytes());
-        salted[4..].copy_from_slice(&1000u64.to_le_bytes());
+        encode_frame(7, 32, b"abc", &mut frame);
+        assert_eq!(frame, GOLDEN_FRAME);
+        assert_eq!(
+            decode_frame(FrameLayout::V2 { file: 7 }, &GOLDEN_FRAME, 32),
+            Ok(&b"abc"[..])
+        );
+        assert_eq!(GOLDEN_FRAME[..8], xxh3_64(&GOLDEN_FRAME[8..]).to_le_bytes());
+        // The header check: the low 32 bits of xxh3-64 seeded with the file
+        // number, of { len u32 | frame offset u64 }.
+        let salted = [3, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0];
         let check = xxh3_64_with_seed(&salted, 7) as u32;
-        assert_eq!(&frame[12..16], &check.to_le_bytes());
-        assert_eq!(&frame[0..8], &xxh3_64(&frame[8..]).to_le_bytes());
-        assert_eq!(&frame[16..], b"abc");
+        assert_eq!(GOLDEN_FRAME[12..16], check.to_le_bytes());
 
         let mut old = Vec::new();
         encode_frame_v1(b"abc", &mut old);
-        assert_eq!(old.len(), 12 + 3);
-        assert_eq!(&old[8..12], &3u32.to_le_bytes());
-        assert_eq!(&old[0..8], &xxh3_64(&old[8..]).to_le_bytes());
-        assert_eq!(decode_frame(FrameLayout::V1, &old, 32), Ok(&b"abc"[..]));
+        assert_eq!(old, GOLDEN_V1_FRAME);
+        assert_eq!(
+            decode_frame(FrameLayout::V1, &GOLDEN_V1_FRAME, 32),
+            Ok(&b"abc"[..])
+        );
     }
 
     #[test]
