@@ -209,7 +209,7 @@ fuzz_target!(|input: Input| {
                 // Every acknowledged write has reached the operating system:
                 // a copy taken now is what kill -9 leaves.
                 let image = next_dir(scratch.path(), &mut generation);
-                kv_fuzz::copy_dir(&dir, &image);
+                kv_fuzz::crash_image(&dir, &image);
                 drop(db.take());
                 dir = image;
                 let d = Db::open_with(&dir, opts.clone()).unwrap();
