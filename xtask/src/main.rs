@@ -32,6 +32,8 @@
 #![forbid(unsafe_code)]
 
 mod report;
+#[cfg(test)]
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
