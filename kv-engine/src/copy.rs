@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::Sender;
+use kv_fs::{CreateError, Faults};
 use kv_wal::Position;
 
-use crate::fault::Faults;
-use crate::fs::{LOCK_FILE_NAME, WAL_DIR_NAME, sync_dir};
+use crate::fs::{LOCK_FILE_NAME, WAL_DIR_NAME};
 use crate::marker::Marker;
 use crate::writer::Command;
 use crate::{Error, Result};
@@ -73,11 +73,11 @@ pub(crate) fn checkpoint(target: &Path, commands: &Sender<Command>, faults: &Fau
     fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
     remove_leftovers(&parent, name);
 
-    let mut temp = TempDir::create(&parent, name)?;
+    let mut temp = TempDir::create(&parent, name, faults)?;
     build(&temp.path, commands, faults)?;
     // The last step: `target` appears whole or not at all. Renaming over
     // an empty directory is allowed, over a full one it fails.
-    match fs::rename(&temp.path, target) {
+    match kv_fs::rename(&temp.path, target, faults) {
         Ok(()) => temp.renamed = true,
         Err(e)
             if matches!(
@@ -96,7 +96,7 @@ pub(crate) fn checkpoint(target: &Path, commands: &Sender<Command>, faults: &Fau
         }
         Err(source) => return Err(io(target, source)),
     }
-    sync_dir(&parent)
+    sync_dir(&parent, faults)
 }
 
 /// Fills `temp` with a checkpoint: the sealed segments, a marker, an empty
@@ -110,7 +110,7 @@ fn build(temp: &Path, commands: &Sender<Command>, faults: &Faults) -> Result<()>
     let segments_end = kv_log::copy_segments(&snapshot.segments, temp)?;
     let wal = temp.join(WAL_DIR_NAME);
     fs::create_dir(&wal).map_err(|e| io(&wal, e))?;
-    sync_dir(&wal)?;
+    sync_dir(&wal, faults)?;
     let mut segments: Vec<u32> = snapshot.segments.iter().map(|s| s.id()).collect();
     segments.push(segments_end.segment);
     Marker {
@@ -120,8 +120,9 @@ fn build(temp: &Path, commands: &Sender<Command>, faults: &Faults) -> Result<()>
         next_segment_id: segments_end.segment + 1,
         segments: Some(segments),
     }
-    .write(temp, faults)?;
-    sync_dir(temp)
+    .write(temp, faults)
+    .map_err(CreateError::into_inner)?;
+    sync_dir(temp, faults)
 }
 
 /// A call's own temporary directory, locked while it lives; removed when
@@ -137,7 +138,7 @@ struct TempDir {
 impl TempDir {
     /// Makes a directory of a new name next to the target, and takes the
     /// lock on its `LOCK` file.
-    fn create(parent: &Path, name: &OsStr) -> Result<TempDir> {
+    fn create(parent: &Path, name: &OsStr, faults: &Faults) -> Result<TempDir> {
         let path = loop {
             let mut temp = temp_prefix(name);
             temp.push(format!(
@@ -166,7 +167,7 @@ impl TempDir {
                 TryLockError::WouldBlock => io(&lock_tmp, ErrorKind::WouldBlock.into()),
             })?;
             let lock = path.join(LOCK_FILE_NAME);
-            fs::rename(&lock_tmp, &lock).map_err(|e| io(&lock, e))?;
+            kv_fs::rename(&lock_tmp, &lock, faults).map_err(|e| io(&lock, e))?;
             Ok(file)
         })();
         match locked {
@@ -270,6 +271,11 @@ fn is_call_suffix(rest: &[u8]) -> bool {
         part.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
     };
     number(parts.next()) && number(parts.next()) && parts.next().is_none()
+}
+
+/// Syncs the directory `dir` (`kv_fs::sync_dir`).
+fn sync_dir(dir: &Path, faults: &Faults) -> Result<()> {
+    kv_fs::sync_dir(dir, faults).map_err(|e| io(dir, e))
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {

@@ -23,7 +23,6 @@ use parking_lot::Mutex;
 use crate::clock::Monotonic;
 use crate::compactor::{self, CompactionReport, PassOptions};
 use crate::copy;
-use crate::fault::Faults;
 use crate::fs::{WAL_DIR_NAME, create_dir, lock_dir};
 use crate::iter::{Iter, Keys};
 use crate::recovery::{self, Recovered};
@@ -96,7 +95,7 @@ impl Db {
         let dir = path.as_ref().to_path_buf();
         create_dir(&dir)?;
         let lock = lock_dir(&dir)?;
-        let faults = Faults::new(&options);
+        let faults = options.faults();
         let Recovered {
             log,
             wal,
@@ -432,7 +431,7 @@ impl Db {
     /// this one was built; [`Error::Io`]; [`Error::Poisoned`] and
     /// [`Error::Closed`] as for writes.
     pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
-        copy::checkpoint(dir.as_ref(), &self.commands, &Faults::new(&self.options))
+        copy::checkpoint(dir.as_ref(), &self.commands, &self.options.faults())
     }
 
     /// Compacts now: seals the active segment, trims the WAL, and compacts

@@ -1,7 +1,7 @@
 //! The database directory itself: the fixed names in it (`LOCK`, `wal/`),
-//! creating it, locking it, and syncing a directory. What goes into the
-//! directory (segments, the WAL, the marker) is written elsewhere: kv-log,
-//! kv-wal and `marker.rs`.
+//! creating it and locking it. What goes into the directory (segments, the
+//! WAL, the marker) is written elsewhere: kv-log, kv-wal and `marker.rs`;
+//! directories are synced through kv-fs.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
@@ -53,15 +53,4 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         }),
         Err(TryLockError::Error(source)) => Err(Error::Io { path, source }),
     }
-}
-
-/// Syncs the directory `dir`, so that the names created or renamed in it
-/// are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
 }

@@ -59,7 +59,6 @@ mod compactor;
 mod copy;
 mod db;
 mod error;
-mod fault;
 mod fs;
 mod iter;
 mod marker;

@@ -1,15 +1,15 @@
 //! The marker: which prefix of the history the segments hold
 //! durably, and where in the write-ahead log recovery resumes.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
+use kv_fs::{CreateError, Faults};
 use kv_log::LogPosition;
 use kv_wal::Position;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::fault::{Faults, Op};
 use crate::{Error, Result};
 
 /// The marker's file name in the database directory.
@@ -50,25 +50,6 @@ enum DecodeError {
     Damaged(String),
     /// A whole marker of a format version this build does not read.
     Unsupported(String),
-}
-
-/// Why writing the marker failed, and what it left.
-#[derive(Debug)]
-pub(crate) enum MarkerError {
-    /// Before the rename: the old marker is in place, the temporary file
-    /// removed.
-    Unchanged(Error),
-    /// The directory sync after the rename failed: which marker a crash
-    /// keeps is unknown.
-    Unsynced(Error),
-}
-
-impl From<MarkerError> for Error {
-    fn from(e: MarkerError) -> Error {
-        match e {
-            MarkerError::Unchanged(e) | MarkerError::Unsynced(e) => e,
-        }
-    }
 }
 
 /// What a marker makes durable.
@@ -224,46 +205,27 @@ impl Marker {
         })
     }
 
-    /// Replaces the marker in `dir` atomically: temporary file, sync,
-    /// rename, directory sync. A failure before the rename removes the
-    /// temporary file and leaves the old marker in place.
-    pub(crate) fn write(&self, dir: &Path, faults: &Faults) -> Result<(), MarkerError> {
+    /// Replaces the marker in `dir` atomically (`kv_fs::create_atomically`):
+    /// temporary file, sync, rename, directory sync. A failure before the
+    /// rename removes the temporary file and leaves the old marker in place
+    /// ([`CreateError::Unchanged`]); after it ([`CreateError::Unsynced`]),
+    /// which marker a crash keeps is unknown.
+    pub(crate) fn write(&self, dir: &Path, faults: &Faults) -> Result<(), CreateError<Error>> {
         let tmp = dir.join(TEMP_NAME);
         let path = dir.join(MARKER_FILE_NAME);
         let bytes = self.encode();
-        (|| {
-            faults.check(Op::Create, &tmp)?;
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            if let Err(e) = faults.check(Op::Write, &tmp) {
-                file.write_all(&bytes[..bytes.len() / 2])?;
-                return Err(e);
-            }
-            file.write_all(&bytes)?;
-            faults.check(Op::Sync, &tmp)?;
-            file.sync_all()?;
-            faults.check(Op::Rename, &path)?;
-            fs::rename(&tmp, &path)
-        })()
-        .map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            MarkerError::Unchanged(Error::Io {
-                path: path.clone(),
-                source,
-            })
-        })?;
-        faults
-            .check(Op::Sync, dir)
-            .and_then(|()| File::open(dir)?.sync_all())
-            .map_err(|source| MarkerError::Unsynced(Error::Io { path, source }))
+        kv_fs::create_atomically(&tmp, &path, faults, |file| {
+            kv_fs::write_or_tear(faults, &tmp, &bytes, |b| file.write_all(b))
+        })
+        .map(drop)
+        .map_err(|e| e.map(|source| Error::Io { path, source }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn sample() -> Marker {

@@ -78,10 +78,10 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Makes chosen file operations fail, for tests (the `fail-points`
     /// feature): one injector counts the writes, syncs, renames and file
-    /// creations of the WAL, the segments, compaction outputs, hint files
-    /// and the marker.
+    /// creations of the WAL, the segments, compaction outputs, hint files,
+    /// the marker and the copy `Db::checkpoint` makes.
     #[cfg(feature = "fail-points")]
-    pub faults: Option<Arc<kv_wal::FaultInjector>>,
+    pub faults: Option<Arc<kv_fs::FaultInjector>>,
 }
 
 impl Default for Options {
@@ -264,6 +264,32 @@ impl Options {
             None => options,
         };
         options
+    }
+
+    /// The fault-injection seam of [`Options::faults`], for the engine's own
+    /// files (the marker, the checkpoint copy) and the segment log: empty
+    /// without the `fail-points` feature or an injector.
+    pub(crate) fn faults(&self) -> kv_fs::Faults {
+        #[cfg(feature = "fail-points")]
+        {
+            kv_fs::Faults::from(self.faults.clone())
+        }
+        #[cfg(not(feature = "fail-points"))]
+        {
+            kv_fs::Faults::default()
+        }
+    }
+
+    /// The options of the segment log, its file operations checked against
+    /// `faults` (those of [`Options::faults`], shared with the WAL).
+    pub(crate) fn log_options(&self, faults: &kv_fs::Faults) -> kv_log::LogOptions {
+        let _ = faults;
+        kv_log::LogOptions {
+            segment_size: self.segment_size,
+            #[cfg(feature = "fail-points")]
+            faults: faults.clone(),
+            ..kv_log::LogOptions::default()
+        }
     }
 
     /// Sets [`Options::max_group_size`], raising 0 to 1. A value above

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kv_format::{NO_EXPIRY, RecordKind, decode};
+use kv_fs::Faults;
 use kv_index::{Entry, Index};
 use kv_log::{Location, Log, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment};
 use kv_wal::{Position, Wal};
 
-use crate::fault::Faults;
 use crate::fs::WAL_DIR_NAME;
 use crate::marker::Marker;
 use crate::usage::Usage;
@@ -75,11 +75,7 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
         Marker::durable,
     );
     let segments_end = durable.end;
-    let mut log = Log::recover(
-        dir,
-        faults.log_options(options.segment_size),
-        Some(&durable),
-    )?;
+    let mut log = Log::recover(dir, options.log_options(faults), Some(&durable))?;
     // Sized from the hint files' record counts (an upper bound on the
     // keys they hold), so that loading does not rehash.
     let hinted: u64 = log

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kv_format::{HEADER_LEN, Record, RecordKind, decode_header};
+use kv_fs::{CreateError, Faults};
 use kv_index::Entry;
 use kv_log::{Location, Log};
 use kv_wal::Wal;
 
 use crate::batch::{BatchOp, WriteBatch};
-use crate::fault::Faults;
-use crate::marker::{Marker, MarkerError};
+use crate::marker::Marker;
 use crate::reply::Reply;
 use crate::shared::Shared;
 use crate::usage::UsageDelta;
@@ -445,10 +445,10 @@ impl Writer {
     /// A failed marker write: a failure after the rename (the directory
     /// sync) leaves it unknown which marker a crash would keep, and the
     /// directory untrustworthy, so it poisons the database.
-    fn marker_failed(&mut self, e: MarkerError) -> Error {
+    fn marker_failed(&mut self, e: CreateError<Error>) -> Error {
         match e {
-            MarkerError::Unchanged(e) => e,
-            MarkerError::Unsynced(e) => {
+            CreateError::Unchanged(e) => e,
+            CreateError::Unsynced(e) => {
                 self.poison(&e);
                 e
             }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use common::{contents, crash_image, scratch_dir};
 use kv_engine::{Db, Error, Options, SyncPolicy, WriteBatch};
-use kv_wal::{FaultError, FaultInjector, FaultMode, FaultOp};
+use kv_wal::{FaultError, FaultInjector, FaultMode, FileOp};
 
 type Key = Vec<u8>;
 type Val = Option<Vec<u8>>;
@@ -244,7 +244,7 @@ fn is_write_error(e: &Error) -> bool {
 }
 
 /// Runs the workload once with `op` number `n` failing.
-fn run(op: FaultOp, error: FaultError, mode: FaultMode, n: u64) -> Outcome {
+fn run(op: FileOp, error: FaultError, mode: FaultMode, n: u64) -> Outcome {
     // In memory where the machine allows: the thousands of runs sync
     // thousands of times each, and what is tested is what the code does
     // with the errors, not the disk.
@@ -287,9 +287,9 @@ fn run(op: FaultOp, error: FaultError, mode: FaultMode, n: u64) -> Outcome {
                 })
             };
             let open_db = step > 0 && !matches!(previous, Some(Step::Reopen));
-            expect_resume = matches!(first, Some((FaultOp::Write, _))) && extension(&["wal"]);
+            expect_resume = matches!(first, Some((FileOp::Write, _))) && extension(&["wal"]);
             expect_poison =
-                open_db && matches!(first, Some((FaultOp::Sync, _))) && extension(&["wal", "seg"]);
+                open_db && matches!(first, Some((FileOp::Sync, _))) && extension(&["wal", "seg"]);
         }
         previous = Some(s);
         if let Some(left) = clear_in.as_mut() {
@@ -452,7 +452,7 @@ fn run(op: FaultOp, error: FaultError, mode: FaultMode, n: u64) -> Outcome {
 fn every_io_error_at_every_point_loses_nothing_acknowledged() {
     let all = std::env::var("KV_FAULTS").is_ok_and(|v| v == "all");
     let mut combos = Vec::new();
-    for (i, op) in FaultOp::ALL.into_iter().enumerate() {
+    for (i, op) in FileOp::ALL.into_iter().enumerate() {
         for (j, error) in FaultError::ALL.into_iter().enumerate() {
             for (k, mode) in [FaultMode::Once, FaultMode::Persistent]
                 .into_iter()
@@ -502,7 +502,7 @@ fn a_full_disk_fails_writes_until_space_is_freed_then_they_go_on() {
     let faults = Arc::new(FaultInjector::new());
     let db = Db::open_with(dir.path(), options(&faults)).unwrap();
     db.put(b"before", b"1").unwrap();
-    faults.fail_next(FaultOp::Write, FaultError::NoSpace, FaultMode::Persistent);
+    faults.fail_next(FileOp::Write, FaultError::NoSpace, FaultMode::Persistent);
     for i in 0..5 {
         let err = db.put(format!("full-{i}").as_bytes(), b"x").unwrap_err();
         match err {

@@ -129,7 +129,7 @@ impl Segment {
             len,
             len,
             true,
-            crate::fault::Faults::default(),
+            kv_fs::Faults::default(),
         )
     }
 

@@ -6,7 +6,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use crate::create::{CreateError, create_log_segment};
+use kv_fs::CreateError;
+
+use crate::create::create_log_segment;
 use crate::format::{hint_file_name, segment_file_name};
 use crate::sync::Arc;
 use crate::{LogError, LogPosition, Result, SEGMENT_HEADER_LEN, Segment};
@@ -49,13 +51,13 @@ pub fn copy_segments(segments: &[Arc<Segment>], to: &Path) -> Result<LogPosition
         .ok_or_else(|| LogError::io(to, std::io::Error::other("segment ids are exhausted")))?;
     // Creating the segment syncs the directory, which makes the links
     // durable too.
-    // The segments share their log's fault hook (a test seam).
+    // The segments share their log's fault seam.
     let faults = segments
         .first()
         .map(|s| s.faults().clone())
         .unwrap_or_default();
     create_log_segment(to, id, SEGMENT_HEADER_LEN as u64 + 1, &faults)
-        .map_err(CreateError::into_error)?;
+        .map_err(CreateError::into_inner)?;
     Ok(LogPosition {
         segment: id,
         offset: SEGMENT_HEADER_LEN as u64,

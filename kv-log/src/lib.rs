@@ -38,7 +38,8 @@
 //! # What this crate is not
 //!
 //! It keeps no index, assigns no sequence numbers and spawns no threads;
-//! `kv-engine` does those. It depends only on `kv-format`.
+//! `kv-engine` does those. It depends only on `kv-format` and `kv-fs`
+//! (atomic file creation, directory syncs, the fault seam).
 //!
 //! # Platform and file ownership
 //!
@@ -78,9 +79,7 @@ mod check;
 mod copy;
 mod create;
 mod error;
-mod fault;
 mod format;
-mod fs;
 mod log;
 mod options;
 mod output;
@@ -98,8 +97,6 @@ mod loom;
 pub use check::{BadRegion, HintDamage, HintEntry, HintFile};
 pub use copy::copy_segments;
 pub use error::LogError;
-#[cfg(feature = "fail-points")]
-pub use fault::{FaultHook, FileOp};
 pub use format::{
     DEFAULT_SEGMENT_SIZE, HINT_MAGIC, HINT_VERSION, MAX_SEGMENT_SIZE, MAX_SUPERSEDES,
     SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentKind,

@@ -8,10 +8,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use kv_format::{Limits, Record};
+use kv_fs::{CreateError, FileOp};
 
-use crate::create::{CreateError, create_log_segment};
-use crate::fault::FileOp;
-use crate::fs::checked_write;
+use crate::create::create_log_segment;
 use crate::set::Shared;
 use crate::sync::Arc;
 use crate::{
@@ -202,7 +201,7 @@ impl Log {
         }
         let at = self.active.len();
         let (file, pending) = (&self.file, &self.pending);
-        let result = checked_write(&self.shared.faults, self.active.path(), pending, |b| {
+        let result = kv_fs::write_or_tear(&self.shared.faults, self.active.path(), pending, |b| {
             file.write_all_at(b, at)
         });
         let written = self.pending.len() as u64;

@@ -17,9 +17,11 @@ pub struct LogOptions {
     /// bytes, even before [`Log::flush`]. Default 1 MiB.
     pub write_buffer_size: usize,
     /// Makes chosen file operations fail, for tests (the `fail-points`
-    /// feature). Default none.
+    /// feature): every write, sync, rename and file creation of the log,
+    /// its segments, compaction outputs and hint files is checked against
+    /// it. Default none (`kv_fs::Faults::default()`).
     #[cfg(feature = "fail-points")]
-    pub faults: Option<crate::FaultHook>,
+    pub faults: kv_fs::Faults,
 }
 
 impl Default for LogOptions {
@@ -28,7 +30,7 @@ impl Default for LogOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
             write_buffer_size: 1 << 20,
             #[cfg(feature = "fail-points")]
-            faults: None,
+            faults: kv_fs::Faults::default(),
         }
     }
 }

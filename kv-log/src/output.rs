@@ -3,14 +3,15 @@
 //! segment, durable and visible, at [`CompactionOutput::finish`].
 
 use std::fs::{self, File};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::fault::FileOp;
+use kv_fs::CreateError;
+
 use crate::format::{
     MAX_SUPERSEDES, SegmentHeader, SegmentKind, TEMP_SUFFIX, encode_header, segment_file_name,
 };
-use crate::fs::{checked_write, create_with_header, sync_dir};
 use crate::set::Shared;
 use crate::sync::Arc;
 use crate::{Location, LogError, LogReader, MAX_SEGMENT_SIZE, Result, Segment};
@@ -39,10 +40,15 @@ impl LogReader {
         let tmp = self.shared.dir.join(format!("{id:010}{TEMP_SUFFIX}"));
         let header = encode_header(id, SegmentKind::Compacted, supersedes);
         let faults = &self.shared.faults;
-        let file = create_with_header(faults, &tmp, &header).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            LogError::io(&tmp, e)
-        })?;
+        let file = kv_fs::create_temp(&tmp, faults)
+            .and_then(|mut file| {
+                kv_fs::write_or_tear(faults, &tmp, &header, |b| file.write_all(b))?;
+                Ok(file)
+            })
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                LogError::io(&tmp, e)
+            })?;
         Ok(CompactionOutput {
             shared: Arc::clone(&self.shared),
             id,
@@ -141,7 +147,7 @@ impl CompactionOutput {
     fn flush(&mut self) -> Result<()> {
         let path = self.tmp.as_deref().unwrap_or(Path::new(""));
         let (file, at) = (&self.file, self.written);
-        checked_write(&self.shared.faults, path, &self.buf, |b| {
+        kv_fs::write_or_tear(&self.shared.faults, path, &self.buf, |b| {
             file.write_all_at(b, at)
         })
         .map_err(|e| LogError::io(path, e))?;
@@ -160,32 +166,28 @@ impl CompactionOutput {
     pub fn finish(mut self) -> Result<Arc<Segment>> {
         self.flush()?;
         let path = self.shared.dir.join(segment_file_name(self.id));
-        let tmp = self.tmp.clone().unwrap_or_default();
-        let faults = &self.shared.faults;
-        faults
-            .check(FileOp::Sync, &tmp)
-            .and_then(|()| self.file.sync_all())
-            .map_err(|e| LogError::io(&tmp, e))?;
-        faults
-            .check(FileOp::Rename, &path)
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|e| LogError::io(&path, e))?;
-        self.tmp = None;
-        if let Err(e) = sync_dir(&self.shared.dir, faults) {
-            // After a failed sync the directory's state on disk is unknown,
-            // and a later sync that succeeds proves nothing: the log refuses
-            // every further change, as after any failed sync. Take the
-            // output away again (best effort): an output on disk that is
-            // not in the segment set would be invisible to the tombstone
-            // rule of later runs. If it survives a crash anyway, it
-            // supersedes its inputs as a crash right after the rename
-            // would, and holds all their live records.
-            let _ = fs::remove_file(&path);
-            self.shared.poison(format!(
-                "the directory sync after creating compaction output {} failed: {e}",
-                self.id
-            ));
-            return Err(LogError::io(&self.shared.dir, e));
+        // From here on the temporary file is `rename_into_place`'s to
+        // remove if a step before the rename fails, not `Drop`'s.
+        let tmp = self.tmp.take().unwrap_or_default();
+        match kv_fs::rename_into_place(&self.file, &tmp, &path, &self.shared.faults) {
+            Ok(()) => {}
+            Err(CreateError::Unchanged(e)) => return Err(LogError::io(&path, e)),
+            Err(CreateError::Unsynced(e)) => {
+                // After a failed sync the directory's state on disk is
+                // unknown, and a later sync that succeeds proves nothing:
+                // the log refuses every further change, as after any failed
+                // sync. Take the output away again (best effort): an output
+                // on disk that is not in the segment set would be invisible
+                // to the tombstone rule of later runs. If it survives a
+                // crash anyway, it supersedes its inputs as a crash right
+                // after the rename would, and holds all their live records.
+                let _ = fs::remove_file(&path);
+                self.shared.poison(format!(
+                    "the directory sync after creating compaction output {} failed: {e}",
+                    self.id
+                ));
+                return Err(LogError::io(&self.shared.dir, e));
+            }
         }
         let header = SegmentHeader {
             id: self.id,

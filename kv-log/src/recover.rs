@@ -8,13 +8,13 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::create::{CreateError, create_log_segment};
-use crate::fault::{Faults, FileOp};
+use kv_fs::{CreateError, Faults, FileOp};
+
+use crate::create::create_log_segment;
 use crate::format::{
     HeaderError, SegmentHeader, SegmentKind, TEMP_SUFFIX, claimed_header_len, decode_header,
     hint_file_name, parse_hint_file_name, parse_segment_file_name, segment_file_name,
 };
-use crate::fs::sync_dir;
 use crate::set::{SegmentSet, Shared};
 use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU32, Mutex};
 use crate::{
@@ -61,10 +61,10 @@ impl Log {
         options.segment_size = options
             .segment_size
             .clamp(SEGMENT_HEADER_LEN as u64 + 1, MAX_SEGMENT_SIZE);
-        let faults = Faults {
-            #[cfg(feature = "fail-points")]
-            hook: options.faults.clone(),
-        };
+        #[cfg(feature = "fail-points")]
+        let faults = options.faults.clone();
+        #[cfg(not(feature = "fail-points"))]
+        let faults = Faults::default();
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
         let mut found = list_segments(dir)?;
         let max_id = found.iter().map(|f| f.id).max().unwrap_or(0);
@@ -88,7 +88,7 @@ impl Log {
             changed |= remove_if_present(&dir.join(hint_file_name(id)))?;
         }
         if changed {
-            sync_dir(dir, &faults).map_err(|e| LogError::io(dir, e))?;
+            kv_fs::sync_dir(dir, &faults).map_err(|e| LogError::io(dir, e))?;
         }
 
         let next_id = (max_id + 1).max(durable.map_or(0, |d| d.next_id));
@@ -146,7 +146,7 @@ impl Log {
             None => {
                 let id = shared.allocate_id()?;
                 let (segment, file) = create_log_segment(dir, id, options.segment_size, &faults)
-                    .map_err(CreateError::into_error)?;
+                    .map_err(CreateError::into_inner)?;
                 let segment = Arc::new(segment);
                 shared.add(&segment);
                 (segment, file)

@@ -1,14 +1,14 @@
 //! One mapped segment file, and its hint file.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use kv_format::{Limits, Record, RecordKind, decode_with_limits};
+use kv_fs::Faults;
 use memmap2::{Mmap, MmapOptions};
 
-use crate::fault::{Faults, FileOp};
 use crate::format::{
     HINT_ENTRY_LEN, HINT_FLAG_TOMBSTONE, HINT_HEADER_LEN, SegmentHeader, SegmentKind,
     decode_hint_header, encode_hint_header, hint_file_name, read_u16, read_u32, read_u64,
@@ -474,28 +474,17 @@ impl Segment {
 
         let path = self.hint_path();
         let tmp = path.with_extension("hint.tmp");
-        let dir = path.parent().unwrap_or(Path::new("."));
         let faults = &self.faults;
-        (|| {
-            faults.check(FileOp::Create, &tmp)?;
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            crate::fs::checked_write(faults, &tmp, &body, |b| file.write_all(b))?;
-            faults.check(FileOp::Sync, &tmp)?;
-            file.sync_all()?;
-            faults.check(FileOp::Rename, &path)?;
-            fs::rename(&tmp, &path)?;
-            crate::fs::sync_dir(dir, faults)
-        })()
-        .map_err(|e| {
-            // Best effort: a temporary hint file left behind is removed at
-            // open.
-            let _ = fs::remove_file(&tmp);
-            LogError::io(&path, e)
-        })?;
+        // A temporary hint file left behind is removed at open.
+        // NOTE: a hint file is a cache, so a failed directory sync after
+        // its rename (`CreateError::Unsynced`) fails this call but does not
+        // poison the log: a crash leaves the whole hint or none, and either
+        // is fine. The hint is not marked written, so a later call writes
+        // it again, by rename as always.
+        kv_fs::create_atomically(&tmp, &path, faults, |file| {
+            kv_fs::write_or_tear(faults, &tmp, &body, |b| file.write_all(b))
+        })
+        .map_err(|e| LogError::io(&path, e.into_inner()))?;
         self.hinted.store(true, Ordering::Release);
         Ok(())
     }

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use crate::fault::Faults;
+use kv_fs::Faults;
+
 use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU32, Mutex};
 use crate::{Location, LogError, Result, Segment};
 // Named only by doc links.

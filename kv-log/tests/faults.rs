@@ -5,37 +5,26 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use kv_format::Record;
-use kv_log::{FaultHook, FileOp, Log, LogError, LogOptions};
-use parking_lot::Mutex;
+use kv_fs::{FaultError, FaultInjector, FaultMode, Faults, FileOp};
+use kv_log::{Log, LogError, LogOptions};
 
-/// Fails every operation of the armed kind (ENOSPC) while armed.
-#[derive(Default)]
-struct Switch {
-    op: Mutex<Option<FileOp>>,
-    hit: AtomicBool,
-}
-
-fn options(switch: &Arc<Switch>) -> LogOptions {
-    let s = Arc::clone(switch);
+fn options(faults: &Arc<FaultInjector>) -> LogOptions {
     LogOptions {
         segment_size: 4096,
-        faults: Some(FaultHook::new(move |op, _path: &Path| {
-            if *s.op.lock() == Some(op) {
-                s.hit.store(true, Ordering::Relaxed);
-                return Err(std::io::Error::from_raw_os_error(28));
-            }
-            Ok(())
-        })),
+        faults: Faults::from(Arc::clone(faults)),
         ..LogOptions::default()
     }
 }
 
-fn arm(switch: &Switch, op: Option<FileOp>) {
-    *switch.op.lock() = op;
-    switch.hit.store(false, Ordering::Relaxed);
+/// Fails every operation of kind `op` (ENOSPC) from now on; `None` fails
+/// nothing more.
+fn arm(faults: &FaultInjector, op: Option<FileOp>) {
+    faults.clear();
+    if let Some(op) = op {
+        faults.fail_next(op, FaultError::NoSpace, FaultMode::Persistent);
+    }
 }
 
 fn records(dir: &Path) -> Vec<Vec<u8>> {
@@ -55,17 +44,17 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 #[test]
 fn a_failed_write_is_discarded_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let switch = Arc::new(Switch::default());
-    let mut log = Log::open(dir.path(), options(&switch), |_, _| {}).unwrap();
+    let faults = Arc::new(FaultInjector::new());
+    let mut log = Log::open(dir.path(), options(&faults), |_, _| {}).unwrap();
     log.append(&Record::put(1, b"kept", b"v")).unwrap();
     log.flush().unwrap();
     let before = log.position();
 
-    arm(&switch, Some(FileOp::Write));
+    arm(&faults, Some(FileOp::Write));
     log.append(&Record::put(2, b"failed-1", &[7; 100])).unwrap();
     log.append(&Record::put(3, b"failed-2", &[8; 100])).unwrap();
     assert!(matches!(log.flush(), Err(LogError::Io { .. })));
-    assert!(switch.hit.load(Ordering::Relaxed));
+    assert!(faults.hits() > 0);
     assert_eq!(
         log.position(),
         before,
@@ -80,7 +69,7 @@ fn a_failed_write_is_discarded_and_the_log_goes_on() {
         "the half-written bytes were cut off"
     );
 
-    arm(&switch, None);
+    arm(&faults, None);
     let loc = log.append(&Record::put(4, b"after", b"v")).unwrap();
     assert_eq!(u64::from(loc.offset), before.offset);
     log.sync().unwrap();
@@ -91,12 +80,12 @@ fn a_failed_write_is_discarded_and_the_log_goes_on() {
 #[test]
 fn a_failed_sync_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let switch = Arc::new(Switch::default());
-    let mut log = Log::open(dir.path(), options(&switch), |_, _| {}).unwrap();
+    let faults = Arc::new(FaultInjector::new());
+    let mut log = Log::open(dir.path(), options(&faults), |_, _| {}).unwrap();
     log.append(&Record::put(1, b"k", b"v")).unwrap();
-    arm(&switch, Some(FileOp::Sync));
+    arm(&faults, Some(FileOp::Sync));
     assert!(matches!(log.sync(), Err(LogError::Io { .. })));
-    arm(&switch, None);
+    arm(&faults, None);
     assert!(log.poison_cause().is_some());
     assert!(matches!(
         log.append(&Record::put(2, b"k", b"v")),
@@ -109,20 +98,20 @@ fn a_failed_sync_poisons_the_log() {
 fn a_failed_segment_creation_keeps_the_active_segment() {
     for op in [FileOp::Create, FileOp::Write, FileOp::Rename] {
         let dir = tempfile::tempdir().unwrap();
-        let switch = Arc::new(Switch::default());
-        let mut log = Log::open(dir.path(), options(&switch), |_, _| {}).unwrap();
+        let faults = Arc::new(FaultInjector::new());
+        let mut log = Log::open(dir.path(), options(&faults), |_, _| {}).unwrap();
         log.append(&Record::put(1, b"first", &[1; 3000])).unwrap();
         log.flush().unwrap();
         let active = log.active_id();
-        arm(&switch, Some(op));
+        arm(&faults, Some(op));
         // Does not fit in the 4 KiB segment: the roll's creation fails.
         let result = log.append(&Record::put(2, b"second", &[2; 3000]));
         assert!(matches!(result, Err(LogError::Io { .. })), "{op:?}");
-        assert!(switch.hit.load(Ordering::Relaxed), "{op:?}");
+        assert!(faults.hits() > 0, "{op:?}");
         assert_eq!(log.active_id(), active, "{op:?}");
         assert!(log.poison_cause().is_none(), "{op:?}");
         assert!(files(dir.path(), ".tmp").is_empty(), "{op:?}");
-        arm(&switch, None);
+        arm(&faults, None);
         log.append(&Record::put(3, b"third", &[3; 3000])).unwrap();
         log.sync().unwrap();
         drop(log);
@@ -138,17 +127,17 @@ fn a_failed_segment_creation_keeps_the_active_segment() {
 fn a_failed_hint_write_leaves_no_hint_and_no_temporary_file() {
     for op in [FileOp::Create, FileOp::Write, FileOp::Sync, FileOp::Rename] {
         let dir = tempfile::tempdir().unwrap();
-        let switch = Arc::new(Switch::default());
-        let mut log = Log::open(dir.path(), options(&switch), |_, _| {}).unwrap();
+        let faults = Arc::new(FaultInjector::new());
+        let mut log = Log::open(dir.path(), options(&faults), |_, _| {}).unwrap();
         log.append(&Record::put(1, b"k", b"v")).unwrap();
         log.seal_active().unwrap();
         let sealed = Arc::clone(log.reader().segments().iter().next().unwrap());
-        arm(&switch, Some(op));
+        arm(&faults, Some(op));
         assert!(sealed.write_hint().is_err(), "{op:?}");
         assert!(!sealed.has_hint(), "{op:?}");
         assert!(files(dir.path(), ".hint").is_empty(), "{op:?}");
         assert!(files(dir.path(), ".tmp").is_empty(), "{op:?}");
-        arm(&switch, None);
+        arm(&faults, None);
         sealed.write_hint().unwrap();
         assert!(sealed.has_hint());
     }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kv_format::Record;
-use kv_log::{Durable, FaultHook, FileOp, Log, LogError, LogOptions, LogPosition, LogReader};
+use kv_fs::{FaultInjector, Faults, FileOp};
+use kv_log::{Durable, Log, LogError, LogOptions, LogPosition, LogReader};
 
 fn small() -> LogOptions {
     LogOptions {
@@ -224,28 +225,23 @@ fn segment_ids_are_not_reused_below_the_recorded_floor() {
 #[test]
 fn a_failed_directory_sync_after_an_output_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let armed = Arc::new(AtomicBool::new(false));
-    let options = {
-        let armed = Arc::clone(&armed);
-        let dir = dir.path().to_path_buf();
-        LogOptions {
-            faults: Some(FaultHook::new(move |op, path: &Path| {
-                if armed.load(Ordering::Relaxed) && op == FileOp::Sync && path == dir {
-                    return Err(std::io::Error::from_raw_os_error(5));
-                }
-                Ok(())
-            })),
-            ..small()
-        }
+    let faults = Arc::new(FaultInjector::new());
+    let options = LogOptions {
+        faults: Faults::from(Arc::clone(&faults)),
+        ..small()
     };
     let mut log = Log::open(dir.path(), options, |_, _| {}).unwrap();
     log.append(&Record::put(1, b"k", b"v")).unwrap();
     log.seal_active().unwrap();
     let reader = log.reader();
     let output = output_of(&reader, &[1]);
-    armed.store(true, Ordering::Relaxed);
+    // `finish` syncs the output, renames it, then syncs the directory.
+    faults.fail_nth_sync(faults.syncs() + 2);
     assert!(output.finish().is_err());
-    armed.store(false, Ordering::Relaxed);
+    assert_eq!(
+        faults.first_hit(),
+        Some((FileOp::Sync, dir.path().to_path_buf()))
+    );
     assert!(log.poison_cause().is_some());
     assert!(matches!(
         log.append(&Record::put(2, b"k", b"w")),

@@ -1,13 +1,14 @@
 //! Directory and file-creation helpers. Every change to a directory's entries
 //! (create, rename, delete) is followed by a sync of the directory, so the
-//! change survives a crash.
+//! change survives a crash; kv-fs does the syncing and the atomic creation.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use kv_fs::{CreateError, Faults};
+
 use crate::error::io_error;
-use crate::fault::{FaultOp, Faults};
 use crate::format::{self, BadHeader, FILE_HEADER_LEN, FrameLayout};
 use crate::{Error, Result};
 
@@ -74,78 +75,32 @@ pub(crate) fn create_dir(dir: &Path, faults: &Faults) -> Result<()> {
 
 /// Makes the entries of `dir` (created, renamed and deleted files) durable.
 pub(crate) fn sync_dir(dir: &Path, faults: &Faults) -> Result<()> {
-    faults.check(FaultOp::Sync, dir).map_err(io_error(dir))?;
-    // NOTE: only Unix can open and fsync a directory; elsewhere the file
-    // system orders directory updates itself (NTFS journals its metadata).
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
-    Ok(())
-}
-
-/// Why [`create_wal_file`] failed, and what state it left.
-#[derive(Debug)]
-pub(crate) enum CreateError {
-    /// Nothing changed: the temporary file (if any) was removed.
-    Unchanged(Error),
-    /// The file was renamed into place but the directory sync failed: its
-    /// name may not be durable, and the directory may not be trusted.
-    Unsynced(Error),
-}
-
-impl From<CreateError> for Error {
-    fn from(error: CreateError) -> Error {
-        match error {
-            CreateError::Unchanged(error) | CreateError::Unsynced(error) => error,
-        }
-    }
+    kv_fs::sync_dir(dir, faults).map_err(io_error(dir))
 }
 
 /// Creates WAL file `number` in `dir` with its header durable, and returns it
 /// open for writing, positioned after the header.
 ///
 /// The header is written to a temporary file, synced, and renamed into
-/// place, then the directory is synced: a file with a WAL name always has a
-/// whole header.
+/// place, then the directory is synced (`kv_fs::create_atomically`): a file
+/// with a WAL name always has a whole header. A temporary file left behind
+/// is removed at the next open.
 pub(crate) fn create_wal_file(
     dir: &Path,
     number: u64,
     faults: &Faults,
-) -> std::result::Result<(File, PathBuf), CreateError> {
+) -> std::result::Result<(File, PathBuf), CreateError<Error>> {
     let temp = dir.join(format::temp_file_name(number));
     let path = dir.join(format::file_name(number));
-    let prepared = (|| {
-        faults.check(FaultOp::Create, &temp)?;
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        let header = format::encode_file_header(number);
-        if let Err(error) = faults.check(FaultOp::Write, &temp) {
-            file.write_all(&header[..header.len() / 2])?;
-            return Err(error);
-        }
-        file.write_all(&header)?;
-        faults.check(FaultOp::Sync, &temp)?;
-        file.sync_all()?;
-        faults.check(FaultOp::Rename, &path)?;
-        fs::rename(&temp, &path)?;
-        Ok(file)
-    })();
-    let file = match prepared {
-        Ok(file) => file,
-        Err(source) => {
-            // Best effort: a temporary file left behind is removed at the
-            // next open.
-            let _ = fs::remove_file(&temp);
-            return Err(CreateError::Unchanged(Error::Io { path, source }));
-        }
-    };
-    sync_dir(dir, faults).map_err(CreateError::Unsynced)?;
-    Ok((file, path))
+    let header = format::encode_file_header(number);
+    let created = kv_fs::create_atomically(&temp, &path, faults, |file| {
+        kv_fs::write_or_tear(faults, &temp, &header, |b| file.write_all(b))
+    });
+    match created {
+        Ok(file) => Ok((file, path)),
+        Err(CreateError::Unchanged(e)) => Err(CreateError::Unchanged(io_error(path)(e))),
+        Err(CreateError::Unsynced(e)) => Err(CreateError::Unsynced(io_error(dir)(e))),
+    }
 }
 
 /// Reads and checks the header of WAL file `number`, leaving `file`

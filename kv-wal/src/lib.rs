@@ -10,8 +10,9 @@
 //!
 //! It knows nothing of keys, values or the engine's record format, spawns no
 //! threads, and keeps no index: it appends, syncs, replays and deletes old
-//! files. It depends on no other kv crate; `kv-engine` depends on it, never
-//! the reverse. It does not lock its directory: one process owns a log.
+//! files. It depends on no other kv crate except `kv-fs` (atomic file
+//! creation, directory syncs, the fault seam); `kv-engine` depends on it,
+//! never the reverse. It does not lock its directory: one process owns a log.
 //!
 //! # Format
 //!
@@ -113,7 +114,6 @@
 
 mod check;
 mod error;
-mod fault;
 mod format;
 mod fs;
 mod options;
@@ -124,12 +124,12 @@ mod wal;
 
 pub use check::{Damage, WalCheck, check};
 pub use error::Error;
-#[cfg(feature = "fail-points")]
-pub use fault::{FaultError, FaultInjector, FaultMode, FaultOp};
 pub use format::{
     FILE_HEADER_LEN, FILE_SUFFIX, FIRST_FILE_NUMBER, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC,
     MAX_RECORD_LEN, OLDEST_FORMAT_VERSION, TEMP_SUFFIX, file_name, parse_file_name,
 };
+#[cfg(feature = "fail-points")]
+pub use kv_fs::{FaultError, FaultInjector, FaultMode, FileOp};
 pub use options::{DEFAULT_MAX_FILE_SIZE, RecoveryMode, SyncPolicy, WalOptions};
 pub use replay::Replay;
 pub use shared::SharedWal;

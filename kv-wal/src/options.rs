@@ -129,6 +129,12 @@ impl WalOptions {
     }
 
     /// Sets the fault injector that tests use to make file operations fail.
+    ///
+    /// The WAL checks every frame write (one per flush), every file header
+    /// write, every data sync (one per commit or sync that has something
+    /// to sync, one per rotation, one per rolled-back write), every
+    /// directory sync, and the temporary-file creation and rename of every
+    /// new file.
     #[cfg(feature = "fail-points")]
     #[must_use]
     pub fn with_faults(mut self, faults: std::sync::Arc<crate::FaultInjector>) -> Self {
@@ -138,10 +144,14 @@ impl WalOptions {
 
     /// The fault-injection seam these options carry: empty unless the
     /// `fail-points` feature is on and an injector was set.
-    pub(crate) fn faults(&self) -> crate::fault::Faults {
-        crate::fault::Faults {
-            #[cfg(feature = "fail-points")]
-            injector: self.faults.clone(),
+    pub(crate) fn faults(&self) -> kv_fs::Faults {
+        #[cfg(feature = "fail-points")]
+        {
+            kv_fs::Faults::from(self.faults.clone())
+        }
+        #[cfg(not(feature = "fail-points"))]
+        {
+            kv_fs::Faults::default()
         }
     }
 

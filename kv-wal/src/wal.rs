@@ -7,8 +7,9 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use kv_fs::{CreateError, Faults, FileOp};
+
 use crate::error::io_error;
-use crate::fault::{FaultOp, Faults};
 use crate::format::{self, FILE_HEADER_LEN, FIRST_FILE_NUMBER, FrameLayout, frame_len};
 use crate::replay::{FileCursor, FrameError, Replay, tail_outcome};
 use crate::{Error, RecoveryMode, Result, SyncPolicy, WalOptions, fs};
@@ -156,7 +157,8 @@ impl Wal {
         let mut files = fs::list_wal_files(&dir)?;
         let (active, recovered_tail, old_format) = match files.pop() {
             None => {
-                let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER, &faults)?;
+                let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER, &faults)
+                    .map_err(CreateError::into_inner)?;
                 let active = ActiveFile {
                     number: FIRST_FILE_NUMBER,
                     path,
@@ -327,13 +329,10 @@ impl Wal {
     }
 
     fn write_buffer(&mut self) -> io::Result<()> {
-        if let Err(error) = self.faults.check(FaultOp::Write, &self.active.path) {
-            // A write cut short: half of the bytes reach the file.
-            let half = self.buf.len() / 2;
-            self.active.file.write_all(&self.buf[..half])?;
-            return Err(error);
-        }
-        self.active.file.write_all(&self.buf)
+        let file = &mut self.active.file;
+        kv_fs::write_or_tear(&self.faults, &self.active.path, &self.buf, |b| {
+            file.write_all(b)
+        })
     }
 
     /// Cuts the active file back to `len` bytes (at or after the header,
@@ -343,7 +342,7 @@ impl Wal {
         let file = &mut self.active.file;
         file.set_len(len)?;
         file.seek(SeekFrom::Start(len))?;
-        self.faults.check(FaultOp::Sync, &self.active.path)?;
+        self.faults.check(FileOp::Sync, &self.active.path)?;
         self.active.file.sync_data()?;
         self.active.written = len;
         self.unsynced_since = None;
@@ -417,7 +416,7 @@ impl Wal {
     }
 
     fn sync_file(&mut self) -> io::Result<()> {
-        self.faults.check(FaultOp::Sync, &self.active.path)?;
+        self.faults.check(FileOp::Sync, &self.active.path)?;
         self.active.file.sync_data()
     }
 
@@ -500,11 +499,11 @@ impl Wal {
         };
         let (file, path) = match fs::create_wal_file(&self.dir, number, &self.faults) {
             Ok(created) => created,
-            Err(fs::CreateError::Unchanged(error)) => {
+            Err(CreateError::Unchanged(error)) => {
                 log::warn!("creating WAL file {number} failed, staying on the old one: {error}");
                 return Err(error);
             }
-            Err(fs::CreateError::Unsynced(error)) => {
+            Err(CreateError::Unsynced(error)) => {
                 self.poisoned = Some(format!("creating WAL file {number} failed: {error}"));
                 return Err(error);
             }
@@ -708,7 +707,7 @@ fn recover_last(
         // The truncation is synced before anything is appended, so a crash
         // cannot bring the torn bytes back behind new frames.
         file.set_len(offset)
-            .and_then(|()| faults.check(FaultOp::Sync, &path))
+            .and_then(|()| faults.check(FileOp::Sync, &path))
             .and_then(|()| file.sync_all())
             .map_err(io_error(&path))?;
         log::warn!(

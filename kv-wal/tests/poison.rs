@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::payloads;
 use kv_wal::{
-    Error, FaultError, FaultInjector, FaultMode, FaultOp, SharedWal, SyncPolicy, Wal, WalOptions,
+    Error, FaultError, FaultInjector, FaultMode, FileOp, SharedWal, SyncPolicy, Wal, WalOptions,
 };
 
 fn with_faults(policy: SyncPolicy) -> (WalOptions, Arc<FaultInjector>) {
@@ -76,7 +76,7 @@ fn a_failed_write_is_discarded_and_later_writes_go_on() {
 
     // The failing write gets half of its bytes to the file first (a frame
     // whole and one torn); the rollback cuts them off again and syncs.
-    faults.fail_next(FaultOp::Write, FaultError::NoSpace, FaultMode::Persistent);
+    faults.fail_next(FileOp::Write, FaultError::NoSpace, FaultMode::Persistent);
     wal.append(&[7; 100]).unwrap();
     wal.append(&[8; 150]).unwrap();
     let error = wal.commit().unwrap_err();
@@ -166,7 +166,7 @@ fn a_failed_file_creation_leaves_the_old_file_active() {
     let mut wal = Wal::open(dir.path(), options.with_max_file_size(256)).unwrap();
     wal.append(&[1; 100]).unwrap();
     wal.commit().unwrap();
-    for op in [FaultOp::Create, FaultOp::Write, FaultOp::Rename] {
+    for op in [FileOp::Create, FileOp::Write, FileOp::Rename] {
         faults.fail_next(op, FaultError::NoSpace, FaultMode::Once);
         // Does not fit: the rotation's file creation fails.
         let error = wal.append(&[2; 200]).unwrap_err();

@@ -8,7 +8,8 @@
 //! - every file name the storage crates put on disk is in the table at the
 //!   top of docs/format.md;
 //! - no code outside kv-fs renames a file or syncs a directory: the atomic
-//!   file write and its failure rule exist once.
+//!   file write and its failure rule exist once;
+//! - kv-fs depends on no kv crate, kv-wal and kv-index on none but kv-fs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -196,4 +197,61 @@ fn every_file_name_on_disk_is_in_the_format_table() {
         "file names put on disk but missing from the table at the top of docs/format.md",
         &problems,
     );
+}
+
+#[test]
+fn only_kv_fs_renames_files_or_syncs_directories() {
+    let crates: Vec<&str> = CRATES
+        .iter()
+        .copied()
+        .filter(|c| *c != "kv-fs" && *c != "xtask")
+        .collect();
+    let mut problems = Vec::new();
+    for (path, text) in sources(&crates) {
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let renames = code.replace("kv_fs::rename(", "").contains("rename(");
+            // A `sync_dir` of a crate's own may only map kv-fs's errors.
+            let own_sync_dir = code.contains("fn sync_dir")
+                && !lines[n..lines.len().min(n + 4)]
+                    .iter()
+                    .any(|l| l.contains("kv_fs::sync_dir("));
+            if renames || own_sync_dir {
+                problems.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    report(
+        "renames and directory syncs belong in kv-fs (create_atomically, rename, sync_dir)",
+        &problems,
+    );
+}
+
+/// kv-fs depends on no kv crate; kv-wal and kv-index on none but kv-fs.
+#[test]
+fn the_leaf_crates_depend_on_no_other_kv_crate() {
+    for (krate, allowed) in [
+        ("kv-fs", &[][..]),
+        ("kv-wal", &["kv-fs"][..]),
+        ("kv-index", &["kv-fs"][..]),
+    ] {
+        let manifest = fs::read_to_string(root().join(krate).join("Cargo.toml")).unwrap();
+        let mut section = "";
+        for line in manifest.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line;
+                continue;
+            }
+            let normal = section == "[dependencies]"
+                || (section.starts_with("[target.") && section.ends_with(".dependencies]"));
+            let name = line.split(['=', ' ', '.']).next().unwrap_or("");
+            if normal && name.starts_with("kv-") {
+                assert!(
+                    allowed.contains(&name),
+                    "{krate} depends on {name}: it may depend on {allowed:?} only"
+                );
+            }
+        }
+    }
 }
