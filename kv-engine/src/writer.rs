@@ -1,5 +1,6 @@
 //! The writer thread: the only code that appends to the write-ahead log and
-//! the segments, or changes the index on behalf of callers.
+//! the active segment, or changes the index on behalf of callers
+//! (compaction appends only to its own outputs).
 //!
 //! For each group of writes: encode the records (assigning sequence
 //! numbers), append one WAL payload per write, commit the WAL (one write,
