@@ -71,6 +71,7 @@ mod stats;
 mod usage;
 mod value;
 mod verify;
+mod wait;
 mod writer;
 
 pub use batch::WriteBatch;

@@ -1,22 +1,45 @@
 //! One-shot replies from the writer thread to a waiting caller, without an
-//! allocation per request.
+//! allocation or a system call per request in the common case.
 //!
 //! Each calling thread owns one [`Slot`], reused for every request it makes
 //! (a thread waits for one request at a time). The request carries a
 //! [`Reply`] pointing at the slot; a `Reply` that is dropped without being
 //! sent (the writer thread stopped) completes the slot with
 //! [`Error::Closed`], so a caller never waits forever.
+//!
+//! **Waiting.** The writer usually answers within microseconds, sooner
+//! than a thread can be put to sleep and woken again (two futex calls and
+//! two context switches). So the caller first watches the slot's `done`
+//! flag (`wait::spin_then_park`): a short spin, then yielding its core for
+//! a bounded time, and only then sleeps on the condition variable. The
+//! writer sets `done` after storing the result, and notifies only a caller
+//! that has said it sleeps (`sleeping`), so a reply to a caller that is
+//! still watching costs no system call.
+//!
+//! **The record buffer.** A put or delete is encoded on the caller's
+//! thread into a buffer the slot keeps ([`take_buffer`]); the request
+//! carries it to the writer, which copies the bytes out and gives it back
+//! ([`Reply::give_back`]) before it replies, so the next request of the thread
+//! reuses it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::wait::{SpinThenPark, Spun};
 use crate::{Error, Result};
 
 #[derive(Default)]
 pub(crate) struct Slot {
+    /// Set (release) once `result` holds the reply.
+    done: AtomicBool,
     result: Mutex<Option<Result<()>>>,
+    /// The caller sleeps on `ready`; set under `result`'s lock.
+    sleeping: AtomicBool,
     ready: Condvar,
+    /// The caller's record buffer while no request holds it.
+    buffer: Mutex<Vec<u8>>,
 }
 
 thread_local! {
@@ -34,6 +57,15 @@ impl Reply {
             complete(&slot, result);
         }
     }
+
+    /// Gives the caller's record buffer back (its bytes copied out), for
+    /// its next request. The caller does not touch the buffer until the
+    /// reply is sent.
+    pub(crate) fn give_back(&self, buffer: Vec<u8>) {
+        if let Some(slot) = &self.slot {
+            *slot.buffer.lock() = buffer;
+        }
+    }
 }
 
 impl Drop for Reply {
@@ -45,8 +77,24 @@ impl Drop for Reply {
 }
 
 fn complete(slot: &Slot, result: Result<()>) {
-    *slot.result.lock() = Some(result);
-    slot.ready.notify_one();
+    let mut guard = slot.result.lock();
+    *guard = Some(result);
+    slot.done.store(true, Ordering::Release);
+    // Read under the lock: a caller sets `sleeping` under it too, before it
+    // waits, so either it sees `done` then, or it is waiting by now.
+    if slot.sleeping.load(Ordering::Relaxed) {
+        slot.ready.notify_one();
+    }
+}
+
+/// This thread's record buffer, empty, with the capacity earlier requests
+/// left it. Hand it to the writer in the request; the reply gives it back.
+pub(crate) fn take_buffer() -> Vec<u8> {
+    SLOT.with(|slot| {
+        let mut buffer = std::mem::take(&mut *slot.buffer.lock());
+        buffer.clear();
+        buffer
+    })
 }
 
 /// Runs `send` with a fresh [`Reply`] for this thread's slot, then waits for
@@ -54,15 +102,23 @@ fn complete(slot: &Slot, result: Result<()>) {
 /// which completes the slot with [`Error::Closed`].
 pub(crate) fn call(send: impl FnOnce(Reply)) -> Result<()> {
     SLOT.with(|slot| {
-        *slot.result.lock() = None;
+        slot.done.store(false, Ordering::Relaxed);
         send(Reply {
             slot: Some(Arc::clone(slot)),
         });
+        let mut wait = SpinThenPark::new();
+        while !slot.done.load(Ordering::Acquire) {
+            if wait.spin() == Spun::Park {
+                break;
+            }
+        }
         let mut result = slot.result.lock();
         loop {
             if let Some(r) = result.take() {
+                slot.sleeping.store(false, Ordering::Relaxed);
                 return r;
             }
+            slot.sleeping.store(true, Ordering::Relaxed);
             slot.ready.wait(&mut result);
         }
     })
