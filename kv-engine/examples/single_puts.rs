@@ -14,7 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let count: u64 = args.next().map_or(Ok(200_000), |a| a.parse())?;
     let scratch = tempfile::tempdir()?;
-    let dir = args.next().map_or_else(|| scratch.path().join("db"), Into::into);
+    let dir = args
+        .next()
+        .map_or_else(|| scratch.path().join("db"), Into::into);
     let db = Db::open_with(&dir, Options::default().sync(SyncPolicy::Never))?;
     let value = [0x5Au8; 100];
     let start = Instant::now();

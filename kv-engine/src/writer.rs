@@ -23,9 +23,9 @@ use crate::batch::{BatchOp, WriteBatch};
 use crate::fault::Faults;
 use crate::marker::{Marker, MarkerError};
 use crate::reply::Reply;
-use crate::wait::{SpinThenPark, Spun};
 use crate::shared::Shared;
 use crate::usage::UsageDelta;
+use crate::wait::{SpinThenPark, Spun};
 use crate::{Error, Options, Result};
 
 /// One write a caller asked for: the unit of atomicity.
@@ -142,20 +142,14 @@ impl Writer {
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
         let mut group = Vec::with_capacity(self.max_group);
         loop {
-            let first = match self.wal.sync_deadline() {
+            let first = match next_command(&rx, self.wal.sync_deadline()) {
+                Ok(command) => command,
                 // Interval policy: wake in time to sync what is due.
-                Some(deadline) => match rx.recv_deadline(deadline.max(Instant::now())) {
-                    Ok(command) => command,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync_if_due();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match next_command(&rx) {
-                    Ok(command) => command,
-                    Err(_) => break,
-                },
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sync_if_due();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             // Group commit: take whatever else is already waiting, so that
             // many callers share one write and one sync.
@@ -593,22 +587,32 @@ pub(crate) fn entry_for(loc: Location, seq: u64, expires_at: u64, kind: RecordKi
     }
 }
 
-/// The next command, waiting for it: first actively for a bounded time
-/// (`wait.rs`), since the next write of a busy caller arrives within
-/// microseconds and a sleeping writer costs each caller a futex wake-up;
-/// then blocking, so that an idle database uses no CPU.
-fn next_command(rx: &Receiver<Command>) -> Result<Command, crossbeam_channel::RecvError> {
+/// The next command, waiting for it until `deadline` if one is given:
+/// first actively for a bounded time (`wait.rs`), since the next write of
+/// a busy caller arrives within microseconds and a sleeping writer costs
+/// each caller a futex wake-up; then blocking, so that an idle database
+/// uses no CPU.
+fn next_command(
+    rx: &Receiver<Command>,
+    deadline: Option<Instant>,
+) -> Result<Command, RecvTimeoutError> {
     let mut wait = SpinThenPark::new();
     loop {
         match rx.try_recv() {
             Ok(command) => return Ok(command),
             Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                return Err(crossbeam_channel::RecvError);
+                return Err(RecvTimeoutError::Disconnected);
             }
             Err(crossbeam_channel::TryRecvError::Empty) => {}
         }
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(RecvTimeoutError::Timeout);
+        }
         if wait.spin() == Spun::Park {
-            return rx.recv();
+            return match deadline {
+                Some(deadline) => rx.recv_deadline(deadline),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
         }
     }
 }
