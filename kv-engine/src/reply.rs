@@ -22,15 +22,13 @@
 //! ([`Reply::give_back`]) before it replies, so the next request of the thread
 //! reuses it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use parking_lot::{Condvar, Mutex};
-
+use crate::sync::{Arc, AtomicBool, Condvar, Mutex, lock};
 use crate::wait::{SpinThenPark, Spun};
 use crate::{Error, Result};
 
-#[derive(Default)]
+/// A calling thread's reply slot and record buffer.
 pub(crate) struct Slot {
     /// Set (release) once `result` holds the reply.
     done: AtomicBool,
@@ -42,8 +40,26 @@ pub(crate) struct Slot {
     buffer: Mutex<Vec<u8>>,
 }
 
+impl Slot {
+    pub(crate) fn new() -> Slot {
+        Slot {
+            done: AtomicBool::new(false),
+            result: Mutex::new(None),
+            sleeping: AtomicBool::new(false),
+            ready: Condvar::new(),
+            buffer: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+#[cfg(not(kv_engine_loom))]
 thread_local! {
-    static SLOT: Arc<Slot> = Arc::new(Slot::default());
+    static SLOT: Arc<Slot> = Arc::new(Slot::new());
+}
+
+#[cfg(kv_engine_loom)]
+loom::thread_local! {
+    static SLOT: Arc<Slot> = Arc::new(Slot::new());
 }
 
 /// The writer's end: completes the caller's slot exactly once.
@@ -63,7 +79,7 @@ impl Reply {
     /// reply is sent.
     pub(crate) fn give_back(&self, buffer: Vec<u8>) {
         if let Some(slot) = &self.slot {
-            *slot.buffer.lock() = buffer;
+            *lock(&slot.buffer) = buffer;
         }
     }
 }
@@ -77,7 +93,7 @@ impl Drop for Reply {
 }
 
 fn complete(slot: &Slot, result: Result<()>) {
-    let mut guard = slot.result.lock();
+    let mut guard = lock(&slot.result);
     *guard = Some(result);
     slot.done.store(true, Ordering::Release);
     // Read under the lock: a caller sets `sleeping` under it too, before it
@@ -90,36 +106,45 @@ fn complete(slot: &Slot, result: Result<()>) {
 /// This thread's record buffer, empty, with the capacity earlier requests
 /// left it. Hand it to the writer in the request; the reply gives it back.
 pub(crate) fn take_buffer() -> Vec<u8> {
-    SLOT.with(|slot| {
-        let mut buffer = std::mem::take(&mut *slot.buffer.lock());
-        buffer.clear();
-        buffer
-    })
+    SLOT.with(take_buffer_from)
+}
+
+/// [`take_buffer`] of a given slot.
+pub(crate) fn take_buffer_from(slot: &Arc<Slot>) -> Vec<u8> {
+    let mut buffer = std::mem::take(&mut *lock(&slot.buffer));
+    buffer.clear();
+    buffer
 }
 
 /// Runs `send` with a fresh [`Reply`] for this thread's slot, then waits for
 /// the reply. If `send` fails to deliver the request it drops the `Reply`,
 /// which completes the slot with [`Error::Closed`].
 pub(crate) fn call(send: impl FnOnce(Reply)) -> Result<()> {
-    SLOT.with(|slot| {
-        slot.done.store(false, Ordering::Relaxed);
-        send(Reply {
-            slot: Some(Arc::clone(slot)),
-        });
-        let mut wait = SpinThenPark::new();
-        while !slot.done.load(Ordering::Acquire) {
-            if wait.spin() == Spun::Park {
-                break;
-            }
+    SLOT.with(|slot| call_on(slot, send))
+}
+
+/// [`call`] on a given slot (the thread's own, or a model's).
+pub(crate) fn call_on(slot: &Arc<Slot>, send: impl FnOnce(Reply)) -> Result<()> {
+    slot.done.store(false, Ordering::Relaxed);
+    send(Reply {
+        slot: Some(Arc::clone(slot)),
+    });
+    let mut wait = SpinThenPark::new();
+    while !slot.done.load(Ordering::Acquire) {
+        if wait.spin() == Spun::Park {
+            break;
         }
-        let mut result = slot.result.lock();
-        loop {
-            if let Some(r) = result.take() {
-                slot.sleeping.store(false, Ordering::Relaxed);
-                return r;
-            }
-            slot.sleeping.store(true, Ordering::Relaxed);
-            slot.ready.wait(&mut result);
+    }
+    let mut result = lock(&slot.result);
+    loop {
+        if let Some(r) = result.take() {
+            slot.sleeping.store(false, Ordering::Relaxed);
+            return r;
         }
-    })
+        slot.sleeping.store(true, Ordering::Relaxed);
+        result = slot
+            .ready
+            .wait(result)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
 }
