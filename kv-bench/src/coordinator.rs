@@ -351,9 +351,10 @@ fn workloads(c: &Config) -> Vec<WorkloadInfo> {
             "YCSB",
             format!(
                 "YCSB core workloads on {} loaded keys (16 B keys, 100 B values; reopened \
-                 after loading), {} operations each on {} threads, Zipfian θ = {} (D: \
-                 latest), run in the order A, B, C, F, D on the same database; `buffered`, \
-                 one sync at the end inside the timer. Latency is over all operations.",
+                 after loading), {} operations each, on 1 client thread and then on {}, \
+                 Zipfian θ = {} (D: latest), run in the order A, B, C, F, D on the same \
+                 database; `buffered` (each update its own commit), one sync at the end \
+                 inside the timer. Latency is over all operations.",
                 thousands(c.keys),
                 thousands(c.ycsb_ops),
                 c.ycsb_threads,

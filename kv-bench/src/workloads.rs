@@ -386,11 +386,16 @@ fn ycsb(ctx: &Ctx<'_>) -> Result<()> {
         'D' => "D: 95% reads of recent keys, 5% inserts",
         _ => "F: 50% reads, 50% read-modify-writes",
     };
-    for w in data::YCSB_WORKLOADS {
+    // One client thread (every update its own commit, nothing to group)
+    // and then more, as YCSB's clients would be.
+    for (threads, w) in [1, c.ycsb_threads]
+        .into_iter()
+        .flat_map(|t| data::YCSB_WORKLOADS.into_iter().map(move |w| (t, w)))
+    {
         let ops = data::load_trace(ctx.data_dir, &format!("ycsb-{}", w.to_ascii_lowercase()))?;
         let db = &*db;
         let run = run_trace(
-            c.ycsb_threads,
+            threads,
             &ops,
             |op, j| {
                 // Each update writes a fresh version of the value.
@@ -424,8 +429,13 @@ fn ycsb(ctx: &Ctx<'_>) -> Result<()> {
             ctx.engine,
             run.reads - run.found
         );
+        let case = format!(
+            "{}, {threads} thread{}",
+            about(w),
+            if threads == 1 { "" } else { "s" }
+        );
         ctx.emit(
-            Measurement::throughput("ycsb", about(w), ops.len() as u64, run.secs)
+            Measurement::throughput("ycsb", case, ops.len() as u64, run.secs)
                 .durability(Durability::Buffered)
                 .latency(latency(&run.hist)),
         )?;

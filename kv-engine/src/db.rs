@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use kv_format::Limits;
+use kv_format::{Limits, Record};
 use kv_index::Entry;
 use kv_log::Segment;
 use parking_lot::Mutex;
@@ -192,17 +192,13 @@ impl Db {
     /// could not be made; [`Error::Closed`].
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.shared.limits.check(key.len(), value.len())?;
-        self.submit(Write::Put {
-            key: key.into(),
-            value: value.into(),
-            ttl: None,
-        })
+        self.submit_record(&Record::put(0, key, value))
     }
 
     /// Sets `key` to `value` for `ttl`: from then on the key reads as
     /// absent, is left out of iteration and [`Db::len`], and compaction
     /// drops it. The expiry is an absolute time, read from
-    /// [`Options::clock`] when the write is applied and stored in the
+    /// [`Options::clock`] when the write is made and stored in the
     /// record, so it holds across reopen. A `ttl` of zero writes a key that
     /// has already expired.
     ///
@@ -211,10 +207,9 @@ impl Db {
     /// As [`Db::put`].
     pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<()> {
         self.shared.limits.check(key.len(), value.len())?;
-        self.submit(Write::Put {
-            key: key.into(),
-            value: value.into(),
-            ttl: Some(ttl),
+        self.submit_record(&Record {
+            expires_at: self.shared.time.expiry_after(ttl),
+            ..Record::put(0, key, value)
         })
     }
 
@@ -225,7 +220,7 @@ impl Db {
     /// As [`Db::put`].
     pub fn delete(&self, key: &[u8]) -> Result<()> {
         self.shared.limits.check(key.len(), 0)?;
-        self.submit(Write::Delete { key: key.into() })
+        self.submit_record(&Record::tombstone(0, key))
     }
 
     /// Applies every operation of `batch` atomically: after any crash,
@@ -253,6 +248,14 @@ impl Db {
             });
         }
         self.submit(Write::Batch(batch))
+    }
+
+    /// Encodes `record` on this thread, into its reusable buffer, and
+    /// submits it: the writer sets its sequence number.
+    fn submit_record(&self, record: &Record<'_>) -> Result<()> {
+        let mut buffer = reply::take_buffer();
+        kv_format::encode(record, &mut buffer)?;
+        self.submit(Write::Record(buffer))
     }
 
     fn submit(&self, write: Write) -> Result<()> {

@@ -67,10 +67,15 @@ mod recovery;
 mod reply;
 mod shared;
 mod stats;
+mod sync;
 mod usage;
 mod value;
 mod verify;
+mod wait;
 mod writer;
+
+#[cfg(all(test, kv_engine_loom))]
+mod loom;
 
 pub use batch::WriteBatch;
 pub use clock::{Clock, ManualClock, SystemClock};

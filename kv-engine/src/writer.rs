@@ -26,18 +26,16 @@ use crate::marker::Marker;
 use crate::reply::Reply;
 use crate::shared::Shared;
 use crate::usage::UsageDelta;
+use crate::wait::{SpinThenPark, Spun};
 use crate::{Error, Options, Result};
 
 /// One write a caller asked for: the unit of atomicity.
 pub(crate) enum Write {
-    Put {
-        key: Box<[u8]>,
-        value: Box<[u8]>,
-        ttl: Option<Duration>,
-    },
-    Delete {
-        key: Box<[u8]>,
-    },
+    /// One put or tombstone, encoded by the caller (with any sequence
+    /// number: the writer sets it), in the caller's reusable buffer
+    /// (`reply::take_buffer`), which the writer gives back.
+    Record(Vec<u8>),
+    /// A batch, encoded by the writer.
     Batch(WriteBatch),
 }
 
@@ -88,6 +86,11 @@ pub(crate) struct Writer {
     poisoned: Option<String>,
     /// The encoded records of the current group, back to back.
     buf: Vec<u8>,
+    /// The current group's writes, and where each record went; kept, with
+    /// the bookkeeping delta, so that a group allocates nothing.
+    pending: Vec<Pending>,
+    applied: Vec<(Range<usize>, Location)>,
+    usage: UsageDelta,
     /// The test seam of the `fail-points` feature (for the marker).
     faults: Faults,
 }
@@ -129,6 +132,9 @@ impl Writer {
             wal_bytes: 0,
             poisoned: None,
             buf: Vec::new(),
+            pending: Vec::new(),
+            applied: Vec::new(),
+            usage: UsageDelta::default(),
             faults,
         }
     }
@@ -137,20 +143,14 @@ impl Writer {
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
         let mut group = Vec::with_capacity(self.max_group);
         loop {
-            let first = match self.wal.sync_deadline() {
+            let first = match next_command(&rx, self.wal.sync_deadline()) {
+                Ok(command) => command,
                 // Interval policy: wake in time to sync what is due.
-                Some(deadline) => match rx.recv_deadline(deadline.max(Instant::now())) {
-                    Ok(command) => command,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync_if_due();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(command) => command,
-                    Err(_) => break,
-                },
+                Err(RecvTimeoutError::Timeout) => {
+                    self.sync_if_due();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             // Group commit: take whatever else is already waiting, so that
             // many callers share one write and one sync.
@@ -329,11 +329,14 @@ impl Writer {
             return;
         }
         self.buf.clear();
-        let mut pending = Vec::with_capacity(group.len());
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut applied = std::mem::take(&mut self.applied);
+        pending.clear();
+        applied.clear();
         let mut failure = None;
         for (write, reply) in group.drain(..) {
             let start = self.buf.len();
-            match self.encode(&write) {
+            match self.encode(write, &reply) {
                 Ok(()) => pending.push(Pending {
                     reply,
                     records: start..self.buf.len(),
@@ -362,7 +365,6 @@ impl Writer {
         {
             failure = Some(Error::from(e));
         }
-        let mut applied = Vec::with_capacity(pending.len());
         if failure.is_none() {
             match self.append_to_segments(&pending, &mut applied) {
                 Ok(()) => {}
@@ -376,15 +378,19 @@ impl Writer {
             if !self.discard_group(wal_start, log_start) {
                 self.poison(&err);
             }
-            for p in pending {
+            for p in pending.drain(..) {
                 p.reply.send(Err(err.duplicate()));
             }
+            self.pending = pending;
+            self.applied = applied;
             return;
         }
-        apply_records(&self.shared, &self.buf, &applied);
-        for p in pending {
+        apply_records(&self.shared, &self.buf, &applied, &mut self.usage);
+        for p in pending.drain(..) {
             p.reply.send(Ok(()));
         }
+        self.pending = pending;
+        self.applied = applied;
     }
 
     /// After a group failed: removes its records from the WAL and the
@@ -456,9 +462,10 @@ impl Writer {
         }
     }
 
-    /// Encodes the records of one write at the end of `self.buf`, with
-    /// consecutive sequence numbers.
-    fn encode(&mut self, write: &Write) -> Result<()> {
+    /// Puts the records of one write at the end of `self.buf`, with
+    /// consecutive sequence numbers; a caller's record buffer goes back to
+    /// it through `reply`.
+    fn encode(&mut self, write: Write, reply: &Reply) -> Result<()> {
         let seq = self.next_seq;
         let time = &self.shared.time;
         let put = |seq, key, value, ttl: &Option<Duration>| Record {
@@ -466,12 +473,13 @@ impl Writer {
             ..Record::put(seq, key, value)
         };
         match write {
-            Write::Put { key, value, ttl } => {
-                kv_format::encode(&put(seq, key, value, ttl), &mut self.buf)?;
-                self.next_seq += 1;
-            }
-            Write::Delete { key } => {
-                kv_format::encode(&Record::tombstone(seq, key), &mut self.buf)?;
+            Write::Record(bytes) => {
+                let start = self.buf.len();
+                self.buf.extend_from_slice(&bytes);
+                reply.give_back(bytes);
+                let len = kv_format::set_seq(&mut self.buf[start..], seq)?;
+                debug_assert_eq!(start + len, self.buf.len(), "one record per buffer");
+                self.buf.truncate(start + len);
                 self.next_seq += 1;
             }
             Write::Batch(batch) => {
@@ -518,9 +526,13 @@ fn record_len(bytes: &[u8]) -> Result<usize> {
 
 /// Applies records, in order, to the index: a put replaces the key's
 /// entry, a tombstone removes it; and counts the bytes each makes dead.
-fn apply_records(shared: &Shared, buf: &[u8], applied: &[(Range<usize>, Location)]) {
+fn apply_records(
+    shared: &Shared,
+    buf: &[u8],
+    applied: &[(Range<usize>, Location)],
+    usage: &mut UsageDelta,
+) {
     let index = &shared.index;
-    let mut usage = UsageDelta::default();
     let (mut puts, mut deletes, mut expiring) = (0, 0, false);
     for (range, loc) in applied {
         // These bytes were encoded by this thread a moment ago, so the
@@ -549,7 +561,7 @@ fn apply_records(shared: &Shared, buf: &[u8], applied: &[(Range<usize>, Location
             }
         }
     }
-    shared.usage.apply(&mut usage);
+    shared.usage.apply(usage);
     // Only this thread writes these two: no read-modify-write needed.
     let stats = &shared.stats;
     stats
@@ -573,5 +585,35 @@ pub(crate) fn entry_for(loc: Location, seq: u64, expires_at: u64, kind: RecordKi
         seq,
         expires_at,
         tombstone: kind == RecordKind::Tombstone,
+    }
+}
+
+/// The next command, waiting for it until `deadline` if one is given:
+/// first actively for a bounded time (`wait.rs`), since the next write of
+/// a busy caller arrives within microseconds and a sleeping writer costs
+/// each caller a futex wake-up; then blocking, so that an idle database
+/// uses no CPU.
+fn next_command(
+    rx: &Receiver<Command>,
+    deadline: Option<Instant>,
+) -> Result<Command, RecvTimeoutError> {
+    let mut wait = SpinThenPark::new();
+    loop {
+        match rx.try_recv() {
+            Ok(command) => return Ok(command),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => {}
+        }
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(RecvTimeoutError::Timeout);
+        }
+        if wait.spin() == Spun::Park {
+            return match deadline {
+                Some(deadline) => rx.recv_deadline(deadline),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+        }
     }
 }

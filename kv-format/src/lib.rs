@@ -57,7 +57,7 @@ pub use record::{
     CHECKSUM_OFFSET, Decoded, EXPIRES_AT_OFFSET, FLAGS_OFFSET, FORMAT_VERSION, Flags, HEADER_LEN,
     KEY_LEN_OFFSET, Limits, MAX_KEY_LEN, MAX_VALUE_LEN, NO_EXPIRY, Record, RecordHeader,
     RecordKind, SEQ_OFFSET, VALUE_LEN_OFFSET, VERSION_OFFSET, checksum, decode, decode_header,
-    decode_with_limits, encode, encode_into, encoded_len,
+    decode_with_limits, encode, encode_into, encoded_len, set_seq,
 };
 
 /// The result type of this crate.

@@ -273,6 +273,32 @@ pub fn encode_into(record: &Record<'_>, out: &mut [u8]) -> Result<usize> {
     Ok(len)
 }
 
+/// Gives the encoded record at the front of `record` the sequence number
+/// `seq`, and its checksum again; returns the record's length. For a
+/// writer that assigns sequence numbers to records encoded earlier, on
+/// another thread ([`encode`] with any `seq`): the record's other bytes
+/// are unchanged.
+///
+/// # Errors
+///
+/// As [`decode_header`] (with the default [`Limits`]), and
+/// [`FormatError::Truncated`] when `record` is shorter than the lengths in
+/// its header.
+pub fn set_seq(record: &mut [u8], seq: u64) -> Result<usize> {
+    let len = decode_header(record, &Limits::default())?.record_len() as usize;
+    let available = record.len();
+    let Some(record) = record.get_mut(..len) else {
+        return Err(FormatError::Truncated {
+            needed: len as u64,
+            available,
+        });
+    };
+    record[SEQ_OFFSET..EXPIRES_AT_OFFSET].copy_from_slice(&seq.to_le_bytes());
+    let sum = checksum(&record[VERSION_OFFSET..]);
+    record[CHECKSUM_OFFSET..VERSION_OFFSET].copy_from_slice(&sum.to_le_bytes());
+    Ok(len)
+}
+
 /// Writes a record whose lengths were checked into `out`, which is exactly
 /// its encoded length.
 fn write_unchecked(record: &Record<'_>, out: &mut [u8]) {
@@ -630,5 +656,34 @@ mod tests {
             let sum = xxhash_rust::xxh3::xxh3_64(&golden[8..]);
             assert_eq!(golden[..8], sum.to_le_bytes());
         }
+    }
+
+    #[test]
+    fn set_seq_gives_a_record_a_new_sequence_number_and_checksum() {
+        let mut buf = Vec::new();
+        let record = Record {
+            expires_at: 77,
+            ..Record::put(0, b"key", b"value")
+        };
+        encode(&record, &mut buf).unwrap();
+        buf.extend_from_slice(b"next record");
+        assert_eq!(set_seq(&mut buf, 42).unwrap(), record.encoded_len());
+        let decoded = decode(&buf).unwrap();
+        assert_eq!(decoded.record, Record { seq: 42, ..record });
+        let mut fresh = Vec::new();
+        encode(&Record { seq: 42, ..record }, &mut fresh).unwrap();
+        assert_eq!(
+            &buf[..fresh.len()],
+            &fresh[..],
+            "same bytes as encoding with seq 42"
+        );
+        assert!(matches!(
+            set_seq(&mut buf[..20], 1),
+            Err(FormatError::Truncated { .. })
+        ));
+        assert!(matches!(
+            set_seq(&mut fresh[..39], 1),
+            Err(FormatError::Truncated { .. })
+        ));
     }
 }

@@ -20,9 +20,10 @@
 //! - `cargo xtask tidy`: the tidy checks of the source tree (`src/tidy.rs`,
 //!   `#[test]`s that also run with `cargo test --workspace`).
 //! - `cargo xtask loom [ARGS]`: the loom models of the concurrency
-//!   protocols (kv-index's seqlock, kv-log's segment retirement), built
-//!   with `--cfg loom` in release into `target/loom` (so the normal build
-//!   cache is untouched); ARGS go to the test binaries (a test name to
+//!   protocols (kv-index's seqlock, kv-log's segment retirement, kv-engine's
+//!   hand-off between callers and the writer), built with `--cfg loom`
+//!   (kv-engine: `--cfg kv_engine_loom`) in release into `target/loom-*`
+//!   (so the normal build cache is untouched); ARGS go to the test binaries (a test name to
 //!   filter, `--nocapture`). `LOOM_MAX_PREEMPTIONS` (default 3 in the
 //!   models) widens the search.
 //! - `cargo xtask bench --micro [ARGS]`: the criterion micro-benchmarks of
@@ -54,7 +55,7 @@ tasks:
          tidy and the tests
   lint-bench  clippy -D warnings in kv-bench/ (compiles the peer engines, so not in ci)
   tidy   the tidy checks of the source tree (doc comments, file names in docs/format.md, ...)
-  loom   the loom models (kv-index seqlock, kv-log segment retirement):
+  loom   the loom models (kv-index seqlock, kv-log segment retirement, kv-engine hand-off):
            cargo xtask loom [TEST-NAME-FILTER] [-- --nocapture]
   bench  side-by-side benchmarks against fjall, redb and LMDB:
            cargo xtask bench [--quick] [--with-rocksdb] [--engines kv,redb] [--seed N]
@@ -148,21 +149,25 @@ fn clippy_of(manifest: &str) -> Result<()> {
     )
 }
 
-/// The crates with loom models, each in `src/loom.rs`.
-const LOOM_CRATES: [&str; 2] = ["kv-index", "kv-log"];
+/// The crates with loom models, each in `src/loom.rs`, and the cfg that
+/// swaps in loom's primitives for each (kv-engine's hand-off has a cfg of
+/// its own: under `loom` the lower crates swap theirs too).
+const LOOM_CRATES: [(&str, &str); 3] = [
+    ("kv-index", "loom"),
+    ("kv-log", "loom"),
+    ("kv-engine", "kv_engine_loom"),
+];
 
 /// `cargo xtask loom`: see the crate docs.
 fn loom(args: &[String]) -> Result<()> {
     let root = root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("loom");
-    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
-    if !rustflags.split_whitespace().any(|f| f == "loom") {
-        rustflags.push_str(" --cfg loom");
-    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for krate in LOOM_CRATES {
+    for (krate, cfg) in LOOM_CRATES {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), PathBuf::from)
+            .join(format!("loom-{cfg}"));
+        let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        rustflags.push_str(&format!(" --cfg {cfg}"));
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(&root)
             .env("RUSTFLAGS", rustflags.trim())

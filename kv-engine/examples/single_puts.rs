@@ -1,0 +1,37 @@
+//! One thread doing single `put`s (16-byte keys, 100-byte values,
+//! `SyncPolicy::Never`), as a new user would: for `perf stat` and `strace
+//! -c` of the write path (context switches and syscalls per put). Timings
+//! for comparison belong to `cargo xtask bench`; this prints only a rough
+//! rate.
+//!
+//! `cargo run --release -p kv-engine --example single_puts -- [COUNT] [DIR]`
+
+use std::time::Instant;
+
+use kv_engine::{Db, Options, SyncPolicy};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let count: u64 = args.next().map_or(Ok(200_000), |a| a.parse())?;
+    let scratch = tempfile::tempdir()?;
+    let dir = args
+        .next()
+        .map_or_else(|| scratch.path().join("db"), Into::into);
+    let db = Db::open_with(&dir, Options::default().sync(SyncPolicy::Never))?;
+    let value = [0x5Au8; 100];
+    let start = Instant::now();
+    for i in 0..count {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&i.to_le_bytes());
+        key[8..].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+        db.put(&key, &value)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    db.close()?;
+    println!(
+        "{count} puts in {secs:.3} s: {:.0} puts/s, {:.2} us each",
+        count as f64 / secs,
+        secs * 1e6 / count as f64
+    );
+    Ok(())
+}
