@@ -1,10 +1,11 @@
 //! One thread doing single `put`s (16-byte keys, 100-byte values,
-//! `SyncPolicy::Never`), as a new user would: for `perf stat` and `strace
+//! `SyncPolicy::Never` unless asked), as a new user would: for `perf stat` and `strace
 //! -c` of the write path (context switches and syscalls per put). Timings
 //! for comparison belong to `cargo xtask bench`; this prints only a rough
 //! rate.
 //!
-//! `cargo run --release -p kv-engine --example single_puts -- [COUNT] [DIR]`
+//! `cargo run --release -p kv-engine --example single_puts -- [COUNT] [DIR] [always]`
+//! (`always`: `SyncPolicy::Always`, each put synced)
 
 use std::time::Instant;
 
@@ -17,7 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args
         .next()
         .map_or_else(|| scratch.path().join("db"), Into::into);
-    let db = Db::open_with(&dir, Options::default().sync(SyncPolicy::Never))?;
+    let policy = match args.next().as_deref() {
+        Some("always") => SyncPolicy::Always,
+        _ => SyncPolicy::Never,
+    };
+    let db = Db::open_with(&dir, Options::default().sync(policy))?;
     let value = [0x5Au8; 100];
     let start = Instant::now();
     for i in 0..count {
