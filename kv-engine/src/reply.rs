@@ -10,7 +10,7 @@
 //! **Waiting.** The writer usually answers within microseconds, sooner
 //! than a thread can be put to sleep and woken again (two futex calls and
 //! two context switches). So the caller first watches the slot's `done`
-//! flag (`wait::spin_then_park`): a short spin, then yielding its core for
+//! flag (`wait::SpinThenPark`): a short spin, then yielding its core for
 //! a bounded time, and only then sleeps on the condition variable. The
 //! writer sets `done` after storing the result, and notifies only a caller
 //! that has said it sleeps (`sleeping`), so a reply to a caller that is
