@@ -8,6 +8,11 @@
 //! compaction outputs (through [`create_temp`] and [`rename_into_place`])
 //! and hint files, kv-engine its marker and on-disk copies.
 //!
+//! [`AppendMap`] appends to a file through a writable shared mapping of
+//! space allocated ahead ([`allocate`]): a copy into memory per append, no
+//! system call, and a full disk is an error, never a `SIGBUS`. kv-wal
+//! writes its files this way, and kv-log its log segments.
+//!
 //! # The rule for failures
 //!
 //! - A failure **before the rename** changes nothing: the temporary file is
@@ -40,9 +45,9 @@
 //! # What this crate is not
 //!
 //! It knows no format: no file names, suffixes, headers or checksums; its
-//! callers name the files and fill them. It keeps no state, spawns no
-//! threads, and depends on no other kv crate; kv-wal, kv-log and kv-engine
-//! depend on it. Outside it, no kv code renames a file or syncs a
+//! callers name the files and fill them. It keeps no state but an
+//! [`AppendMap`]'s, spawns no threads, and depends on no other kv crate;
+//! kv-wal, kv-log and kv-engine depend on it. Outside it, no kv code renames a file or syncs a
 //! directory.
 //!
 //! # Example
@@ -67,13 +72,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+mod append;
 mod fault;
 mod file;
 
 #[cfg(feature = "fail-points")]
 pub use fault::{FaultError, FaultInjector, FaultMode};
+pub use append::{ALLOCATION_CHUNK, AppendMap, allocate};
 pub use fault::{Faults, FileOp};
 pub use file::{
     CreateError, create_atomically, create_temp, rename, rename_into_place, sync_dir, write_or_tear,
