@@ -250,7 +250,13 @@ impl Writer {
 
     fn close(&mut self) -> Result<()> {
         self.refusal()?;
-        let result = self.trim_wal();
+        // The active segment ends with its last record once closed (the
+        // trim's sync makes the cut durable).
+        let result = self
+            .log
+            .cut_allocated_tail()
+            .map_err(Error::from)
+            .and_then(|()| self.trim_wal());
         if let Err(e) = &result {
             self.poison(e);
         }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kv_engine::{Db, Options, SyncPolicy};
 
@@ -42,7 +42,10 @@ fn iteration_during_writes_and_compaction_sees_each_untouched_key_once() {
         .sync(SyncPolicy::Never)
         .segment_size(16 << 10)
         .compaction_threshold(0.2)
-        .compaction_interval(std::time::Duration::from_millis(1));
+        .compaction_interval(std::time::Duration::from_millis(1))
+        // Markers often, so that segments become eligible for compaction
+        // while the rounds run.
+        .max_wal_size(64 << 10);
     let db = Arc::new(Db::open_with(dir.path(), options).unwrap());
     for i in 0..UNTOUCHED {
         let (k, v) = untouched(i);
@@ -68,18 +71,22 @@ fn iteration_during_writes_and_compaction_sees_each_untouched_key_once() {
             }
         })
     };
+    let runs = Arc::new(AtomicU64::new(0));
     let compactor = {
-        let (db, stop) = (Arc::clone(&db), Arc::clone(&stop));
+        let (db, stop, runs) = (Arc::clone(&db), Arc::clone(&stop), Arc::clone(&runs));
         std::thread::spawn(move || {
-            let mut runs = 0;
             while !stop.load(Ordering::Relaxed) {
-                runs += db.compact().unwrap().runs;
+                let ran = db.compact().unwrap().runs;
+                runs.fetch_add(ran as u64, Ordering::Relaxed);
             }
-            runs
         })
     };
 
-    for round in 0..8 {
+    // At least 8 rounds, and on until compaction has run during them (the
+    // writer and the compactor race the iterations; bounded all the same).
+    let mut round = 0;
+    while round < 8 || (runs.load(Ordering::Relaxed) == 0 && round < 10_000) {
+        round += 1;
         let mut seen = HashSet::new();
         let mut untouched_seen = 0;
         for item in db.iter() {
@@ -109,8 +116,11 @@ fn iteration_during_writes_and_compaction_sees_each_untouched_key_once() {
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    let runs = compactor.join().unwrap();
-    assert!(runs > 0, "compaction never ran during the iterations");
+    compactor.join().unwrap();
+    assert!(
+        runs.load(Ordering::Relaxed) > 0,
+        "compaction never ran during {round} iterations"
+    );
 }
 
 #[test]

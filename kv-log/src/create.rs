@@ -1,23 +1,23 @@
 //! Creating a new, empty log segment atomically (`create_log_segment`).
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use kv_fs::{CreateError, Faults};
+use kv_fs::{AppendMap, CreateError, Faults};
 
 use crate::format::{SegmentHeader, SegmentKind, TEMP_SUFFIX, encode_header, segment_file_name};
 use crate::{LogError, SEGMENT_HEADER_LEN, Segment};
 
 /// Creates log segment `id` atomically: header to a temporary file, sync,
 /// rename, directory sync (`kv_fs::create_atomically`). A crash leaves
-/// either no segment or a whole one.
+/// either no segment or a whole one. Returns it with the writer's
+/// [`AppendMap`] of the file, mapped for `capacity` bytes.
 pub(crate) fn create_log_segment(
     dir: &Path,
     id: u32,
     capacity: u64,
     faults: &Faults,
-) -> Result<(Segment, File), CreateError<LogError>> {
+) -> Result<(Segment, AppendMap), CreateError<LogError>> {
     let path = dir.join(segment_file_name(id));
     let tmp = dir.join(format!("{id:010}{TEMP_SUFFIX}"));
     let header = encode_header(id, SegmentKind::Log, &[]);
@@ -36,7 +36,7 @@ pub(crate) fn create_log_segment(
         data_start: SEGMENT_HEADER_LEN as u64,
     };
     let segment = Segment::map(
-        path,
+        path.clone(),
         header,
         &file,
         SEGMENT_HEADER_LEN as u64,
@@ -45,5 +45,7 @@ pub(crate) fn create_log_segment(
         faults.clone(),
     )
     .map_err(CreateError::Unchanged)?;
-    Ok((segment, file))
+    let out = AppendMap::new(file, path.clone(), SEGMENT_HEADER_LEN as u64, capacity)
+        .map_err(|e| CreateError::Unchanged(LogError::io(&path, e)))?;
+    Ok((segment, out))
 }

@@ -2,13 +2,11 @@
 //! rotates to a new segment, and is poisoned by a failed sync. Opening
 //! it (`Log::recover`) is in `recover.rs`.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use kv_format::{Limits, Record};
-use kv_fs::{CreateError, FileOp};
+use kv_fs::{AppendMap, CreateError};
 
 use crate::create::create_log_segment;
 use crate::set::Shared;
@@ -24,14 +22,32 @@ pub struct Log {
     pub(crate) options: LogOptions,
     pub(crate) shared: Arc<Shared>,
     pub(crate) active: Arc<Segment>,
-    pub(crate) file: File,
-    /// Encoded records not yet written to `file`; they start at
-    /// `active.len()`.
-    pub(crate) pending: Vec<u8>,
+    /// The active segment's file, appended through a writable mapping.
+    /// Bytes past `active.len()` are appended but not yet published (made
+    /// readable by [`Log::flush`]).
+    pub(crate) out: AppendMap,
+    /// Where [`Log::append`] encodes a record before copying it.
+    pub(crate) scratch: Vec<u8>,
     /// Why the log refuses writes: a sync failed (a retried `fsync` can
     /// report success for pages the kernel dropped), or a failed write
     /// could not be discarded.
     pub(crate) poisoned: Option<String>,
+}
+
+impl Drop for Log {
+    /// Cuts the active segment's file to what was flushed: records
+    /// appended and never flushed are dropped, as they were never
+    /// readable, and so is the space allocated ahead. Best effort and not
+    /// synced: a crash here is a crash a moment earlier, which recovery
+    /// handles.
+    fn drop(&mut self) {
+        if let Err(e) = self.out.truncate(self.active.len()) {
+            log::debug!(
+                "could not cut {} at close: {e}",
+                self.active.path().display()
+            );
+        }
+    }
 }
 
 impl Log {
@@ -109,9 +125,14 @@ impl Log {
     ///
     /// A record that cannot be encoded, or an I/O error while rotating.
     pub fn append(&mut self, record: &Record<'_>) -> Result<Location> {
-        self.append_with(record.encoded_len(), |buf| {
-            kv_format::encode(record, buf).map(drop)
-        })
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let appended = match kv_format::encode(record, &mut scratch) {
+            Ok(_) => self.append_bytes(&scratch),
+            Err(e) => Err(e.into()),
+        };
+        self.scratch = scratch;
+        appended
     }
 
     /// Like [`Log::append`], for a record the caller already encoded with
@@ -132,19 +153,15 @@ impl Log {
                 available: encoded.len(),
             }));
         }
-        self.append_with(encoded.len(), |buf| {
-            buf.extend_from_slice(encoded);
-            Ok(())
-        })
+        self.append_bytes(encoded)
     }
 
-    fn append_with(
-        &mut self,
-        len: usize,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<(), kv_format::FormatError>,
-    ) -> Result<Location> {
+    /// Copies one encoded record to the end of the active segment (rotating
+    /// first if it does not fit). On failure, everything appended since
+    /// the last [`Log::flush`] is discarded, as a failed flush discards it.
+    fn append_bytes(&mut self, encoded: &[u8]) -> Result<Location> {
         self.check_poisoned()?;
-        let len = len as u64;
+        let len = encoded.len() as u64;
         let max = MAX_SEGMENT_SIZE - SEGMENT_HEADER_LEN as u64;
         if len > max {
             return Err(LogError::RecordTooLarge { len, max });
@@ -157,17 +174,30 @@ impl Log {
             self.rotate(len)?;
             end = self.end();
         }
-        write(&mut self.pending)?;
-        let loc = Location {
+        if let Err(e) = self.out.append(encoded, &self.shared.faults) {
+            return Err(self.discard_unpublished(e));
+        }
+        Ok(Location {
             segment: self.active.id(),
             // end + len <= capacity <= MAX_SEGMENT_SIZE = u32::MAX.
             offset: end as u32,
             len: len as u32,
-        };
-        if self.pending.len() >= self.options.write_buffer_size {
-            self.flush()?;
+        })
+    }
+
+    /// After a failed append: cuts the file back to the published length,
+    /// so that nothing appended since the last flush stays in it (no
+    /// reader can be looking at those bytes: they were never published).
+    /// If the cut fails, the log is poisoned.
+    fn discard_unpublished(&mut self, e: std::io::Error) -> LogError {
+        let at = self.active.len();
+        if let Err(cut) = self.out.truncate(at) {
+            self.poisoned = Some(format!(
+                "an append to {} failed ({e}) and cutting it off failed too ({cut})",
+                self.active.path().display()
+            ));
         }
-        Ok(loc)
+        LogError::io(self.active.path(), e)
     }
 
     /// Where the next record will go. After [`Log::sync`] everything before
@@ -181,43 +211,20 @@ impl Log {
 
     /// The offset in the active segment where the next record will go.
     fn end(&self) -> u64 {
-        self.active.len() + self.pending.len() as u64
+        self.out.len()
     }
 
-    /// Writes buffered records to the active segment and makes them
-    /// readable. This hands them to the operating system; it does not sync.
+    /// Makes the records appended since the last flush readable. They are
+    /// already in the file (copied into its mapping, so in the page cache:
+    /// they survive the process being killed); this does not sync, and
+    /// makes no system call.
     ///
     /// # Errors
     ///
-    /// [`LogError::Poisoned`]; [`LogError::Io`] from the write. The
-    /// buffered records are then dropped and were never readable, and
-    /// whatever part of them reached the file is discarded (made
-    /// durable by the next sync), so the log is as before and takes later
-    /// appends. If the cut fails, the log is poisoned.
+    /// [`LogError::Poisoned`].
     pub fn flush(&mut self) -> Result<()> {
         self.check_poisoned()?;
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let at = self.active.len();
-        let (file, pending) = (&self.file, &self.pending);
-        let result = kv_fs::write_or_tear(&self.shared.faults, self.active.path(), pending, |b| {
-            file.write_all_at(b, at)
-        });
-        let written = self.pending.len() as u64;
-        self.pending.clear();
-        if let Err(e) = result {
-            // Nothing past `at` is published, so no reader can be looking
-            // at the bytes cut off here.
-            if let Err(cut) = self.file.set_len(at) {
-                self.poisoned = Some(format!(
-                    "a write to {} failed ({e}) and cutting it off failed too ({cut})",
-                    self.active.path().display()
-                ));
-            }
-            return Err(LogError::io(self.active.path(), e));
-        }
-        self.active.publish(at + written);
+        self.active.publish(self.out.len());
         Ok(())
     }
 
@@ -230,12 +237,7 @@ impl Log {
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
         let path = self.active.path();
-        let synced = self
-            .shared
-            .faults
-            .check(FileOp::Sync, path)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = synced {
+        if let Err(e) = self.out.sync_data(&self.shared.faults) {
             self.poisoned = Some(format!("the sync of {} failed: {e}", path.display()));
             return Err(LogError::io(path, e));
         }
@@ -283,6 +285,7 @@ impl Log {
     /// is renamed into place, the active one stays active (flushed and
     /// synced); a failed sync poisons the log.
     fn rotate(&mut self, next_len: u64) -> Result<()> {
+        self.cut_allocated_tail()?;
         self.sync()?;
         let id = self.shared.allocate_id()?;
         let capacity = self
@@ -290,7 +293,7 @@ impl Log {
             .segment_size
             .max(SEGMENT_HEADER_LEN as u64 + next_len);
         let created = create_log_segment(&self.shared.dir, id, capacity, &self.shared.faults);
-        let (segment, file) = match created {
+        let (segment, out) = match created {
             Ok(created) => created,
             Err(CreateError::Unchanged(e)) => return Err(e),
             Err(CreateError::Unsynced(e)) => {
@@ -302,7 +305,24 @@ impl Log {
         self.active.seal();
         self.shared.add(&segment);
         self.active = segment;
-        self.file = file;
+        self.out = out;
         Ok(())
+    }
+
+    /// Cuts the space allocated ahead off the active segment's file, so
+    /// that it ends with its last record; the next append allocates again.
+    /// Durable with the next [`Log::sync`]. The owner calls it before the
+    /// last sync of a clean close; rotation does it before sealing.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Poisoned`]; [`LogError::Io`] from the truncation (the
+    /// file is as it was then).
+    pub fn cut_allocated_tail(&mut self) -> Result<()> {
+        self.check_poisoned()?;
+        self.flush()?;
+        self.out
+            .cut_tail()
+            .map_err(|e| LogError::io(self.active.path(), e))
     }
 }

@@ -13,9 +13,6 @@ pub struct LogOptions {
     /// [`MAX_SEGMENT_SIZE`]. A record larger than this gets a segment of
     /// its own.
     pub segment_size: u64,
-    /// Pending appends are written to the file once they reach this many
-    /// bytes, even before [`Log::flush`]. Default 1 MiB.
-    pub write_buffer_size: usize,
     /// Makes chosen file operations fail, for tests (the `fail-points`
     /// feature): every write, sync, rename and file creation of the log,
     /// its segments, compaction outputs and hint files is checked against
@@ -28,7 +25,6 @@ impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
-            write_buffer_size: 1 << 20,
             #[cfg(feature = "fail-points")]
             faults: kv_fs::Faults::default(),
         }

@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use kv_fs::{CreateError, Faults, FileOp};
+use kv_fs::{AppendMap, CreateError, Faults, FileOp};
 
 use crate::create::create_log_segment;
 use crate::format::{
@@ -102,7 +102,7 @@ impl Log {
         });
         let mut segments = Vec::with_capacity(found.len() + 1);
         let mut active = None;
-        for f in found {
+        for mut f in found {
             let is_active = Some(f.id) == newest_log;
             let capacity = if is_active {
                 options.segment_size.max(f.len)
@@ -110,7 +110,7 @@ impl Log {
                 f.len
             };
             let segment = Segment::map(
-                f.path,
+                f.path.clone(),
                 f.header,
                 &f.file,
                 f.len,
@@ -121,43 +121,56 @@ impl Log {
             if is_active && end.is_none() {
                 let valid = segment.scan(true, &mut |_, _| {})?;
                 if valid < f.len {
-                    log::warn!(
-                        "cutting a torn write off the end of {}: {} bytes at offset {valid}",
-                        segment.path().display(),
-                        f.len - valid
-                    );
+                    if segment.is_zero_from(valid) {
+                        // Space allocated ahead of the appends (a crash
+                        // left it), not a torn write.
+                        log::debug!(
+                            "cutting {} bytes of allocated space off the end of {}",
+                            f.len - valid,
+                            segment.path().display()
+                        );
+                    } else {
+                        log::warn!(
+                            "cutting a torn write off the end of {}: {} bytes at offset {valid}",
+                            segment.path().display(),
+                            f.len - valid
+                        );
+                    }
                     f.file
                         .set_len(valid)
                         .and_then(|()| faults.check(FileOp::Sync, segment.path()))
                         .and_then(|()| f.file.sync_all())
                         .map_err(|e| LogError::io(segment.path(), e))?;
                     segment.publish(valid);
+                    f.len = valid;
                 }
             }
             let segment = Arc::new(segment);
             if is_active {
-                active = Some((Arc::clone(&segment), f.file));
+                let out = AppendMap::new(f.file, f.path, f.len, capacity)
+                    .map_err(|e| LogError::io(segment.path(), e))?;
+                active = Some((Arc::clone(&segment), out));
             }
             segments.push(segment);
         }
         shared.set.store(Arc::new(SegmentSet { segments }));
-        let (active, file) = match active {
+        let (active, out) = match active {
             Some(active) => active,
             None => {
                 let id = shared.allocate_id()?;
-                let (segment, file) = create_log_segment(dir, id, options.segment_size, &faults)
+                let (segment, out) = create_log_segment(dir, id, options.segment_size, &faults)
                     .map_err(CreateError::into_inner)?;
                 let segment = Arc::new(segment);
                 shared.add(&segment);
-                (segment, file)
+                (segment, out)
             }
         };
         Ok(Log {
             options,
             shared,
             active,
-            file,
-            pending: Vec::new(),
+            out,
+            scratch: Vec::new(),
             poisoned: None,
         })
     }
@@ -401,10 +414,11 @@ fn discard_after(
     }
     if f.len > end.offset {
         log::info!(
-            "cutting {} to the last marker: {} bytes after offset {} are replayed from the write-ahead log",
+            "cutting {} to the last marker at offset {}: the {} bytes after it are records \
+             replayed from the write-ahead log, or space allocated ahead",
             f.path.display(),
-            f.len - end.offset,
-            end.offset
+            end.offset,
+            f.len - end.offset
         );
         f.file
             .set_len(end.offset)

@@ -203,6 +203,17 @@ impl Segment {
         Ok(&self.map[start as usize..stop as usize])
     }
 
+    /// Whether every readable byte from `offset` on is zero: the space a
+    /// writer allocated ahead of its appends, which a crash can leave at
+    /// the end of the newest log segment. Zeros never decode as a record:
+    /// a record's format version byte is never zero.
+    pub fn is_zero_from(&self, offset: u64) -> bool {
+        let bytes = self.bytes();
+        bytes
+            .get(offset as usize..)
+            .is_some_and(|tail| tail.iter().all(|&b| b == 0))
+    }
+
     /// The fault-injection seam of the log this segment belongs to.
     pub(crate) fn faults(&self) -> &Faults {
         &self.faults

@@ -194,6 +194,29 @@ fn torn_tail_of_the_newest_segment_is_cut_at_every_byte() {
 }
 
 #[test]
+fn a_crash_leaves_allocated_space_that_reopening_cuts_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogOptions::default(), |_, _| {}).unwrap();
+    fill(&mut log, 10);
+    let end = log.position();
+    // A copy taken while the log is open is what a crash leaves: the
+    // records, then the space allocated ahead (zeros).
+    let path = segment_path(dir.path(), 1);
+    let copied = segment_path(copy.path(), 1);
+    std::fs::copy(&path, &copied).unwrap();
+    let len = std::fs::metadata(&copied).unwrap().len();
+    assert_eq!(len, kv_fs::ALLOCATION_CHUNK);
+    assert!(len > end.offset);
+    let (mut reopened, seen) = reopen(copy.path());
+    assert_eq!(seen.len(), 10);
+    assert_eq!(std::fs::metadata(&copied).unwrap().len(), end.offset);
+    let loc = reopened.append(&Record::put(11, b"next", b"v")).unwrap();
+    assert_eq!(u64::from(loc.offset), end.offset);
+    drop(log);
+}
+
+#[test]
 fn zeroed_or_garbage_tail_is_cut() {
     for tail in [
         vec![0u8; 4096],
