@@ -32,7 +32,13 @@ pub const ALLOCATION_CHUNK: u64 = 1 << 20;
 ///
 /// The injected error; `ENOSPC` when the disk is full; any other error of
 /// `fallocate` or of the writes.
-pub fn allocate(file: &File, path: &Path, offset: u64, len: u64, faults: &Faults) -> io::Result<()> {
+pub fn allocate(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    faults: &Faults,
+) -> io::Result<()> {
     faults.check(FileOp::Write, path)?;
     if len == 0 {
         return Ok(());

@@ -78,9 +78,9 @@ mod append;
 mod fault;
 mod file;
 
+pub use append::{ALLOCATION_CHUNK, AppendMap, allocate};
 #[cfg(feature = "fail-points")]
 pub use fault::{FaultError, FaultInjector, FaultMode};
-pub use append::{ALLOCATION_CHUNK, AppendMap, allocate};
 pub use fault::{Faults, FileOp};
 pub use file::{
     CreateError, create_atomically, create_temp, rename, rename_into_place, sync_dir, write_or_tear,
