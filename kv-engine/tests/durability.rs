@@ -2,8 +2,8 @@
 //!
 //! Power loss is simulated on a copy of the directory taken while the `Db`
 //! is open (what a killed process leaves): then everything that was not yet
-//! durable is cut or zeroed at random (the WAL after its last sync, the
-//! segments after the last checkpoint), and recovery must give a prefix of
+//! durable is cut or zeroed at random (the WAL's frames after its last sync,
+//! the segments after the last checkpoint), and recovery must give a prefix of
 //! the acknowledged history, with no holes, that includes everything
 //! acknowledged before the last sync.
 
@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use common::{
     Rng, contents, copy_dir, crash_image, files_with_suffix, is_compaction_output, read_marker,
+    wal_frames_end,
 };
 use kv_engine::{Db, Error, Options, SyncPolicy, WAL_DIR_NAME, WriteBatch};
 
@@ -59,7 +60,8 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
         .background_compaction(false);
     let db = Db::open_with(dir.path(), options.clone()).unwrap();
     let mut history = Vec::new();
-    // The WAL's durable length at the last sync: (file, length).
+    // The WAL's durable frames at the last sync: (file, end of its frames;
+    // the file goes on with the zeros allocated ahead).
     let mut synced: (usize, Vec<(PathBuf, u64)>) = (0, Vec::new());
     let n = 300 + rng.below(300);
     for i in 0..n {
@@ -98,7 +100,7 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
             let wal = files_with_suffix(&dir.path().join(WAL_DIR_NAME), ".wal");
             synced = (
                 history.len(),
-                wal.iter().map(|p| (p.clone(), file_len(p))).collect(),
+                wal.iter().map(|p| (p.clone(), wal_frames_end(p))).collect(),
             );
         }
     }
@@ -107,8 +109,10 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
     drop(db);
 
     // Power loss on the image. The WAL: only its last file can hold
-    // anything unsynced (rotation syncs the file it leaves); cut it at a
-    // random point after what was synced.
+    // anything unsynced (rotation syncs the file it leaves); at a random
+    // point after what was synced, cut its frames, or zero them up to the
+    // end of the frames (frames copied into the space allocated ahead that
+    // never reached the disk read as zeros, and the zeros after them stay).
     let wal_dir = image.path().join(WAL_DIR_NAME);
     if policy != SyncPolicy::Always
         && let Some(last) = files_with_suffix(&wal_dir, ".wal").pop()
@@ -119,15 +123,21 @@ fn power_loss_round(seed: u64, policy: SyncPolicy) -> (usize, usize, usize) {
             .iter()
             .find(|(p, _)| p.file_name().unwrap() == name)
             .map_or(kv_wal::FILE_HEADER_LEN as u64, |&(_, len)| len);
-        let len = file_len(&last);
+        let len = wal_frames_end(&last);
         if len > durable {
             let keep = durable + rng.below(len - durable + 1);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&last)
-                .unwrap()
-                .set_len(keep)
-                .unwrap();
+            if rng.next_u64().is_multiple_of(2) {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&last)
+                    .unwrap()
+                    .set_len(keep)
+                    .unwrap();
+            } else {
+                let mut bytes = std::fs::read(&last).unwrap();
+                bytes[keep as usize..len as usize].fill(0);
+                std::fs::write(&last, bytes).unwrap();
+            }
         }
     }
     // The segments: whatever the writer appended after the last checkpoint
@@ -243,18 +253,26 @@ fn a_batch_is_all_or_nothing_whatever_the_cut() {
     let wal = files_with_suffix(&image.path().join(WAL_DIR_NAME), ".wal")
         .pop()
         .unwrap();
-    let full = std::fs::read(&wal).unwrap();
+    // The file is the frames, then the zeros allocated ahead of them.
+    let mut full = std::fs::read(&wal).unwrap();
+    let allocated_len = full.len();
+    full.truncate(wal_frames_end(&wal) as usize);
     // The batch is the last frame: about 50 * 80 bytes. Cut inside it at
-    // many points, each in a fresh copy.
+    // many points, each in a fresh copy: the file cut there, or (every
+    // other point) the rest of the file zeros up to its allocated length.
     let batch_len = 50 * (32 + 8 + 40) + 32 + 6;
-    for back in (1..batch_len).step_by(97) {
+    for (i, back) in (1..batch_len).step_by(97).enumerate() {
         let trial = tempfile::tempdir().unwrap();
         copy_dir(image.path(), trial.path());
         let trial_wal = trial
             .path()
             .join(WAL_DIR_NAME)
             .join(wal.file_name().unwrap());
-        std::fs::write(&trial_wal, &full[..full.len() - back]).unwrap();
+        let mut bytes = full[..full.len() - back].to_vec();
+        if i % 2 == 1 {
+            bytes.resize(allocated_len, 0);
+        }
+        std::fs::write(&trial_wal, &bytes).unwrap();
         let db = Db::open_with(trial.path(), options.clone()).unwrap();
         let present = (0..50)
             .filter(|i| db.contains_key(format!("batch-{i}").as_bytes()).unwrap())
@@ -382,7 +400,7 @@ fn checkpoints_drop_the_wal_and_reopen_is_exact() {
     // checkpoint's worth of writes, not all 3,000.
     let wal_bytes: u64 = files_with_suffix(&dir.path().join(WAL_DIR_NAME), ".wal")
         .iter()
-        .map(|p| file_len(p))
+        .map(|p| wal_frames_end(p))
         .sum();
     assert!(wal_bytes < 64 << 10, "the WAL holds {wal_bytes} bytes");
     drop(db);

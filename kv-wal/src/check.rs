@@ -17,15 +17,19 @@ pub struct WalCheck {
     pub files: u64,
     /// Valid frames read.
     pub frames: u64,
-    /// Bytes of the WAL files read.
+    /// Bytes of the WAL files read (with the space allocated ahead at the
+    /// end of the last file).
     pub bytes: u64,
     /// Damage: a bad file header, a bad frame in any file but the last, a
     /// bad frame followed by a valid one, or a file missing from the middle
     /// of the log. [`Wal::open`](crate::Wal::open) refuses each.
     pub damage: Vec<Damage>,
-    /// A bad frame at the end of the last file with nothing valid after it:
-    /// the torn tail of an interrupted write, which [`Wal::open`] cuts off
-    /// under [`RecoveryMode::TolerateCorruptedTail`].
+    /// A bad frame at the end of the last file with nothing valid after it
+    /// and not only zeros: the torn tail of an interrupted write, which
+    /// [`Wal::open`] cuts off under
+    /// [`RecoveryMode::TolerateCorruptedTail`]. Zeros from the end of the
+    /// last frame to the end of the last file are not a torn tail: they are
+    /// the space allocated ahead of the frames, the clean end of the log.
     ///
     /// [`Wal::open`]: crate::Wal::open
     /// [`RecoveryMode::TolerateCorruptedTail`]: crate::RecoveryMode::TolerateCorruptedTail
@@ -145,7 +149,13 @@ pub fn check(dir: &Path, mut visit: impl FnMut(&Path, Position, &[u8])) -> Resul
                             });
                             cursor = FileCursor::open(path.clone(), number, next, None)?;
                         }
-                        (Tail::Torn, _) => {
+                        // The space allocated ahead of the frames: the
+                        // clean end of the log, if this is its last file.
+                        (Tail::Zeros, _) if Some(number) == last => break,
+                        // Zeros in an older file are damage, as a torn
+                        // tail there is: rotation cuts them off before the
+                        // next file is created.
+                        (Tail::Torn | Tail::Zeros, _) => {
                             let damage = Damage {
                                 path: path.clone(),
                                 offset,

@@ -11,7 +11,8 @@
 //! It knows nothing of keys, values or the engine's record format, spawns no
 //! threads, and keeps no index: it appends, syncs, replays and deletes old
 //! files. It depends on no other kv crate except `kv-fs` (atomic file
-//! creation, directory syncs, the fault seam); `kv-engine` depends on it,
+//! creation, directory syncs, appends through a mapping of space allocated
+//! ahead, the fault seam); `kv-engine` depends on it,
 //! never the reverse. It does not lock its directory: one process owns a log.
 //!
 //! # Format
@@ -45,10 +46,12 @@
 //!
 //! # Durability
 //!
-//! [`Wal::append`] buffers; [`Wal::commit`] writes the buffer with one write
-//! system call, syncs (`fdatasync`) if the [`SyncPolicy`] says so, and then
-//! the records are acknowledged. Under every policy an acknowledged record
-//! has been handed to the operating system, so a crash of the process loses
+//! [`Wal::append`] buffers; [`Wal::commit`] copies the buffer into the
+//! active file, which is mapped (`kv_fs::AppendMap`: no system call, except
+//! one `fallocate` per mebibyte appended), syncs (`fdatasync`) if the
+//! [`SyncPolicy`] says so, and then the records are acknowledged. Under
+//! every policy an acknowledged record has been handed to the operating
+//! system (it is in the page cache), so a crash of the process loses
 //! nothing acknowledged. Against a crash of the machine:
 //!
 //! - [`SyncPolicy::Always`]: nothing acknowledged is lost; every commit
@@ -59,8 +62,13 @@
 //! - [`SyncPolicy::Never`]: the operating system writes back when it
 //!   chooses.
 //!
-//! Rotating to a new file always syncs the old one, so only the last file
-//! can end with a torn write. Creating, renaming and deleting files syncs
+//! The space ahead of the frames is allocated in steps of a mebibyte
+//! (`kv_fs::ALLOCATION_CHUNK`), so that a full disk is an error of the
+//! write, never a `SIGBUS`, and a sync does not have to grow the file; the
+//! last file may then end in zeros, up to a mebibyte past its last frame.
+//! Rotating to a new file always cuts those zeros off the old one and syncs
+//! it, and so does [`Wal::close`], so only the last file can end with a
+//! torn write or with zeros. Creating, renaming and deleting files syncs
 //! the directory. A failed sync poisons the [`Wal`]: it is never retried (a
 //! retried `fsync` can report success for pages the kernel has already
 //! dropped), and every later write returns [`Error::Poisoned`]. A failed
@@ -71,11 +79,16 @@
 //!
 //! # Recovery
 //!
-//! [`Wal::open`] reads the last file to its end. A bad frame that nothing
-//! valid follows (zeros, garbage, a frame cut off) is the torn tail of an
-//! interrupted write: under [`RecoveryMode::TolerateCorruptedTail`] (the
-//! default) the file is truncated there and synced before the next append;
-//! under [`RecoveryMode::AbsoluteConsistency`] it is an error. A bad frame
+//! [`Wal::open`] reads the last file to its end. Zeros from the end of its
+//! last frame to the end of the file are the space allocated ahead (a crash,
+//! or a `Wal` dropped without [`Wal::close`], leaves them): the clean end of
+//! the log in both modes, cut off without a warning and not reported as a
+//! torn tail. A bad frame that nothing valid follows and that is not only
+//! zeros (garbage, a frame cut off, with zeros after it or not) is the torn
+//! tail of an interrupted write: under
+//! [`RecoveryMode::TolerateCorruptedTail`] (the default) the file is
+//! truncated there and synced before the next append; under
+//! [`RecoveryMode::AbsoluteConsistency`] it is an error. A bad frame
 //! with a valid frame after it, or a bad frame in any file but the last, is
 //! [`Error::Corruption`] in both modes, naming the file and offset: damage
 //! is reported, never skipped. The search for a valid frame after a bad one
@@ -99,7 +112,7 @@
 //! let mut wal = Wal::open(dir.path(), options.clone())?;
 //! let first = wal.append(b"put apple red")?;
 //! wal.append(b"delete pear")?;
-//! wal.commit()?; // one write, one fdatasync: both records are durable
+//! wal.commit()?; // one copy into the mapped file, one fdatasync: both are durable
 //! drop(wal);
 //!
 //! let records = Wal::replay(dir.path(), Position::START, RecoveryMode::default())?

@@ -7,9 +7,9 @@ use crate::{Error, Result};
 
 /// When appended records are synced to stable storage.
 ///
-/// Under every policy a record is handed to the operating system (a write
-/// system call) before its caller is acknowledged, so a crash of the process
-/// loses nothing acknowledged. The policies differ in what a crash of the
+/// Under every policy a record is handed to the operating system (copied
+/// into the mapped file, so into the page cache) before its caller is
+/// acknowledged, so a crash of the process loses nothing acknowledged. The policies differ in what a crash of the
 /// operating system or a power loss can take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SyncPolicy {
@@ -34,10 +34,14 @@ pub enum SyncPolicy {
 /// replayed, after RocksDB's WAL recovery modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RecoveryMode {
-    /// An incomplete or zero-filled frame at the end of the last file is the
-    /// mark of a write interrupted by a crash: it is dropped (and
-    /// [`Wal::open`](crate::Wal::open) truncates the file there). Damage
-    /// anywhere else is [`Error::Corruption`].
+    /// An incomplete or damaged frame at the end of the last file (with
+    /// zeros after it or not) is the mark of a write interrupted by a
+    /// crash: it is dropped (and [`Wal::open`](crate::Wal::open) truncates
+    /// the file there). Damage anywhere else is [`Error::Corruption`].
+    ///
+    /// In both modes, zeros from the end of the last frame to the end of
+    /// the last file are not damage: they are the space allocated ahead of
+    /// the frames, the clean end of the log.
     #[default]
     TolerateCorruptedTail,
     /// Any bad frame, even at the end of the last file, is
@@ -130,11 +134,14 @@ impl WalOptions {
 
     /// Sets the fault injector that tests use to make file operations fail.
     ///
-    /// The WAL checks every frame write (one per flush), every file header
-    /// write, every data sync (one per commit or sync that has something
-    /// to sync, one per rotation, one per rolled-back write), every
-    /// directory sync, and the temporary-file creation and rename of every
-    /// new file.
+    /// The WAL checks every frame write (one per flush), every allocation
+    /// of space ahead (a write, one per mebibyte appended to a file, so
+    /// also at the first flush into each file), every file header write,
+    /// every data sync (one per commit or sync that has something to sync,
+    /// one per rotation or close that has something to sync or space
+    /// allocated ahead to cut off, one per rolled-back write, one per cut
+    /// at open), every directory sync, and the temporary-file creation and
+    /// rename of every new file.
     #[cfg(feature = "fail-points")]
     #[must_use]
     pub fn with_faults(mut self, faults: std::sync::Arc<crate::FaultInjector>) -> Self {

@@ -102,8 +102,13 @@ impl FileCursor {
 /// What follows a bad frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tail {
-    /// Nothing valid follows: zeros, garbage or a cut-off frame, as a crash
-    /// in the middle of a write leaves behind.
+    /// Every byte from the bad frame to the end of the file is zero: in the
+    /// last file, the space allocated ahead of the frames (the clean end of
+    /// the log); in any other file, damage (rotation cuts it off).
+    Zeros,
+    /// Nothing valid follows, and not only zeros: garbage or a cut-off
+    /// frame (followed by zeros or not), as a crash in the middle of a
+    /// write leaves behind.
     Torn,
     /// A valid frame starts at `next`: the bad frame is damage in the middle
     /// of the log, not an interrupted write.
@@ -143,12 +148,14 @@ pub(crate) fn classify_tail(path: &Path, offset: u64, layout: FrameLayout) -> Re
     let mut file = File::open(path).map_err(io_error(path))?;
     file.seek(SeekFrom::Start(offset)).map_err(io_error(path))?;
     // The length comes from the file system, not from the bytes, and is at
-    // most one file: bounded by max_file_size plus one record.
+    // most one file: bounded by max_file_size plus one record, plus the
+    // space allocated ahead at the end of the last file.
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).map_err(io_error(path))?;
     let tail_len = tail.len() as u64;
     let Search { found, hashed, .. } = next_valid_frame(&tail, offset, layout);
     let tail = match found {
+        Found::Zeros => Tail::Zeros,
         Found::Frame(next) => Tail::Corrupt { next },
         Found::Nothing => Tail::Torn,
         Found::GaveUp => Tail::Undecided { hashed },
@@ -169,8 +176,10 @@ pub(crate) fn classify_tail(path: &Path, offset: u64, layout: FrameLayout) -> Re
 /// by a valid one (or one after which the bounded search for a valid frame
 /// could not decide), a file missing from the middle of the log, or the file
 /// of the starting position missing (for any start but
-/// [`Position::START`]). An
-/// incomplete frame at the end of the last file ends the iteration under
+/// [`Position::START`]). Zeros from the end of the last frame to the end of
+/// the last file are the space allocated ahead of the frames: the clean end
+/// of the log, in both modes. An incomplete frame at the end of the last
+/// file (followed by zeros or not) ends the iteration under
 /// [`RecoveryMode::TolerateCorruptedTail`] (without changing the file; only
 /// [`Wal::open`](crate::Wal::open) truncates) and is an error under
 /// [`RecoveryMode::AbsoluteConsistency`].
@@ -179,8 +188,8 @@ pub struct Replay {
     dir: PathBuf,
     files: std::vec::IntoIter<(u64, PathBuf)>,
     /// The highest-numbered file of the log: the only one whose end may be
-    /// torn. `None` when the replay is bounded by an open `Wal`'s end, which
-    /// has no torn tail before it.
+    /// torn or zeros. `None` when the replay is bounded by an open `Wal`'s
+    /// end, which has neither before it.
     last_file: Option<u64>,
     from: Position,
     end: Option<Position>,
@@ -347,17 +356,29 @@ impl Replay {
     }
 }
 
-/// What a bad frame in the last file means under `mode`: `Ok(())` for a torn
-/// tail the mode tolerates, an error otherwise.
+/// How the last file of a log ends, at its first bad frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Zeros to the end of the file: the space allocated ahead of the
+    /// frames. The log ends cleanly; nothing was lost.
+    Allocated,
+    /// A torn write, which the mode tolerates: the log ends before it.
+    Torn,
+}
+
+/// What a bad frame in the last file means under `mode`: the end of the log
+/// (zeros to the end of the file in every mode, a torn tail if the mode
+/// tolerates it), or an error.
 pub(crate) fn tail_outcome(
     path: &Path,
     offset: u64,
     bad: BadFrame,
     layout: FrameLayout,
     mode: RecoveryMode,
-) -> Result<()> {
+) -> Result<End> {
     let (tail, tail_len) = classify_tail(path, offset, layout)?;
     match tail {
+        Tail::Zeros => Ok(End::Allocated),
         Tail::Corrupt { next } => Err(Error::Corruption {
             path: path.to_path_buf(),
             offset,
@@ -369,7 +390,7 @@ pub(crate) fn tail_outcome(
             reason: format!("{bad}, and {}", Tail::undecided_reason(hashed, tail_len)),
         }),
         Tail::Torn => match mode {
-            RecoveryMode::TolerateCorruptedTail => Ok(()),
+            RecoveryMode::TolerateCorruptedTail => Ok(End::Torn),
             RecoveryMode::AbsoluteConsistency => Err(Error::Corruption {
                 path: path.to_path_buf(),
                 offset,

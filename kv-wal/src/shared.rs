@@ -15,7 +15,8 @@ use crate::{Error, Position, Replay, Result, Wal, WalOptions, WalStats};
 /// policy, like [`Wal::append`] followed by [`Wal::commit`]. Callers that
 /// arrive while a commit is in progress queue up; when it ends, one of them
 /// becomes the *leader*, takes every queued record, writes them all with one
-/// write and at most one sync, and hands each *follower* its position (or
+/// copy into the mapped file and at most one sync, and hands each
+/// *follower* its position (or
 /// the shared error). This is how LevelDB's and RocksDB's writers queue. No
 /// thread is spawned: the leader is always one of the callers.
 ///
@@ -24,7 +25,7 @@ use crate::{Error, Position, Replay, Result, Wal, WalOptions, WalStats};
 /// it is written at, which only the leader knows.
 ///
 /// NOTE: so the leader hashes every payload of its group. xxh3 hashes tens
-/// of GB/s, far faster than the write and sync the group waits for.
+/// of GB/s, far faster than the sync the group waits for.
 ///
 /// Under [`SyncPolicy::Interval`](crate::SyncPolicy::Interval) something
 /// must call [`SharedWal::sync_if_due`] at [`SharedWal::sync_deadline`] when

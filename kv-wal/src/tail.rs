@@ -21,6 +21,14 @@
 //! pattern `00 00 01 00`, arrays of small u32s) can exhaust the budget.
 //! Then the search gives up ([`Found::GaveUp`]) and the caller reports
 //! corruption: refusing to open is recoverable, dropping a good frame is not.
+//!
+//! A tail that is zeros from the bad frame to the end is told apart first
+//! ([`Found::Zeros`]), in one pass over its bytes: nothing was ever written
+//! there (or nothing written there reached the disk). At the end of the last
+//! file that is the space a [`kv_fs::AppendMap`] allocated ahead, in steps of
+//! [`kv_fs::ALLOCATION_CHUNK`]: the clean end of the log. A zero hole with
+//! anything after it is searched as any other tail, so a valid frame after
+//! it is still found.
 
 use crate::format::{self, FrameLayout};
 
@@ -38,6 +46,8 @@ pub(crate) const fn hash_budget(tail_len: u64) -> u64 {
 /// What a search after a bad frame found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Found {
+    /// Every byte of the tail is zero: no frame was ever written there.
+    Zeros,
     /// A valid frame starts at this offset of the file.
     Frame(u64),
     /// No valid frame starts at any later offset.
@@ -64,6 +74,13 @@ pub(crate) struct Search {
 /// (the bad frame's) to its end, and frames are laid out as `layout` says.
 pub(crate) fn next_valid_frame(tail: &[u8], base: u64, layout: FrameLayout) -> Search {
     let budget = hash_budget(tail.len() as u64);
+    if tail.iter().all(|&b| b == 0) {
+        return Search {
+            found: Found::Zeros,
+            hashed: 0,
+            budget,
+        };
+    }
     let header_len = layout.header_len();
     let mut hashed = 0u64;
     for start in 1..tail.len() {
@@ -252,6 +269,34 @@ mod tests {
         let search = next_valid_frame(&tail, BASE, v2());
         assert_eq!(search.found, Found::GaveUp);
         assert!(search.hashed <= hash_budget(len as u64));
+    }
+
+    #[test]
+    fn zeros_to_the_end_are_told_apart_from_a_torn_frame_and_a_hole() {
+        for layout in [v2(), FrameLayout::V1] {
+            // The allocated tail: zeros only, short or long.
+            for len in [1, 5, 16, 4096, 1 << 20] {
+                let search = next_valid_frame(&vec![0; len], BASE, layout);
+                assert_eq!(search.found, Found::Zeros, "{len} zeros");
+                assert_eq!(search.hashed, 0);
+            }
+            // A torn frame followed by zeros is torn, not the clean end.
+            let mut bytes = torn(layout, &[1, 2, 3], 300);
+            bytes.resize(bytes.len() + 4096, 0);
+            let search = next_valid_frame(&bytes, BASE, layout);
+            assert_eq!(search.found, Found::Nothing);
+            // A zero hole with a valid frame after it is damage: the frame
+            // is found.
+            let mut bytes = vec![0; 4096];
+            let next = BASE + bytes.len() as u64;
+            match layout {
+                FrameLayout::V1 => encode_frame_v1(b"after the hole", &mut bytes),
+                FrameLayout::V2 { file } => encode_frame(file, next, b"after the hole", &mut bytes),
+            }
+            bytes.resize(bytes.len() + 100, 0);
+            let search = next_valid_frame(&bytes, BASE, layout);
+            assert_eq!(search.found, Found::Frame(next));
+        }
     }
 
     #[test]

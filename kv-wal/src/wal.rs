@@ -3,20 +3,33 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kv_fs::{CreateError, Faults, FileOp};
+use kv_fs::{AppendMap, CreateError, Faults, FileOp};
 
 use crate::error::io_error;
 use crate::format::{self, FILE_HEADER_LEN, FIRST_FILE_NUMBER, FrameLayout, frame_len};
-use crate::replay::{FileCursor, FrameError, Replay, tail_outcome};
+use crate::replay::{End, FileCursor, FrameError, Replay, tail_outcome};
 use crate::{Error, RecoveryMode, Result, SyncPolicy, WalOptions, fs};
 
 /// A buffer that grew past this for one large record is shrunk back after
 /// it is written.
 const RETAINED_BUFFER_CAPACITY: usize = 1 << 20;
+
+/// The most address space the mapping of an active file takes when it is
+/// opened.
+///
+/// NOTE: the mapping of the active file starts at
+/// [`WalOptions::max_file_size`] (at least one allocation chunk), so that a
+/// file is never remapped while it grows to its limit (64 MiB by default):
+/// a mapping takes address space only, no memory, until its pages are
+/// written, and the file is allocated ahead one chunk at a time whatever
+/// the mapping's size. This clamp keeps a huge configured `max_file_size`
+/// from reserving a huge range up front; past it, and for a record larger
+/// than a file, `AppendMap` maps more when an append needs it.
+const MAX_INITIAL_MAPPING: u64 = 256 << 20;
 
 /// Where a frame starts: a file number and a byte offset in that file.
 ///
@@ -53,7 +66,8 @@ impl fmt::Display for Position {
 pub struct WalStats {
     /// Records appended.
     pub appends: u64,
-    /// Flushes that wrote frames: one write of everything buffered.
+    /// Flushes that wrote frames: one copy of everything buffered into the
+    /// mapped file.
     pub writes: u64,
     /// Data syncs (`fdatasync`) of WAL files.
     pub syncs: u64,
@@ -72,23 +86,71 @@ pub struct TruncatedTail {
     pub dropped_bytes: u64,
 }
 
-/// The file being appended to.
+/// The file being appended to, through a writable mapping of space
+/// allocated ahead (`kv_fs::AppendMap`): the file is the frames written,
+/// then zeros up to the end of the space allocated, which rotation and
+/// [`Wal::close`] cut off.
 struct ActiveFile {
     number: u64,
-    path: PathBuf,
-    file: File,
-    /// The bytes handed to the operating system: where the next write goes.
+    map: AppendMap,
+    /// The bytes handed to the operating system (copied into the mapped
+    /// file): where the next frame goes. Equal to `map.len()`, except after
+    /// a failed write that could not be discarded, which poisons the `Wal`.
     written: u64,
+}
+
+impl ActiveFile {
+    /// Maps `file`, WAL file `number` at `path` (open for reading and
+    /// writing), whose frames end at `written`, and which ends there too.
+    fn new(
+        number: u64,
+        file: File,
+        path: PathBuf,
+        written: u64,
+        options: &WalOptions,
+    ) -> Result<ActiveFile> {
+        let capacity = options
+            .max_file_size
+            .clamp(kv_fs::ALLOCATION_CHUNK, MAX_INITIAL_MAPPING);
+        let map = AppendMap::new(file, path.clone(), written, capacity).map_err(io_error(&path))?;
+        Ok(ActiveFile {
+            number,
+            map,
+            written,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.map.path()
+    }
+
+    /// Cuts the file to `len` bytes (at most what was written), the space
+    /// allocated ahead with it. Not durable until the next sync.
+    fn cut_to(&mut self, len: u64) -> io::Result<()> {
+        self.map.truncate(len)?;
+        // NOTE: an allocation that failed midway (ENOSPC, or the zeros
+        // written where the file system cannot allocate cut short) can
+        // leave the file longer than the map knows; the file's own length
+        // tells. One `fstat`, on a failed write or a rotation only.
+        let file = self.map.file();
+        if file.metadata()?.len() > len {
+            file.set_len(len)?;
+        }
+        self.written = self.map.len();
+        Ok(())
+    }
 }
 
 /// A write-ahead log with one owner: a directory of numbered files that
 /// records are appended to, in order.
 ///
-/// `append` only buffers a record; [`Wal::commit`] writes everything
-/// buffered with one write and syncs it if the [`SyncPolicy`] says so, and a
-/// record is acknowledged when the commit after it returns. Calling
-/// `append` for several records and then `commit` once is group commit;
-/// [`SharedWal`](crate::SharedWal) does it for many threads.
+/// `append` only buffers a record; [`Wal::commit`] copies everything
+/// buffered into the active file, which is mapped (no system call, except
+/// one `fallocate` per mebibyte appended), and syncs it if the
+/// [`SyncPolicy`] says so, and a record is acknowledged when the commit
+/// after it returns. Calling `append` for several records and then
+/// `commit` once is group commit; [`SharedWal`](crate::SharedWal) does it
+/// for many threads.
 ///
 /// A failed sync poisons the `Wal`: every later `append`, `flush`, `sync`,
 /// `commit` and `rotate` returns [`Error::Poisoned`]. Reopening it recovers
@@ -98,8 +160,9 @@ struct ActiveFile {
 /// later writes go on; only if discarding it fails is the `Wal` poisoned.
 ///
 /// Dropping a `Wal` does no I/O: records appended but not flushed are
-/// discarded (they were never acknowledged). [`Wal::close`] flushes and
-/// syncs first.
+/// discarded (they were never acknowledged), and the last file keeps the
+/// zeros allocated ahead of its frames, as after a crash (the next open
+/// cuts them off). [`Wal::close`] flushes, cuts them off and syncs first.
 pub struct Wal {
     dir: PathBuf,
     options: WalOptions,
@@ -134,13 +197,19 @@ impl Wal {
     /// Opens the log in `dir`, creating the directory and a first file if
     /// needed, and positions it after the last valid frame.
     ///
-    /// Only the last file is read through, to find its end. A bad frame
-    /// there that nothing valid follows (zeros, garbage, a cut-off frame) is
-    /// a torn tail: under [`RecoveryMode::TolerateCorruptedTail`] the file is
-    /// truncated at the bad frame and synced before this returns, and a
-    /// warning is logged. Older files are only checked for a valid header;
-    /// damage in them is found by [`Wal::replay`]. Temporary files left by
-    /// an interrupted file creation are deleted.
+    /// Only the last file is read through, to find its end. Zeros from the
+    /// end of its frames to the end of the file are the space allocated
+    /// ahead of the frames (left by a crash, or by a `Wal` dropped without
+    /// [`Wal::close`]): the clean end of the log, in every mode. They are
+    /// cut off and the cut synced; nothing is logged and
+    /// [`Wal::truncated_tail`] stays `None`. A bad frame that nothing valid
+    /// follows and that is not only zeros (garbage, a cut-off frame, with
+    /// zeros after it or not) is a torn tail: under
+    /// [`RecoveryMode::TolerateCorruptedTail`] the file is truncated at the
+    /// bad frame and synced before this returns, and a warning is logged.
+    /// Older files are only checked for a valid header; damage in them is
+    /// found by [`Wal::replay`]. Temporary files left by an interrupted file
+    /// creation are deleted.
     ///
     /// # Errors
     ///
@@ -159,15 +228,16 @@ impl Wal {
             None => {
                 let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER, &faults)
                     .map_err(CreateError::into_inner)?;
-                let active = ActiveFile {
-                    number: FIRST_FILE_NUMBER,
-                    path,
+                let active = ActiveFile::new(
+                    FIRST_FILE_NUMBER,
                     file,
-                    written: FILE_HEADER_LEN as u64,
-                };
+                    path,
+                    FILE_HEADER_LEN as u64,
+                    &options,
+                )?;
                 (active, None, false)
             }
-            Some((number, path)) => recover_last(number, path, options.recovery, &faults)?,
+            Some((number, path)) => recover_last(number, path, &options, &faults)?,
         };
         let mut older = BTreeMap::new();
         for (number, path) in files {
@@ -203,9 +273,11 @@ impl Wal {
     /// Iterates over the records of the log in `dir`, in order, starting at
     /// the first frame at or after `from`.
     ///
-    /// This reads the files as they are and changes nothing: a torn tail
-    /// ends the iteration under [`RecoveryMode::TolerateCorruptedTail`] but
-    /// stays on disk until [`Wal::open`] truncates it. Files before
+    /// This reads the files as they are and changes nothing: zeros after
+    /// the frames of the last file (the space allocated ahead) end the
+    /// iteration in every mode, and a torn tail ends it under
+    /// [`RecoveryMode::TolerateCorruptedTail`]; both stay on disk until
+    /// [`Wal::open`] cuts them off. Files before
     /// `from.file` are not read; `from` must be a frame's position (as
     /// returned by `append` or `end_position`) or a file's start, and unless
     /// it is [`Position::START`] its file must exist: if it does not, the
@@ -231,7 +303,7 @@ impl Wal {
             .keys()
             .map(|&number| (number, self.dir.join(format::file_name(number))))
             .collect();
-        files.push((self.active.number, self.active.path.clone()));
+        files.push((self.active.number, self.active.path().to_path_buf()));
         Replay::new(
             self.dir.clone(),
             files,
@@ -274,16 +346,19 @@ impl Wal {
         Ok(end)
     }
 
-    /// Writes everything buffered to the active file with one write (a
-    /// process crash can no longer lose it), without syncing.
+    /// Writes everything buffered to the active file (a process crash can
+    /// no longer lose it), without syncing: one copy into the mapped file,
+    /// and no system call unless the space allocated ahead runs out (then
+    /// one `fallocate` of the next mebibyte).
     ///
     /// # Errors
     ///
-    /// [`Error::Poisoned`]; [`Error::Io`] if the write fails. The buffered
-    /// records are then dropped (none of them is acknowledged) and the file
-    /// is cut back to where the write began and synced, so that no part of
-    /// them can come back at the next open; the `Wal` takes later writes.
-    /// If discarding it fails too, the `Wal` is poisoned.
+    /// [`Error::Poisoned`]; [`Error::Io`] if the write fails (the
+    /// allocation fails: a full disk, say). The buffered records are then
+    /// dropped (none of them is acknowledged) and the file is cut back to
+    /// where the write began and synced, so that no part of them can come
+    /// back at the next open; the `Wal` takes later writes. If discarding
+    /// it fails too, the `Wal` is poisoned.
     pub fn flush(&mut self) -> Result<()> {
         self.check_poisoned()?;
         if self.buf.is_empty() {
@@ -292,7 +367,7 @@ impl Wal {
         if let Err(source) = self.write_buffer() {
             self.buf.clear();
             self.shrink_buffer();
-            let path = self.active.path.clone();
+            let path = self.active.path().to_path_buf();
             let written = self.active.written;
             return match self.discard_written_after(written) {
                 Ok(()) => {
@@ -314,6 +389,7 @@ impl Wal {
         }
         let len = self.buf.len() as u64;
         self.active.written += len;
+        debug_assert_eq!(self.active.written, self.active.map.len());
         self.stats.writes += 1;
         self.stats.bytes_written += len;
         self.buf.clear();
@@ -329,22 +405,16 @@ impl Wal {
     }
 
     fn write_buffer(&mut self) -> io::Result<()> {
-        let file = &mut self.active.file;
-        kv_fs::write_or_tear(&self.faults, &self.active.path, &self.buf, |b| {
-            file.write_all(b)
-        })
+        self.active.map.append(&self.buf, &self.faults)
     }
 
     /// Cuts the active file back to `len` bytes (at or after the header,
-    /// at most what was written), positions it there and syncs it, so that
-    /// nothing written after `len` can come back at the next open.
+    /// at most what was written), with the space allocated after it, and
+    /// syncs it, so that nothing written after `len` can come back at the
+    /// next open; the next frame goes at `len`.
     fn discard_written_after(&mut self, len: u64) -> io::Result<()> {
-        let file = &mut self.active.file;
-        file.set_len(len)?;
-        file.seek(SeekFrom::Start(len))?;
-        self.faults.check(FileOp::Sync, &self.active.path)?;
-        self.active.file.sync_data()?;
-        self.active.written = len;
+        self.active.cut_to(len)?;
+        self.active.map.sync_data(&self.faults)?;
         self.unsynced_since = None;
         self.stats.syncs += 1;
         Ok(())
@@ -416,14 +486,32 @@ impl Wal {
     }
 
     fn sync_file(&mut self) -> io::Result<()> {
-        self.faults.check(FileOp::Sync, &self.active.path)?;
-        self.active.file.sync_data()
+        self.active.map.sync_data(&self.faults)
+    }
+
+    /// Flushes, cuts the space allocated ahead off the active file, and
+    /// syncs it if anything written or cut is not yet durable: after this,
+    /// the file is exactly its frames, durably.
+    fn seal_active(&mut self) -> Result<()> {
+        self.flush()?;
+        let len = self.active.written;
+        let cut = self.active.map.allocated() > len;
+        if let Err(source) = self.active.cut_to(len) {
+            // The map may no longer know how long the file is, and a store
+            // past its end would raise SIGBUS: write nothing more.
+            return Err(self.poison("cutting the allocated tail", source));
+        }
+        if cut || self.unsynced_since.is_some() {
+            self.sync_active()?;
+        }
+        Ok(())
     }
 
     /// Makes every record appended so far durable under the policy, and so
-    /// acknowledges them: flushes with one write, then syncs under
-    /// [`SyncPolicy::Always`], and under [`SyncPolicy::Interval`] if the
-    /// oldest unsynced write is at least the interval old.
+    /// acknowledges them: flushes (one copy into the mapped file), then
+    /// syncs under [`SyncPolicy::Always`], and under
+    /// [`SyncPolicy::Interval`] if the oldest unsynced write is at least the
+    /// interval old.
     ///
     /// # Errors
     ///
@@ -475,23 +563,25 @@ impl Wal {
     /// Closes the active file and starts a new one, and returns the position
     /// where its first frame will go.
     ///
-    /// The active file is flushed and synced first, whatever the policy, so
-    /// that only the last file of a log can end with a torn write. The new
-    /// file is created under a temporary name, its header synced, renamed
-    /// into place, and the directory synced.
+    /// The active file is flushed, the space allocated ahead of its frames
+    /// cut off, and the file synced first, whatever the policy, so that
+    /// once the new file exists every older file is exactly its frames,
+    /// durably: only the last file of a log can end with a torn write or
+    /// with zeros. The new file is created under a temporary name, its
+    /// header synced, renamed into place, and the directory synced.
     ///
     /// # Errors
     ///
     /// [`Error::Poisoned`]; [`Error::Io`] if any step fails. A failed flush
     /// is discarded as [`Wal::flush`] says. A failure before the new file
     /// is renamed into place removes the temporary file and leaves the log
-    /// as it was (the old file stays active). A failed sync, of the old
-    /// file or of the directory after the rename, poisons the `Wal`.
+    /// as it was (the old file stays active, and allocates again when it is
+    /// appended to). A failed cut of the allocated space, or a failed sync,
+    /// of the old file or of the directory after the rename, poisons the
+    /// `Wal`.
     pub fn rotate(&mut self) -> Result<Position> {
-        self.flush()?;
-        if self.unsynced_since.is_some() {
-            self.sync_active()?;
-        }
+        self.check_poisoned()?;
+        self.seal_active()?;
         let Some(number) = self.active.number.checked_add(1) else {
             let error = Error::InvalidOptions("the WAL has run out of file numbers".to_owned());
             self.poisoned = Some(error.to_string());
@@ -508,16 +598,19 @@ impl Wal {
                 return Err(error);
             }
         };
-        let new = ActiveFile {
-            number,
-            path,
-            file,
-            written: FILE_HEADER_LEN as u64,
+        let new = match ActiveFile::new(number, file, path, FILE_HEADER_LEN as u64, &self.options) {
+            Ok(new) => new,
+            Err(error) => {
+                // The file exists under its name, durably: the log cannot
+                // stay on the old one, nor go on in the new one unmapped.
+                self.poison_with(format!("mapping WAL file {number} failed: {error}"));
+                return Err(error);
+            }
         };
         let old = std::mem::replace(&mut self.active, new);
         self.older.insert(old.number, old.written);
         self.stats.rotations += 1;
-        log::debug!("WAL rotated to {}", self.active.path.display());
+        log::debug!("WAL rotated to {}", self.active.path().display());
         Ok(Position::new(number, FILE_HEADER_LEN as u64))
     }
 
@@ -570,13 +663,16 @@ impl Wal {
         }
     }
 
-    /// Flushes, syncs and closes the log.
+    /// Flushes, cuts the space allocated ahead off the last file, syncs
+    /// and closes the log: the last file is then exactly its frames.
     ///
     /// # Errors
     ///
-    /// As [`Wal::sync`].
+    /// As [`Wal::sync`]; a failed cut poisons the `Wal` as a failed sync
+    /// does.
     pub fn close(mut self) -> Result<()> {
-        self.sync()
+        self.check_poisoned()?;
+        self.seal_active()
     }
 
     /// Where the next appended frame will go (after the buffered ones).
@@ -592,8 +688,10 @@ impl Wal {
         Position::new(self.active.number, self.active.written)
     }
 
-    /// The bytes the log's files take on disk (not counting buffered
-    /// frames).
+    /// The bytes of the log's files up to the end of the frames written:
+    /// not counting buffered frames, nor the zeros allocated ahead at the
+    /// end of the active file (less than a mebibyte), which
+    /// [`Wal::rotate`] and [`Wal::close`] cut off.
     pub fn size_on_disk(&self) -> u64 {
         self.older.values().sum::<u64>() + self.active.written
     }
@@ -641,7 +739,7 @@ impl Wal {
     /// Records a failed sync (or a failed write that could not be rolled
     /// back); the `Wal` writes nothing more.
     fn poison(&mut self, operation: &str, source: io::Error) -> Error {
-        let path = self.active.path.clone();
+        let path = self.active.path().to_path_buf();
         log::error!(
             "{operation} of WAL file {} failed, refusing further writes: {source}",
             path.display()
@@ -672,60 +770,73 @@ pub(crate) fn check_payload_len(len: usize, max: u32) -> Result<()> {
     Ok(())
 }
 
-/// Finds the end of the last file, truncating a torn tail if `mode` allows;
-/// the third value says whether the file is of an older format version than
-/// this build writes.
+/// Finds the end of the last file, cutting off the zeros allocated ahead
+/// of its frames, and a torn tail if the recovery mode allows; the third
+/// value says whether the file is of an older format version than this
+/// build writes.
 fn recover_last(
     number: u64,
     path: PathBuf,
-    mode: RecoveryMode,
+    options: &WalOptions,
     faults: &Faults,
 ) -> Result<(ActiveFile, Option<TruncatedTail>, bool)> {
     let mut cursor = FileCursor::open(path.clone(), number, 0, None)?;
     let layout = cursor.layout;
     let mut scratch = Vec::new();
-    let torn_at = loop {
+    let cut_at = loop {
         match cursor.next_frame(&mut scratch) {
             Ok(Some(_)) => {}
             Ok(None) => break None,
             Err(FrameError::Io(source)) => return Err(Error::Io { path, source }),
             Err(FrameError::Bad { offset, bad }) => {
-                tail_outcome(&path, offset, bad, layout, mode)?;
-                break Some(offset);
+                let end = tail_outcome(&path, offset, bad, layout, options.recovery)?;
+                break Some((offset, end));
             }
         }
     };
     let end = cursor.offset;
     drop(cursor);
-    let mut file = File::options()
+    let file = File::options()
+        .read(true)
         .write(true)
         .open(&path)
         .map_err(io_error(&path))?;
     let mut truncated = None;
-    if let Some(offset) = torn_at {
+    if let Some((offset, how)) = cut_at {
         let len = file.metadata().map_err(io_error(&path))?.len();
-        // The truncation is synced before anything is appended, so a crash
-        // cannot bring the torn bytes back behind new frames.
+        // The cut is synced before anything is appended, so a crash cannot
+        // bring torn bytes back behind new frames.
+        //
+        // NOTE: the zeros allocated ahead are cut too, rather than mapped
+        // and written over: zeros left by a crash need not be allocated
+        // space (a file system may have grown the file without writing it),
+        // and a store into a hole of a mapping on a full disk raises
+        // SIGBUS. New space is allocated, as for every file, when appended.
         file.set_len(offset)
             .and_then(|()| faults.check(FileOp::Sync, &path))
             .and_then(|()| file.sync_all())
             .map_err(io_error(&path))?;
-        log::warn!(
-            "truncated the torn tail of WAL file {} at byte offset {offset} ({} bytes dropped)",
-            path.display(),
-            len - offset
-        );
-        truncated = Some(TruncatedTail {
-            position: Position::new(number, offset),
-            dropped_bytes: len - offset,
-        });
+        match how {
+            End::Allocated => log::debug!(
+                "WAL file {} ends at byte offset {offset}: cut off the {} bytes of zeros \
+                 allocated after its frames",
+                path.display(),
+                len - offset
+            ),
+            End::Torn => {
+                log::warn!(
+                    "truncated the torn tail of WAL file {} at byte offset {offset} \
+                     ({} bytes dropped)",
+                    path.display(),
+                    len - offset
+                );
+                truncated = Some(TruncatedTail {
+                    position: Position::new(number, offset),
+                    dropped_bytes: len - offset,
+                });
+            }
+        }
     }
-    file.seek(SeekFrom::Start(end)).map_err(io_error(&path))?;
-    let active = ActiveFile {
-        number,
-        path,
-        file,
-        written: end,
-    };
+    let active = ActiveFile::new(number, file, path, end, options)?;
     Ok((active, truncated, layout != FrameLayout::current(number)))
 }

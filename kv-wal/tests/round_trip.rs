@@ -39,16 +39,26 @@ fn many_records_round_trip_across_rotations() {
     assert_eq!(wal.file_count(), wal_files(dir.path()).len());
 
     // Positions are strictly increasing, and files stay under the limit
-    // unless they hold a single frame.
+    // unless they hold a single frame. Every older file is exactly its
+    // frames (rotation cut the space allocated ahead off); the active file
+    // holds its frames, then zeros up to the allocated mebibyte.
     assert!(written.windows(2).all(|w| w[0].0 < w[1].0));
-    let on_disk: u64 = wal_files(dir.path())
+    let mut files = wal_files(dir.path());
+    let (_, active) = files.pop().unwrap();
+    let older: u64 = files
         .iter()
         .map(|(_, path)| std::fs::metadata(path).unwrap().len())
         .sum();
-    assert_eq!(wal.size_on_disk(), on_disk);
-    for (_, path) in wal_files(dir.path()) {
+    let flushed = wal.flushed_position().offset;
+    assert_eq!(wal.size_on_disk(), older + flushed);
+    for (_, path) in &files {
         assert!(std::fs::metadata(path).unwrap().len() <= 4096);
     }
+    assert!(flushed <= 4096);
+    assert_eq!(
+        std::fs::metadata(&active).unwrap().len(),
+        kv_fs::ALLOCATION_CHUNK
+    );
 
     // The open Wal reads back what it wrote.
     let read: Vec<_> = wal.read_from(Position::START).map(Result::unwrap).collect();

@@ -219,6 +219,24 @@ pub fn contents(db: &Db, context: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
     all
 }
 
+/// Where the frames of the (version 2) WAL file `wal` end: after its last
+/// valid frame, or after its header if it has none.
+///
+/// A WAL file being appended to is its frames, then zeros up to the end of
+/// the space allocated ahead (up to 1 MiB; `kv_fs::ALLOCATION_CHUNK`), and a
+/// crash image keeps them: a test that cuts or damages "the end of the WAL"
+/// means the end of its frames, not of the file.
+pub fn wal_frames_end(wal: &Path) -> u64 {
+    let mut end = kv_wal::FILE_HEADER_LEN as u64;
+    kv_wal::check(wal.parent().unwrap(), |path, position, payload| {
+        if path == wal {
+            end = end.max(position.offset + (kv_wal::FRAME_HEADER_LEN + payload.len()) as u64);
+        }
+    })
+    .unwrap();
+    end
+}
+
 /// The files directly in `dir` whose names end with `suffix` (".seg",
 /// ".hint", ".wal"), sorted: in id order, since the names are zero-padded.
 pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
