@@ -288,7 +288,6 @@ impl Options {
             segment_size: self.segment_size,
             #[cfg(feature = "fail-points")]
             faults: faults.clone(),
-            ..kv_log::LogOptions::default()
         }
     }
 

@@ -77,7 +77,7 @@ fn iteration_during_writes_and_compaction_sees_each_untouched_key_once() {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let ran = db.compact().unwrap().runs;
-                runs.fetch_add(ran as u64, Ordering::Relaxed);
+                runs.fetch_add(ran, Ordering::Relaxed);
             }
         })
     };
