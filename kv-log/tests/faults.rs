@@ -14,7 +14,6 @@ fn options(faults: &Arc<FaultInjector>) -> LogOptions {
     LogOptions {
         segment_size: 4096,
         faults: Faults::from(Arc::clone(faults)),
-        ..LogOptions::default()
     }
 }
 
