@@ -59,7 +59,9 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{copy_dir, crash_image, is_compaction_output, scratch_dir, wal_frames_end};
+use common::{
+    copy_dir, crash_image, is_compaction_output, scratch_dir, segment_records_end, wal_frames_end,
+};
 use kv_engine::{Db, Error, Options, RecoveryMode, WriteBatch};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -340,9 +342,12 @@ fn attempt(
 /// two bytes, their middle and their last byte. Every flip there has the
 /// same outcome (the zeros are no longer only zeros: a torn tail after the
 /// last frame), and a flip of each of a mebibyte of them would take hours.
-fn offsets(kind: Kind, len: usize, wal_frames_end: u64) -> Vec<usize> {
-    let end = wal_frames_end as usize;
-    if kind != Kind::Wal || len <= end {
+/// Every offset of a file's data, and a few of the zeros allocated after it
+/// (the WAL's last file and the active log segment, in a crash image, end
+/// with up to 1 MiB of them; flipping each would only repeat one case).
+fn offsets(len: usize, data_end: u64) -> Vec<usize> {
+    let end = data_end as usize;
+    if len <= end {
         return (0..len).collect();
     }
     let mut offsets: Vec<usize> = (0..end).collect();
@@ -409,7 +414,12 @@ fn every_flipped_byte_is_detected_or_harmless() {
                 }
                 _ => kind.to_string(),
             };
-            for offset in offsets(*kind, pristine.len(), fixture.wal_frames_end) {
+            let data_end = match kind {
+                Kind::Wal => fixture.wal_frames_end,
+                Kind::LogSegment => segment_records_end(&fixture.dir.join(rel)),
+                _ => pristine.len() as u64,
+            };
+            for offset in offsets(pristine.len(), data_end) {
                 for &pattern in &patterns {
                     copy_dir(&fixture.dir, &work);
                     let mut bytes = pristine.clone();

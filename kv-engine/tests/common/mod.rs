@@ -237,6 +237,17 @@ pub fn wal_frames_end(wal: &Path) -> u64 {
     end
 }
 
+/// Where the valid records of the segment file at `path` end: its length,
+/// or less when it ends with the zeros allocated ahead (the active log
+/// segment of a crash image).
+pub fn segment_records_end(path: &Path) -> u64 {
+    let segment = kv_log::Segment::open_read_only(path).unwrap();
+    let mut end = segment.data_start();
+    let _ =
+        segment.check_records(|loc, _| end = end.max(u64::from(loc.offset) + u64::from(loc.len)));
+    end
+}
+
 /// The files directly in `dir` whose names end with `suffix` (".seg",
 /// ".hint", ".wal"), sorted: in id order, since the names are zero-padded.
 pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
