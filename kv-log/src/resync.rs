@@ -60,6 +60,17 @@ pub(crate) fn next_valid_record(bytes: &[u8], bad: usize, limits: &Limits) -> Re
     let tail_len = bytes.len().saturating_sub(bad) as u64;
     let budget = hash_budget(tail_len);
     let mut hashed = 0u64;
+    // Zeros to the end (the space a writer allocated ahead) hold no record:
+    // a record's version byte is never 0. Said at once, not searched.
+    if bytes
+        .get(bad.saturating_add(1)..)
+        .is_none_or(|rest| rest.iter().all(|&b| b == 0))
+    {
+        return Resync {
+            next: Next::Nothing,
+            hashed,
+        };
+    }
     for at in bad.saturating_add(1)..bytes.len() {
         let candidate = &bytes[at..];
         let Ok(header) = decode_header(candidate, limits) else {
