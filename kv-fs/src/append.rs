@@ -78,6 +78,11 @@ pub struct AppendMap {
     map: MmapMut,
     len: u64,
     allocated: u64,
+    /// An allocation failed, and may have grown the file part of the way
+    /// (`ENOSPC` midway, or the zeros cut short): the file can be longer
+    /// than `allocated`, so the next [`AppendMap::truncate`] cuts it
+    /// whatever `len` is.
+    overrun: bool,
 }
 
 impl AppendMap {
@@ -99,6 +104,7 @@ impl AppendMap {
             map,
             len,
             allocated,
+            overrun: false,
         })
     }
 
@@ -140,13 +146,11 @@ impl AppendMap {
         let end = self.len + bytes.len() as u64;
         if end > self.allocated {
             let want = end.div_ceil(ALLOCATION_CHUNK) * ALLOCATION_CHUNK;
-            allocate(
-                &self.file,
-                &self.path,
-                self.allocated,
-                want - self.allocated,
-                faults,
-            )?;
+            let from = self.allocated;
+            if let Err(e) = allocate(&self.file, &self.path, from, want - from, faults) {
+                self.overrun = true;
+                return Err(e);
+            }
             self.allocated = want;
         }
         if end > self.map.len() as u64 {
@@ -163,17 +167,21 @@ impl AppendMap {
 
     /// Forgets everything written after `len` and makes sure it cannot come
     /// back: the file is cut to `len` (so the allocated tail goes too).
-    /// Does nothing if `len` is not below [`AppendMap::allocated`]. Not
+    /// Does nothing if `len` is not below [`AppendMap::allocated`] and no
+    /// allocation failed since the last cut (one that failed may have
+    /// grown the file past what it knows). Not
     /// durable until the next sync.
     ///
     /// # Errors
     ///
     /// The error of the truncation; the file is as it was then.
     pub fn truncate(&mut self, len: u64) -> io::Result<()> {
-        if len >= self.allocated {
+        if len >= self.allocated && !self.overrun {
             return Ok(());
         }
+        let len = len.min(self.allocated);
         self.file.set_len(len)?;
+        self.overrun = false;
         self.allocated = len;
         self.len = self.len.min(len);
         Ok(())
@@ -288,6 +296,24 @@ mod tests {
         map.append(b"!", &faults).unwrap();
         map.cut_tail().unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"keep!");
+    }
+
+    #[test]
+    fn a_cut_after_a_failed_allocation_cuts_whatever_it_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let injector = std::sync::Arc::new(crate::FaultInjector::new());
+        let faults = Faults::from(std::sync::Arc::clone(&injector));
+        let mut map = AppendMap::new(open(&path), path.clone(), 0, 64).unwrap();
+        map.append(b"kept", &faults).unwrap();
+        map.cut_tail().unwrap();
+        // The next append must allocate; the allocation fails, and the file
+        // is made longer behind the map's back, as a partial one would.
+        injector.fail_next_write();
+        map.append(b"lost", &faults).unwrap_err();
+        map.file().set_len(4096).unwrap();
+        map.cut_tail().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"kept");
     }
 
     #[test]

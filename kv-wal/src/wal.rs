@@ -127,15 +127,9 @@ impl ActiveFile {
     /// Cuts the file to `len` bytes (at most what was written), the space
     /// allocated ahead with it. Not durable until the next sync.
     fn cut_to(&mut self, len: u64) -> io::Result<()> {
+        // An allocation that failed midway is cut off too (AppendMap
+        // remembers it).
         self.map.truncate(len)?;
-        // NOTE: an allocation that failed midway (ENOSPC, or the zeros
-        // written where the file system cannot allocate cut short) can
-        // leave the file longer than the map knows; the file's own length
-        // tells. One `fstat`, on a failed write or a rotation only.
-        let file = self.map.file();
-        if file.metadata()?.len() > len {
-            file.set_len(len)?;
-        }
         self.written = self.map.len();
         Ok(())
     }
