@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -122,6 +122,7 @@ impl Db {
             wake_compactor,
             time: Monotonic::new(Arc::clone(&options.clock)),
             stats: Counters::default(),
+            committing: AtomicBool::new(false),
         });
         if any_expiry {
             shared.stats.any_expiry.store(true, Ordering::Relaxed);
@@ -259,7 +260,8 @@ impl Db {
     }
 
     fn submit(&self, write: Write) -> Result<()> {
-        reply::call(|reply| {
+        let committing = || self.shared.committing.load(Ordering::Relaxed);
+        reply::call_while(committing, |reply| {
             // A failed send drops the command and with it the reply, which
             // reports `Closed`.
             let _ = self.commands.send(Command::Write { write, reply });

@@ -33,9 +33,13 @@ fn the_caller_gets_the_reply_whenever_it_comes() {
     model(|| {
         let slot = Arc::new(Slot::new());
         let mut writer = None;
-        let result = call_on(&slot, |reply| {
-            writer = Some(thread::spawn(move || reply.send(Ok(()))));
-        });
+        let result = call_on(
+            &slot,
+            || false,
+            |reply| {
+                writer = Some(thread::spawn(move || reply.send(Ok(()))));
+            },
+        );
         assert!(result.is_ok(), "{result:?}");
         writer.unwrap().join().unwrap();
     });
@@ -46,9 +50,13 @@ fn a_reply_dropped_unsent_reads_as_closed() {
     model(|| {
         let slot = Arc::new(Slot::new());
         let mut writer = None;
-        let result = call_on(&slot, |reply| {
-            writer = Some(thread::spawn(move || drop(reply)));
-        });
+        let result = call_on(
+            &slot,
+            || false,
+            |reply| {
+                writer = Some(thread::spawn(move || drop(reply)));
+            },
+        );
         assert!(is_closed(&result), "{result:?}");
         writer.unwrap().join().unwrap();
     });
@@ -59,14 +67,22 @@ fn a_second_request_never_sees_the_first_reply() {
     model(|| {
         let slot = Arc::new(Slot::new());
         let mut first = None;
-        let r1 = call_on(&slot, |reply| {
-            first = Some(thread::spawn(move || reply.send(Err(Error::Closed))));
-        });
+        let r1 = call_on(
+            &slot,
+            || false,
+            |reply| {
+                first = Some(thread::spawn(move || reply.send(Err(Error::Closed))));
+            },
+        );
         assert!(is_closed(&r1), "{r1:?}");
         let mut second = None;
-        let r2 = call_on(&slot, |reply| {
-            second = Some(thread::spawn(move || reply.send(Ok(()))));
-        });
+        let r2 = call_on(
+            &slot,
+            || false,
+            |reply| {
+                second = Some(thread::spawn(move || reply.send(Ok(()))));
+            },
+        );
         assert!(r2.is_ok(), "the second call got {r2:?}");
         first.unwrap().join().unwrap();
         second.unwrap().join().unwrap();
@@ -80,12 +96,16 @@ fn the_buffer_given_back_is_the_callers_after_the_reply() {
         let mut buffer = take_buffer_from(&slot);
         buffer.extend_from_slice(b"record");
         let mut writer = None;
-        let result = call_on(&slot, |reply| {
-            writer = Some(thread::spawn(move || {
-                reply.give_back(buffer);
-                reply.send(Ok(()));
-            }));
-        });
+        let result = call_on(
+            &slot,
+            || false,
+            |reply| {
+                writer = Some(thread::spawn(move || {
+                    reply.give_back(buffer);
+                    reply.send(Ok(()));
+                }));
+            },
+        );
         assert!(result.is_ok());
         let back = take_buffer_from(&slot);
         assert!(

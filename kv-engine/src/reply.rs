@@ -14,7 +14,9 @@
 //! a bounded time, and only then sleeps on the condition variable. The
 //! writer sets `done` after storing the result, and notifies only a caller
 //! that has said it sleeps (`sleeping`), so a reply to a caller that is
-//! still watching costs no system call.
+//! still watching costs no system call. A write's caller keeps watching
+//! for as long as the writer says it is committing ([`call_while`]): the
+//! reply comes as soon as the commit's sync ends.
 //!
 //! **The record buffer.** A put or delete is encoded on the caller's
 //! thread into a buffer the slot keeps ([`take_buffer`]); the request
@@ -120,18 +122,28 @@ pub(crate) fn take_buffer_from(slot: &Arc<Slot>) -> Vec<u8> {
 /// the reply. If `send` fails to deliver the request it drops the `Reply`,
 /// which completes the slot with [`Error::Closed`].
 pub(crate) fn call(send: impl FnOnce(Reply)) -> Result<()> {
-    SLOT.with(|slot| call_on(slot, send))
+    call_while(|| false, send)
 }
 
-/// [`call`] on a given slot (the thread's own, or a model's).
-pub(crate) fn call_on(slot: &Arc<Slot>, send: impl FnOnce(Reply)) -> Result<()> {
+/// [`call`], waiting actively for as long as `busy` says the writer is
+/// working on the request (`wait.rs`).
+pub(crate) fn call_while(busy: impl Fn() -> bool, send: impl FnOnce(Reply)) -> Result<()> {
+    SLOT.with(|slot| call_on(slot, busy, send))
+}
+
+/// [`call_while`] on a given slot (the thread's own, or a model's).
+pub(crate) fn call_on(
+    slot: &Arc<Slot>,
+    busy: impl Fn() -> bool,
+    send: impl FnOnce(Reply),
+) -> Result<()> {
     slot.done.store(false, Ordering::Relaxed);
     send(Reply {
         slot: Some(Arc::clone(slot)),
     });
     let mut wait = SpinThenPark::new();
     while !slot.done.load(Ordering::Acquire) {
-        if wait.spin() == Spun::Park {
+        if wait.spin_unless_busy(busy()) == Spun::Park {
             break;
         }
     }

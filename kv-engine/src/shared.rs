@@ -43,6 +43,10 @@ pub(crate) struct Shared {
     /// The time, for expiry.
     pub(crate) time: Monotonic,
     pub(crate) stats: Counters,
+    /// Set by the writer while it commits a group (under
+    /// `SyncPolicy::Always`, while it syncs the WAL): callers waiting for
+    /// their reply keep their core meanwhile (`wait.rs`).
+    pub(crate) committing: AtomicBool,
 }
 
 /// Controls shared by the compactor thread and `Db`.

@@ -7,6 +7,16 @@
 //! and one sync if the policy says so), append the same record bytes to the
 //! segments, make them readable, update the index, and only then
 //! acknowledge each caller.
+//!
+//! **Gathering a group under `SyncPolicy::Always`.** Callers that each wait
+//! for their write's sync before writing again fall into cohorts that
+//! alternate: the callers a sync releases come back just after the next
+//! group has been taken without them, so each sync covers half of them. So
+//! when the writer takes a group, it waits a moment for as many writes as
+//! the last sync released plus those that were already queued then (at
+//! most half the last sync's duration, and [`MAX_GATHER`]): PostgreSQL's
+//! `commit_delay` with `commit_siblings`, bounded by the sync's own cost.
+//! A lone caller never waits: the sync before its write released only it.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -27,7 +37,11 @@ use crate::reply::Reply;
 use crate::shared::Shared;
 use crate::usage::UsageDelta;
 use crate::wait::{SpinThenPark, Spun};
-use crate::{Error, Options, Result};
+use crate::{Error, Options, Result, SyncPolicy};
+
+/// The longest the writer waits to gather a group's writes (see the module
+/// docs).
+const MAX_GATHER: Duration = Duration::from_micros(200);
 
 /// One write a caller asked for: the unit of atomicity.
 pub(crate) enum Write {
@@ -76,6 +90,13 @@ pub(crate) struct Writer {
     /// The sequence number the next record gets.
     next_seq: u64,
     max_group: usize,
+    /// `SyncPolicy::Always`: every commit syncs, and groups are gathered.
+    sync_always: bool,
+    /// How many writes the next group waits for: those the last sync
+    /// released and those queued when it ended (see the module docs).
+    gather_target: usize,
+    /// How long the last commit's sync took.
+    last_sync: Duration,
     /// The WAL is trimmed once it has grown this much since the last
     /// marker.
     max_wal_bytes: u64,
@@ -128,6 +149,9 @@ impl Writer {
             wal,
             next_seq,
             max_group: options.max_group_size.max(1),
+            sync_always: matches!(options.sync, SyncPolicy::Always),
+            gather_target: 0,
+            last_sync: Duration::ZERO,
             max_wal_bytes: options.max_wal_size,
             wal_bytes: 0,
             poisoned: None,
@@ -155,12 +179,16 @@ impl Writer {
             // Group commit: take whatever else is already waiting, so that
             // many callers share one write and one sync.
             let mut next = Some(first);
+            let mut gather_until = None;
             while let Some(command) = next.take() {
                 match command {
                     Command::Write { write, reply } => {
                         group.push((write, reply));
                         if group.len() < self.max_group {
                             next = rx.try_recv().ok();
+                            if next.is_none() && group.len() < self.gather_target {
+                                next = self.gather(&rx, &mut gather_until);
+                            }
                         }
                     }
                     Command::Sync { reply } => {
@@ -198,7 +226,11 @@ impl Writer {
                     }
                 }
             }
+            let writes = group.len();
             self.commit_group(&mut group);
+            if self.sync_always {
+                self.gather_target = (writes + rx.len()).min(self.max_group);
+            }
             self.sync_if_due();
             if self.wal_bytes >= self.max_wal_bytes
                 && self.poisoned.is_none()
@@ -211,6 +243,24 @@ impl Writer {
         // synced and marker_segment.
         if let Err(e) = self.close() {
             log::error!("closing {} failed: {e}", self.dir.display());
+        }
+    }
+
+    /// Waits, yielding the core, for the next write of a group that has
+    /// fewer than `gather_target`: until `until` (set on the first call of
+    /// a group: half the last sync's duration from now, [`MAX_GATHER`] at
+    /// most).
+    fn gather(&self, rx: &Receiver<Command>, until: &mut Option<Instant>) -> Option<Command> {
+        let until =
+            *until.get_or_insert_with(|| Instant::now() + (self.last_sync / 2).min(MAX_GATHER));
+        loop {
+            if let Ok(command) = rx.try_recv() {
+                return Some(command);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::yield_now();
         }
     }
 
@@ -366,10 +416,18 @@ impl Writer {
             }
             self.wal_bytes += p.records.len() as u64;
         }
-        if failure.is_none()
-            && let Err(e) = self.wal.commit()
-        {
-            failure = Some(Error::from(e));
+        if failure.is_none() {
+            // Callers waiting for this group keep their cores meanwhile.
+            self.shared.committing.store(true, Ordering::Relaxed);
+            let started = Instant::now();
+            let committed = self.wal.commit();
+            self.shared.committing.store(false, Ordering::Relaxed);
+            if self.sync_always {
+                self.last_sync = started.elapsed();
+            }
+            if let Err(e) = committed {
+                failure = Some(Error::from(e));
+            }
         }
         if failure.is_none() {
             match self.append_to_segments(&pending, &mut applied) {
