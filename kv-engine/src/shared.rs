@@ -43,9 +43,10 @@ pub(crate) struct Shared {
     /// The time, for expiry.
     pub(crate) time: Monotonic,
     pub(crate) stats: Counters,
-    /// Set by the writer while it commits a group (under
-    /// `SyncPolicy::Always`, while it syncs the WAL): callers waiting for
-    /// their reply keep their core meanwhile (`wait.rs`).
+    /// Set by the writer while it commits and syncs a group under
+    /// `SyncPolicy::Always` (never written under the other policies):
+    /// callers waiting for their reply keep their core meanwhile
+    /// (`wait.rs`).
     pub(crate) committing: AtomicBool,
 }
 

@@ -264,6 +264,23 @@ impl Writer {
         }
     }
 
+    /// Commits the group's WAL frames. Under `SyncPolicy::Always` (a sync
+    /// per commit) the callers waiting for the group keep their cores
+    /// meanwhile (`Shared::committing`), and the sync's duration bounds
+    /// the next gathering; under the other policies a commit is a copy into
+    /// the mapped file, with nothing around it.
+    fn commit_wal(&mut self) -> kv_wal::Result<()> {
+        if !self.sync_always {
+            return self.wal.commit();
+        }
+        self.shared.committing.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let committed = self.wal.commit();
+        self.shared.committing.store(false, Ordering::Relaxed);
+        self.last_sync = started.elapsed();
+        committed
+    }
+
     fn poison(&mut self, err: &Error) {
         if self.poisoned.is_none() {
             log::error!("refusing further writes to {}: {err}", self.dir.display());
@@ -416,18 +433,10 @@ impl Writer {
             }
             self.wal_bytes += p.records.len() as u64;
         }
-        if failure.is_none() {
-            // Callers waiting for this group keep their cores meanwhile.
-            self.shared.committing.store(true, Ordering::Relaxed);
-            let started = Instant::now();
-            let committed = self.wal.commit();
-            self.shared.committing.store(false, Ordering::Relaxed);
-            if self.sync_always {
-                self.last_sync = started.elapsed();
-            }
-            if let Err(e) = committed {
-                failure = Some(Error::from(e));
-            }
+        if failure.is_none()
+            && let Err(e) = self.commit_wal()
+        {
+            failure = Some(Error::from(e));
         }
         if failure.is_none() {
             match self.append_to_segments(&pending, &mut applied) {
