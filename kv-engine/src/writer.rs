@@ -578,23 +578,23 @@ impl Writer {
         pending: &[Pending],
         applied: &mut Vec<(Range<usize>, Location)>,
     ) -> Result<()> {
-        for p in pending {
-            let mut at = p.records.start;
-            while at < p.records.end {
-                let len = record_len(&self.buf[at..p.records.end])?;
-                let loc = self.log.append_encoded(&self.buf[at..at + len])?;
-                applied.push((at..at + len, loc));
-                at += len;
-            }
+        // The writes' records are back to back in `buf` (a write that
+        // failed to encode left nothing there): one append for them all.
+        debug_assert!(
+            pending
+                .windows(2)
+                .all(|w| w[0].records.end == w[1].records.start)
+        );
+        if let (Some(first), Some(last)) = (pending.first(), pending.last()) {
+            let base = first.records.start;
+            self.log
+                .append_encoded_many(&self.buf[base..last.records.end], |range, loc| {
+                    applied.push((base + range.start..base + range.end, loc));
+                })?;
         }
         self.log.flush()?;
         Ok(())
     }
-}
-
-/// The length of the encoded record at the front of `bytes`.
-fn record_len(bytes: &[u8]) -> Result<usize> {
-    Ok(decode_header(bytes, &kv_format::Limits::default())?.record_len() as usize)
 }
 
 /// Applies records, in order, to the index: a put replaces the key's

@@ -9,8 +9,9 @@
 //! and hint files, kv-engine its marker and on-disk copies.
 //!
 //! [`AppendMap`] appends to a file through a writable shared mapping of
-//! space allocated ahead ([`allocate`]): a copy into memory per append, no
-//! system call, and a full disk is an error, never a `SIGBUS`. kv-wal
+//! space allocated ahead ([`allocate`]): a copy into memory per short
+//! append, no system call (one `pwrite` for a long one:
+//! [`WRITE_THROUGH_MIN`]), and a full disk is an error, never a `SIGBUS`. kv-wal
 //! writes its files this way, and kv-log its log segments.
 //!
 //! # The rule for failures
@@ -78,7 +79,7 @@ mod append;
 mod fault;
 mod file;
 
-pub use append::{ALLOCATION_CHUNK, AppendMap, allocate};
+pub use append::{ALLOCATION_CHUNK, AppendMap, WRITE_THROUGH_MIN, allocate};
 #[cfg(feature = "fail-points")]
 pub use fault::{FaultError, FaultInjector, FaultMode};
 pub use fault::{Faults, FileOp};

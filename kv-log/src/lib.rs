@@ -14,7 +14,8 @@
 //! segments through a [`LogReader`], which any number of threads share with
 //! the single writer. The active segment is mapped once at its full
 //! capacity (past the end of the file, as LMDB does) and grows underneath
-//! the map: the writer appends with `pwrite` and then publishes the new
+//! the map: the writer appends (through a writable mapping of the same
+//! file, or with `pwrite` for a long run of records) and then publishes the new
 //! readable length with a release store, so a reader only ever touches bytes
 //! that were completely written before it looked. A reader never waits for
 //! the writer.

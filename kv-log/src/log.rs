@@ -2,6 +2,7 @@
 //! rotates to a new segment, and is poisoned by a failed sync. Opening
 //! it (`Log::recover`) is in `recover.rs`.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -22,7 +23,8 @@ pub struct Log {
     pub(crate) options: LogOptions,
     pub(crate) shared: Arc<Shared>,
     pub(crate) active: Arc<Segment>,
-    /// The active segment's file, appended through a writable mapping.
+    /// The active segment's file, appended through a writable mapping (or
+    /// with `pwrite`, for a long append).
     /// Bytes past `active.len()` are appended but not yet published (made
     /// readable by [`Log::flush`]).
     pub(crate) out: AppendMap,
@@ -154,6 +156,97 @@ impl Log {
             }));
         }
         self.append_bytes(encoded)
+    }
+
+    /// Like [`Log::append_encoded`] for each of the records `encoded` holds
+    /// back to back, in order, but with one copy for all those that fit in
+    /// the active segment (one `pwrite` for a long run: see
+    /// `kv_fs::WRITE_THROUGH_MIN`) rather than one per record. `located`
+    /// gets each record's range in `encoded` and its location, once the
+    /// record is in the file.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Format`] if `encoded` is not a sequence of whole, valid
+    /// record headers (nothing of it is appended then); an I/O error while
+    /// writing or rotating. Either way, everything appended since the last
+    /// [`Log::flush`] is discarded, as a failed [`Log::append_encoded`]
+    /// discards it.
+    pub fn append_encoded_many(
+        &mut self,
+        encoded: &[u8],
+        mut located: impl FnMut(Range<usize>, Location),
+    ) -> Result<()> {
+        // Check every header first, so that a bad one appends nothing.
+        let limits = Limits::default();
+        let mut at = 0;
+        while at < encoded.len() {
+            let header = kv_format::decode_header(&encoded[at..], &limits)?;
+            let len = header.record_len();
+            if len > (encoded.len() - at) as u64 {
+                return Err(LogError::Format(kv_format::FormatError::Truncated {
+                    needed: len,
+                    available: encoded.len() - at,
+                }));
+            }
+            at += len as usize;
+        }
+        let mut run = 0..0;
+        while run.end < encoded.len() {
+            // Lengths were checked above.
+            let len = kv_format::decode_header(&encoded[run.end..], &limits)?.record_len();
+            let end = self.end() + (run.end - run.start) as u64;
+            if end + len <= self.active.capacity()
+                && (end == self.active.data_start() || end + len <= self.options.segment_size)
+            {
+                run.end += len as usize;
+                continue;
+            }
+            if run.is_empty() {
+                // The first record of a run that does not fit: one record
+                // alone, which rotates.
+                let record = run.end..run.end + len as usize;
+                located(record.clone(), self.append_bytes(&encoded[record.clone()])?);
+                run = record.end..record.end;
+            } else {
+                self.append_run(encoded, run.clone(), &mut located)?;
+                run = run.end..run.end;
+            }
+        }
+        if !run.is_empty() {
+            self.append_run(encoded, run, &mut located)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the records `encoded[run]`, which fit in the active segment,
+    /// to its end in one append, and reports where each went.
+    fn append_run(
+        &mut self,
+        encoded: &[u8],
+        run: Range<usize>,
+        located: &mut impl FnMut(Range<usize>, Location),
+    ) -> Result<()> {
+        self.check_poisoned()?;
+        let start = self.end();
+        if let Err(e) = self.out.append(&encoded[run.clone()], &self.shared.faults) {
+            return Err(self.discard_unpublished(e));
+        }
+        let mut at = run.start;
+        while at < run.end {
+            let len = kv_format::decode_header(&encoded[at..], &Limits::default())?.record_len();
+            located(
+                at..at + len as usize,
+                Location {
+                    segment: self.active.id(),
+                    // The run fits below capacity <= MAX_SEGMENT_SIZE = u32::MAX.
+                    offset: (start + (at - run.start) as u64) as u32,
+                    len: len as u32,
+                },
+            );
+            at += len as usize;
+        }
+        Ok(())
     }
 
     /// Copies one encoded record to the end of the active segment (rotating

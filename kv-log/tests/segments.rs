@@ -424,6 +424,91 @@ fn append_encoded_stores_the_given_bytes_and_rejects_bad_ones() {
     );
 }
 
+#[test]
+fn append_encoded_many_places_records_as_one_at_a_time_would() {
+    // Segments of 64 KiB and 300 KiB of records, one of them larger than
+    // a segment: runs are written whole (long ones with pwrite), split at
+    // every rotation, and the large record gets a segment of its own.
+    let options = LogOptions {
+        segment_size: 64 * 1024,
+        ..LogOptions::default()
+    };
+    let mut encoded = Vec::new();
+    let mut records = Vec::new();
+    for i in 0..600u64 {
+        let start = encoded.len();
+        let value = if i == 300 {
+            vec![9u8; 100_000]
+        } else {
+            value(i).repeat(8)
+        };
+        kv_format::encode(&Record::put(i + 1, &key(i), &value), &mut encoded).unwrap();
+        records.push(start..encoded.len());
+    }
+    let (one_dir, many_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut one = Log::open(one_dir.path(), options.clone(), |_, _| {}).unwrap();
+    let expected: Vec<Location> = records
+        .iter()
+        .map(|r| one.append_encoded(&encoded[r.clone()]).unwrap())
+        .collect();
+    one.flush().unwrap();
+
+    let mut many = Log::open(many_dir.path(), options.clone(), |_, _| {}).unwrap();
+    let mut got = Vec::new();
+    many.append_encoded_many(&encoded, |range, loc| got.push((range, loc)))
+        .unwrap();
+    many.flush().unwrap();
+    let ranges: Vec<_> = got.iter().map(|(r, _)| r.clone()).collect();
+    assert_eq!(ranges, records);
+    let locs: Vec<Location> = got.iter().map(|(_, l)| *l).collect();
+    assert_eq!(locs, expected);
+    assert!(
+        locs.iter()
+            .map(|l| l.segment)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 4
+    );
+    let reader = many.reader();
+    for (range, loc) in &got {
+        assert_eq!(
+            reader.segments().read(*loc).unwrap(),
+            &encoded[range.clone()]
+        );
+    }
+    drop(many);
+    let mut seen = Vec::new();
+    Log::open(many_dir.path(), options, |loc, r| seen.push((loc, r.seq))).unwrap();
+    let seqs: Vec<(Location, u64)> = locs.iter().zip(1..).map(|(l, s)| (*l, s)).collect();
+    assert_eq!(seen, seqs);
+}
+
+#[test]
+fn append_encoded_many_with_a_bad_header_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small(), |_, _| {}).unwrap();
+    let mut encoded = Vec::new();
+    kv_format::encode(&Record::put(1, b"a", b"1"), &mut encoded).unwrap();
+    let good = encoded.len();
+    kv_format::encode(&Record::put(2, b"b", b"2"), &mut encoded).unwrap();
+    let before = log.position();
+    let mut located = 0;
+    // Cut short: the second record is not whole.
+    assert!(matches!(
+        log.append_encoded_many(&encoded[..encoded.len() - 1], |_, _| located += 1),
+        Err(LogError::Format(_))
+    ));
+    // Garbage after a good record.
+    let mut garbage = encoded[..good].to_vec();
+    garbage.extend_from_slice(b"not a record at all, clearly not");
+    assert!(
+        log.append_encoded_many(&garbage, |_, _| located += 1)
+            .is_err()
+    );
+    assert_eq!(located, 0);
+    assert_eq!(log.position(), before);
+}
+
 /// A value whose every 32 bytes hold a plausible record header claiming
 /// most of what follows (a value made of stored records can look like
 /// this): no header check can reject them cheaply.

@@ -140,7 +140,8 @@ impl ActiveFile {
 ///
 /// `append` only buffers a record; [`Wal::commit`] copies everything
 /// buffered into the active file, which is mapped (no system call, except
-/// one `fallocate` per mebibyte appended), and syncs it if the
+/// one `fallocate` per mebibyte appended, and one `pwrite` for 16 KiB or
+/// more), and syncs it if the
 /// [`SyncPolicy`] says so, and a record is acknowledged when the commit
 /// after it returns. Calling `append` for several records and then
 /// `commit` once is group commit; [`SharedWal`](crate::SharedWal) does it
@@ -343,7 +344,8 @@ impl Wal {
     /// Writes everything buffered to the active file (a process crash can
     /// no longer lose it), without syncing: one copy into the mapped file,
     /// and no system call unless the space allocated ahead runs out (then
-    /// one `fallocate` of the next mebibyte).
+    /// one `fallocate` of the next mebibyte) or the buffer holds 16 KiB or
+    /// more (then one `pwrite`: `kv_fs::WRITE_THROUGH_MIN`).
     ///
     /// # Errors
     ///
