@@ -49,7 +49,7 @@
 //! [`Wal::append`] buffers; [`Wal::commit`] copies the buffer into the
 //! active file, which is mapped (`kv_fs::AppendMap`: no system call, except
 //! one `fallocate` per mebibyte appended and one `pwrite` for a commit of
-//! 16 KiB or more), syncs (`fdatasync`) if the
+//! 16 KiB or more or one synced at once), syncs (`fdatasync`) if the
 //! [`SyncPolicy`] says so, and then the records are acknowledged. Under
 //! every policy an acknowledged record has been handed to the operating
 //! system (it is in the page cache), so a crash of the process loses

@@ -141,7 +141,7 @@ impl ActiveFile {
 /// `append` only buffers a record; [`Wal::commit`] copies everything
 /// buffered into the active file, which is mapped (no system call, except
 /// one `fallocate` per mebibyte appended, and one `pwrite` for 16 KiB or
-/// more), and syncs it if the
+/// more or when a sync follows), and syncs it if the
 /// [`SyncPolicy`] says so, and a record is acknowledged when the commit
 /// after it returns. Calling `append` for several records and then
 /// `commit` once is group commit; [`SharedWal`](crate::SharedWal) does it
@@ -356,11 +356,18 @@ impl Wal {
     /// back at the next open; the `Wal` takes later writes. If discarding
     /// it fails too, the `Wal` is poisoned.
     pub fn flush(&mut self) -> Result<()> {
+        self.flush_before(false)
+    }
+
+    /// [`Wal::flush`]; when `sync_follows`, with one `pwrite` however short
+    /// the buffer is (`kv_fs::AppendMap::write_through`: a page stored into
+    /// through the mapping costs more to sync).
+    fn flush_before(&mut self, sync_follows: bool) -> Result<()> {
         self.check_poisoned()?;
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(source) = self.write_buffer() {
+        if let Err(source) = self.write_buffer(sync_follows) {
             self.buf.clear();
             self.shrink_buffer();
             let path = self.active.path().to_path_buf();
@@ -400,8 +407,12 @@ impl Wal {
         }
     }
 
-    fn write_buffer(&mut self) -> io::Result<()> {
-        self.active.map.append(&self.buf, &self.faults)
+    fn write_buffer(&mut self, sync_follows: bool) -> io::Result<()> {
+        if sync_follows {
+            self.active.map.write_through(&self.buf, &self.faults)
+        } else {
+            self.active.map.append(&self.buf, &self.faults)
+        }
     }
 
     /// Cuts the active file back to `len` bytes (at or after the header,
@@ -465,7 +476,7 @@ impl Wal {
     /// [`Error::Poisoned`]; [`Error::Io`] if the write fails (discarded as
     /// [`Wal::flush`] says) or the sync fails, which poisons the `Wal`.
     pub fn sync(&mut self) -> Result<()> {
-        self.flush()?;
+        self.flush_before(true)?;
         if self.unsynced_since.is_some() {
             self.sync_active()?;
         }
@@ -489,7 +500,7 @@ impl Wal {
     /// syncs it if anything written or cut is not yet durable: after this,
     /// the file is exactly its frames, durably.
     fn seal_active(&mut self) -> Result<()> {
-        self.flush()?;
+        self.flush_before(true)?;
         let len = self.active.written;
         let cut = self.active.map.allocated() > len;
         if let Err(source) = self.active.cut_to(len) {
@@ -513,7 +524,7 @@ impl Wal {
     ///
     /// As [`Wal::sync`].
     pub fn commit(&mut self) -> Result<()> {
-        self.flush()?;
+        self.flush_before(self.options.sync == SyncPolicy::Always)?;
         if self.sync_due(Instant::now()) {
             self.sync_active()?;
         }
