@@ -43,7 +43,7 @@ pub(crate) struct Shared {
     /// The time, for expiry.
     pub(crate) time: Monotonic,
     pub(crate) stats: Counters,
-    /// Set by the writer while it commits and syncs a group under
+    /// Set by the writer while it gathers, commits and syncs a group under
     /// `SyncPolicy::Always` (never written under the other policies):
     /// callers waiting for their reply keep their core meanwhile
     /// (`wait.rs`).

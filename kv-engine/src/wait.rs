@@ -12,8 +12,9 @@
 //! shape of RocksDB's write-thread wait (a short busy loop, then a bounded
 //! `yield` loop, then blocking).
 //!
-//! A caller also waits while the writer commits its group
-//! (`Shared::committing`): under `SyncPolicy::Always` that is an
+//! A caller also waits while the writer gathers and commits its group
+//! (`Shared::committing`): under `SyncPolicy::Always` that is up to
+//! 200 µs of gathering and an
 //! `fdatasync`, a hundred microseconds or more, after which the reply comes
 //! at once; a caller that slept through it would cost the writer a futex
 //! wake-up and itself the time to be scheduled again (tens of

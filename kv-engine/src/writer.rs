@@ -229,6 +229,8 @@ impl Writer {
             let writes = group.len();
             self.commit_group(&mut group);
             if self.sync_always {
+                // Cleared by the commit, unless the group was refused.
+                self.shared.committing.store(false, Ordering::Relaxed);
                 self.gather_target = (writes + rx.len()).min(self.max_group);
             }
             self.sync_if_due();
@@ -251,8 +253,12 @@ impl Writer {
     /// a group: half the last sync's duration from now, [`MAX_GATHER`] at
     /// most).
     fn gather(&self, rx: &Receiver<Command>, until: &mut Option<Instant>) -> Option<Command> {
-        let until =
-            *until.get_or_insert_with(|| Instant::now() + (self.last_sync / 2).min(MAX_GATHER));
+        let until = *until.get_or_insert_with(|| {
+            // The callers already in the group keep their cores while it
+            // gathers too: the gathering can outlast their active wait.
+            self.shared.committing.store(true, Ordering::Relaxed);
+            Instant::now() + (self.last_sync / 2).min(MAX_GATHER)
+        });
         loop {
             if let Ok(command) = rx.try_recv() {
                 return Some(command);
