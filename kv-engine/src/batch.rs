@@ -18,35 +18,33 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub(crate) ops: Vec<BatchOp>,
-    /// Bytes of keys and values, to bound the batch's encoded size cheaply.
-    pub(crate) payload_bytes: usize,
+    /// Every operation's key and value, back to back in the order of
+    /// `ops`: one buffer, so a batch of many small writes costs a few
+    /// allocations, not two per operation.
+    pub(crate) bytes: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum BatchOp {
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-        ttl: Option<Duration>,
-    },
-    Delete {
-        key: Vec<u8>,
-    },
+/// One operation of a [`WriteBatch`]; its key and value are the next
+/// `key_len + value_len` bytes of the batch's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchOp {
+    pub(crate) kind: OpKind,
+    pub(crate) key_len: usize,
+    pub(crate) value_len: usize,
 }
 
-impl BatchOp {
-    pub(crate) fn key(&self) -> &[u8] {
-        match self {
-            BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
-        }
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Put { ttl: Option<Duration> },
+    Delete,
+}
 
-    pub(crate) fn value_len(&self) -> usize {
-        match self {
-            BatchOp::Put { value, .. } => value.len(),
-            BatchOp::Delete { .. } => 0,
-        }
-    }
+/// An operation of a batch, with its key and value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Op<'a> {
+    pub(crate) kind: OpKind,
+    pub(crate) key: &'a [u8],
+    pub(crate) value: &'a [u8],
 }
 
 impl WriteBatch {
@@ -57,31 +55,28 @@ impl WriteBatch {
 
     /// Adds a put of `key` to `value`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> &mut WriteBatch {
-        self.payload_bytes += key.len() + value.len();
-        self.ops.push(BatchOp::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            ttl: None,
-        });
-        self
+        self.push(OpKind::Put { ttl: None }, key, value)
     }
 
     /// Adds a put of `key` to `value` that expires `ttl` after the batch
     /// is applied (see [`Db::put_with_ttl`](crate::Db::put_with_ttl)).
     pub fn put_with_ttl(&mut self, key: &[u8], value: &[u8], ttl: Duration) -> &mut WriteBatch {
-        self.payload_bytes += key.len() + value.len();
-        self.ops.push(BatchOp::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            ttl: Some(ttl),
-        });
-        self
+        self.push(OpKind::Put { ttl: Some(ttl) }, key, value)
     }
 
     /// Adds a delete of `key`.
     pub fn delete(&mut self, key: &[u8]) -> &mut WriteBatch {
-        self.payload_bytes += key.len();
-        self.ops.push(BatchOp::Delete { key: key.to_vec() });
+        self.push(OpKind::Delete, key, &[])
+    }
+
+    fn push(&mut self, kind: OpKind, key: &[u8], value: &[u8]) -> &mut WriteBatch {
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+        self.ops.push(BatchOp {
+            kind,
+            key_len: key.len(),
+            value_len: value.len(),
+        });
         self
     }
 
@@ -98,6 +93,64 @@ impl WriteBatch {
     /// Removes every operation, keeping the allocation.
     pub fn clear(&mut self) {
         self.ops.clear();
-        self.payload_bytes = 0;
+        self.bytes.clear();
+    }
+
+    /// Bytes of keys and values, to bound the batch's encoded size cheaply.
+    pub(crate) fn payload_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The operations, in order, with their keys and values.
+    pub(crate) fn ops(&self) -> impl Iterator<Item = Op<'_>> {
+        let mut at = 0;
+        self.ops.iter().map(move |op| {
+            let key = &self.bytes[at..at + op.key_len];
+            let value = &self.bytes[at + op.key_len..at + op.key_len + op.value_len];
+            at += op.key_len + op.value_len;
+            Op {
+                kind: op.kind,
+                key,
+                value,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_give_back_each_key_and_value_in_order() {
+        let mut batch = WriteBatch::new();
+        batch
+            .put(b"a", b"one")
+            .delete(b"bb")
+            .put_with_ttl(b"c", b"", Duration::from_secs(5))
+            .put(b"dd", b"four");
+        let ops: Vec<_> = batch
+            .ops()
+            .map(|op| (op.kind, op.key.to_vec(), op.value.to_vec()))
+            .collect();
+        let put = OpKind::Put { ttl: None };
+        let ttl = OpKind::Put {
+            ttl: Some(Duration::from_secs(5)),
+        };
+        assert_eq!(
+            ops,
+            vec![
+                (put, b"a".to_vec(), b"one".to_vec()),
+                (OpKind::Delete, b"bb".to_vec(), Vec::new()),
+                (ttl, b"c".to_vec(), Vec::new()),
+                (put, b"dd".to_vec(), b"four".to_vec()),
+            ]
+        );
+        assert_eq!(batch.len(), 4);
+        assert_eq!(batch.payload_bytes(), 1 + 3 + 2 + 1 + 2 + 4);
+        batch.clear();
+        assert!(batch.is_empty());
+        assert_eq!(batch.ops().count(), 0);
+        assert_eq!(batch.payload_bytes(), 0);
     }
 }

@@ -239,9 +239,9 @@ impl Db {
             return Ok(());
         }
         for op in &batch.ops {
-            self.shared.limits.check(op.key().len(), op.value_len())?;
+            self.shared.limits.check(op.key_len, op.value_len)?;
         }
-        let encoded = batch.payload_bytes + batch.len() * kv_format::HEADER_LEN;
+        let encoded = batch.payload_bytes() + batch.len() * kv_format::HEADER_LEN;
         if encoded > kv_wal::MAX_RECORD_LEN as usize {
             return Err(Error::BatchTooLarge {
                 len: encoded,

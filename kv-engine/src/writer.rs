@@ -31,7 +31,7 @@ use kv_index::Entry;
 use kv_log::{Location, Log};
 use kv_wal::Wal;
 
-use crate::batch::{BatchOp, WriteBatch};
+use crate::batch::{OpKind, WriteBatch};
 use crate::marker::Marker;
 use crate::reply::Reply;
 use crate::shared::Shared;
@@ -562,11 +562,11 @@ impl Writer {
                 self.next_seq += 1;
             }
             Write::Batch(batch) => {
-                for (i, op) in batch.ops.iter().enumerate() {
+                for (i, op) in batch.ops().enumerate() {
                     let seq = seq + i as u64;
-                    let record = match op {
-                        BatchOp::Put { key, value, ttl } => put(seq, key, value, ttl),
-                        BatchOp::Delete { key } => Record::tombstone(seq, key),
+                    let record = match op.kind {
+                        OpKind::Put { ttl } => put(seq, op.key, op.value, &ttl),
+                        OpKind::Delete => Record::tombstone(seq, op.key),
                     };
                     kv_format::encode(&record, &mut self.buf)?;
                 }
