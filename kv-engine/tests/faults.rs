@@ -44,6 +44,10 @@ enum Step {
     Delete(usize),
     /// Puts of the first keys, deletes of the second.
     Batch(Vec<usize>, Vec<usize>),
+    /// A batch of puts with values 8 times as long ([`large_value`]): its
+    /// WAL frame passes `kv_fs::WRITE_THROUGH_MIN`, so it is written with
+    /// `pwrite` rather than through the mapping.
+    LargeBatch(Vec<usize>),
     Compact,
     Checkpoint,
     /// A put of the probe key, to learn whether the database still takes
@@ -66,6 +70,14 @@ fn value(i: usize, step: usize) -> Vec<u8> {
     v
 }
 
+/// How a step's put makes its value: [`value`] or [`large_value`].
+type ValueOf = fn(usize, usize) -> Vec<u8>;
+
+/// [`value`] 8 times over: 320 to 4,800 bytes.
+fn large_value(i: usize, step: usize) -> Vec<u8> {
+    value(i, step).repeat(8)
+}
+
 fn workload() -> Vec<Step> {
     use Step::*;
     let mut steps: Vec<Step> = (0..14).map(Put).collect();
@@ -75,6 +87,7 @@ fn workload() -> Vec<Step> {
         Delete(3),
         Delete(5),
         Batch(vec![1, 2, 20, 13, 14, 15], vec![4, 6]),
+        LargeBatch(vec![2, 6, 9, 13, 17, 20]),
     ]);
     steps.extend((0..8).map(Put));
     steps.extend([
@@ -333,7 +346,12 @@ fn run(op: FileOp, error: FaultError, mode: FaultMode, n: u64) -> Outcome {
                 }
                 r
             }
-            Step::Batch(puts, deletes) => {
+            Step::Batch(..) | Step::LargeBatch(..) => {
+                let (puts, deletes, value): (_, &[usize], ValueOf) = match s {
+                    Step::Batch(puts, deletes) => (puts, deletes, value),
+                    Step::LargeBatch(puts) => (puts, &[], large_value),
+                    _ => unreachable!(),
+                };
                 let mut batch = WriteBatch::new();
                 let puts: Vec<_> = puts.iter().map(|&i| (key(i), value(i, step))).collect();
                 for (k, v) in &puts {
@@ -407,7 +425,11 @@ fn run(op: FileOp, error: FaultError, mode: FaultMode, n: u64) -> Outcome {
         if cleared
             && matches!(
                 s,
-                Step::Put(_) | Step::Delete(_) | Step::Batch(..) | Step::Probe
+                Step::Put(_)
+                    | Step::Delete(_)
+                    | Step::Batch(..)
+                    | Step::LargeBatch(..)
+                    | Step::Probe
             )
             && !outcome.resumed
             && !outcome.poisoned
