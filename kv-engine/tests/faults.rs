@@ -44,9 +44,10 @@ enum Step {
     Delete(usize),
     /// Puts of the first keys, deletes of the second.
     Batch(Vec<usize>, Vec<usize>),
-    /// A batch of puts with values 8 times as long ([`large_value`]): its
-    /// WAL frame passes `kv_fs::WRITE_THROUGH_MIN`, so it is written with
-    /// `pwrite` rather than through the mapping.
+    /// A batch of puts with values 8 times as long ([`large_value`]): most
+    /// of its records are longer than a segment (each gets a segment of
+    /// its own) and its WAL frame is longer than a WAL file's limit (it
+    /// gets a file of its own) and than `kv_fs::WRITE_THROUGH_MIN`.
     LargeBatch(Vec<usize>),
     Compact,
     Checkpoint,
