@@ -167,9 +167,10 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// [`LogError::Format`] if `encoded` is not a sequence of whole, valid
-    /// record headers (nothing of it is appended then); an I/O error while
-    /// writing or rotating. Either way, everything appended since the last
+    /// [`LogError::Format`] if `encoded` is not a sequence of whole records
+    /// with valid headers, [`LogError::RecordTooLarge`] if one is too large
+    /// for any segment: nothing of it is appended then. An I/O error while
+    /// writing or rotating: then everything appended since the last
     /// [`Log::flush`] is discarded, as a failed [`Log::append_encoded`]
     /// discards it.
     pub fn append_encoded_many(
@@ -177,8 +178,9 @@ impl Log {
         encoded: &[u8],
         mut located: impl FnMut(Range<usize>, Location),
     ) -> Result<()> {
-        // Check every header first, so that a bad one appends nothing.
+        // Check every record first, so that a bad one appends nothing.
         let limits = Limits::default();
+        let max = MAX_SEGMENT_SIZE - SEGMENT_HEADER_LEN as u64;
         let mut at = 0;
         while at < encoded.len() {
             let header = kv_format::decode_header(&encoded[at..], &limits)?;
@@ -188,6 +190,9 @@ impl Log {
                     needed: len,
                     available: encoded.len() - at,
                 }));
+            }
+            if len > max {
+                return Err(LogError::RecordTooLarge { len, max });
             }
             at += len as usize;
         }
