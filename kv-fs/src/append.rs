@@ -301,6 +301,13 @@ mod tests {
             .unwrap()
     }
 
+    /// A fault injector and the `Faults` it drives.
+    fn injected() -> (std::sync::Arc<crate::FaultInjector>, Faults) {
+        let injector = std::sync::Arc::new(crate::FaultInjector::new());
+        let faults = Faults::from(std::sync::Arc::clone(&injector));
+        (injector, faults)
+    }
+
     #[test]
     fn appends_land_in_the_file_and_the_tail_is_zeros_until_cut() {
         let dir = tempfile::tempdir().unwrap();
@@ -383,8 +390,7 @@ mod tests {
     fn a_cut_after_a_failed_allocation_cuts_whatever_it_left() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let injector = std::sync::Arc::new(crate::FaultInjector::new());
-        let faults = Faults::from(std::sync::Arc::clone(&injector));
+        let (injector, faults) = injected();
         let mut map = AppendMap::new(open(&path), path.clone(), 0, 64).unwrap();
         map.append(b"kept", &faults).unwrap();
         map.cut_tail().unwrap();
@@ -401,8 +407,7 @@ mod tests {
     fn an_injected_write_failure_tears_the_append() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let injector = std::sync::Arc::new(crate::FaultInjector::new());
-        let faults = Faults::from(std::sync::Arc::clone(&injector));
+        let (injector, faults) = injected();
         let mut map = AppendMap::new(open(&path), path.clone(), 0, 64).unwrap();
         map.append(b"ok", &faults).unwrap();
         // Space is allocated: the next append checks only its copy.

@@ -180,7 +180,6 @@ impl Log {
     ) -> Result<()> {
         // Check every record first, so that a bad one appends nothing.
         let limits = Limits::default();
-        let max = MAX_SEGMENT_SIZE - SEGMENT_HEADER_LEN as u64;
         let mut at = 0;
         while at < encoded.len() {
             let header = kv_format::decode_header(&encoded[at..], &limits)?;
@@ -191,19 +190,14 @@ impl Log {
                     available: encoded.len() - at,
                 }));
             }
-            if len > max {
-                return Err(LogError::RecordTooLarge { len, max });
-            }
+            check_record_len(len)?;
             at += len as usize;
         }
         let mut run = 0..0;
         while run.end < encoded.len() {
             // Lengths were checked above.
             let len = kv_format::decode_header(&encoded[run.end..], &limits)?.record_len();
-            let end = self.end() + (run.end - run.start) as u64;
-            if end + len <= self.active.capacity()
-                && (end == self.active.data_start() || end + len <= self.options.segment_size)
-            {
+            if self.fits(self.end() + (run.end - run.start) as u64, len) {
                 run.end += len as usize;
                 continue;
             }
@@ -260,15 +254,9 @@ impl Log {
     fn append_bytes(&mut self, encoded: &[u8]) -> Result<Location> {
         self.check_poisoned()?;
         let len = encoded.len() as u64;
-        let max = MAX_SEGMENT_SIZE - SEGMENT_HEADER_LEN as u64;
-        if len > max {
-            return Err(LogError::RecordTooLarge { len, max });
-        }
+        check_record_len(len)?;
         let mut end = self.end();
-        let has_records = end > self.active.data_start();
-        if end + len > self.active.capacity()
-            || (has_records && end + len > self.options.segment_size)
-        {
+        if !self.fits(end, len) {
             self.rotate(len)?;
             end = self.end();
         }
@@ -281,6 +269,14 @@ impl Log {
             offset: end as u32,
             len: len as u32,
         })
+    }
+
+    /// Whether a record of `len` bytes at offset `end` of the active
+    /// segment stays in it: within its capacity, and within the segment
+    /// size unless it is the segment's first record.
+    fn fits(&self, end: u64, len: u64) -> bool {
+        end + len <= self.active.capacity()
+            && (end == self.active.data_start() || end + len <= self.options.segment_size)
     }
 
     /// After a failed append: cuts the file back to the published length,
@@ -423,4 +419,13 @@ impl Log {
             .cut_tail()
             .map_err(|e| LogError::io(self.active.path(), e))
     }
+}
+
+/// A record of `len` bytes fits in a segment of its own.
+fn check_record_len(len: u64) -> Result<()> {
+    let max = MAX_SEGMENT_SIZE - SEGMENT_HEADER_LEN as u64;
+    if len > max {
+        return Err(LogError::RecordTooLarge { len, max });
+    }
+    Ok(())
 }
