@@ -1,7 +1,10 @@
-//! How long `Db::open` takes for a database of N keys of 16 bytes (100-byte
-//! values): with hint files, and with the hint files removed (every segment
-//! scanned). The page cache is warm (the data was just written); run it on
-//! a machine that can drop caches for cold figures.
+//! How long `Db::open` plus a first `get` takes for a database of N keys
+//! of 16 bytes (100-byte values, every key written twice): with the index
+//! saved by the last clean close (`INDEX`), with hint files only (the
+//! saved index removed), and with neither (every segment scanned). Each
+//! case opens five times and prints the median and the range. The page
+//! cache is warm (the data was just written); run it on a machine that
+//! can drop caches for cold figures.
 //!
 //! ```sh
 //! cargo run --release -p kv-engine --example open_time -- [KEYS]
@@ -9,9 +12,29 @@
 //!
 //! Default: 1,000,000 keys.
 
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use kv_engine::{Db, Options, SyncPolicy, WriteBatch};
+
+/// Opens per case.
+const RUNS: usize = 5;
+
+fn key(i: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&i.to_le_bytes());
+    key[8..].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+    key
+}
+
+fn remove_files(dir: &Path, keep: impl Fn(&Path) -> bool) {
+    for entry in std::fs::read_dir(dir).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.is_file() && !keep(&path) {
+            std::fs::remove_file(path).expect("remove");
+        }
+    }
+}
 
 fn main() -> Result<(), kv_engine::Error> {
     let keys: u64 = std::env::args()
@@ -23,54 +46,75 @@ fn main() -> Result<(), kv_engine::Error> {
 
     let start = Instant::now();
     let db = Db::open_with(dir.path(), options.clone())?;
-    let mut batch = WriteBatch::new();
-    let value = [0x5Au8; 100];
-    for i in 0..keys {
-        let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&i.to_le_bytes());
-        key[8..].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
-        batch.put(&key, &value);
-        if batch.len() == 1_000 {
-            db.write(std::mem::take(&mut batch))?;
+    for round in 0..2u8 {
+        let value = [0x5A ^ round; 100];
+        let mut batch = WriteBatch::new();
+        for i in 0..keys {
+            batch.put(&key(i), &value);
+            if batch.len() == 1_000 {
+                db.write(std::mem::take(&mut batch))?;
+            }
         }
-    }
-    if !batch.is_empty() {
-        db.write(batch)?;
+        if !batch.is_empty() {
+            db.write(batch)?;
+        }
     }
     // Seal the active segment and write every hint file.
     db.compact()?;
     db.close()?;
     println!(
-        "filled {keys} keys in {:.1} s",
+        "filled {keys} keys twice in {:.1} s",
         start.elapsed().as_secs_f64()
     );
+    let saved = std::fs::metadata(dir.path().join("INDEX"))
+        .expect("the close saved the index")
+        .len();
 
-    for run in ["with hint files", "without hint files"] {
-        if run == "without hint files" {
-            for entry in std::fs::read_dir(dir.path()).expect("list") {
-                let path = entry.expect("entry").path();
-                if path.extension().is_some_and(|x| x == "hint") {
-                    std::fs::remove_file(path).expect("remove hint");
-                }
+    for case in [
+        "the saved index",
+        "hint files",
+        "neither (segments scanned)",
+    ] {
+        let mut times = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            // Each close of the first case saves the index for the next
+            // open; the other cases remove it, and the last the hint files.
+            let with_saved = case == "the saved index";
+            match case {
+                "the saved index" => {}
+                "hint files" => remove_files(dir.path(), |p| !p.ends_with("INDEX")),
+                _ => remove_files(dir.path(), |p| {
+                    !p.ends_with("INDEX") && p.extension().is_none_or(|x| x != "hint")
+                }),
             }
+            let start = Instant::now();
+            let db = Db::open_with(
+                dir.path(),
+                options
+                    .clone()
+                    .background_compaction(false)
+                    .save_index(with_saved),
+            )?;
+            let first = db.get(&key(keys / 2))?;
+            let elapsed = start.elapsed();
+            assert!(first.is_some(), "the key is there");
+            assert_eq!(db.stats().index_loaded, with_saved);
+            assert_eq!(db.len() as u64, keys);
+            times.push(elapsed);
+            db.close()?;
         }
-        let hints = std::fs::read_dir(dir.path())
-            .expect("list")
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "hint"))
-            })
-            .count();
-        let start = Instant::now();
-        let db = Db::open_with(dir.path(), options.clone().background_compaction(false))?;
-        let elapsed = start.elapsed();
-        assert_eq!(db.len() as u64, keys);
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "open {run} ({hints} hint files): {:.3} s for {} keys",
-            elapsed.as_secs_f64(),
-            db.len()
+            "open + first get with {case}: median {:.1} ms (min {:.1}, max {:.1}) over {RUNS} opens of {keys} keys",
+            ms(times[RUNS / 2]),
+            ms(times[0]),
+            ms(times[RUNS - 1])
         );
-        db.close()?;
     }
+    println!(
+        "saved index: {:.1} bytes per key",
+        saved as f64 / keys as f64
+    );
     Ok(())
 }

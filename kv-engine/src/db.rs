@@ -27,6 +27,7 @@ use crate::fs::{WAL_DIR_NAME, create_dir, lock_dir};
 use crate::iter::{Iter, Keys};
 use crate::recovery::{self, Recovered};
 use crate::reply::{self, Reply};
+use crate::saved_index;
 use crate::shared::{Control, Shared};
 use crate::stats::{Counters, Stats};
 use crate::usage::SegmentUsage;
@@ -107,7 +108,10 @@ impl Db {
             live,
             replayed,
             stale_marker,
+            index_loaded,
         } = recovery::recover(&dir, &options, &faults)?;
+        // Loaded or not, the saved index is stale from the first write on.
+        saved_index::remove(&dir);
 
         let (wake_compactor, wake) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
@@ -126,6 +130,9 @@ impl Db {
         });
         if any_expiry {
             shared.stats.any_expiry.store(true, Ordering::Relaxed);
+        }
+        if index_loaded {
+            shared.stats.index_loaded.store(true, Ordering::Relaxed);
         }
         shared.usage.set(usage);
         let mut writer = Writer::new(
@@ -404,6 +411,7 @@ impl Db {
             gets: shared.stats.gets.sum(),
             deletes: shared.stats.deletes.load(Ordering::Relaxed),
             damaged_segments: shared.damaged.lock().len() as u64,
+            index_loaded: shared.stats.index_loaded.load(Ordering::Relaxed),
         }
     }
 

@@ -65,6 +65,7 @@ mod marker;
 mod options;
 mod recovery;
 mod reply;
+mod saved_index;
 mod shared;
 mod stats;
 mod sync;

@@ -93,7 +93,8 @@ impl Marker {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The marker's bytes, as `write` stores them.
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let ids = self.segments.as_deref().unwrap_or(&[]);
         let mut b = vec![0u8; IDS_OFFSET];
         b[..VERSION_OFFSET].copy_from_slice(&MAGIC);

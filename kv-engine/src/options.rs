@@ -59,6 +59,14 @@ pub struct Options {
     pub max_wal_size: u64,
     /// Whether a background thread compacts on its own. Default true.
     pub background_compaction: bool,
+    /// Whether a clean close saves the index (the file `INDEX`, about as
+    /// large as the index is in memory), so that the next open loads it
+    /// rather than rebuilding it from hint files and segments: an open in
+    /// milliseconds rather than about 0.3 s per million keys, for a close
+    /// that writes those bytes (without a sync). Default true. The file is
+    /// used only if it matches the database exactly, and removed by the
+    /// open that reads it; after a crash the index is rebuilt.
+    pub save_index: bool,
     /// Background compaction takes a sealed segment once this share of its
     /// bytes is dead (0 to 1). Default 0.5. NaN or a value outside 0..=1 in
     /// the field is refused; the builder [`Options::compaction_threshold`]
@@ -94,6 +102,7 @@ impl Default for Options {
             wal_recovery: RecoveryMode::default(),
             max_wal_size: 64 << 20,
             background_compaction: true,
+            save_index: true,
             compaction_threshold: 0.5,
             compaction_rate: None,
             compaction_interval: Duration::from_secs(1),
@@ -212,6 +221,12 @@ impl Options {
     /// Sets [`Options::background_compaction`].
     pub fn background_compaction(mut self, on: bool) -> Self {
         self.background_compaction = on;
+        self
+    }
+
+    /// Sets [`Options::save_index`].
+    pub fn save_index(mut self, on: bool) -> Self {
+        self.save_index = on;
         self
     }
 

@@ -25,6 +25,7 @@ use kv_wal::{Position, Wal};
 
 use crate::fs::WAL_DIR_NAME;
 use crate::marker::Marker;
+use crate::saved_index;
 use crate::usage::Usage;
 use crate::writer::entry_for;
 use crate::{Error, Options, Result};
@@ -53,6 +54,9 @@ pub(crate) struct Recovered {
     pub(crate) replayed: u64,
     /// Whether the marker is missing or does not list `live`.
     pub(crate) stale_marker: bool,
+    /// Whether the index was loaded from the saved index (`saved_index.rs`)
+    /// rather than rebuilt.
+    pub(crate) index_loaded: bool,
 }
 
 /// Recovers the database in `dir`, which the caller has created and
@@ -76,16 +80,33 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
     );
     let segments_end = durable.end;
     let mut log = Log::recover(dir, options.log_options(faults), Some(&durable))?;
-    // Sized from the hint files' record counts (an upper bound on the
-    // keys they hold), so that loading does not rehash.
-    let hinted: u64 = log
+    let segments: Vec<(u32, u64)> = log
         .reader()
         .segments()
         .iter()
-        .filter_map(|s| s.hinted_records())
-        .sum();
-    let index = Index::with_capacity(usize::try_from(hinted).unwrap_or(0));
-    let mut tally = load_segments(&log.reader(), &index)?;
+        .map(|s| (s.id(), s.data_len()))
+        .collect();
+    let saved = marker
+        .as_ref()
+        .and_then(|marker| saved_index::read(dir, marker, &segments));
+    let index_loaded = saved.is_some();
+    let (index, mut tally) = match saved {
+        // What the last clean close saved, if it matches exactly.
+        Some((index, context)) => (index, Tally::saved(&context)),
+        None => {
+            // Sized from the hint files' record counts (an upper bound on
+            // the keys they hold), so that loading does not rehash.
+            let hinted: u64 = log
+                .reader()
+                .segments()
+                .iter()
+                .filter_map(|s| s.hinted_records())
+                .sum();
+            let index = Index::with_capacity(usize::try_from(hinted).unwrap_or(0));
+            let tally = load_segments(&log.reader(), &index)?;
+            (index, tally)
+        }
+    };
     tally.max_seq = tally.max_seq.max(marker_seq);
 
     // 2. The WAL after the marker, applied to the segments.
@@ -146,6 +167,7 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
         live,
         replayed,
         stale_marker,
+        index_loaded,
     })
 }
 
@@ -169,6 +191,34 @@ struct Tally {
 }
 
 impl Tally {
+    /// The tally of a saved index: its usage, every live byte pointed at,
+    /// no tombstone (a saved index holds none).
+    fn saved(context: &saved_index::Context) -> Tally {
+        let mut tally = Tally {
+            max_seq: context.max_seq,
+            any_expiry: context.any_expiry,
+            ..Tally::default()
+        };
+        for (&id, u) in &context.usage() {
+            tally.usage.insert(
+                id,
+                Usage {
+                    dead: 0,
+                    expiring: 0,
+                    latest_expiry: 0,
+                    ..*u
+                },
+            );
+            tally.pointed.insert(id, u.live() as i64);
+            if u.expiring > 0 || u.latest_expiry > 0 {
+                tally
+                    .expiring
+                    .insert(id, (u.expiring as i64, u.latest_expiry));
+            }
+        }
+        tally
+    }
+
     /// Offers one record to the index: the newest record of each key wins.
     /// Tombstones stay in the index until everything is loaded, since a
     /// lower-numbered record of the key may still come.

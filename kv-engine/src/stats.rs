@@ -38,6 +38,10 @@ pub struct Stats {
     /// Segments compaction found damaged and leaves alone since (each is
     /// named in the log; `kv verify` reports every damaged place).
     pub damaged_segments: u64,
+    /// Whether this open loaded the index that the last clean close saved
+    /// (the file `INDEX`, see [`Options::save_index`](crate::Options::save_index)),
+    /// rather than rebuilding it from hint files and segments.
+    pub index_loaded: bool,
 }
 
 /// A counter that many threads bump without sharing a cache line: each
@@ -93,4 +97,6 @@ pub(crate) struct Counters {
     /// Whether any record with an expiry has been loaded or written: until
     /// then `len` need not look for expired keys.
     pub(crate) any_expiry: AtomicBool,
+    /// Set once at open: the index was loaded from `INDEX`.
+    pub(crate) index_loaded: AtomicBool,
 }

@@ -34,6 +34,7 @@ use kv_wal::Wal;
 use crate::batch::{OpKind, WriteBatch};
 use crate::marker::Marker;
 use crate::reply::Reply;
+use crate::saved_index;
 use crate::shared::Shared;
 use crate::usage::UsageDelta;
 use crate::wait::{SpinThenPark, Spun};
@@ -114,6 +115,8 @@ pub(crate) struct Writer {
     usage: UsageDelta,
     /// The test seam of the `fail-points` feature (for the marker).
     faults: Faults,
+    /// Save the index at close (`Options::save_index`).
+    save_index: bool,
 }
 
 /// What an on-disk copy copies: the sealed segments as of a marker, and
@@ -160,6 +163,7 @@ impl Writer {
             applied: Vec::new(),
             usage: UsageDelta::default(),
             faults,
+            save_index: options.save_index,
         }
     }
 
@@ -329,16 +333,58 @@ impl Writer {
             .log
             .cut_allocated_tail()
             .map_err(Error::from)
-            .and_then(|()| self.trim_wal());
-        if let Err(e) = &result {
-            self.poison(e);
+            .and_then(|()| self.write_marker());
+        match result {
+            Ok(marker) => {
+                if self.save_index {
+                    self.save_index(&marker);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.poison(&e);
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// Saves the index as of `marker`, the last one (`saved_index.rs`), so
+    /// that the next open need not rebuild it. Failing loses nothing (the
+    /// next open rebuilds the index), so it is a warning, not an error.
+    fn save_index(&self, marker: &Marker) {
+        let set = self.log.reader().segments();
+        let ids: Vec<u32> = set.iter().map(|s| s.id()).collect();
+        let usage = self.shared.usage.snapshot(&ids);
+        let context = saved_index::Context {
+            segments: set
+                .iter()
+                .map(|s| (s.id(), s.data_len(), usage[&s.id()]))
+                .collect(),
+            max_seq: self.next_seq - 1,
+            any_expiry: self.shared.stats.any_expiry.load(Ordering::Relaxed),
+        };
+        if let Err(e) = saved_index::save(
+            &self.dir,
+            &self.faults,
+            &self.shared.index,
+            marker,
+            &context,
+        ) {
+            log::warn!(
+                "could not save the index in {} ({e}); the next open rebuilds it from the segments",
+                self.dir.display()
+            );
+        }
     }
 
     /// Makes the segments durable, records that in the marker,
     /// and drops the WAL files the segments now cover.
     pub(crate) fn trim_wal(&mut self) -> Result<()> {
+        self.write_marker().map(drop)
+    }
+
+    /// [`Writer::trim_wal`], returning the marker written.
+    fn write_marker(&mut self) -> Result<Marker> {
         self.log.sync()?;
         let segments_end = self.log.position();
         // Everything appended from here on goes to a new WAL file; the
@@ -350,15 +396,16 @@ impl Writer {
         // later marker lists it (`Shared::listed`), so a listed segment
         // that is gone at open is always named by an output that exists.
         let segments = self.log.reader().segments().live_ids();
-        Marker {
+        let marker = Marker {
             seq: self.next_seq - 1,
             segments_end,
             wal_from,
             next_segment_id: self.log.next_segment_id(),
             segments: Some(segments.clone()),
-        }
-        .write(&self.dir, &self.faults)
-        .map_err(|e| self.marker_failed(e))?;
+        };
+        marker
+            .write(&self.dir, &self.faults)
+            .map_err(|e| self.marker_failed(e))?;
         self.wal.remove_before(wal_from)?;
         self.wal_bytes = 0;
         // Every segment before this one is now marker_segment, and every
@@ -368,7 +415,7 @@ impl Writer {
             .marker_segment
             .store(segments_end.segment, Ordering::Release);
         let _ = self.shared.wake_compactor.try_send(());
-        Ok(())
+        Ok(marker)
     }
 
     /// Seals, trims the WAL and captures the sealed segments: every write

@@ -3,6 +3,7 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::entry::Entry;
+use crate::image::{ImageError, ShardImage};
 use crate::shard::{Copied, Shard, slots_for};
 
 /// log2 of the number of shards.
@@ -24,7 +25,7 @@ pub struct Index {
     shards: Box<[Shard]>,
     /// A test-only hash function, to force collisions.
     #[cfg(test)]
-    hasher: Option<fn(&[u8]) -> u64>,
+    pub(crate) hasher: Option<fn(&[u8]) -> u64>,
 }
 
 impl Default for Index {
@@ -191,6 +192,41 @@ impl Index {
     pub fn memory_usage(&self) -> usize {
         let shards = self.shards.len() * size_of::<Shard>();
         shards + self.shards.iter().map(Shard::memory_usage).sum::<usize>()
+    }
+
+    /// Appends the image of shard `shard` (0 to [`SHARDS`] - 1) to `out`:
+    /// its slot table and arena as they are, taken under the shard's
+    /// writer lock (see [`ShardImage`] for the format). Saved for every
+    /// shard, the images rebuild the index with
+    /// [`Index::from_shard_images`] without hashing a key. Images are only
+    /// read back by a build with the same layout: whoever stores them
+    /// stores a version with them.
+    ///
+    /// # Panics
+    ///
+    /// If `shard` is not below [`SHARDS`].
+    pub fn encode_shard_image(&self, shard: usize, out: &mut Vec<u8>) {
+        self.shards[shard].encode_image(out);
+    }
+
+    /// The index whose shards are `images`, in shard order: one per shard,
+    /// each decoded by [`ShardImage::decode`].
+    ///
+    /// # Errors
+    ///
+    /// [`ImageError::ShardCount`] unless there are exactly [`SHARDS`].
+    pub fn from_shard_images(images: Vec<ShardImage>) -> Result<Index, ImageError> {
+        if images.len() != SHARDS {
+            return Err(ImageError::ShardCount {
+                expected: SHARDS,
+                got: images.len(),
+            });
+        }
+        Ok(Index {
+            shards: images.into_iter().map(Shard::from_image).collect(),
+            #[cfg(test)]
+            hasher: None,
+        })
     }
 
     /// Calls `f` with every key and entry, in no particular order.

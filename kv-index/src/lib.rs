@@ -23,8 +23,10 @@
 //!
 //! It never touches disk and spawns no threads: it does not know what a
 //! segment is, does not expire keys (it stores `expires_at` for the engine
-//! to compare) and keeps nothing across restarts (the engine rebuilds it
-//! from hint files and segments). It depends on no other kv crate;
+//! to compare) and keeps nothing across restarts by itself: the engine
+//! rebuilds it from hint files and segments, or stores the shards' images
+//! ([`Index::encode_shard_image`], [`Index::from_shard_images`]) at a clean
+//! close and loads them back. It depends on no other kv crate;
 //! `kv-engine` and `kv-compact` depend on it.
 //!
 //! # Limits
@@ -103,6 +105,7 @@
 #![forbid(unsafe_code)]
 
 mod entry;
+mod image;
 mod index;
 mod shard;
 mod sync;
@@ -113,4 +116,5 @@ mod loom;
 mod tests;
 
 pub use entry::Entry;
+pub use image::{ImageError, ShardImage};
 pub use index::{Index, MAX_KEY_LEN, SHARDS, ShardSnapshot};

@@ -10,10 +10,11 @@ use crate::entry::{
     EXPIRY_WORD, Entry, HEAD_WORD, Head, LOCATION_WORD, SEQ_WORD, decode_entry, encode_meta,
     entry_words, key_words, pack_key_word,
 };
+use crate::image::{self, ShardImage};
 
 /// A run of atomic words: a slot table or an arena chunk. Shared between the
 /// writer and every published [`Storage`] that still uses it.
-type Words = Arc<[AtomicU64]>;
+pub(crate) type Words = Arc<[AtomicU64]>;
 
 // Format: slot u64 = { arena_offset + 1 u32 | tag u32 }, and 0 = empty.
 //
@@ -22,26 +23,26 @@ type Words = Arc<[AtomicU64]>;
 // without reading a key from the arena.
 
 /// The value of an empty slot.
-const EMPTY: u64 = 0;
+pub(crate) const EMPTY: u64 = 0;
 /// The smallest slot table.
 pub(crate) const MIN_SLOTS: usize = 16;
 /// The table grows before more than 7/8 of its slots are used.
-const MAX_LOAD_NUM: usize = 7;
+pub(crate) const MAX_LOAD_NUM: usize = 7;
 /// Denominator of the maximum load factor.
-const MAX_LOAD_DEN: usize = 8;
+pub(crate) const MAX_LOAD_DEN: usize = 8;
 
 /// log2 of the words in a full arena chunk.
 const CHUNK_SHIFT: u32 = 12;
 /// Words in a full arena chunk (32 KiB). Every chunk but the last is full.
-const CHUNK_WORDS: usize = 1 << CHUNK_SHIFT;
+pub(crate) const CHUNK_WORDS: usize = 1 << CHUNK_SHIFT;
 /// Mask of a word's index inside its chunk.
 const CHUNK_MASK: usize = CHUNK_WORDS - 1;
 /// Words in the smallest last chunk; a small last chunk doubles (by copy)
 /// until it is full, so a small shard does not hold a whole chunk.
-const MIN_CHUNK_WORDS: usize = 64;
+pub(crate) const MIN_CHUNK_WORDS: usize = 64;
 /// The most words a shard's arena may address: offsets are stored plus one
 /// in 32 bits.
-const MAX_ARENA_WORDS: usize = u32::MAX as usize;
+pub(crate) const MAX_ARENA_WORDS: usize = u32::MAX as usize;
 
 /// The arena is compacted once garbage exceeds 1/`COMPACT_RATIO` of it...
 const COMPACT_RATIO: usize = 4;
@@ -58,28 +59,28 @@ const ARC_HEADER: usize = 2 * size_of::<usize>();
 /// Message of the invariant checks on the writer's own, consistent view.
 const CONSISTENT: &str = "kv-index: the writer's view of its shard is consistent";
 
-fn make_slot(tag: u32, offset: usize) -> u64 {
+pub(crate) fn make_slot(tag: u32, offset: usize) -> u64 {
     debug_assert!(offset < MAX_ARENA_WORDS);
     u64::from(tag) << u32::BITS | (offset as u64 + 1)
 }
 
-fn slot_tag(slot: u64) -> u32 {
+pub(crate) fn slot_tag(slot: u64) -> u32 {
     (slot >> u32::BITS) as u32
 }
 
 /// The arena offset of an occupied slot; `None` only for an empty slot.
-fn slot_offset(slot: u64) -> Option<usize> {
+pub(crate) fn slot_offset(slot: u64) -> Option<usize> {
     (slot as u32).checked_sub(1).map(|off| off as usize)
 }
 
 /// The home position of a tag in a table of `cap` slots: the tag scaled to
 /// `[0, cap)` (multiply-shift), so tables need not be powers of two.
-fn home(tag: u32, cap: usize) -> usize {
+pub(crate) fn home(tag: u32, cap: usize) -> usize {
     ((u64::from(tag) * cap as u64) >> u32::BITS) as usize
 }
 
 /// How far `pos` is past `home`, wrapping around the end of the table.
-fn distance(pos: usize, home: usize, cap: usize) -> usize {
+pub(crate) fn distance(pos: usize, home: usize, cap: usize) -> usize {
     if pos >= home {
         pos - home
     } else {
@@ -96,7 +97,7 @@ pub(crate) fn slots_for(len: usize) -> usize {
     (len * MAX_LOAD_DEN).div_ceil(MAX_LOAD_NUM).max(MIN_SLOTS)
 }
 
-fn zeroed(len: usize) -> Words {
+pub(crate) fn zeroed(len: usize) -> Words {
     (0..len).map(|_| AtomicU64::new(0)).collect()
 }
 
@@ -444,6 +445,39 @@ impl Shard {
                 len: 0,
             }),
         }
+    }
+
+    /// A shard of a decoded, checked image.
+    pub(crate) fn from_image(image: ShardImage) -> Shard {
+        let ShardImage {
+            len,
+            slots,
+            chunks,
+            top,
+            garbage,
+        } = image;
+        Shard {
+            version: AtomicU64::new(0),
+            storage: ArcSwap::from_pointee(Storage {
+                slots: Arc::clone(&slots),
+                chunks: chunks.clone().into_boxed_slice(),
+            }),
+            len: AtomicUsize::new(len),
+            writer: Mutex::new(Writer {
+                slots,
+                chunks,
+                top,
+                garbage,
+                len,
+            }),
+        }
+    }
+
+    /// Appends the shard's image (`image.rs`) to `out`, taken under the
+    /// writer lock, so it is one consistent state.
+    pub(crate) fn encode_image(&self, out: &mut Vec<u8>) {
+        let w = self.writer.lock();
+        image::encode(w.len, &w.slots, &w.chunks, w.top, w.garbage, out);
     }
 
     /// Keys in the shard.

@@ -4,6 +4,7 @@
 
 mod basic;
 mod concurrent;
+mod image;
 mod model;
 
 use xxhash_rust::xxh3::xxh3_64;

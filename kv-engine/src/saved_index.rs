@@ -1,0 +1,386 @@
+//! The saved index, `INDEX`: the in-memory index as a clean close left it,
+//! so that the next open loads it (a copy of every shard's slot table and
+//! arena, `kv_index::ShardImage`) instead of rebuilding it from hint files
+//! and segments (a hash, a probe and a random memory access per record).
+//!
+//! It is a cache of what the segments say, never the only copy of
+//! anything: it is used only when it matches the marker byte for byte and
+//! the segments there are after recovery (ids and lengths), and is
+//! otherwise ignored, and the index rebuilt as before. It is removed by
+//! every open that succeeds, since the first write makes it stale, so it
+//! exists only while the database is closed (an open that fails leaves
+//! it, as it leaves every file). A crash after open therefore
+//! costs a rebuild at the next open, never a wrong index; and if a power
+//! loss brings a removed file back, a marker written since no longer
+//! matches it, while a marker that still matches means the segments, and so
+//! the index, are what they were when it was saved (the replay of the WAL
+//! then goes on top, as it goes on top of a rebuilt index).
+//!
+//! It is written without a sync: after a power loss it may be missing or
+//! torn, which its checksums catch (and then the index is rebuilt).
+//!
+//! The byte layout is drawn in docs/format.md, "Saved index".
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kv_fs::Faults;
+use kv_index::{Index, SHARDS, ShardImage};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::marker::Marker;
+use crate::usage::Usage;
+
+/// The file's name in the database directory.
+pub(crate) const INDEX_FILE_NAME: &str = "INDEX";
+/// The name it is written under before it is renamed into place.
+pub(crate) const INDEX_TEMP_NAME: &str = "INDEX.tmp";
+
+const MAGIC: [u8; 8] = *b"KVINDEX\0";
+/// The layout version. A build whose index layout (`kv_index`'s slot and
+/// entry words, its hash or its shard count) changes must change it.
+const VERSION: u16 = 1;
+/// Bytes of the fixed header.
+const FIXED_LEN: usize = 40;
+/// Bytes of one segment's entry.
+const SEGMENT_LEN: usize = 56;
+/// Bytes of one shard's entry in the shard table.
+const SHARD_ENTRY_LEN: usize = 16;
+/// Flag: some record loaded had an expiry.
+const ANY_EXPIRY: u32 = 1;
+
+/// What a save records besides the index, and what a load gives back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Context {
+    /// Every segment there is, in id order, with its data length and usage.
+    pub(crate) segments: Vec<(u32, u64, Usage)>,
+    /// The highest sequence number written.
+    pub(crate) max_seq: u64,
+    /// Whether any record held had an expiry.
+    pub(crate) any_expiry: bool,
+}
+
+impl Context {
+    /// The usage of every segment, as recovery keeps it.
+    pub(crate) fn usage(&self) -> BTreeMap<u32, Usage> {
+        self.segments.iter().map(|&(id, _, u)| (id, u)).collect()
+    }
+}
+
+fn put_u32(b: &mut Vec<u8>, x: u32) {
+    b.extend_from_slice(&x.to_le_bytes());
+}
+
+fn put_u64(b: &mut Vec<u8>, x: u64) {
+    b.extend_from_slice(&x.to_le_bytes());
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// The header up to (not including) the shard table.
+fn encode_head(marker: &[u8], context: &Context) -> Vec<u8> {
+    let mut b = Vec::with_capacity(FIXED_LEN + marker.len() + context.segments.len() * SEGMENT_LEN);
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    put_u32(&mut b, SHARDS as u32);
+    put_u32(&mut b, marker.len() as u32);
+    put_u32(&mut b, context.segments.len() as u32);
+    put_u64(&mut b, context.max_seq);
+    put_u32(&mut b, if context.any_expiry { ANY_EXPIRY } else { 0 });
+    put_u32(&mut b, 0);
+    debug_assert_eq!(b.len(), FIXED_LEN);
+    b.extend_from_slice(marker);
+    for &(id, data_len, u) in &context.segments {
+        put_u32(&mut b, id);
+        put_u32(&mut b, 0);
+        for x in [
+            data_len,
+            u.total,
+            u.dead,
+            u.min_seq,
+            u.expiring,
+            u.latest_expiry,
+        ] {
+            put_u64(&mut b, x);
+        }
+    }
+    b
+}
+
+/// Writes `index` and `context` to `dir/INDEX`, as of `marker` (just
+/// written): to `INDEX.tmp`, then renamed, without a sync. The caller must
+/// hold every writer of the index still.
+///
+/// # Errors
+///
+/// Any write or rename error (or injected fault); `INDEX.tmp` is then
+/// removed, best effort.
+pub(crate) fn save(
+    dir: &Path,
+    faults: &Faults,
+    index: &Index,
+    marker: &Marker,
+    context: &Context,
+) -> io::Result<()> {
+    let tmp = dir.join(INDEX_TEMP_NAME);
+    let result = write_to(&tmp, faults, index, marker, context)
+        .and_then(|()| kv_fs::rename(&tmp, &dir.join(INDEX_FILE_NAME), faults));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_to(
+    tmp: &Path,
+    faults: &Faults,
+    index: &Index,
+    marker: &Marker,
+    context: &Context,
+) -> io::Result<()> {
+    let file = kv_fs::create_temp(tmp, faults)?;
+    let mut head = encode_head(&marker.encode(), context);
+    let images_at = (head.len() + SHARDS * SHARD_ENTRY_LEN + size_of::<u64>()) as u64;
+    let mut at = images_at;
+    let mut image = Vec::new();
+    for shard in 0..SHARDS {
+        image.clear();
+        index.encode_shard_image(shard, &mut image);
+        put_u64(&mut head, image.len() as u64);
+        put_u64(&mut head, xxh3_64(&image));
+        kv_fs::write_or_tear(faults, tmp, &image, |b| file.write_all_at(b, at))?;
+        at += image.len() as u64;
+    }
+    let sum = xxh3_64(&head);
+    put_u64(&mut head, sum);
+    debug_assert_eq!(head.len() as u64, images_at);
+    kv_fs::write_or_tear(faults, tmp, &head, |b| file.write_all_at(b, 0))
+}
+
+/// Why a saved index was not used.
+enum Unused {
+    /// It describes another state of the database: a normal leftover.
+    Stale(&'static str),
+    /// It is damaged or of another build.
+    Bad(String),
+    /// It could not be read.
+    Io(io::Error),
+}
+
+impl From<io::Error> for Unused {
+    fn from(e: io::Error) -> Unused {
+        Unused::Io(e)
+    }
+}
+
+/// Reads `dir/INDEX`: the index and context it holds, if it was saved as
+/// of exactly `marker` and the segments are `segments` (id and data length,
+/// in id order). A missing, stale or damaged file gives `None`, the last
+/// two with a log line saying why; the caller then rebuilds the index. The
+/// file is left in place: an open that fails changes no file, and one that
+/// succeeds calls [`remove`].
+pub(crate) fn read(
+    dir: &Path,
+    marker: &Marker,
+    segments: &[(u32, u64)],
+) -> Option<(Index, Context)> {
+    let path = dir.join(INDEX_FILE_NAME);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!(
+                "could not open the saved index {} ({e}); rebuilding the index from the segments",
+                path.display()
+            );
+            return None;
+        }
+    };
+    match read_file(&file, &marker.encode(), segments) {
+        Ok(loaded) => Some(loaded),
+        Err(Unused::Stale(why)) => {
+            log::info!(
+                "the saved index {} is out of date ({why}); rebuilding the index from the segments",
+                path.display()
+            );
+            None
+        }
+        Err(Unused::Bad(why)) => {
+            log::warn!(
+                "the saved index {} is damaged ({why}); rebuilding the index from the segments",
+                path.display()
+            );
+            None
+        }
+        Err(Unused::Io(e)) => {
+            log::warn!(
+                "could not read the saved index {} ({e}); rebuilding the index from the segments",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+fn read_file(
+    file: &File,
+    marker: &[u8],
+    segments: &[(u32, u64)],
+) -> Result<(Index, Context), Unused> {
+    let file_len = file.metadata()?.len();
+    let mut fixed = [0u8; FIXED_LEN];
+    if file_len < FIXED_LEN as u64 {
+        return Err(Unused::Bad(format!(
+            "it is {file_len} bytes, shorter than its header"
+        )));
+    }
+    file.read_exact_at(&mut fixed, 0)?;
+    if fixed[..8] != MAGIC {
+        return Err(Unused::Bad("the magic bytes are wrong".into()));
+    }
+    let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+    let shards = u32_at(&fixed, 12) as usize;
+    let marker_len = u32_at(&fixed, 16) as usize;
+    let segment_count = u32_at(&fixed, 20) as usize;
+    if version != VERSION || shards != SHARDS {
+        return Err(Unused::Stale(
+            "it was saved by a build with another index layout",
+        ));
+    }
+    if marker_len != marker.len() || segment_count != segments.len() {
+        return Err(Unused::Stale("the marker or the segments changed since"));
+    }
+    let head_len = FIXED_LEN + marker_len + segment_count * SEGMENT_LEN;
+    let table_end = head_len + SHARDS * SHARD_ENTRY_LEN;
+    let header_len = table_end + size_of::<u64>();
+    if file_len < header_len as u64 {
+        return Err(Unused::Bad(format!(
+            "it is {file_len} bytes, shorter than its header"
+        )));
+    }
+    let mut header = vec![0u8; header_len];
+    file.read_exact_at(&mut header, 0)?;
+    if u64_at(&header, table_end) != xxh3_64(&header[..table_end]) {
+        return Err(Unused::Bad("the header checksum does not match".into()));
+    }
+    if header[FIXED_LEN..FIXED_LEN + marker_len] != *marker {
+        return Err(Unused::Stale("the marker changed since"));
+    }
+    let mut saved = Vec::with_capacity(segment_count);
+    for (i, &(id, data_len)) in segments.iter().enumerate() {
+        let at = FIXED_LEN + marker_len + i * SEGMENT_LEN;
+        if u32_at(&header, at) != id || u64_at(&header, at + 8) != data_len {
+            return Err(Unused::Stale("the segments changed since"));
+        }
+        let field = |n: usize| u64_at(&header, at + 16 + 8 * n);
+        let usage = Usage {
+            total: field(0),
+            dead: field(1),
+            min_seq: field(2),
+            expiring: field(3),
+            latest_expiry: field(4),
+        };
+        saved.push((id, data_len, usage));
+    }
+    let context = Context {
+        segments: saved,
+        max_seq: u64_at(&fixed, 24),
+        any_expiry: u32_at(&fixed, 32) & ANY_EXPIRY != 0,
+    };
+
+    // Where each image lies, and its checksum.
+    let mut images = Vec::with_capacity(SHARDS);
+    let mut at = header_len as u64;
+    for shard in 0..SHARDS {
+        let entry = head_len + shard * SHARD_ENTRY_LEN;
+        let len = u64_at(&header, entry);
+        if len > file_len - at {
+            return Err(Unused::Bad(format!(
+                "the image of shard {shard} passes the end of the file"
+            )));
+        }
+        images.push((at, len as usize, u64_at(&header, entry + 8)));
+        at += len;
+    }
+    if at != file_len {
+        return Err(Unused::Bad(format!(
+            "it is {file_len} bytes, but its header accounts for {at}"
+        )));
+    }
+    let index = Index::from_shard_images(decode_images(file, &images)?)
+        .map_err(|e| Unused::Bad(e.to_string()))?;
+    Ok((index, context))
+}
+
+/// Removes `dir/INDEX` and any `INDEX.tmp`, once an open has succeeded:
+/// the first write would make the index stale. Not synced: a file that a
+/// power loss brings back no longer matches a marker written since.
+pub(crate) fn remove(dir: &Path) {
+    for name in [INDEX_FILE_NAME, INDEX_TEMP_NAME] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("could not remove {} ({e})", path.display()),
+        }
+    }
+}
+
+/// Reads, checks and decodes every image, on up to two threads (as
+/// loading segments does).
+fn decode_images(file: &File, images: &[(u64, usize, u64)]) -> Result<Vec<ShardImage>, Unused> {
+    let next = AtomicUsize::new(0);
+    let decoded: Mutex<Vec<Option<ShardImage>>> = Mutex::new((0..SHARDS).map(|_| None).collect());
+    let work = || -> Result<(), Unused> {
+        let mut buf = Vec::new();
+        loop {
+            let shard = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(at, len, sum)) = images.get(shard) else {
+                return Ok(());
+            };
+            buf.resize(len, 0);
+            file.read_exact_at(&mut buf, at)?;
+            if xxh3_64(&buf) != sum {
+                return Err(Unused::Bad(format!(
+                    "the image of shard {shard} fails its checksum"
+                )));
+            }
+            let image = ShardImage::decode(shard, &buf).map_err(|e| Unused::Bad(e.to_string()))?;
+            decoded.lock().unwrap_or_else(|e| e.into_inner())[shard] = Some(image);
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut result = work();
+        for helper in helpers {
+            let joined = helper
+                .join()
+                .unwrap_or_else(|_| Err(Unused::Bad("a loader thread panicked".into())));
+            result = result.and(joined);
+        }
+        result
+    })?;
+    Ok(decoded
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect())
+}

@@ -1,0 +1,262 @@
+//! The saved index (`INDEX`): a clean close saves it, the next open loads
+//! it instead of rebuilding, and any open that cannot trust it (stale,
+//! damaged, cut short) rebuilds the index and serves exactly what a
+//! rebuild serves.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{contents, crash_image, scratch_dir};
+use kv_engine::{Db, ManualClock, Options, WriteBatch};
+
+const INDEX: &str = "INDEX";
+
+fn options(clock: &Arc<ManualClock>) -> Options {
+    // Background compaction off: the tests compare directories and copy
+    // files by hand.
+    Options::default()
+        .segment_size(4096)
+        .background_compaction(false)
+        .clock(clock.clone())
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(1_700_000_000_000))
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key-{i:05}").into_bytes()
+}
+
+/// Puts, overwrites, deletes, keys with an expiry (some expired by the
+/// clock) and a compaction, so the saved index holds entries of every
+/// shape and the usage every kind of byte.
+fn fill(dir: &Path, clock: &Arc<ManualClock>) {
+    let db = Db::open_with(dir, options(clock)).unwrap();
+    for i in 0..400 {
+        db.put(
+            &key(i),
+            format!("value-{i}-").repeat(1 + i as usize % 5).as_bytes(),
+        )
+        .unwrap();
+    }
+    for i in (0..400).step_by(3) {
+        db.put(&key(i), format!("second-{i}").as_bytes()).unwrap();
+    }
+    db.compact().unwrap();
+    for i in (0..400).step_by(7) {
+        db.delete(&key(i)).unwrap();
+    }
+    for i in 400..450 {
+        let ttl = Duration::from_secs(if i % 2 == 0 { 10 } else { 1_000 });
+        db.put_with_ttl(&key(i), b"expiring", ttl).unwrap();
+    }
+    let mut batch = WriteBatch::new();
+    batch.put(&key(1), b"batched").delete(&key(2));
+    db.write(batch).unwrap();
+    clock.advance(Duration::from_secs(60));
+    db.close().unwrap();
+}
+
+/// What a database serves, with its key count and byte accounting.
+fn observe(db: &Db, context: &str) -> (BTreeMap<Vec<u8>, Vec<u8>>, u64, u64, u64) {
+    let stats = db.stats();
+    (
+        contents(db, context),
+        stats.keys,
+        stats.live_bytes,
+        stats.dead_bytes,
+    )
+}
+
+#[test]
+fn a_clean_close_saves_the_index_and_the_next_open_loads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    fill(dir.path(), &clock);
+    assert!(
+        dir.path().join(INDEX).exists(),
+        "a clean close saves the index"
+    );
+
+    // The same directory, with the saved index removed: what a rebuild serves.
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    common::copy_dir(dir.path(), rebuilt_dir.path());
+    std::fs::remove_file(rebuilt_dir.path().join(INDEX)).unwrap();
+    let rebuilt = Db::open_with(rebuilt_dir.path(), options(&clock)).unwrap();
+    assert!(!rebuilt.stats().index_loaded);
+    let expected = observe(&rebuilt, "rebuilt");
+
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    assert!(db.stats().index_loaded, "the saved index was loaded");
+    assert!(
+        !dir.path().join(INDEX).exists(),
+        "an open removes the saved index: the first write makes it stale"
+    );
+    assert_eq!(observe(&db, "loaded"), expected);
+    assert_eq!(
+        db.get(&key(7)).unwrap(),
+        None,
+        "a deleted key stays deleted"
+    );
+    assert_eq!(db.get(&key(2)).unwrap(), None);
+    assert_eq!(db.get(&key(1)).unwrap().as_deref(), Some(&b"batched"[..]));
+    assert_eq!(db.get(&key(400)).unwrap(), None, "expired");
+    assert_eq!(
+        db.get(&key(401)).unwrap().as_deref(),
+        Some(&b"expiring"[..])
+    );
+
+    // It goes on as any open database: writes, compaction, another close
+    // and load.
+    for i in 0..100 {
+        db.put(&key(i), b"third").unwrap();
+        rebuilt.put(&key(i), b"third").unwrap();
+    }
+    db.delete(&key(401)).unwrap();
+    rebuilt.delete(&key(401)).unwrap();
+    db.compact().unwrap();
+    rebuilt.compact().unwrap();
+    assert_eq!(
+        observe(&db, "after writes"),
+        observe(&rebuilt, "rebuilt after writes")
+    );
+    db.close().unwrap();
+    rebuilt.close().unwrap();
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    assert!(db.stats().index_loaded);
+    let rebuilt = Db::open_with(rebuilt_dir.path(), options(&clock).save_index(false)).unwrap();
+    assert_eq!(observe(&db, "reloaded"), observe(&rebuilt, "rebuilt again"));
+}
+
+#[test]
+fn save_index_off_writes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let db = Db::open_with(dir.path(), options(&clock).save_index(false)).unwrap();
+    db.put(b"k", b"v").unwrap();
+    db.close().unwrap();
+    assert!(!dir.path().join(INDEX).exists());
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    assert!(!db.stats().index_loaded);
+    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+/// A saved index from an earlier close, put back after the database moved
+/// on (as a power loss can bring back a removed file), is stale: the
+/// marker changed. It must not resurrect a deleted key or an old value.
+#[test]
+fn a_saved_index_from_an_earlier_close_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    fill(dir.path(), &clock);
+    let old = std::fs::read(dir.path().join(INDEX)).unwrap();
+
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    db.delete(&key(1)).unwrap();
+    db.put(&key(3), b"newer").unwrap();
+    db.close().unwrap();
+    std::fs::write(dir.path().join(INDEX), &old).unwrap();
+
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    assert!(
+        !db.stats().index_loaded,
+        "a stale saved index is not loaded"
+    );
+    assert_eq!(db.get(&key(1)).unwrap(), None);
+    assert_eq!(db.get(&key(3)).unwrap().as_deref(), Some(&b"newer"[..]));
+}
+
+/// After a crash, the saved index of the clean close before it (brought
+/// back) still matches the marker if no marker was written since: it is
+/// loaded, and the WAL replayed on top gives every acknowledged write.
+#[test]
+fn a_crash_after_open_replays_the_wal_on_top_of_a_matching_saved_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    fill(dir.path(), &clock);
+    let saved = std::fs::read(dir.path().join(INDEX)).unwrap();
+
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    db.delete(&key(1)).unwrap();
+    db.put(&key(3), b"after the crash").unwrap();
+    db.put(b"a new key", b"too").unwrap();
+    let image = tempfile::tempdir().unwrap();
+    crash_image(dir.path(), image.path());
+    let expected = contents(&db, "live");
+    drop(db);
+    std::fs::write(image.path().join(INDEX), &saved).unwrap();
+
+    let db = Db::open_with(image.path(), options(&clock)).unwrap();
+    assert!(
+        db.stats().index_loaded,
+        "the marker is the one the index was saved with"
+    );
+    assert_eq!(contents(&db, "after the crash"), expected);
+    assert_eq!(db.get(&key(1)).unwrap(), None);
+}
+
+/// Every change to the saved index is caught (its header and each shard's
+/// image are checksummed, and decoding checks the structure): the index is
+/// rebuilt, and the database serves exactly what it did.
+#[test]
+fn a_damaged_or_cut_saved_index_is_rebuilt() {
+    let pristine = scratch_dir();
+    let clock = clock();
+    fill(pristine.path(), &clock);
+    let saved = std::fs::read(pristine.path().join(INDEX)).unwrap();
+
+    // Every byte of the fixed header, the marker and the segment table (the
+    // first 40 + marker + segments bytes: take 600), then a stride through
+    // the shard table and the images; and cuts.
+    let mut cases: Vec<(String, Vec<u8>)> = vec![("none".into(), saved.clone())];
+    let offsets = (0..600.min(saved.len())).chain((600..saved.len()).step_by(97));
+    for at in offsets.chain([saved.len() - 1]) {
+        let mut bytes = saved.clone();
+        bytes[at] ^= 0xFF;
+        cases.push((format!("byte {at} flipped"), bytes));
+    }
+    for len in [
+        0,
+        7,
+        39,
+        40,
+        200,
+        saved.len() / 2,
+        saved.len() - 8,
+        saved.len() - 1,
+    ] {
+        cases.push((format!("cut to {len} bytes"), saved[..len].to_vec()));
+    }
+    let mut longer = saved.clone();
+    longer.extend_from_slice(&[0; 8]);
+    cases.push(("8 bytes longer".into(), longer));
+
+    let mut expected = None;
+    for (what, bytes) in cases {
+        // Each case on a copy of the same closed database, so that only
+        // the damage tells it from the saved index's own state.
+        let dir = scratch_dir();
+        common::copy_dir(pristine.path(), dir.path());
+        std::fs::write(dir.path().join(INDEX), &bytes).unwrap();
+        let db = Db::open_with(dir.path(), options(&clock).save_index(false)).unwrap();
+        let seen = observe(&db, &what);
+        if what == "none" {
+            assert!(
+                db.stats().index_loaded,
+                "the undamaged saved index is loaded"
+            );
+            expected = Some(seen);
+            continue;
+        }
+        assert!(
+            !db.stats().index_loaded,
+            "{what}: a damaged saved index was loaded"
+        );
+        assert_eq!(Some(seen), expected, "{what}");
+    }
+}
