@@ -140,9 +140,18 @@ fn a_hint_file_that_disagrees_with_its_segment_is_reported() {
     build(dir.path());
     let hint = files_with_suffix(dir.path(), ".hint")[0].clone();
     let mut bytes = std::fs::read(&hint).unwrap();
-    // First entry's key starts after the 32-byte header and the 28-byte
-    // entry header.
-    bytes[32 + 28] ^= 0x01;
+    // The first entry (hint format 2) follows the 32-byte header: flags,
+    // then three varints (key length, record length, sequence delta), then
+    // (this key has no expiry) the key.
+    assert_eq!(bytes[32] & 2, 0, "no expiry");
+    let mut at = 33;
+    for _ in 0..3 {
+        while bytes[at] & 0x80 != 0 {
+            at += 1;
+        }
+        at += 1;
+    }
+    bytes[at] ^= 0x01;
     let body = bytes.len() - 8;
     let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..body]);
     bytes[body..].copy_from_slice(&sum.to_le_bytes());

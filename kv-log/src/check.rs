@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use kv_format::{Limits, Record, decode_with_limits};
 
-use crate::format::{HINT_ENTRY_LEN, HINT_HEADER_LEN, parse_segment_file_name};
+use crate::format::{HINT_HEADER_LEN, parse_segment_file_name};
+use crate::hint;
 use crate::recover::read_segment_header;
 use crate::resync::{Next, next_valid_record};
-use crate::segment::parse_hint_entry;
 use crate::{Location, LogError, RecordMeta, Result, Segment};
 
 /// A stretch of a segment that is not a valid record, found by
@@ -39,6 +39,9 @@ pub struct BadRegion {
 pub struct HintFile {
     path: PathBuf,
     segment: u32,
+    /// Where the segment's records start (a version 2 hint's first entry).
+    data_start: u64,
+    version: u16,
     bytes: Vec<u8>,
 }
 
@@ -74,14 +77,11 @@ impl HintFile {
     /// The entries, in the order they were written (the order of the
     /// segment's records).
     pub fn entries(&self) -> impl Iterator<Item = HintEntry<'_>> {
-        let body_end = self.bytes.len() - 8;
-        let mut at = HINT_HEADER_LEN;
-        std::iter::from_fn(move || {
-            let entry = parse_hint_entry(&self.bytes[at..body_end])?;
-            let hint_offset = at as u64;
-            at += HINT_ENTRY_LEN + entry.meta.key.len();
-            Some(HintEntry {
-                hint_offset,
+        let body = &self.bytes[HINT_HEADER_LEN..self.bytes.len() - 8];
+        hint::Entries::new(body, self.version, self.data_start)
+            .map_while(|e| e.ok())
+            .map(|(at, entry)| HintEntry {
+                hint_offset: (HINT_HEADER_LEN + at) as u64,
                 location: Location {
                     segment: self.segment,
                     offset: entry.offset,
@@ -89,7 +89,6 @@ impl HintFile {
                 },
                 meta: entry.meta,
             })
-        })
     }
 }
 
@@ -196,9 +195,11 @@ impl Segment {
         let path = self.hint_path();
         match self.read_hint() {
             Ok(None) => Ok(None),
-            Ok(Some(bytes)) => Ok(Some(HintFile {
+            Ok(Some((version, bytes))) => Ok(Some(HintFile {
                 path,
                 segment: self.id(),
+                data_start: self.data_start(),
+                version,
                 bytes,
             })),
             Err((offset, reason)) => Err(HintDamage {

@@ -214,14 +214,16 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> 
 //
 // Format: { magic [u8; 8] | version u16 | reserved u16 | segment_id u32
 //         | segment_len u64 | entry_count u64 } entries... { checksum u64 }
-// entry:   { key_len u16 | flags u8 | reserved u8 | offset u32 | len u32
-//         | seq u64 | expires_at u64 | key [key_len] }
-// The trailing checksum is xxh3-64 over every byte before it.
+// The entries of each version are in `hint.rs`. The trailing checksum is
+// xxh3-64 over every byte before it.
 
 /// The first eight bytes of every hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"KVHINTS\0";
-/// The hint file format version this build writes and reads.
-pub const HINT_VERSION: u16 = 1;
+/// The hint file format version this build writes. It reads this one and
+/// version 1 (fixed-size entries, up to commit 67bd6b7).
+pub const HINT_VERSION: u16 = 2;
+/// The oldest hint file format version this build reads.
+pub const HINT_MIN_VERSION: u16 = 1;
 const HINT_VERSION_OFFSET: usize = HINT_MAGIC.len();
 const HINT_RESERVED_OFFSET: usize = HINT_VERSION_OFFSET + size_of::<u16>();
 const HINT_ID_OFFSET: usize = HINT_RESERVED_OFFSET + size_of::<u16>();
@@ -229,8 +231,6 @@ const HINT_SEGMENT_LEN_OFFSET: usize = HINT_ID_OFFSET + size_of::<u32>();
 const HINT_COUNT_OFFSET: usize = HINT_SEGMENT_LEN_OFFSET + size_of::<u64>();
 pub(crate) const HINT_HEADER_LEN: usize = HINT_COUNT_OFFSET + size_of::<u64>();
 const _: () = assert!(HINT_HEADER_LEN == 32);
-pub(crate) const HINT_ENTRY_LEN: usize = 2 + 1 + 1 + 4 + 4 + 8 + 8;
-pub(crate) const HINT_FLAG_TOMBSTONE: u8 = 1;
 
 /// The file name of the hint file of segment `id`.
 pub fn hint_file_name(id: u32) -> String {
@@ -253,8 +253,21 @@ pub(crate) fn encode_hint_header(id: u32, segment_len: u64, count: u64) -> [u8; 
     h
 }
 
-/// A hint file's header: (segment id, segment length, entry count).
-pub(crate) fn decode_hint_header(h: &[u8]) -> Result<(u32, u64, u64), String> {
+/// A hint file's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HintHeader {
+    /// The format version: [`HINT_MIN_VERSION`] to [`HINT_VERSION`].
+    pub(crate) version: u16,
+    /// The segment it describes.
+    pub(crate) segment: u32,
+    /// That segment's length when the hint was written.
+    pub(crate) segment_len: u64,
+    /// How many entries follow.
+    pub(crate) count: u64,
+}
+
+/// Decodes a hint file's header.
+pub(crate) fn decode_hint_header(h: &[u8]) -> Result<HintHeader, String> {
     let Some(h) = h.get(..HINT_HEADER_LEN) else {
         return Err("the file is shorter than its header".into());
     };
@@ -262,14 +275,15 @@ pub(crate) fn decode_hint_header(h: &[u8]) -> Result<(u32, u64, u64), String> {
         return Err("the magic bytes are wrong".into());
     }
     let version = read_u16(h, HINT_VERSION_OFFSET);
-    if version != HINT_VERSION {
+    if !(HINT_MIN_VERSION..=HINT_VERSION).contains(&version) {
         return Err(format!("hint format version {version} is not supported"));
     }
-    Ok((
-        read_u32(h, HINT_ID_OFFSET),
-        read_u64(h, HINT_SEGMENT_LEN_OFFSET),
-        read_u64(h, HINT_COUNT_OFFSET),
-    ))
+    Ok(HintHeader {
+        version,
+        segment: read_u32(h, HINT_ID_OFFSET),
+        segment_len: read_u64(h, HINT_SEGMENT_LEN_OFFSET),
+        count: read_u64(h, HINT_COUNT_OFFSET),
+    })
 }
 
 pub(crate) fn read_u16(b: &[u8], at: usize) -> u16 {
@@ -379,7 +393,7 @@ mod tests {
     #[rustfmt::skip]
     const GOLDEN_HINT_HEADER: [u8; 32] = [
         0x4b, 0x56, 0x48, 0x49, 0x4e, 0x54, 0x53, 0x00, // 0..8   magic "KVHINTS\0"
-        0x01, 0x00,                                     // 8..10  version 1
+        0x02, 0x00,                                     // 8..10  version 2
         0x00, 0x00,                                     // 10..12 reserved
         0x07, 0x00, 0x00, 0x00,                         // 12..16 segment_id 7
         0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 16..24 segment_len 4096
@@ -420,6 +434,27 @@ mod tests {
         );
 
         assert_eq!(encode_hint_header(7, 4096, 3), GOLDEN_HINT_HEADER);
-        assert_eq!(decode_hint_header(&GOLDEN_HINT_HEADER), Ok((7, 4096, 3)));
+        let header = HintHeader {
+            version: 2,
+            segment: 7,
+            segment_len: 4096,
+            count: 3,
+        };
+        assert_eq!(decode_hint_header(&GOLDEN_HINT_HEADER), Ok(header));
+        // Version 1 headers are read too; versions around them are not.
+        let mut v1 = GOLDEN_HINT_HEADER;
+        v1[8] = 1;
+        assert_eq!(
+            decode_hint_header(&v1),
+            Ok(HintHeader {
+                version: 1,
+                ..header
+            })
+        );
+        for version in [0, 3] {
+            let mut other = GOLDEN_HINT_HEADER;
+            other[8] = version;
+            assert!(decode_hint_header(&other).is_err());
+        }
     }
 }

@@ -81,6 +81,7 @@ mod copy;
 mod create;
 mod error;
 mod format;
+mod hint;
 mod log;
 mod options;
 mod output;
@@ -99,9 +100,9 @@ pub use check::{BadRegion, HintDamage, HintEntry, HintFile};
 pub use copy::copy_segments;
 pub use error::LogError;
 pub use format::{
-    DEFAULT_SEGMENT_SIZE, HINT_MAGIC, HINT_VERSION, MAX_SEGMENT_SIZE, MAX_SUPERSEDES,
-    SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION, SegmentKind,
-    hint_file_name, parse_hint_file_name, parse_segment_file_name, segment_file_name,
+    DEFAULT_SEGMENT_SIZE, HINT_MAGIC, HINT_MIN_VERSION, HINT_VERSION, MAX_SEGMENT_SIZE,
+    MAX_SUPERSEDES, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
+    SegmentKind, hint_file_name, parse_hint_file_name, parse_segment_file_name, segment_file_name,
 };
 pub use log::Log;
 pub use options::LogOptions;

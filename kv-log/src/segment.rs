@@ -10,9 +10,10 @@ use kv_fs::Faults;
 use memmap2::{Mmap, MmapOptions};
 
 use crate::format::{
-    HINT_ENTRY_LEN, HINT_FLAG_TOMBSTONE, HINT_HEADER_LEN, SegmentHeader, SegmentKind,
-    decode_hint_header, encode_hint_header, hint_file_name, read_u16, read_u32, read_u64,
+    HINT_HEADER_LEN, SegmentHeader, SegmentKind, decode_hint_header, encode_hint_header,
+    hint_file_name, read_u64,
 };
+use crate::hint;
 use crate::sync::{AtomicBool, AtomicU64, Mutex};
 use crate::{Location, LogError, Result};
 
@@ -331,10 +332,11 @@ impl Segment {
             .ok()?
             .read_exact(&mut head)
             .ok()?;
-        let (id, segment_len, count) = decode_hint_header(&head).ok()?;
+        let header = decode_hint_header(&head).ok()?;
         // Every record takes a header and at least one byte of key.
         let most = self.data_len() / (kv_format::HEADER_LEN as u64 + 1);
-        (id == self.id && segment_len == self.len() && count <= most).then_some(count)
+        (header.segment == self.id && header.segment_len == self.len() && header.count <= most)
+            .then_some(header.count)
     }
 
     /// Hands every record's metadata to `visit`, from the hint file when a
@@ -346,8 +348,8 @@ impl Segment {
     /// [`LogError::Corruption`] from the scan.
     pub fn load(&self, mut visit: impl FnMut(Location, RecordMeta<'_>)) -> Result<LoadSource> {
         match self.read_hint() {
-            Ok(Some(hint)) => {
-                visit_hint(&hint, self.id, &mut visit);
+            Ok(Some((version, hint))) => {
+                visit_hint(&hint, version, self.id, self.data_start, &mut visit);
                 if self.is_sealed() {
                     self.hinted.store(true, Ordering::Release);
                 }
@@ -373,10 +375,10 @@ impl Segment {
         Ok(LoadSource::Scan)
     }
 
-    /// Reads and fully checks the hint file: `Ok(None)` if there is none.
-    /// An error is the byte offset in the hint file of what is wrong, and
-    /// why.
-    pub(crate) fn read_hint(&self) -> std::result::Result<Option<Vec<u8>>, (u64, String)> {
+    /// Reads and fully checks the hint file: its version and bytes, or
+    /// `Ok(None)` if there is none. An error is the byte offset in the hint
+    /// file of what is wrong, and why.
+    pub(crate) fn read_hint(&self) -> std::result::Result<Option<ReadHint>, (u64, String)> {
         let path = self.hint_path();
         let mut file = match File::open(&path) {
             Ok(file) => file,
@@ -399,7 +401,8 @@ impl Segment {
         use std::io::Read;
         file.read_to_end(&mut bytes)
             .map_err(|e| (0, e.to_string()))?;
-        let (id, segment_len, count) = decode_hint_header(&bytes).map_err(|e| (0, e))?;
+        let header = decode_hint_header(&bytes).map_err(|e| (0, e))?;
+        let (id, segment_len, count) = (header.segment, header.segment_len, header.count);
         if id != self.id {
             return Err((0, format!("it names segment {id}")));
         }
@@ -422,25 +425,40 @@ impl Segment {
             return Err((body_end as u64, "its checksum does not match".into()));
         }
         // Every entry must parse and lie within the segment's records.
-        let mut at = HINT_HEADER_LEN;
+        let body = &bytes[HINT_HEADER_LEN..body_end];
         let mut n = 0u64;
-        while at < body_end {
-            let entry = parse_hint_entry(&bytes[at..body_end])
-                .ok_or((at as u64, "an entry is malformed".to_string()))?;
-            let end = u64::from(entry.offset) + u64::from(entry.len);
+        let mut end = self.data_start;
+        for item in hint::Entries::new(body, header.version, self.data_start) {
+            let (at, entry) = item.map_err(|at| {
+                (
+                    (HINT_HEADER_LEN + at) as u64,
+                    "an entry is malformed".to_string(),
+                )
+            })?;
+            end = u64::from(entry.offset) + u64::from(entry.len);
             if u64::from(entry.offset) < self.data_start || end > self.len() {
                 return Err((
-                    at as u64,
+                    (HINT_HEADER_LEN + at) as u64,
                     format!("an entry points outside the segment, at {}", entry.offset),
                 ));
             }
-            at += HINT_ENTRY_LEN + entry.meta.key.len();
             n += 1;
         }
         if n != count {
             return Err((0, format!("it has {n} entries but says {count}")));
         }
-        Ok(Some(bytes))
+        // A version 2 hint describes every record, back to back: its
+        // entries end where the segment does.
+        if header.version >= 2 && end != self.len() {
+            return Err((
+                0,
+                format!(
+                    "its entries end at {end}, but the segment at {}",
+                    self.len()
+                ),
+            ));
+        }
+        Ok(Some((header.version, bytes)))
     }
 
     /// Writes the hint file of this sealed segment atomically (temporary
@@ -465,18 +483,15 @@ impl Segment {
         let mut body = Vec::with_capacity(HINT_HEADER_LEN + (self.data_len() / 8) as usize);
         body.extend_from_slice(&[0u8; HINT_HEADER_LEN]);
         let mut count = 0u64;
+        let mut entries = hint::Writer::default();
         self.for_each_record(|loc, record| {
-            body.extend_from_slice(&(record.key.len() as u16).to_le_bytes());
-            body.push(match record.kind {
-                RecordKind::Put => 0,
-                RecordKind::Tombstone => HINT_FLAG_TOMBSTONE,
-            });
-            body.push(0);
-            body.extend_from_slice(&loc.offset.to_le_bytes());
-            body.extend_from_slice(&loc.len.to_le_bytes());
-            body.extend_from_slice(&record.seq.to_le_bytes());
-            body.extend_from_slice(&record.expires_at.to_le_bytes());
-            body.extend_from_slice(record.key);
+            let meta = RecordMeta {
+                key: record.key,
+                seq: record.seq,
+                expires_at: record.expires_at,
+                kind: record.kind,
+            };
+            entries.push(&mut body, loc.len, &meta);
             count += 1;
         })?;
         body[..HINT_HEADER_LEN].copy_from_slice(&encode_hint_header(self.id, self.len(), count));
@@ -501,42 +516,20 @@ impl Segment {
     }
 }
 
-pub(crate) struct HintEntry<'a> {
-    pub(crate) offset: u32,
-    pub(crate) len: u32,
-    pub(crate) meta: RecordMeta<'a>,
-}
-
-pub(crate) fn parse_hint_entry(b: &[u8]) -> Option<HintEntry<'_>> {
-    let fixed = b.get(..HINT_ENTRY_LEN)?;
-    let key_len = usize::from(read_u16(fixed, 0));
-    let flags = fixed[2];
-    if key_len == 0 || flags & !HINT_FLAG_TOMBSTONE != 0 {
-        return None;
-    }
-    let key = b.get(HINT_ENTRY_LEN..HINT_ENTRY_LEN + key_len)?;
-    Some(HintEntry {
-        offset: read_u32(fixed, 4),
-        len: read_u32(fixed, 8),
-        meta: RecordMeta {
-            key,
-            seq: read_u64(fixed, 12),
-            expires_at: read_u64(fixed, 20),
-            kind: if flags & HINT_FLAG_TOMBSTONE != 0 {
-                RecordKind::Tombstone
-            } else {
-                RecordKind::Put
-            },
-        },
-    })
-}
+/// A hint file that `Segment::read_hint` checked: its format version and
+/// its bytes.
+pub(crate) type ReadHint = (u16, Vec<u8>);
 
 /// Visits the entries of a hint file that `read_hint` checked.
-fn visit_hint(bytes: &[u8], segment: u32, visit: &mut impl FnMut(Location, RecordMeta<'_>)) {
-    let body_end = bytes.len() - 8;
-    let mut at = HINT_HEADER_LEN;
-    while let Some(entry) = parse_hint_entry(&bytes[at..body_end]) {
-        at += HINT_ENTRY_LEN + entry.meta.key.len();
+fn visit_hint(
+    bytes: &[u8],
+    version: u16,
+    segment: u32,
+    data_start: u64,
+    visit: &mut impl FnMut(Location, RecordMeta<'_>),
+) {
+    let body = &bytes[HINT_HEADER_LEN..bytes.len() - 8];
+    for (_, entry) in hint::Entries::new(body, version, data_start).map_while(|e| e.ok()) {
         visit(
             Location {
                 segment,
