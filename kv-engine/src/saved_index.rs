@@ -1,7 +1,8 @@
 //! The saved index, `INDEX`: the in-memory index as a clean close left it,
-//! so that the next open loads it (a copy of every shard's slot table and
-//! arena, `kv_index::ShardImage`) instead of rebuilding it from hint files
-//! and segments (a hash, a probe and a random memory access per record).
+//! so that the next open loads it (every shard's slots and entries in slot
+//! order, `kv_index::ShardImage`, written back in order) instead of
+//! rebuilding it from hint files and segments (a hash, a probe and a random
+//! memory access per record).
 //!
 //! It is a cache of what the segments say, never the only copy of
 //! anything: it is used only when it matches the marker byte for byte and

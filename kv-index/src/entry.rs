@@ -76,12 +76,6 @@ impl Head {
         }
     }
 
-    /// Whether `word` sets only the flag bits this build knows: a head
-    /// word written by the index always does.
-    pub(crate) fn flags_known(word: u64) -> bool {
-        (word >> FLAGS_SHIFT) as u16 & !(TOMBSTONE | HAS_EXPIRY) == 0
-    }
-
     /// Number of meta words before the key.
     pub(crate) fn meta_words(self) -> usize {
         meta_words(self.has_expiry)

@@ -1,39 +1,50 @@
-//! A shard's image: its slot table and arena as bytes, so that an index
+//! A shard's image: its slot table and entries as bytes, so that an index
 //! saved by the engine at a clean close is loaded again without hashing a
-//! key or probing a table.
+//! key or probing a table: decoding writes the slots and the arena in
+//! order.
 //!
 //! ```text
-//! Format: { len u64 | slot_count u64 | top u64 | garbage u64
-//!         | slots [u64; slot_count] | arena [u64; top] }
+//! Format: { len u64 | slot_count u64 } entries [len]
+//! entry:  { position_delta varint | tag u32 | key_len varint | flags u8
+//!         | record_len varint | segment varint | offset varint | seq varint
+//!         | [ expires_at u64, if flags has HAS_EXPIRY ] | key [key_len] }
 //! ```
 //!
-//! Every word is little-endian; slots and arena words are exactly the
-//! shard's (see the crate's "Memory layout"): `len` keys, a table of
-//! `slot_count` slots, `top` arena words of which `garbage` are removed or
-//! moved entries.
+//! Integers are little-endian; a varint is LEB128 (at most ten bytes, no
+//! bits past 64). `len` keys in a table of `slot_count` slots; one entry
+//! per used slot, in slot order. `position_delta` is the slot's position
+//! less the previous used slot's, less one (the first: its position), and
+//! `tag` its hash tag (see the crate's "Memory layout"), so the table is
+//! rebuilt exactly as it was. Flags: bit 0 tombstone, bit 1 an
+//! `expires_at` follows (never 0). The arena is rebuilt packed, in slot
+//! order, without garbage.
 //!
 //! The bytes are only as sound as whatever stored them (the engine
 //! checksums its file), but [`ShardImage::decode`] still checks every
-//! invariant a lookup relies on and refuses an image that breaks one: the
-//! arena parses as back-to-back entries ending at `top`, every slot points
-//! at the start of a distinct entry, the table is in Robin Hood order and
-//! within its maximum load, and the keys, live words and garbage add up.
-//! The checks read the bytes in order (plus a bitmap of entry starts that
-//! fits in cache), so they cost little next to the copy. They cannot check
-//! that a key lies in the slot its hash chooses: that would take a hash and
-//! a random read per key, the cost the image exists to avoid.
+//! invariant a lookup relies on and refuses an image that breaks one: every
+//! field in range, positions inside the table and in order, the Robin Hood
+//! order of the tags, the load within its maximum, the count of entries
+//! and the end of the bytes. It cannot check that a key lies in the slot
+//! its hash chooses: that would take a hash per key, part of the cost the
+//! image exists to avoid.
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::entry::{HEAD_WORD, Head};
+use crate::entry::{Entry, encode_meta, entry_words, pack_key_word};
 use crate::shard::{
-    CHUNK_WORDS, EMPTY, MAX_ARENA_WORDS, MAX_LOAD_DEN, MAX_LOAD_NUM, MIN_CHUNK_WORDS, MIN_SLOTS,
-    Words, distance, home, slot_offset, slot_tag,
+    CHUNK_WORDS, MAX_ARENA_WORDS, MAX_LOAD_DEN, MAX_LOAD_NUM, MIN_CHUNK_WORDS, MIN_SLOTS, Words,
+    distance, home, make_slot, slots_for, zeroed,
 };
 use crate::sync::AtomicU64;
 
-/// Words of an image's header.
-const HEADER_WORDS: usize = 4;
+/// Bytes of an image's header.
+const HEADER_LEN: usize = 16;
+/// Flag: the record is a tombstone.
+const TOMBSTONE: u8 = 1;
+/// Flag: an `expires_at` follows.
+const HAS_EXPIRY: u8 = 2;
+/// The longest a varint is.
+const MAX_VARINT_LEN: usize = 10;
 
 /// Why an image was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +76,6 @@ pub struct ShardImage {
     pub(crate) slots: Words,
     pub(crate) chunks: Vec<Words>,
     pub(crate) top: usize,
-    pub(crate) garbage: usize,
 }
 
 impl std::fmt::Debug for ShardImage {
@@ -74,67 +84,150 @@ impl std::fmt::Debug for ShardImage {
             .field("len", &self.len)
             .field("slots", &self.slots.len())
             .field("top", &self.top)
-            .field("garbage", &self.garbage)
             .finish()
     }
 }
 
-/// Appends the image of a shard to `out`: `len` keys, its slot table, and
-/// the first `top` words of its arena (`chunks`) of which `garbage` are
-/// garbage.
-pub(crate) fn encode(
-    len: usize,
-    slots: &[AtomicU64],
-    chunks: &[Words],
-    top: usize,
-    garbage: usize,
-    out: &mut Vec<u8>,
-) {
-    out.reserve((HEADER_WORDS + slots.len() + top) * size_of::<u64>());
-    for word in [len, slots.len(), top, garbage] {
-        out.extend_from_slice(&(word as u64).to_le_bytes());
+fn put_varint(out: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        out.push(x as u8 | 0x80);
+        x >>= 7;
     }
-    for slot in slots.iter() {
-        out.extend_from_slice(&slot.load(Relaxed).to_le_bytes());
-    }
-    let arena = chunks.iter().flat_map(|chunk| chunk.iter()).take(top);
-    for word in arena {
-        out.extend_from_slice(&word.load(Relaxed).to_le_bytes());
-    }
+    out.push(x as u8);
 }
 
-/// Word `i` of `bytes` (which the caller has checked holds it).
-fn word_at(bytes: &[u8], i: usize) -> u64 {
-    let at = i * size_of::<u64>();
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + size_of::<u64>()]);
-    u64::from_le_bytes(word)
+/// Writes one shard's image, entry by entry in slot order.
+pub(crate) struct Encoder<'a> {
+    out: &'a mut Vec<u8>,
+    next_pos: usize,
 }
 
-/// A bitmap of arena offsets.
-struct Bits(Vec<u64>);
-
-impl Bits {
-    fn new(len: usize) -> Bits {
-        Bits(vec![0; len.div_ceil(64)])
+impl<'a> Encoder<'a> {
+    /// Starts the image of a shard of `len` keys in `slot_count` slots.
+    pub(crate) fn new(out: &'a mut Vec<u8>, len: usize, slot_count: usize) -> Encoder<'a> {
+        out.extend_from_slice(&(len as u64).to_le_bytes());
+        out.extend_from_slice(&(slot_count as u64).to_le_bytes());
+        Encoder { out, next_pos: 0 }
     }
 
-    fn set(&mut self, i: usize) {
-        self.0[i / 64] |= 1 << (i % 64);
-    }
-
-    /// Clears bit `i`; returns whether it was set.
-    fn take(&mut self, i: usize) -> bool {
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        let was = self.0.get(word).is_some_and(|w| w & bit != 0);
-        if was {
-            self.0[word] &= !bit;
+    /// Appends the entry of the used slot at `pos` (above the previous
+    /// one's), with `tag`, `entry` and `key`.
+    pub(crate) fn push(&mut self, pos: usize, tag: u32, entry: &Entry, key: &[u8]) {
+        debug_assert!(pos >= self.next_pos);
+        put_varint(self.out, (pos - self.next_pos) as u64);
+        self.next_pos = pos + 1;
+        self.out.extend_from_slice(&tag.to_le_bytes());
+        put_varint(self.out, key.len() as u64);
+        let mut flags = 0;
+        if entry.tombstone {
+            flags |= TOMBSTONE;
         }
-        was
+        if entry.expires_at != 0 {
+            flags |= HAS_EXPIRY;
+        }
+        self.out.push(flags);
+        for x in [entry.len, entry.segment, entry.offset] {
+            put_varint(self.out, u64::from(x));
+        }
+        put_varint(self.out, entry.seq);
+        if entry.expires_at != 0 {
+            self.out.extend_from_slice(&entry.expires_at.to_le_bytes());
+        }
+        self.out.extend_from_slice(key);
+    }
+}
+
+/// Reads an image's fields in order; every read is bounds-checked.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let taken = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(taken)
     }
 
-    fn get(&self, i: usize) -> bool {
-        self.0[i / 64] & (1 << (i % 64)) != 0
+    #[inline]
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    #[inline]
+    fn u32(&mut self) -> Option<u32> {
+        let mut x = [0u8; 4];
+        x.copy_from_slice(self.take(4)?);
+        Some(u32::from_le_bytes(x))
+    }
+
+    #[inline]
+    fn u64(&mut self) -> Option<u64> {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(self.take(8)?);
+        Some(u64::from_le_bytes(x))
+    }
+
+    /// A varint; `None` if it is cut short, longer than ten bytes, or
+    /// past 64 bits.
+    #[inline]
+    fn varint(&mut self) -> Option<u64> {
+        let mut x = 0u64;
+        for i in 0..MAX_VARINT_LEN {
+            let byte = self.u8()?;
+            let bits = u64::from(byte & 0x7F);
+            if i == MAX_VARINT_LEN - 1 && bits > 1 {
+                return None;
+            }
+            x |= bits << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some(x);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn varint_u32(&mut self) -> Option<u32> {
+        u32::try_from(self.varint()?).ok()
+    }
+}
+
+/// An arena written word by word into chunks: full chunks, then a last
+/// one rounded up to [`MIN_CHUNK_WORDS`] (as the shard grows them). One
+/// chunk's worth is buffered, so decoding never holds a second copy of
+/// the arena.
+#[derive(Default)]
+struct ArenaBuilder {
+    chunks: Vec<Words>,
+    current: Vec<u64>,
+    top: usize,
+}
+
+impl ArenaBuilder {
+    fn push(&mut self, word: u64) {
+        self.current.push(word);
+        self.top += 1;
+        if self.current.len() == CHUNK_WORDS {
+            self.flush(CHUNK_WORDS);
+        }
+    }
+
+    fn flush(&mut self, size: usize) {
+        let chunk = (0..size)
+            .map(|i| AtomicU64::new(self.current.get(i).copied().unwrap_or(0)))
+            .collect();
+        self.chunks.push(chunk);
+        self.current.clear();
+    }
+
+    fn finish(mut self) -> (Vec<Words>, usize) {
+        if !self.current.is_empty() {
+            self.flush(self.current.len().next_multiple_of(MIN_CHUNK_WORDS));
+        }
+        (self.chunks, self.top)
     }
 }
 
@@ -146,128 +239,119 @@ impl ShardImage {
     /// # Errors
     ///
     /// [`ImageError::Malformed`] if the bytes break any invariant of a
-    /// shard (see the module docs); nothing is allocated from a length
-    /// before it is checked against the bytes there are.
+    /// shard (see the module docs). Nothing is allocated from a length
+    /// before it is checked against the bytes there are: the table is at
+    /// most twice the size its keys need, and every key takes bytes.
     pub fn decode(shard: usize, bytes: &[u8]) -> Result<ShardImage, ImageError> {
         let bad = |reason: String| ImageError::Malformed { shard, reason };
-        if !bytes.len().is_multiple_of(size_of::<u64>())
-            || bytes.len() < HEADER_WORDS * size_of::<u64>()
-        {
-            return Err(bad(format!("{} bytes is not a whole image", bytes.len())));
-        }
-        let words = bytes.len() / size_of::<u64>();
-        let header = |i| usize::try_from(word_at(bytes, i)).unwrap_or(usize::MAX);
-        let (len, cap, top, garbage) = (header(0), header(1), header(2), header(3));
-        if cap < MIN_SLOTS || top > MAX_ARENA_WORDS {
+        let mut r = Reader { bytes, at: 0 };
+        let (Some(len), Some(cap)) = (r.u64(), r.u64()) else {
             return Err(bad(format!(
-                "{cap} slots or {top} arena words is out of range"
+                "{} bytes is shorter than a header",
+                bytes.len()
             )));
-        }
-        if Some(words)
-            != HEADER_WORDS
-                .checked_add(cap)
-                .and_then(|n| n.checked_add(top))
-        {
-            return Err(bad(format!(
-                "{words} words do not hold a header, {cap} slots and {top} arena words"
-            )));
-        }
-        if len.saturating_mul(MAX_LOAD_DEN) > cap.saturating_mul(MAX_LOAD_NUM) {
+        };
+        // Each entry takes at least 11 bytes (its fields, with an empty
+        // key).
+        let most_keys = (bytes.len() - HEADER_LEN) / 11;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= most_keys)
+            .ok_or_else(|| bad(format!("{len} keys do not fit in {} bytes", bytes.len())))?;
+        let cap = usize::try_from(cap)
+            .ok()
+            .filter(|&cap| cap >= MIN_SLOTS && cap <= 2 * slots_for(len))
+            .ok_or_else(|| bad(format!("{cap} slots is out of range for {len} keys")))?;
+        if len * MAX_LOAD_DEN > cap * MAX_LOAD_NUM {
             return Err(bad(format!("{len} keys overload {cap} slots")));
         }
-        let slot = |pos: usize| word_at(bytes, HEADER_WORDS + pos);
-        let arena = |off: usize| word_at(bytes, HEADER_WORDS + cap + off);
 
-        // The arena is entries back to back up to `top`.
-        let mut starts = Bits::new(top);
-        let mut off = 0;
-        while off < top {
-            let word = arena(off + HEAD_WORD);
-            if !Head::flags_known(word) {
-                return Err(bad(format!(
-                    "unknown flags in the entry at arena word {off}"
-                )));
-            }
-            let end = off + Head::decode(word).entry_words();
-            if end > top {
-                return Err(bad(format!(
-                    "the entry at arena word {off} passes the top, {top}"
-                )));
-            }
-            starts.set(off);
-            off = end;
-        }
-
-        // Every slot points at an entry of its own, in Robin Hood order.
-        let mut occupied = 0;
-        let mut previous_dist = None;
-        for pos in 0..cap {
-            let s = slot(pos);
-            let Some(off) = slot_offset(s) else {
-                previous_dist = None;
-                continue;
-            };
-            if off >= top || !starts.take(off) {
-                return Err(bad(format!(
-                    "slot {pos} points at arena word {off}, which starts no entry of its own"
-                )));
-            }
-            let dist = distance(pos, home(slot_tag(s), cap), cap);
-            // The slot before position 0 is the last one: checked below.
-            let before = if pos == 0 {
-                let last = slot(cap - 1);
-                (last != EMPTY).then(|| distance(cap - 1, home(slot_tag(last), cap), cap))
+        let slots = zeroed(cap);
+        let mut arena = ArenaBuilder::default();
+        let mut next_pos = 0usize;
+        // The distance from home of the slot before the current one, if
+        // that slot is used.
+        let mut previous_dist: Option<usize> = None;
+        let mut first_dist = None;
+        for i in 0..len {
+            let malformed = || bad(format!("entry {i} is malformed or cut short"));
+            let delta = r.varint().ok_or_else(malformed)?;
+            let pos = usize::try_from(delta)
+                .ok()
+                .and_then(|d| next_pos.checked_add(d))
+                .filter(|&pos| pos < cap)
+                .ok_or_else(|| bad(format!("entry {i} lies past the {cap} slots")))?;
+            let tag = r.u32().ok_or_else(malformed)?;
+            let key_len = r
+                .varint()
+                .and_then(|k| usize::try_from(k).ok())
+                .filter(|&k| k <= crate::MAX_KEY_LEN)
+                .ok_or_else(malformed)?;
+            let flags = r.u8().filter(|f| f & !(TOMBSTONE | HAS_EXPIRY) == 0);
+            let flags = flags.ok_or_else(malformed)?;
+            let record_len = r.varint_u32().ok_or_else(malformed)?;
+            let segment = r.varint_u32().ok_or_else(malformed)?;
+            let offset = r.varint_u32().ok_or_else(malformed)?;
+            let seq = r.varint().ok_or_else(malformed)?;
+            let expires_at = if flags & HAS_EXPIRY != 0 {
+                r.u64().filter(|&e| e != 0).ok_or_else(malformed)?
             } else {
-                previous_dist
+                0
             };
-            if dist > 0 && before.is_none_or(|b| b + 1 < dist) {
+            let key = r.take(key_len).ok_or_else(malformed)?;
+
+            // Robin Hood order: a slot away from home follows a used slot
+            // at most one step closer to its own home.
+            let dist = distance(pos, home(tag, cap), cap);
+            let before = if pos == next_pos { previous_dist } else { None };
+            if pos == 0 {
+                first_dist = Some(dist);
+            } else if dist > 0 && before.is_none_or(|b| b + 1 < dist) {
                 return Err(bad(format!("slot {pos} breaks the Robin Hood order")));
             }
             previous_dist = Some(dist);
-            occupied += 1;
-        }
-        if occupied != len {
-            return Err(bad(format!(
-                "{occupied} slots are used, but the image holds {len} keys"
-            )));
-        }
-        // What no slot took is garbage.
-        let mut unclaimed = 0;
-        let mut off = 0;
-        while off < top {
-            let n = Head::decode(arena(off + HEAD_WORD)).entry_words();
-            if starts.get(off) {
-                unclaimed += n;
-            }
-            off += n;
-        }
-        if unclaimed != garbage {
-            return Err(bad(format!(
-                "{unclaimed} arena words are garbage, but the image says {garbage}"
-            )));
-        }
+            next_pos = pos + 1;
 
-        let slots: Words = (0..cap).map(|pos| AtomicU64::new(slot(pos))).collect();
-        let chunks = (0..top)
-            .step_by(CHUNK_WORDS)
-            .map(|start| {
-                let end = (start + CHUNK_WORDS).min(top);
-                let size = if end - start == CHUNK_WORDS {
-                    CHUNK_WORDS
-                } else {
-                    (end - start).next_multiple_of(MIN_CHUNK_WORDS)
-                };
-                (0..size)
-                    .map(|i| AtomicU64::new(if start + i < end { arena(start + i) } else { 0 }))
-                    .collect::<Words>()
-            })
-            .collect();
+            let entry = Entry {
+                segment,
+                offset,
+                len: record_len,
+                seq,
+                expires_at,
+                tombstone: flags & TOMBSTONE != 0,
+            };
+            let off = arena.top;
+            if off + entry_words(key_len, expires_at != 0) > MAX_ARENA_WORDS {
+                return Err(bad("the arena passes its largest size".into()));
+            }
+            let (meta, n) = encode_meta(key_len, &entry, expires_at != 0);
+            for &word in &meta[..n] {
+                arena.push(word);
+            }
+            for chunk in key.chunks(size_of::<u64>()) {
+                arena.push(pack_key_word(chunk));
+            }
+            slots[pos].store(make_slot(tag, off), Relaxed);
+        }
+        // The slot before position 0 is the last one.
+        if let Some(dist) = first_dist {
+            let last_dist = (next_pos == cap).then_some(previous_dist).flatten();
+            if dist > 0 && last_dist.is_none_or(|b| b + 1 < dist) {
+                return Err(bad("slot 0 breaks the Robin Hood order".into()));
+            }
+        }
+        if r.at != bytes.len() {
+            return Err(bad(format!(
+                "{} bytes follow the last of its {len} entries",
+                bytes.len() - r.at
+            )));
+        }
+        let (chunks, top) = arena.finish();
         Ok(ShardImage {
             len,
             slots,
             chunks,
             top,
-            garbage,
         })
     }
 }

@@ -23,7 +23,7 @@ pub(crate) type Words = Arc<[AtomicU64]>;
 // without reading a key from the arena.
 
 /// The value of an empty slot.
-pub(crate) const EMPTY: u64 = 0;
+const EMPTY: u64 = 0;
 /// The smallest slot table.
 pub(crate) const MIN_SLOTS: usize = 16;
 /// The table grows before more than 7/8 of its slots are used.
@@ -64,12 +64,12 @@ pub(crate) fn make_slot(tag: u32, offset: usize) -> u64 {
     u64::from(tag) << u32::BITS | (offset as u64 + 1)
 }
 
-pub(crate) fn slot_tag(slot: u64) -> u32 {
+fn slot_tag(slot: u64) -> u32 {
     (slot >> u32::BITS) as u32
 }
 
 /// The arena offset of an occupied slot; `None` only for an empty slot.
-pub(crate) fn slot_offset(slot: u64) -> Option<usize> {
+fn slot_offset(slot: u64) -> Option<usize> {
     (slot as u32).checked_sub(1).map(|off| off as usize)
 }
 
@@ -454,7 +454,6 @@ impl Shard {
             slots,
             chunks,
             top,
-            garbage,
         } = image;
         Shard {
             version: AtomicU64::new(0),
@@ -467,17 +466,40 @@ impl Shard {
                 slots,
                 chunks,
                 top,
-                garbage,
+                garbage: 0,
                 len,
             }),
         }
     }
 
     /// Appends the shard's image (`image.rs`) to `out`, taken under the
-    /// writer lock, so it is one consistent state.
+    /// writer lock, so it is one consistent state. A table more than twice
+    /// the size its keys need (sized ahead for a load that found fewer
+    /// keys) is saved rehashed to the size they need.
     pub(crate) fn encode_image(&self, out: &mut Vec<u8>) {
         let w = self.writer.lock();
-        image::encode(w.len, &w.slots, &w.chunks, w.top, w.garbage, out);
+        let slots = if w.slots.len() > 2 * slots_for(w.len) {
+            rehash(&w.slots, slots_for(w.len))
+        } else {
+            Arc::clone(&w.slots)
+        };
+        let view = w.view();
+        let mut encoder = image::Encoder::new(out, w.len, slots.len());
+        let mut key = Vec::new();
+        for (pos, slot) in slots.iter().map(|slot| slot.load(Relaxed)).enumerate() {
+            let Some(off) = slot_offset(slot) else {
+                continue;
+            };
+            let head = Head::decode(view.word(off + HEAD_WORD).expect(CONSISTENT));
+            let entry = view.read_meta(off, head).expect(CONSISTENT);
+            key.clear();
+            let key_off = off + head.meta_words();
+            for i in 0..key_words(head.key_len) {
+                key.extend_from_slice(&view.word(key_off + i).expect(CONSISTENT).to_le_bytes());
+            }
+            key.truncate(head.key_len);
+            encoder.push(pos, slot_tag(slot), &entry, &key);
+        }
     }
 
     /// Keys in the shard.

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::{constant_hash, entry, key, one_shard_hash, two_hashes};
+use crate::image::Encoder;
 use crate::{Entry, ImageError, Index, SHARDS, ShardImage};
 
 /// The images of every shard of `index`.
@@ -114,59 +115,66 @@ fn one_image() -> Vec<u8> {
     images(&index).swap_remove(0)
 }
 
-fn word(bytes: &[u8], i: usize) -> u64 {
-    u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap())
+/// An image of `slots` slots holding (position, tag, entry, key) as given.
+fn crafted(len: usize, slots: usize, entries: &[(usize, u32, Entry, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = Encoder::new(&mut out, len, slots);
+    for (pos, tag, entry, key) in entries {
+        encoder.push(*pos, *tag, entry, key);
+    }
+    out
 }
 
-fn set_word(bytes: &mut [u8], i: usize, value: u64) {
-    bytes[i * 8..i * 8 + 8].copy_from_slice(&value.to_le_bytes());
-}
-
-fn update(bytes: &mut [u8], i: usize, f: impl FnOnce(u64) -> u64) {
-    let value = f(word(bytes, i));
-    set_word(bytes, i, value);
+fn set_u64(bytes: &mut [u8], at: usize, x: u64) {
+    bytes[at..at + 8].copy_from_slice(&x.to_le_bytes());
 }
 
 #[test]
 fn broken_invariants_are_refused() {
-    let image = one_image();
-    assert!(ShardImage::decode(0, &image).is_ok());
-    let cap = word(&image, 1) as usize;
-    let first_used = (0..cap).find(|&pos| word(&image, 4 + pos) != 0).unwrap();
-    let first_empty = (0..cap).find(|&pos| word(&image, 4 + pos) == 0).unwrap();
+    assert!(ShardImage::decode(0, &one_image()).is_ok());
+    // Tag 0 has its home at slot 0 of any table; a tag just past half of
+    // the range, at slot 8 of 16.
+    let half = 1u32 << 31;
+    let e = entry(3);
+    let expiring = Entry {
+        expires_at: 5,
+        ..entry(4)
+    };
+    let good = crafted(2, 16, &[(0, 0, e, b"a"), (8, half, expiring, b"b")]);
+    assert!(ShardImage::decode(0, &good).is_ok());
+    // The second entry's expiry: header 16, then the first entry (1 + 4 +
+    // 1 + 1 + four varints + key = 12 + the seq varint's length), then the
+    // second's fields before it.
+    let first_len = crafted(1, 16, &[(0, 0, e, b"a")]).len() - 16;
+    let second = 16 + first_len;
+    let expiry_at = crafted(2, 16, &[(0, 0, e, b"a"), (8, half, expiring, b"")]).len() - 8;
+
     type Damage = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(&str, Damage)> = vec![
-        ("cut short", Box::new(|b| b.truncate(b.len() - 8))),
-        ("not whole words", Box::new(|b| b.truncate(b.len() - 3))),
-        ("no header", Box::new(|b| b.truncate(16))),
-        ("one key more", Box::new(|b| update(b, 0, |w| w + 1))),
-        ("more garbage", Box::new(|b| update(b, 3, |w| w + 1))),
-        ("too few slots", Box::new(|b| set_word(b, 1, 4))),
-        ("huge top", Box::new(|b| set_word(b, 2, u64::MAX))),
+        ("cut short", Box::new(|b| b.truncate(b.len() - 1))),
+        ("a byte more", Box::new(|b| b.push(0))),
+        ("no header", Box::new(|b| b.truncate(12))),
+        ("one key more", Box::new(|b| set_u64(b, 0, 3))),
+        ("too few slots", Box::new(|b| set_u64(b, 8, 4))),
+        ("far too many slots", Box::new(|b| set_u64(b, 8, 1 << 40))),
         (
-            "a slot into an entry",
-            Box::new(move |b| {
-                let s = word(b, 4 + first_used);
-                set_word(b, 4 + first_used, s + 1);
-            }),
+            "a position past the table",
+            Box::new(move |b| b[second] = 100),
+        ),
+        ("unknown flags", Box::new(|b| b[16 + 1 + 4 + 1] |= 0x80)),
+        (
+            "an expiry of 0 with its flag",
+            Box::new(move |b| set_u64(b, expiry_at, 0)),
         ),
         (
-            "two slots, one entry",
-            Box::new(move |b| {
-                let s = word(b, 4 + first_used);
-                set_word(b, 4 + first_empty, s);
-            }),
-        ),
-        (
-            "unknown entry flags",
-            Box::new(move |b| {
-                let head = 4 + cap;
-                update(b, head, |w| w | 1 << 20);
+            "an overlong varint",
+            Box::new(|b| {
+                b.splice(16..17, [0xFF; 11]);
             }),
         ),
     ];
     for (name, damage) in cases {
-        let mut bytes = image.clone();
+        let mut bytes = good.clone();
         damage(&mut bytes);
         assert!(
             matches!(
@@ -176,6 +184,31 @@ fn broken_invariants_are_refused() {
             "{name} was not refused"
         );
     }
+    // Robin Hood order: a slot away from home after an empty one, and slot 0
+    // away from home after an empty last slot.
+    for (name, bytes) in [
+        (
+            "a gap before a displaced slot",
+            crafted(1, 16, &[(3, 0, e, b"a")]),
+        ),
+        ("slot 0 displaced", crafted(1, 16, &[(0, half, e, b"a")])),
+        (
+            "a slot further from home than its neighbour allows",
+            crafted(2, 16, &[(8, half, e, b"a"), (9, 0, e, b"b")]),
+        ),
+    ] {
+        assert!(
+            matches!(
+                ShardImage::decode(0, &bytes),
+                Err(ImageError::Malformed { .. })
+            ),
+            "{name} was not refused"
+        );
+    }
+    // Wrapping around the end: slot 15 at home, slot 0 one step past it.
+    let tag_15 = u32::MAX;
+    let wrapped = crafted(2, 16, &[(0, tag_15, e, b"a"), (15, tag_15, e, b"b")]);
+    assert!(ShardImage::decode(0, &wrapped).is_ok());
 }
 
 proptest! {
@@ -185,14 +218,14 @@ proptest! {
     /// lookups, inserts and removes neither panic nor loop.
     #[test]
     fn damaged_images_never_panic(
-        flips in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..64), 1..4),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..4),
         cut in any::<prop::sample::Index>(),
         truncate in any::<bool>(),
     ) {
         let mut bytes = one_image();
         for (at, bit) in flips {
-            let i = at.index(bytes.len() / 8);
-            update(&mut bytes, i, |w| w ^ 1 << bit);
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
         }
         if truncate {
             bytes.truncate(cut.index(bytes.len()));
