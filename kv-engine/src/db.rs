@@ -110,8 +110,11 @@ impl Db {
             stale_marker,
             index_loaded,
         } = recovery::recover(&dir, &options, &faults)?;
-        // Loaded or not, the saved index is stale from the first write on.
-        saved_index::remove(&dir);
+        // A saved index that was not loaded is of no more use; one that
+        // was is kept until the database changes (the writer removes it).
+        if !index_loaded {
+            saved_index::remove(&dir);
+        }
 
         let (wake_compactor, wake) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
@@ -144,6 +147,9 @@ impl Db {
             &options,
             faults,
         );
+        if index_loaded {
+            writer.saved_index_loaded();
+        }
         if replayed > 0 || stale_marker {
             // Make what was replayed durable in the segments, so the WAL
             // can be dropped; a new database gets its first marker, and one

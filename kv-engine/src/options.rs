@@ -64,9 +64,11 @@ pub struct Options {
     /// than rebuilding it from hint files and segments: about 35 ms rather
     /// than 0.3 s per million keys, for a close that writes those bytes
     /// (without a sync) and a closed database that holds them. Default
-    /// true. The file is
-    /// used only if it matches the database exactly, and removed by the
-    /// open that reads it; after a crash the index is rebuilt.
+    /// true. The file is used only if it matches the database exactly; it
+    /// is removed before the first write after the open that loads it (a
+    /// session that only reads leaves it, and the marker, as they were),
+    /// so after a crash that followed a write the index is rebuilt. Off, a
+    /// close writes none and removes any there is.
     pub save_index: bool,
     /// Background compaction takes a sealed segment once this share of its
     /// bytes is dead (0 to 1). Default 0.5. NaN or a value outside 0..=1 in

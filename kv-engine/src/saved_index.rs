@@ -7,15 +7,18 @@
 //! It is a cache of what the segments say, never the only copy of
 //! anything: it is used only when it matches the marker byte for byte and
 //! the segments there are after recovery (ids and lengths), and is
-//! otherwise ignored, and the index rebuilt as before. It is removed by
-//! every open that succeeds, since the first write makes it stale, so it
-//! exists only while the database is closed (an open that fails leaves
-//! it, as it leaves every file). A crash after open therefore
-//! costs a rebuild at the next open, never a wrong index; and if a power
-//! loss brings a removed file back, a marker written since no longer
-//! matches it, while a marker that still matches means the segments, and so
-//! the index, are what they were when it was saved (the replay of the WAL
-//! then goes on top, as it goes on top of a rebuilt index).
+//! otherwise ignored, and the index rebuilt as before. An open that does
+//! not load it removes it (one that fails leaves it, as it leaves every
+//! file); one that loads it keeps it only until the database changes: the
+//! writer removes it before the first write or marker, and a close after a
+//! session that changed nothing rewrites nothing. A crash after a change
+//! therefore costs a rebuild at the next open, never a wrong index; and if
+//! a power loss brings a removed file back, a marker written since no
+//! longer matches it, while a marker that still matches means the
+//! segments, and so the index, are what they were when it was saved (the
+//! replay of the WAL then goes on top, as it goes on top of a rebuilt
+//! index). Compaction changes the segments without a marker: the list of
+//! segments catches that.
 //!
 //! It is written without a sync: after a power loss it may be missing or
 //! torn, which its checksums catch (and then the index is rebuilt).
@@ -329,9 +332,10 @@ fn read_file(
     Ok((index, context))
 }
 
-/// Removes `dir/INDEX` and any `INDEX.tmp`, once an open has succeeded:
-/// the first write would make the index stale. Not synced: a file that a
-/// power loss brings back no longer matches a marker written since.
+/// Removes `dir/INDEX` and any `INDEX.tmp`: after an open that did not
+/// load it, or before the first change to a database that did. Not
+/// synced: a file that a power loss brings back no longer matches a marker
+/// written since.
 pub(crate) fn remove(dir: &Path) {
     for name in [INDEX_FILE_NAME, INDEX_TEMP_NAME] {
         let path = dir.join(name);

@@ -117,6 +117,13 @@ pub(crate) struct Writer {
     faults: Faults,
     /// Save the index at close (`Options::save_index`).
     save_index: bool,
+    /// The index was loaded from `INDEX` at open and nothing has changed
+    /// since: no write, no marker. The file, the marker and the segments
+    /// still describe the database, so a close keeps them as they are.
+    saved_index_current: bool,
+    /// The segments (ids and data lengths) when the saved index was
+    /// loaded: compaction, on its own thread, changes them.
+    loaded_segments: Vec<(u32, u64)>,
 }
 
 /// What an on-disk copy copies: the sealed segments as of a marker, and
@@ -164,6 +171,30 @@ impl Writer {
             usage: UsageDelta::default(),
             faults,
             save_index: options.save_index,
+            saved_index_current: false,
+            loaded_segments: Vec::new(),
+        }
+    }
+
+    /// Says that open loaded the index from `INDEX`, which the writer keeps
+    /// until the database changes (see `saved_index.rs`).
+    pub(crate) fn saved_index_loaded(&mut self) {
+        self.saved_index_current = true;
+        self.loaded_segments = self.segments();
+    }
+
+    /// The segments there are, with their data lengths.
+    fn segments(&self) -> Vec<(u32, u64)> {
+        let set = self.log.reader().segments();
+        set.iter().map(|s| (s.id(), s.data_len())).collect()
+    }
+
+    /// The database is about to change: `INDEX` no longer describes it.
+    /// Removing it is tidiness, not safety (a stale file never matches the
+    /// next marker), so a failure is only logged.
+    fn saved_index_goes_stale(&mut self) {
+        if std::mem::take(&mut self.saved_index_current) {
+            saved_index::remove(&self.dir);
         }
     }
 
@@ -327,6 +358,20 @@ impl Writer {
 
     fn close(&mut self) -> Result<()> {
         self.refusal()?;
+        if self.save_index && self.saved_index_current && self.segments() == self.loaded_segments {
+            // Opened from the saved index and not changed since (a
+            // read-only session): the marker, the segments and `INDEX` all
+            // still hold, so none is rewritten.
+            return self
+                .log
+                .cut_allocated_tail()
+                .and_then(|()| self.log.sync())
+                .map_err(|e| {
+                    let e = Error::from(e);
+                    self.poison(&e);
+                    e
+                });
+        }
         // The active segment ends with its last record once closed (the
         // trim's sync makes the cut durable).
         let result = self
@@ -385,6 +430,7 @@ impl Writer {
 
     /// [`Writer::trim_wal`], returning the marker written.
     fn write_marker(&mut self) -> Result<Marker> {
+        self.saved_index_goes_stale();
         self.log.sync()?;
         let segments_end = self.log.position();
         // Everything appended from here on goes to a new WAL file; the
@@ -447,6 +493,9 @@ impl Writer {
     fn commit_group(&mut self, group: &mut Vec<(Write, Reply)>) {
         if group.is_empty() {
             return;
+        }
+        if self.saved_index_current {
+            self.saved_index_goes_stale();
         }
         if let Err(err) = self.refusal() {
             for (_, reply) in group.drain(..) {

@@ -93,11 +93,11 @@ fn a_clean_close_saves_the_index_and_the_next_open_loads_it() {
 
     let db = Db::open_with(dir.path(), options(&clock)).unwrap();
     assert!(db.stats().index_loaded, "the saved index was loaded");
-    assert!(
-        !dir.path().join(INDEX).exists(),
-        "an open removes the saved index: the first write makes it stale"
-    );
     assert_eq!(observe(&db, "loaded"), expected);
+    assert!(
+        dir.path().join(INDEX).exists(),
+        "reads leave the saved index in place: it still describes the database"
+    );
     assert_eq!(
         db.get(&key(7)).unwrap(),
         None,
@@ -117,6 +117,10 @@ fn a_clean_close_saves_the_index_and_the_next_open_loads_it() {
         db.put(&key(i), b"third").unwrap();
         rebuilt.put(&key(i), b"third").unwrap();
     }
+    assert!(
+        !dir.path().join(INDEX).exists(),
+        "the first write makes the saved index stale, and removes it"
+    );
     db.delete(&key(401)).unwrap();
     rebuilt.delete(&key(401)).unwrap();
     db.compact().unwrap();
@@ -259,4 +263,41 @@ fn a_damaged_or_cut_saved_index_is_rebuilt() {
         );
         assert_eq!(Some(seen), expected, "{what}");
     }
+}
+
+/// A session that only reads closes without rewriting anything: the
+/// marker, the segments and the saved index stay as they were, and the
+/// next open loads the index again. One that compacts, or writes, does not.
+#[test]
+fn a_read_only_session_keeps_the_saved_index_and_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    fill(dir.path(), &clock);
+    let before = common::all_files(dir.path());
+    for _ in 0..3 {
+        let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+        assert!(db.stats().index_loaded);
+        assert_eq!(db.get(&key(1)).unwrap().as_deref(), Some(&b"batched"[..]));
+        db.close().unwrap();
+        assert_eq!(
+            common::all_files(dir.path()),
+            before,
+            "nothing was rewritten"
+        );
+    }
+    // A compaction changes the segments: the close saves afresh.
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    db.compact().unwrap();
+    let expected = observe(&db, "compacted");
+    db.close().unwrap();
+    assert_ne!(common::all_files(dir.path()), before);
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    assert!(db.stats().index_loaded);
+    assert_eq!(observe(&db, "after the compaction"), expected);
+    // With saving off, a close removes the file rather than keep it.
+    db.close().unwrap();
+    let db = Db::open_with(dir.path(), options(&clock).save_index(false)).unwrap();
+    assert!(db.stats().index_loaded);
+    db.close().unwrap();
+    assert!(!dir.path().join(INDEX).exists());
 }

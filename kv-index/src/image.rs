@@ -174,6 +174,16 @@ impl<'a> Reader<'a> {
     /// past 64 bits.
     #[inline]
     fn varint(&mut self) -> Option<u64> {
+        // Most fields fit in one byte.
+        let first = *self.bytes.get(self.at)?;
+        if first < 0x80 {
+            self.at += 1;
+            return Some(u64::from(first));
+        }
+        self.long_varint()
+    }
+
+    fn long_varint(&mut self) -> Option<u64> {
         let mut x = 0u64;
         for i in 0..MAX_VARINT_LEN {
             let byte = self.u8()?;
@@ -207,11 +217,17 @@ struct ArenaBuilder {
 }
 
 impl ArenaBuilder {
-    fn push(&mut self, word: u64) {
-        self.current.push(word);
-        self.top += 1;
-        if self.current.len() == CHUNK_WORDS {
-            self.flush(CHUNK_WORDS);
+    /// Appends `words`, splitting them where a chunk fills.
+    fn extend(&mut self, mut words: &[u64]) {
+        self.top += words.len();
+        while !words.is_empty() {
+            let room = CHUNK_WORDS - self.current.len();
+            let (now, later) = words.split_at(room.min(words.len()));
+            self.current.extend_from_slice(now);
+            if self.current.len() == CHUNK_WORDS {
+                self.flush(CHUNK_WORDS);
+            }
+            words = later;
         }
     }
 
@@ -219,6 +235,7 @@ impl ArenaBuilder {
         let chunk = (0..size)
             .map(|i| AtomicU64::new(self.current.get(i).copied().unwrap_or(0)))
             .collect();
+        // (`current` keeps its capacity: one buffer for the whole shard.)
         self.chunks.push(chunk);
         self.current.clear();
     }
@@ -267,7 +284,11 @@ impl ShardImage {
         }
 
         let slots = zeroed(cap);
-        let mut arena = ArenaBuilder::default();
+        let mut arena = ArenaBuilder {
+            current: Vec::with_capacity(CHUNK_WORDS),
+            ..ArenaBuilder::default()
+        };
+        let mut key_words = Vec::new();
         let mut next_pos = 0usize;
         // The distance from home of the slot before the current one, if
         // that slot is used.
@@ -325,12 +346,10 @@ impl ShardImage {
                 return Err(bad("the arena passes its largest size".into()));
             }
             let (meta, n) = encode_meta(key_len, &entry, expires_at != 0);
-            for &word in &meta[..n] {
-                arena.push(word);
-            }
-            for chunk in key.chunks(size_of::<u64>()) {
-                arena.push(pack_key_word(chunk));
-            }
+            arena.extend(&meta[..n]);
+            key_words.clear();
+            key_words.extend(key.chunks(size_of::<u64>()).map(pack_key_word));
+            arena.extend(&key_words);
             slots[pos].store(make_slot(tag, off), Relaxed);
         }
         // The slot before position 0 is the last one.
