@@ -11,7 +11,7 @@ pub(crate) const SHARD_BITS: u32 = 6;
 /// The number of shards.
 pub const SHARDS: usize = 1 << SHARD_BITS;
 /// The tag is the 32 hash bits just below the shard bits.
-const TAG_SHIFT: u32 = u64::BITS - SHARD_BITS - u32::BITS;
+pub(crate) const TAG_SHIFT: u32 = u64::BITS - SHARD_BITS - u32::BITS;
 
 /// The longest key the index stores, in bytes.
 pub const MAX_KEY_LEN: usize = u16::MAX as usize;

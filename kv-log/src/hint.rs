@@ -261,6 +261,56 @@ mod tests {
         assert_eq!(out.len(), 21);
     }
 
+    #[rustfmt::skip]
+    const GOLDEN_ENTRIES: [u8; 19] = [
+        // A put of key "k", 57 bytes, seq 300, with an expiry.
+        0x02,                                           // flags: has expires_at
+        0x01,                                           // key_len 1
+        0x39,                                           // len 57
+        0xd8, 0x04,                                     // seq_delta: 300 - 0, zigzag 600
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // expires_at
+        0x6b,                                           // key "k"
+        // Then a tombstone of "k", 40 bytes, seq 299 (one less).
+        0x01,                                           // flags: tombstone
+        0x01,                                           // key_len 1
+        0x28,                                           // len 40
+        0x01,                                           // seq_delta: -1, zigzag 1
+        0x6b,                                           // key "k"
+    ];
+
+    #[test]
+    fn the_version_2_entries_are_frozen() {
+        let put = RecordMeta {
+            key: b"k",
+            seq: 300,
+            expires_at: 0x0102_0304_0506_0708,
+            kind: RecordKind::Put,
+        };
+        let tombstone = RecordMeta {
+            key: b"k",
+            seq: 299,
+            expires_at: 0,
+            kind: RecordKind::Tombstone,
+        };
+        let mut out = Vec::new();
+        let mut writer = Writer::default();
+        writer.push(&mut out, 57, &put);
+        writer.push(&mut out, 40, &tombstone);
+        assert_eq!(out, GOLDEN_ENTRIES);
+        let parsed: Vec<_> = Entries::new(&GOLDEN_ENTRIES, 2, 32)
+            .map(|e| e.unwrap().1)
+            .collect();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(
+            (parsed[0].offset, parsed[0].len, parsed[0].meta),
+            (32, 57, put)
+        );
+        assert_eq!(
+            (parsed[1].offset, parsed[1].len, parsed[1].meta),
+            (89, 40, tombstone)
+        );
+    }
+
     proptest! {
         #[test]
         fn entries_round_trip(records in proptest::collection::vec(

@@ -129,6 +129,49 @@ fn set_u64(bytes: &mut [u8], at: usize, x: u64) {
     bytes[at..at + 8].copy_from_slice(&x.to_le_bytes());
 }
 
+#[rustfmt::skip]
+const GOLDEN_IMAGE: [u8; 30] = [
+    0x01, 0, 0, 0, 0, 0, 0, 0,  // len 1
+    0x10, 0, 0, 0, 0, 0, 0, 0,  // slot_count 16
+    0x03,                       // position_delta: slot 3
+    0x00, 0x00, 0x00, 0x30,     // tag 0x3000_0000 (home: slot 3 of 16)
+    0x01,                       // key_len 1
+    0x00,                       // flags: a put, no expiry
+    0x39,                       // record_len 57
+    0x07,                       // segment 7
+    0x80, 0x20,                 // offset 4096
+    0xac, 0x02,                 // seq 300
+    0x6b,                       // key "k"
+];
+
+#[test]
+fn the_image_encoding_is_frozen() {
+    let e = Entry {
+        segment: 7,
+        offset: 4096,
+        len: 57,
+        seq: 300,
+        expires_at: 0,
+        tombstone: false,
+    };
+    assert_eq!(crafted(1, 16, &[(3, 0x3000_0000, e, b"k")]), GOLDEN_IMAGE);
+    let image = ShardImage::decode(0, &GOLDEN_IMAGE).unwrap();
+    assert_eq!((image.len, image.slots.len(), image.top), (1, 16, 4));
+    // Loaded into shard 0 of an index whose hash sends "k" there, at that
+    // tag, it is found.
+    let mut all = vec![image];
+    all.extend(
+        images(&Index::new())
+            .iter()
+            .skip(1)
+            .enumerate()
+            .map(|(i, b)| ShardImage::decode(i + 1, b).unwrap()),
+    );
+    let mut index = Index::from_shard_images(all).unwrap();
+    index.hasher = Some(|_| 0x3000_0000 << crate::index::TAG_SHIFT);
+    assert_eq!(index.get(b"k"), Some(e));
+}
+
 #[test]
 fn broken_invariants_are_refused() {
     assert!(ShardImage::decode(0, &one_image()).is_ok());
