@@ -37,7 +37,7 @@ use kv_fs::Faults;
 use kv_index::{Index, SHARDS, ShardImage};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::marker::Marker;
+use crate::marker::{Marker, u32_at, u64_at};
 use crate::usage::Usage;
 
 /// The file's name in the database directory.
@@ -82,18 +82,6 @@ fn put_u32(b: &mut Vec<u8>, x: u32) {
 
 fn put_u64(b: &mut Vec<u8>, x: u64) {
     b.extend_from_slice(&x.to_le_bytes());
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 /// The header up to (not including) the shard table.
