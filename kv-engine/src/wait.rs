@@ -75,7 +75,12 @@ impl SpinThenPark {
             let now = Instant::now();
             let since = *self.busy_since.get_or_insert(now);
             if now.duration_since(since) < BUSY_FOR {
+                // Yield without asking whether the yielding is over: a
+                // waiter preempted right after `now` would otherwise see
+                // more than YIELD_FOR pass and park inside the busy time.
                 self.yielding_since = Some(now);
+                std::thread::yield_now();
+                return Spun::Again;
             }
         }
         self.spin()
