@@ -80,12 +80,7 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
     );
     let segments_end = durable.end;
     let mut log = Log::recover(dir, options.log_options(faults), Some(&durable))?;
-    let segments: Vec<(u32, u64)> = log
-        .reader()
-        .segments()
-        .iter()
-        .map(|s| (s.id(), s.data_len()))
-        .collect();
+    let segments = saved_index::segments(&log.reader());
     let saved = marker
         .as_ref()
         .and_then(|marker| saved_index::read(dir, marker, &segments));

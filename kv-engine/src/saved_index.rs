@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kv_fs::Faults;
 use kv_index::{Index, SHARDS, ShardImage};
+use kv_log::LogReader;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::marker::{Marker, u32_at, u64_at};
@@ -181,12 +182,20 @@ impl From<io::Error> for Unused {
     }
 }
 
+/// The segments of `reader`'s set, in id order, with their data lengths:
+/// what a saved index must match.
+pub(crate) fn segments(reader: &LogReader) -> Vec<(u32, u64)> {
+    let set = reader.segments();
+    set.iter().map(|s| (s.id(), s.data_len())).collect()
+}
+
 /// Reads `dir/INDEX`: the index and context it holds, if it was saved as
-/// of exactly `marker` and the segments are `segments` (id and data length,
-/// in id order). A missing, stale or damaged file gives `None`, the last
+/// of exactly `marker` and the segments are `segments` (as [`segments`]
+/// gives them). A missing, stale or damaged file gives `None`, the last
 /// two with a log line saying why; the caller then rebuilds the index. The
-/// file is left in place: an open that fails changes no file, and one that
-/// succeeds calls [`remove`].
+/// file is left in place: an open that fails changes no file; one that
+/// succeeds calls [`remove`] if it did not load the file, and the writer
+/// does once the database changes if it did.
 pub(crate) fn read(
     dir: &Path,
     marker: &Marker,

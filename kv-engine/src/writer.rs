@@ -185,8 +185,7 @@ impl Writer {
 
     /// The segments there are, with their data lengths.
     fn segments(&self) -> Vec<(u32, u64)> {
-        let set = self.log.reader().segments();
-        set.iter().map(|s| (s.id(), s.data_len())).collect()
+        saved_index::segments(&self.log.reader())
     }
 
     /// The database is about to change: `INDEX` no longer describes it.
@@ -397,13 +396,13 @@ impl Writer {
     /// that the next open need not rebuild it. Failing loses nothing (the
     /// next open rebuilds the index), so it is a warning, not an error.
     fn save_index(&self, marker: &Marker) {
-        let set = self.log.reader().segments();
-        let ids: Vec<u32> = set.iter().map(|s| s.id()).collect();
+        let segments = self.segments();
+        let ids: Vec<u32> = segments.iter().map(|&(id, _)| id).collect();
         let usage = self.shared.usage.snapshot(&ids);
         let context = saved_index::Context {
-            segments: set
-                .iter()
-                .map(|s| (s.id(), s.data_len(), usage[&s.id()]))
+            segments: segments
+                .into_iter()
+                .map(|(id, data_len)| (id, data_len, usage[&id]))
                 .collect(),
             max_seq: self.next_seq - 1,
             any_expiry: self.shared.stats.any_expiry.load(Ordering::Relaxed),
@@ -494,9 +493,7 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        if self.saved_index_current {
-            self.saved_index_goes_stale();
-        }
+        self.saved_index_goes_stale();
         if let Err(err) = self.refusal() {
             for (_, reply) in group.drain(..) {
                 reply.send(Err(err.duplicate()));

@@ -196,8 +196,8 @@ impl Index {
 
     /// Appends the image of shard `shard` (0 to [`SHARDS`] - 1) to `out`:
     /// every used slot's position, tag and entry, in slot order, taken
-    /// under the shard's writer lock (see `image.rs` for the format). Saved for every
-    /// shard, the images rebuild the index with
+    /// under the shard's writer lock (see `image.rs` for the format).
+    /// Saved for every shard, the images rebuild the index with
     /// [`Index::from_shard_images`] without hashing a key. Images are only
     /// read back by a build with the same layout: whoever stores them
     /// stores a version with them.

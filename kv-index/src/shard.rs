@@ -293,6 +293,17 @@ impl View<'_> {
         Ok(decode_entry(head, location, seq, expires_at))
     }
 
+    /// Appends the key of the entry at `off`, whose head is `head`, to `out`.
+    fn push_key(&self, off: usize, head: Head, out: &mut Vec<u8>) -> Result<(), Torn> {
+        let start = out.len();
+        let key_off = off + head.meta_words();
+        for i in 0..key_words(head.key_len) {
+            out.extend_from_slice(&self.word(key_off + i)?.to_le_bytes());
+        }
+        out.truncate(start + head.key_len);
+        Ok(())
+    }
+
     /// Appends every key to `keys` and every entry to `out`. The total key
     /// bytes are bounded by the arena size, so a torn read cannot make this
     /// allocate without bound.
@@ -308,11 +319,7 @@ impl View<'_> {
             if key_start + head.key_len > budget {
                 return Err(Torn);
             }
-            let key_off = off + head.meta_words();
-            for i in 0..key_words(head.key_len) {
-                keys.extend_from_slice(&self.word(key_off + i)?.to_le_bytes());
-            }
-            keys.truncate(key_start + head.key_len);
+            self.push_key(off, head, keys)?;
             out.push(Copied {
                 key_start,
                 key_len: head.key_len,
@@ -493,11 +500,7 @@ impl Shard {
             let head = Head::decode(view.word(off + HEAD_WORD).expect(CONSISTENT));
             let entry = view.read_meta(off, head).expect(CONSISTENT);
             key.clear();
-            let key_off = off + head.meta_words();
-            for i in 0..key_words(head.key_len) {
-                key.extend_from_slice(&view.word(key_off + i).expect(CONSISTENT).to_le_bytes());
-            }
-            key.truncate(head.key_len);
+            view.push_key(off, head, &mut key).expect(CONSISTENT);
             encoder.push(pos, slot_tag(slot), &entry, &key);
         }
     }

@@ -31,6 +31,17 @@ pub struct RecordMeta<'a> {
     pub kind: RecordKind,
 }
 
+impl<'a> From<&Record<'a>> for RecordMeta<'a> {
+    fn from(record: &Record<'a>) -> RecordMeta<'a> {
+        RecordMeta {
+            key: record.key,
+            seq: record.seq,
+            expires_at: record.expires_at,
+            kind: record.kind,
+        }
+    }
+}
+
 /// Where [`Segment::load`] read a segment's records from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadSource {
@@ -361,17 +372,7 @@ impl Segment {
                 self.path.display()
             ),
         }
-        self.for_each_record(|loc, record| {
-            visit(
-                loc,
-                RecordMeta {
-                    key: record.key,
-                    seq: record.seq,
-                    expires_at: record.expires_at,
-                    kind: record.kind,
-                },
-            )
-        })?;
+        self.for_each_record(|loc, record| visit(loc, RecordMeta::from(record)))?;
         Ok(LoadSource::Scan)
     }
 
@@ -485,13 +486,7 @@ impl Segment {
         let mut count = 0u64;
         let mut entries = hint::Writer::default();
         self.for_each_record(|loc, record| {
-            let meta = RecordMeta {
-                key: record.key,
-                seq: record.seq,
-                expires_at: record.expires_at,
-                kind: record.kind,
-            };
-            entries.push(&mut body, loc.len, &meta);
+            entries.push(&mut body, loc.len, &RecordMeta::from(record));
             count += 1;
         })?;
         body[..HINT_HEADER_LEN].copy_from_slice(&encode_hint_header(self.id, self.len(), count));
