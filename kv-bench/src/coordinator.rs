@@ -406,7 +406,8 @@ fn workloads(c: &Config) -> Vec<WorkloadInfo> {
              well as heap, and the data set and traces the harness holds in memory, the same \
              for every engine (the synced-puts row is close to that baseline). Index bytes \
              per key: kv-engine's growth in anonymous RSS across opening a database of all \
-             keys, divided by the keys."
+             keys and reading every key once (the open decodes the saved index shard by \
+             shard as it is used), divided by the keys."
                 .into(),
         ),
     ]

@@ -78,6 +78,10 @@ pub(crate) struct PassOptions {
 
 /// Runs one compaction pass over the eligible segments.
 pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionReport> {
+    // Compaction drops what the index does not point at, so it needs every
+    // shard of the index: load them all (once) and stop if one is missing.
+    shared.index.load_all();
+    shared.index_failure.check()?;
     let mut report = CompactionReport::default();
     let set = shared.reader.segments();
     let present: Vec<u32> = set.iter().map(|s| s.id()).collect();
@@ -285,6 +289,15 @@ pub(crate) fn background(
     interval: Duration,
     options: PassOptions,
 ) {
+    // A loaded index decodes each shard when something first touches it
+    // (`saved_index.rs`): decode the others here, ahead of use, so that a
+    // first touch later rarely waits. A close stops it between shards.
+    for shard in 0..kv_index::SHARDS {
+        if shared.control.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        shared.index.load_shard(shard);
+    }
     loop {
         match wake.recv_timeout(interval) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}

@@ -109,6 +109,7 @@ impl Db {
             replayed,
             stale_marker,
             index_loaded,
+            index_failure,
         } = recovery::recover(&dir, &options, &faults)?;
         // A saved index that was not loaded is of no more use; one that
         // was is kept until the database changes (the writer removes it).
@@ -130,6 +131,7 @@ impl Db {
             time: Monotonic::new(Arc::clone(&options.clock)),
             stats: Counters::default(),
             committing: AtomicBool::new(false),
+            index_failure,
         });
         if any_expiry {
             shared.stats.any_expiry.store(true, Ordering::Relaxed);
@@ -322,13 +324,19 @@ impl Db {
     pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
         self.shared.stats.gets.add(1);
-        Ok(self.live_entry(key).is_some())
+        if self.live_entry(key).is_some() {
+            return Ok(true);
+        }
+        self.shared.index_failure.check()?;
+        Ok(false)
     }
 
     /// The number of keys present. Once any key has been written with a
     /// time to live, this walks the index to leave out expired keys
     /// (`O(keys)`, shard by shard, holding up no writer); before that it
-    /// is one counter.
+    /// is one counter. (If a shard of a saved index could be neither
+    /// loaded nor rebuilt, which reads report as [`Error::Corruption`],
+    /// its keys are not counted.)
     pub fn len(&self) -> usize {
         if !self.shared.stats.any_expiry.load(Ordering::Relaxed) {
             return self.shared.index.len();
@@ -349,7 +357,10 @@ impl Db {
     }
 
     /// Every key present, in no particular order, lazily: see [`Db::iter`]
-    /// for what it guarantees under concurrent writes and compaction.
+    /// for what it guarantees under concurrent writes and compaction. (If
+    /// a shard of a saved index could be neither loaded nor rebuilt, its
+    /// keys are missing here; [`Db::iter`] ends with
+    /// [`Error::Corruption`] instead.)
     pub fn keys(&self) -> Keys {
         Keys::new(Arc::clone(&self.shared))
     }
@@ -418,6 +429,7 @@ impl Db {
             deletes: shared.stats.deletes.load(Ordering::Relaxed),
             damaged_segments: shared.damaged.lock().len() as u64,
             index_loaded: shared.stats.index_loaded.load(Ordering::Relaxed),
+            index_shards_pending: shared.index.pending_shards() as u64,
         }
     }
 

@@ -153,6 +153,12 @@ impl Iterator for Iter {
                     self.held = None;
                     return None;
                 }
+                if let Err(e) = self.shared.index_failure.check() {
+                    // A shard is missing: say so once, and stop.
+                    self.shards.next = SHARDS;
+                    self.shards.copy = ShardSnapshot::new();
+                    return Some(Err(e));
+                }
                 continue;
             };
             if entry.tombstone || self.shared.time.expired(entry.expires_at) {

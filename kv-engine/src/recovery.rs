@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kv_format::{NO_EXPIRY, RecordKind, decode};
 use kv_fs::Faults;
-use kv_index::{Entry, Index};
+use kv_index::{Entry, Index, ShardImage};
 use kv_log::{Location, Log, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment};
 use kv_wal::{Position, Wal};
 
 use crate::fs::WAL_DIR_NAME;
 use crate::marker::Marker;
-use crate::saved_index;
+use crate::saved_index::{self, Fallback, LoadFailure};
 use crate::usage::Usage;
 use crate::writer::entry_for;
 use crate::{Error, Options, Result};
@@ -57,6 +57,9 @@ pub(crate) struct Recovered {
     /// Whether the index was loaded from the saved index (`saved_index.rs`)
     /// rather than rebuilt.
     pub(crate) index_loaded: bool,
+    /// Set if a shard of a loaded index could not be loaded
+    /// (`Shared::index_failure`).
+    pub(crate) index_failure: Arc<LoadFailure>,
 }
 
 /// Recovers the database in `dir`, which the caller has created and
@@ -81,9 +84,15 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
     let segments_end = durable.end;
     let mut log = Log::recover(dir, options.log_options(faults), Some(&durable))?;
     let segments = saved_index::segments(&log.reader());
-    let saved = marker
-        .as_ref()
-        .and_then(|marker| saved_index::read(dir, marker, &segments));
+    let index_failure = Arc::new(LoadFailure::default());
+    let saved = marker.as_ref().and_then(|marker| {
+        let reader = log.reader();
+        let fallback = Fallback {
+            rebuild: Box::new(move |shard| rebuild_shard(&reader, shard)),
+            failure: Arc::clone(&index_failure),
+        };
+        saved_index::read(dir, marker, &segments, fallback)
+    });
     let index_loaded = saved.is_some();
     let (index, mut tally) = match saved {
         // What the last clean close saved, if it matches exactly.
@@ -163,6 +172,39 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
         replayed,
         stale_marker,
         index_loaded,
+        index_failure,
+    })
+}
+
+/// Shard `shard` of the index, rebuilt from the records the segments of
+/// `reader` hold now: what the loader of a saved index falls back on when
+/// the shard's image is bad (`saved_index.rs`). It may run long after the
+/// open, on whatever thread first touches the shard, with the shard's
+/// writer lock held, and is still right: until that load, nothing has
+/// read or changed the shard, and every record of its keys is in the
+/// segments (the writer appends to them before it changes the index;
+/// compaction looks each record up, and so loads the shard, before it may
+/// remove a segment that holds it; the WAL's replay went into them too).
+/// Newest record per key, tombstones dropped, as a rebuild at open.
+pub(crate) fn rebuild_shard(reader: &LogReader, shard: usize) -> Result<ShardImage> {
+    let index = Index::new();
+    let mut tombstones = false;
+    for segment in reader.segments().iter() {
+        segment.load(|loc, meta| {
+            if index.shard_of(meta.key) == shard {
+                tombstones |= meta.kind == RecordKind::Tombstone;
+                let entry = entry_for(loc, meta.seq, meta.expires_at, meta.kind);
+                let _ = index.insert_if_newer(meta.key, entry);
+            }
+        })?;
+    }
+    if tombstones {
+        index.retain(|_, entry| !entry.tombstone);
+    }
+    let mut image = Vec::new();
+    index.encode_shard_image(shard, &mut image);
+    ShardImage::decode(shard, &image).map_err(|e| Error::Poisoned {
+        cause: format!("kv-engine: a rebuilt shard's image does not decode: {e}"),
     })
 }
 

@@ -4,6 +4,12 @@
 //! rebuilding it from hint files and segments (a hash, a probe and a random
 //! memory access per record).
 //!
+//! Loading reads the header only: the index is a lazy one
+//! (`kv_index::Index::lazy`) whose loader, [`SavedShards`], reads, checks
+//! and decodes a shard's image when the index first touches the shard, and
+//! falls back on rebuilding that shard from the segments when the image is
+//! bad ([`Fallback`], [`LoadFailure`]).
+//!
 //! It is a cache of what the segments say, never the only copy of
 //! anything: it is used only when it matches the marker byte for byte and
 //! the segments there are after recovery (ids and lengths), and is
@@ -29,12 +35,11 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use kv_fs::Faults;
-use kv_index::{Index, SHARDS, ShardImage};
+use kv_index::{Index, SHARDS, ShardImage, ShardLoader};
 use kv_log::LogReader;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -49,13 +54,13 @@ pub(crate) const INDEX_TEMP_NAME: &str = "INDEX.tmp";
 const MAGIC: [u8; 8] = *b"KVINDEX\0";
 /// The layout version. A build whose index layout (`kv_index`'s slot and
 /// entry words, its hash or its shard count) changes must change it.
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 /// Bytes of the fixed header.
 const FIXED_LEN: usize = 40;
 /// Bytes of one segment's entry.
 const SEGMENT_LEN: usize = 56;
 /// Bytes of one shard's entry in the shard table.
-const SHARD_ENTRY_LEN: usize = 16;
+const SHARD_ENTRY_LEN: usize = 24;
 /// Flag: some record loaded had an expiry.
 const ANY_EXPIRY: u32 = 1;
 
@@ -156,6 +161,8 @@ fn write_to(
         image.clear();
         index.encode_shard_image(shard, &mut image);
         put_u64(&mut head, image.len() as u64);
+        // The image starts with its key count (`kv_index::ShardImage`).
+        put_u64(&mut head, u64_at(&image, 0));
         put_u64(&mut head, xxh3_64(&image));
         kv_fs::write_or_tear(faults, tmp, &image, |b| file.write_all_at(b, at))?;
         at += image.len() as u64;
@@ -200,6 +207,7 @@ pub(crate) fn read(
     dir: &Path,
     marker: &Marker,
     segments: &[(u32, u64)],
+    fallback: Fallback,
 ) -> Option<(Index, Context)> {
     let path = dir.join(INDEX_FILE_NAME);
     let file = match File::open(&path) {
@@ -213,7 +221,7 @@ pub(crate) fn read(
             return None;
         }
     };
-    match read_file(&file, &marker.encode(), segments) {
+    match read_file(file, &path, &marker.encode(), segments, fallback) {
         Ok(loaded) => Some(loaded),
         Err(Unused::Stale(why)) => {
             log::info!(
@@ -240,9 +248,11 @@ pub(crate) fn read(
 }
 
 fn read_file(
-    file: &File,
+    file: File,
+    path: &Path,
     marker: &[u8],
     segments: &[(u32, u64)],
+    fallback: Fallback,
 ) -> Result<(Index, Context), Unused> {
     let file_len = file.metadata()?.len();
     let mut fixed = [0u8; FIXED_LEN];
@@ -305,8 +315,9 @@ fn read_file(
         any_expiry: u32_at(&fixed, 32) & ANY_EXPIRY != 0,
     };
 
-    // Where each image lies, and its checksum.
+    // Where each image lies, its key count and its checksum.
     let mut images = Vec::with_capacity(SHARDS);
+    let mut keys = Vec::with_capacity(SHARDS);
     let mut at = header_len as u64;
     for shard in 0..SHARDS {
         let entry = head_len + shard * SHARD_ENTRY_LEN;
@@ -316,7 +327,15 @@ fn read_file(
                 "the image of shard {shard} passes the end of the file"
             )));
         }
-        images.push((at, len as usize, u64_at(&header, entry + 8)));
+        let count = usize::try_from(u64_at(&header, entry + 8))
+            .map_err(|_| Unused::Bad(format!("shard {shard} claims too many keys")))?;
+        images.push(Image {
+            at,
+            len: len as usize,
+            keys: count,
+            checksum: u64_at(&header, entry + 16),
+        });
+        keys.push(count);
         at += len;
     }
     if at != file_len {
@@ -324,9 +343,125 @@ fn read_file(
             "it is {file_len} bytes, but its header accounts for {at}"
         )));
     }
-    let index = Index::from_shard_images(decode_images(file, &images)?)
-        .map_err(|e| Unused::Bad(e.to_string()))?;
+    let loader = SavedShards {
+        path: path.to_path_buf(),
+        file,
+        images,
+        fallback,
+    };
+    let index = Index::lazy(&keys, Arc::new(loader)).map_err(|e| Unused::Bad(e.to_string()))?;
     Ok((index, context))
+}
+
+/// Where one shard's image lies in the file, and what it must hold.
+struct Image {
+    at: u64,
+    len: usize,
+    keys: usize,
+    checksum: u64,
+}
+
+/// What a loader does when a shard's image turns out bad: rebuild the
+/// shard from the segments (`recovery::rebuild_shard`), and record the
+/// failure if that fails too.
+pub(crate) struct Fallback {
+    /// Builds shard `n` from the records the segments hold now.
+    pub(crate) rebuild: Box<dyn Fn(usize) -> crate::Result<ShardImage> + Send + Sync>,
+    /// Set when a shard could be neither loaded nor rebuilt.
+    pub(crate) failure: Arc<LoadFailure>,
+}
+
+/// Why the index lacks a shard: set at most once, by the loader of a saved
+/// index whose image of that shard was bad and whose rebuild from the
+/// segments failed too. The shard is then empty, so a miss proves
+/// nothing: reads check this before they report one (`Shared::read_live`),
+/// and compaction and the close's save check it before they rely on the
+/// whole index.
+#[derive(Debug, Default)]
+pub(crate) struct LoadFailure(OnceLock<(PathBuf, String)>);
+
+impl LoadFailure {
+    /// `Err` with the reason if a shard is missing.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        match self.0.get() {
+            None => Ok(()),
+            Some((path, reason)) => Err(crate::Error::Corruption {
+                path: path.clone(),
+                offset: 0,
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    fn set(&self, path: &Path, reason: String) {
+        let _ = self.0.set((path.to_path_buf(), reason));
+    }
+}
+
+/// The loader of a saved index (`kv_index::ShardLoader`): a shard's image
+/// is read, checked against its checksum and key count and decoded when
+/// the index first touches the shard, so that an open reads the header
+/// only and a process that reads a few keys decodes only their shards.
+///
+/// The file stays open meanwhile: removing or replacing `INDEX` (the
+/// writer does both, by name) does not change what it reads.
+struct SavedShards {
+    path: PathBuf,
+    file: File,
+    images: Vec<Image>,
+    fallback: Fallback,
+}
+
+impl SavedShards {
+    fn image(&self, shard: usize) -> Result<ShardImage, String> {
+        let image = &self.images[shard];
+        let mut bytes = vec![0u8; image.len];
+        self.file
+            .read_exact_at(&mut bytes, image.at)
+            .map_err(|e| format!("reading the image of shard {shard} failed: {e}"))?;
+        if xxh3_64(&bytes) != image.checksum {
+            return Err(format!("the image of shard {shard} fails its checksum"));
+        }
+        let decoded = ShardImage::decode(shard, &bytes).map_err(|e| e.to_string())?;
+        if decoded.len() != image.keys {
+            return Err(format!(
+                "the image of shard {shard} holds {} keys, the header says {}",
+                decoded.len(),
+                image.keys
+            ));
+        }
+        Ok(decoded)
+    }
+}
+
+impl ShardLoader for SavedShards {
+    fn load(&self, shard: usize) -> ShardImage {
+        let why = match self.image(shard) {
+            Ok(image) => return image,
+            Err(why) => why,
+        };
+        log::warn!(
+            "the saved index {} is damaged ({why}); rebuilding shard {shard} of the index from the segments",
+            self.path.display()
+        );
+        // The next open must not trust it either. This process reads its
+        // own open file, and writes a new one at a close that needs one.
+        remove(self.path.parent().unwrap_or(Path::new(".")));
+        match (self.fallback.rebuild)(shard) {
+            Ok(image) => image,
+            Err(e) => {
+                let reason = format!(
+                    "shard {shard} of the index is missing: the saved index {} is damaged ({why}) \
+                     and rebuilding the shard from the segments failed ({e}); \
+                     the database must be reopened",
+                    self.path.display(),
+                );
+                log::error!("{reason}");
+                self.fallback.failure.set(&self.path, reason);
+                ShardImage::empty()
+            }
+        }
+    }
 }
 
 /// Removes `dir/INDEX` and any `INDEX.tmp`: after an open that did not
@@ -342,47 +477,4 @@ pub(crate) fn remove(dir: &Path) {
             Err(e) => log::warn!("could not remove {} ({e})", path.display()),
         }
     }
-}
-
-/// Reads, checks and decodes every image, on up to two threads (as
-/// loading segments does).
-fn decode_images(file: &File, images: &[(u64, usize, u64)]) -> Result<Vec<ShardImage>, Unused> {
-    let next = AtomicUsize::new(0);
-    let decoded: Mutex<Vec<Option<ShardImage>>> = Mutex::new((0..SHARDS).map(|_| None).collect());
-    let work = || -> Result<(), Unused> {
-        let mut buf = Vec::new();
-        loop {
-            let shard = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&(at, len, sum)) = images.get(shard) else {
-                return Ok(());
-            };
-            buf.resize(len, 0);
-            file.read_exact_at(&mut buf, at)?;
-            if xxh3_64(&buf) != sum {
-                return Err(Unused::Bad(format!(
-                    "the image of shard {shard} fails its checksum"
-                )));
-            }
-            let image = ShardImage::decode(shard, &buf).map_err(|e| Unused::Bad(e.to_string()))?;
-            decoded.lock().unwrap_or_else(|e| e.into_inner())[shard] = Some(image);
-        }
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut result = work();
-        for helper in helpers {
-            let joined = helper
-                .join()
-                .unwrap_or_else(|_| Err(Unused::Bad("a loader thread panicked".into())));
-            result = result.and(joined);
-        }
-        result
-    })?;
-    Ok(decoded
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .flatten()
-        .collect())
 }

@@ -18,6 +18,7 @@ use kv_log::{Location, LogError, LogReader, Segment};
 use parking_lot::Mutex;
 
 use crate::clock::Monotonic;
+use crate::saved_index::LoadFailure;
 use crate::stats::Counters;
 use crate::usage::SegmentUsage;
 use crate::{Error, Result};
@@ -48,6 +49,9 @@ pub(crate) struct Shared {
     /// callers waiting for their reply keep their core meanwhile
     /// (`wait.rs`).
     pub(crate) committing: AtomicBool,
+    /// Set if a shard of a saved index could be neither loaded nor
+    /// rebuilt: a miss must then be checked against it.
+    pub(crate) index_failure: Arc<LoadFailure>,
 }
 
 /// Controls shared by the compactor thread and `Db`.
@@ -79,6 +83,7 @@ impl Shared {
         let mut segments = self.reader.segments();
         loop {
             let Some(entry) = self.live_entry(key) else {
+                self.index_failure.check()?;
                 return Ok(None);
             };
             if let Some(segment) = segments.get(entry.segment) {

@@ -42,6 +42,10 @@ pub struct Stats {
     /// (the file `INDEX`, see [`Options::save_index`](crate::Options::save_index)),
     /// rather than rebuilding it from hint files and segments.
     pub index_loaded: bool,
+    /// Shards of a loaded index not decoded yet: a loaded index decodes
+    /// each of its 64 shards when something first touches it, so until
+    /// then `index_memory` leaves them out.
+    pub index_shards_pending: u64,
 }
 
 /// A counter that many threads bump without sharing a cache line: each

@@ -396,6 +396,13 @@ impl Writer {
     /// that the next open need not rebuild it. Failing loses nothing (the
     /// next open rebuilds the index), so it is a warning, not an error.
     fn save_index(&self, marker: &Marker) {
+        self.shared.index.load_all();
+        if let Err(e) = self.shared.index_failure.check() {
+            // Saving what is left would hide the loss from the next open.
+            log::warn!("not saving the index ({e}); the next open rebuilds it from the segments");
+            saved_index::remove(&self.dir);
+            return;
+        }
         let segments = self.segments();
         let ids: Vec<u32> = segments.iter().map(|&(id, _)| id).collect();
         let usage = self.shared.usage.snapshot(&ids);

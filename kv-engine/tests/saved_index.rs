@@ -257,12 +257,172 @@ fn a_damaged_or_cut_saved_index_is_rebuilt() {
             expected = Some(seen);
             continue;
         }
+        // A damaged header is refused at the open; a damaged image when
+        // its shard is first touched (and that shard rebuilt from the
+        // segments): either way the file is gone once everything was read.
         assert!(
-            !db.stats().index_loaded,
-            "{what}: a damaged saved index was loaded"
+            !dir.path().join(INDEX).exists(),
+            "{what}: a damaged saved index was kept"
         );
         assert_eq!(Some(seen), expected, "{what}");
     }
+}
+
+/// Where the image of `shard` lies in a saved index (see docs/format.md,
+/// "Saved index").
+fn image_range(saved: &[u8], shard: usize) -> std::ops::Range<usize> {
+    let u32_at = |at: usize| u32::from_le_bytes(saved[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(saved[at..at + 8].try_into().unwrap()) as usize;
+    let table = 40 + u32_at(16) + 56 * u32_at(20);
+    let mut at = table + kv_index::SHARDS * 24 + 8;
+    for s in 0..shard {
+        at += u64_at(table + 24 * s);
+    }
+    at..at + u64_at(table + 24 * shard)
+}
+
+/// The shard of a key, and a key of every other shard.
+fn shard_of(key: &[u8]) -> usize {
+    kv_index::Index::new().shard_of(key)
+}
+
+/// An open decodes no shard of a saved index; each is decoded when first
+/// touched, and a session that only reads some keys leaves the rest as
+/// they were saved.
+#[test]
+fn a_saved_index_is_decoded_shard_by_shard_as_it_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    // No expiry: with one, `stats()` counts keys by walking the index.
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    for i in 0..400 {
+        db.put(&key(i), format!("value-{i}").as_bytes()).unwrap();
+    }
+    for i in (0..400).step_by(7) {
+        db.delete(&key(i)).unwrap();
+    }
+    db.put(&key(1), b"batched").unwrap();
+    db.close().unwrap();
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    let stats = db.stats();
+    assert!(stats.index_loaded);
+    assert_eq!(stats.index_shards_pending, kv_index::SHARDS as u64);
+
+    assert_eq!(db.get(&key(1)).unwrap().as_deref(), Some(&b"batched"[..]));
+    assert_eq!(db.stats().index_shards_pending, kv_index::SHARDS as u64 - 1);
+    let same_shard = (3..400)
+        .find(|&i| i % 7 != 0 && shard_of(&key(i)) == shard_of(&key(1)))
+        .unwrap();
+    assert!(db.get(&key(same_shard)).unwrap().is_some());
+    assert_eq!(
+        db.stats().index_shards_pending,
+        kv_index::SHARDS as u64 - 1,
+        "a shard is decoded once"
+    );
+    let expected = observe(&db, "every shard decoded");
+    assert_eq!(db.stats().index_shards_pending, 0);
+    assert_eq!(stats.keys, expected.1, "the saved counts stood in");
+    db.close().unwrap();
+
+    // The next open serves the same from the same, untouched file.
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    assert!(db.stats().index_loaded);
+    assert_eq!(observe(&db, "reopened"), expected);
+}
+
+/// A shard image that fails its checksum is rebuilt from the segments when
+/// it is first touched; if the segments cannot be read either, a miss in
+/// that shard is an error, never a wrong answer, compaction stops, and the
+/// close saves no index that would hide the loss.
+#[test]
+fn a_shard_that_can_be_neither_loaded_nor_rebuilt_is_an_error() {
+    let pristine = scratch_dir();
+    let clock = clock();
+    fill(pristine.path(), &clock);
+    let expected = {
+        let dir = scratch_dir();
+        common::copy_dir(pristine.path(), dir.path());
+        let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+        observe(&db, "pristine")
+    };
+    let saved = std::fs::read(pristine.path().join(INDEX)).unwrap();
+    let damaged_shard = shard_of(&key(5));
+    let mut bytes = saved.clone();
+    bytes[image_range(&saved, damaged_shard).end - 1] ^= 0x01;
+
+    // The image alone is damaged: the shard is rebuilt, nothing is lost.
+    let dir = scratch_dir();
+    common::copy_dir(pristine.path(), dir.path());
+    std::fs::write(dir.path().join(INDEX), &bytes).unwrap();
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    assert!(db.stats().index_loaded);
+    assert_eq!(
+        db.get(&key(5)).unwrap().as_deref(),
+        expected.0.get(&key(5)).map(|v| &v[..])
+    );
+    assert!(
+        !dir.path().join(INDEX).exists(),
+        "the damaged file is removed"
+    );
+    assert_eq!(observe(&db, "rebuilt shard"), expected);
+    drop(db);
+
+    // The image and a segment without its hint file: no way to the shard.
+    let dir = scratch_dir();
+    common::copy_dir(pristine.path(), dir.path());
+    std::fs::write(dir.path().join(INDEX), &bytes).unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let victim = &segments[0];
+    std::fs::remove_file(victim.with_extension("hint")).unwrap();
+    let mut seg = std::fs::read(victim).unwrap();
+    let last = seg.len() - 1;
+    seg[last] ^= 0x01;
+    std::fs::write(victim, &seg).unwrap();
+
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    assert!(db.stats().index_loaded);
+    let missing = (0..400)
+        .filter(|&i| i % 7 != 0 && i != 2 && shard_of(&key(i)) == damaged_shard)
+        .collect::<Vec<_>>();
+    let other = (0..400)
+        .find(|&i| i % 7 != 0 && i != 2 && shard_of(&key(i)) != damaged_shard)
+        .unwrap();
+    // Whatever the damaged shard was asked, it answers an error or the
+    // truth (a key just written is found in the emptied shard).
+    for &i in &missing {
+        match db.get(&key(i)) {
+            Err(kv_engine::Error::Corruption { .. }) => {}
+            other => panic!("key {i} of the lost shard: {other:?}"),
+        }
+    }
+    db.put(&key(missing[0]), b"written after the loss").unwrap();
+    assert_eq!(
+        db.get(&key(missing[0])).unwrap().as_deref(),
+        Some(&b"written after the loss"[..])
+    );
+    assert!(
+        matches!(
+            db.get(b"never-written"),
+            Err(kv_engine::Error::Corruption { .. })
+        ) || shard_of(b"never-written") != damaged_shard
+    );
+    // Other shards serve as before, unless their key's record is the damaged one.
+    let _ = db.get(&key(other));
+    assert!(matches!(
+        db.compact(),
+        Err(kv_engine::Error::Corruption { .. })
+    ));
+    assert!(db.iter().any(|item| item.is_err()), "iteration reports it");
+    db.close().unwrap();
+    assert!(
+        !dir.path().join(INDEX).exists(),
+        "no index is saved without the lost shard"
+    );
 }
 
 /// A session that only reads closes without rewriting anything: the

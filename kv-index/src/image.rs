@@ -68,6 +68,23 @@ pub enum ImageError {
     },
 }
 
+/// Where a lazily loaded index ([`Index::lazy`](crate::Index::lazy))
+/// gets the contents of its shards.
+pub trait ShardLoader: Send + Sync {
+    /// The contents of shard `shard` (`0..SHARDS`), decoded. Called at
+    /// most once per shard, by the first operation that touches it (a
+    /// lookup, a write, an iteration or an image), on that operation's
+    /// thread and with the shard's writer lock held: every other operation
+    /// on the shard waits for it, so it must not use the index it loads.
+    ///
+    /// It cannot fail: a loader whose image turns out bad must build the
+    /// shard some other way (the engine rebuilds it from its segments),
+    /// or give an empty shard and tell its own users that the index is
+    /// incomplete. The key count given to [`Index::lazy`](crate::Index::lazy)
+    /// is replaced by the image's.
+    fn load(&self, shard: usize) -> ShardImage;
+}
+
 /// One shard's slot table and arena, decoded from its image and checked
 /// (see [`ShardImage::decode`]); [`Index::from_shard_images`](crate::Index::from_shard_images)
 /// makes an index of them.
@@ -249,6 +266,23 @@ impl ArenaBuilder {
 }
 
 impl ShardImage {
+    /// The image of an empty shard.
+    pub fn empty() -> ShardImage {
+        let mut bytes = Vec::new();
+        Encoder::new(&mut bytes, 0, MIN_SLOTS);
+        ShardImage::decode(0, &bytes).expect("kv-index: an empty image decodes")
+    }
+
+    /// The keys in the shard.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the shard holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Decodes and checks the image of shard `shard` (the number is only
     /// for the error), as written by
     /// [`Index::encode_shard_image`](crate::Index::encode_shard_image).

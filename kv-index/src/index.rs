@@ -3,7 +3,7 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::entry::Entry;
-use crate::image::{ImageError, ShardImage};
+use crate::image::{ImageError, ShardImage, ShardLoader};
 use crate::shard::{Copied, Shard, slots_for};
 
 /// log2 of the number of shards.
@@ -92,6 +92,12 @@ impl Index {
         let hash = self.hash(key);
         let shard = &self.shards[(hash >> (u64::BITS - SHARD_BITS)) as usize];
         (shard, (hash >> TAG_SHIFT) as u32)
+    }
+
+    /// The shard (`0..SHARDS`) that holds `key`: what a loader rebuilding
+    /// one shard from its own records filters them by.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        (self.hash(key) >> (u64::BITS - SHARD_BITS)) as usize
     }
 
     /// The entry of `key`, if any.
@@ -227,6 +233,64 @@ impl Index {
             #[cfg(test)]
             hasher: None,
         })
+    }
+
+    /// An index whose shards are loaded when first touched: shard `i`
+    /// holds `keys[i]` keys (what [`len`](Index::len) reports until it is
+    /// loaded) and gets its contents from `loader` (see [`ShardLoader`]).
+    /// Opening with it costs nothing per key; a process that reads a few
+    /// keys decodes only their shards. Every operation behaves as on an
+    /// index built with [`from_shard_images`](Index::from_shard_images);
+    /// the first one on each shard also waits for its load.
+    ///
+    /// # Errors
+    ///
+    /// [`ImageError::ShardCount`] unless `keys` has exactly [`SHARDS`]
+    /// counts.
+    pub fn lazy(
+        keys: &[usize],
+        loader: std::sync::Arc<dyn ShardLoader>,
+    ) -> Result<Index, ImageError> {
+        if keys.len() != SHARDS {
+            return Err(ImageError::ShardCount {
+                expected: SHARDS,
+                got: keys.len(),
+            });
+        }
+        Ok(Index {
+            shards: keys
+                .iter()
+                .enumerate()
+                .map(|(shard, &len)| Shard::pending(len, std::sync::Arc::clone(&loader), shard))
+                .collect(),
+            #[cfg(test)]
+            hasher: None,
+        })
+    }
+
+    /// Loads every shard not loaded yet, so that no later operation waits
+    /// for a load (and a caller can tell its loader is done).
+    pub fn load_all(&self) {
+        for shard in &self.shards {
+            shard.load();
+        }
+    }
+
+    /// Loads shard `shard` (`0..SHARDS`) if it is not loaded yet: a
+    /// background thread can decode an index ahead of use this way, one
+    /// shard at a time, stopping when it is told to.
+    ///
+    /// # Panics
+    ///
+    /// If `shard >= SHARDS`.
+    pub fn load_shard(&self, shard: usize) {
+        self.shards[shard].load();
+    }
+
+    /// The shards not loaded yet (always 0 unless made by
+    /// [`lazy`](Index::lazy)).
+    pub fn pending_shards(&self) -> usize {
+        self.shards.iter().filter(|s| !s.is_loaded()).count()
     }
 
     /// Calls `f` with every key and entry, in no particular order.

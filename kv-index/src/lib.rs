@@ -26,7 +26,8 @@
 //! to compare) and keeps nothing across restarts by itself: the engine
 //! rebuilds it from hint files and segments, or stores the shards' images
 //! ([`Index::encode_shard_image`], [`Index::from_shard_images`]) at a clean
-//! close and loads them back. It depends on no other kv crate;
+//! close and loads them back, all at once or each shard when first
+//! touched ([`Index::lazy`] with a [`ShardLoader`]). It depends on no other kv crate;
 //! `kv-engine` and `kv-compact` depend on it.
 //!
 //! # Limits
@@ -116,5 +117,5 @@ mod loom;
 mod tests;
 
 pub use entry::Entry;
-pub use image::{ImageError, ShardImage};
+pub use image::{ImageError, ShardImage, ShardLoader};
 pub use index::{Index, MAX_KEY_LEN, SHARDS, ShardSnapshot};

@@ -235,3 +235,50 @@ fn a_snapshot_during_writes_has_every_untouched_key_once() {
         assert!(seen.len() <= 4);
     });
 }
+
+/// Serves one image, decoded, and counts how often it was asked.
+struct OneImage {
+    bytes: Vec<u8>,
+    loads: loom::sync::atomic::AtomicUsize,
+}
+
+impl crate::ShardLoader for OneImage {
+    fn load(&self, shard: usize) -> crate::ShardImage {
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::ShardImage::decode(shard, &self.bytes).unwrap()
+    }
+}
+
+/// A lazily loaded shard touched first by a reader and a writer at once:
+/// it is loaded once, the reader sees the saved entry (or the writer's,
+/// once that is in), and the writer's change lands on the loaded contents.
+#[test]
+fn a_first_read_racing_a_first_write_sees_the_loaded_shard() {
+    model(|| {
+        let saved = Shard::new(0);
+        insert(&saved, &key(0, 1), tag(0), entry(1, 1));
+        insert(&saved, &key(1, 1), tag(1), entry(2, 2));
+        let mut bytes = Vec::new();
+        saved.encode_image(&mut bytes);
+        let loader = Arc::new(OneImage {
+            bytes,
+            loads: loom::sync::atomic::AtomicUsize::new(0),
+        });
+        let shard = Arc::new(Shard::pending(2, loader.clone(), 0));
+        let reader = {
+            let shard = Arc::clone(&shard);
+            thread::spawn(move || (shard.get(&key(0, 1), tag(0)), shard.get(&key(1, 1), tag(1))))
+        };
+        insert(&shard, &key(1, 1), tag(1), entry(3, 3));
+        let (zero, one) = reader.join().unwrap();
+        assert_eq!(zero, Some(entry(1, 1)), "an untouched saved key");
+        assert!(
+            one == Some(entry(2, 2)) || one == Some(entry(3, 3)),
+            "{one:?}"
+        );
+        assert_eq!(loader.loads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(shard.len(), 2);
+        shard.check();
+    });
+}

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use crate::sync::{ArcSwap, AtomicU64, AtomicUsize, Mutex, fence, spin_loop, yield_now};
+use crate::sync::{
+    ArcSwap, AtomicBool, AtomicU64, AtomicUsize, Mutex, fence, spin_loop, yield_now,
+};
 
 use crate::entry::{
     EXPIRY_WORD, Entry, HEAD_WORD, Head, LOCATION_WORD, SEQ_WORD, decode_entry, encode_meta,
     entry_words, key_words, pack_key_word,
 };
-use crate::image::{self, ShardImage};
+use crate::image::{self, ShardImage, ShardLoader};
 
 /// A run of atomic words: a slot table or an arena chunk. Shared between the
 /// writer and every published [`Storage`] that still uses it.
@@ -360,6 +362,14 @@ struct Writer {
     garbage: usize,
     /// Keys in the shard.
     len: usize,
+    /// Where the shard's contents come from while it is not loaded.
+    pending: Option<Pending>,
+}
+
+/// What a shard that is not loaded yet loads its contents from.
+struct Pending {
+    loader: Arc<dyn ShardLoader>,
+    shard: usize,
 }
 
 impl Writer {
@@ -429,7 +439,14 @@ pub(crate) struct Shard {
     storage: ArcSwap<Storage>,
     /// Keys in the shard, kept for lock-free [`Index::len`](crate::Index::len).
     len: AtomicUsize,
-    /// The writer's state; readers never touch this mutex.
+    /// Whether the shard holds its contents. A lazily loaded shard starts
+    /// empty, with its loader in `Writer::pending`: the first operation
+    /// that touches it loads it under the writer lock ([`Shard::lock`]),
+    /// publishes the storage, then sets this (`Release`); a reader that
+    /// sees it set (`Acquire`) sees that storage.
+    loaded: AtomicBool,
+    /// The writer's state; readers take this mutex only to load the
+    /// shard, once.
     writer: Mutex<Writer>,
 }
 
@@ -444,13 +461,59 @@ impl Shard {
                 chunks: Box::new([]),
             }),
             len: AtomicUsize::new(0),
+            loaded: AtomicBool::new(true),
             writer: Mutex::new(Writer {
                 slots,
                 chunks: Vec::new(),
                 top: 0,
                 garbage: 0,
                 len: 0,
+                pending: None,
             }),
+        }
+    }
+
+    /// A shard of `len` keys that `loader` gives when it is first touched.
+    pub(crate) fn pending(len: usize, loader: Arc<dyn ShardLoader>, shard: usize) -> Shard {
+        let mut pending = Shard::new(0);
+        pending.len = AtomicUsize::new(len);
+        pending.loaded = AtomicBool::new(false);
+        pending.writer.lock().pending = Some(Pending { loader, shard });
+        pending
+    }
+
+    /// Whether the shard holds its contents (it was not created lazily,
+    /// or something touched it since).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded.load(Acquire)
+    }
+
+    /// Takes the writer lock, loading the shard first if it waits to be.
+    fn lock(&self) -> impl std::ops::DerefMut<Target = Writer> + '_ {
+        let mut w = self.writer.lock();
+        if let Some(Pending { loader, shard }) = w.pending.take() {
+            let ShardImage {
+                len,
+                slots,
+                chunks,
+                top,
+            } = loader.load(shard);
+            w.slots = slots;
+            w.chunks = chunks;
+            w.top = top;
+            w.garbage = 0;
+            w.len = len;
+            self.publish(&w);
+            self.len.store(len, Relaxed);
+            self.loaded.store(true, Release);
+        }
+        w
+    }
+
+    /// Makes sure the shard is loaded (before a lock-free read of it).
+    pub(crate) fn load(&self) {
+        if !self.loaded.load(Acquire) {
+            drop(self.lock());
         }
     }
 
@@ -469,12 +532,14 @@ impl Shard {
                 chunks: chunks.clone().into_boxed_slice(),
             }),
             len: AtomicUsize::new(len),
+            loaded: AtomicBool::new(true),
             writer: Mutex::new(Writer {
                 slots,
                 chunks,
                 top,
                 garbage: 0,
                 len,
+                pending: None,
             }),
         }
     }
@@ -484,7 +549,7 @@ impl Shard {
     /// the size its keys need (sized ahead for a load that found fewer
     /// keys) is saved rehashed to the size they need.
     pub(crate) fn encode_image(&self, out: &mut Vec<u8>) {
-        let w = self.writer.lock();
+        let w = self.lock();
         let slots = if w.slots.len() > 2 * slots_for(w.len) {
             rehash(&w.slots, slots_for(w.len))
         } else {
@@ -512,6 +577,7 @@ impl Shard {
 
     /// Looks `key` up without locking or writing shared memory.
     pub(crate) fn get(&self, key: &[u8], tag: u32) -> Option<Entry> {
+        self.load();
         let mut backoff = Backoff::default();
         loop {
             let v1 = self.version.load(Acquire);
@@ -544,7 +610,7 @@ impl Shard {
         entry: Entry,
         accept: impl FnOnce(Option<&Entry>) -> bool,
     ) -> (bool, Option<Entry>) {
-        let mut w = self.writer.lock();
+        let mut w = self.lock();
         let found = w.find(key, tag);
         let previous = found.map(|found| found.entry);
         if !accept(previous.as_ref()) {
@@ -589,7 +655,7 @@ impl Shard {
     /// Removes `key` if `expected` is `None` or equals its entry. Returns
     /// the removed entry.
     pub(crate) fn remove(&self, key: &[u8], tag: u32, expected: Option<&Entry>) -> Option<Entry> {
-        let mut w = self.writer.lock();
+        let mut w = self.lock();
         let removed = self.remove_locked(&mut w, key, tag, expected);
         if removed.is_some() {
             self.maintain(&mut w);
@@ -600,7 +666,7 @@ impl Shard {
     /// Removes each `(key, tag, expected)` whose current entry is still
     /// `expected`, under one hold of the writer lock.
     pub(crate) fn remove_batch<'k>(&self, batch: impl IntoIterator<Item = (&'k [u8], u32, Entry)>) {
-        let mut w = self.writer.lock();
+        let mut w = self.lock();
         let mut removed = false;
         for (key, tag, expected) in batch {
             removed |= self
@@ -637,6 +703,7 @@ impl Shard {
     /// seqlock; if writers keep interfering, copies under the writer lock,
     /// which holds a writer up for one copy at most.
     pub(crate) fn snapshot(&self, keys: &mut Vec<u8>, out: &mut Vec<Copied>) {
+        self.load();
         for _ in 0..OPTIMISTIC_SNAPSHOTS {
             let v1 = self.version.load(Acquire);
             if v1 & 1 == 1 {
@@ -652,14 +719,16 @@ impl Shard {
                 return;
             }
         }
-        let w = self.writer.lock();
+        let w = self.lock();
         keys.clear();
         out.clear();
         w.view().copy_all(keys, out).expect(CONSISTENT);
     }
 
     /// Heap bytes held by the shard (not counting the shard struct itself),
-    /// from the lengths and capacities of its allocations.
+    /// from the lengths and capacities of its allocations. A shard not
+    /// loaded yet holds only its empty table (what its loader holds is
+    /// the loader's).
     pub(crate) fn memory_usage(&self) -> usize {
         let w = self.writer.lock();
         let words = size_of::<AtomicU64>();
@@ -803,7 +872,7 @@ impl Shard {
     /// order, the key count, and that `top - garbage` is exactly the words
     /// the slots point to. Returns the slot table length.
     pub(crate) fn check(&self) -> usize {
-        let w = self.writer.lock();
+        let w = self.lock();
         assert_eq!(self.version.load(Relaxed) & 1, 0);
         let storage = self.storage.load();
         assert!(Arc::ptr_eq(&storage.slots, &w.slots), "published slots");

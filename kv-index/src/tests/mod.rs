@@ -5,6 +5,7 @@
 mod basic;
 mod concurrent;
 mod image;
+mod lazy;
 mod model;
 
 use xxhash_rust::xxh3::xxh3_64;
