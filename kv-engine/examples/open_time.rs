@@ -3,14 +3,16 @@
 //! saved by the last clean close (`INDEX`), with hint files only (the
 //! saved index removed), and with neither (every segment scanned). Each
 //! case opens five times and prints the median and the range. The page
-//! cache is warm (the data was just written); run it on a machine that
-//! can drop caches for cold figures.
+//! cache is warm (the data was just written), unless `--cold` is given:
+//! then every open follows a `sync` and a drop of the page cache (writing
+//! `3` to `/proc/sys/vm/drop_caches`, which needs root), so the open reads
+//! what it needs from the disk.
 //!
 //! ```sh
-//! cargo run --release -p kv-engine --example open_time -- [KEYS]
+//! cargo run --release -p kv-engine --example open_time -- [KEYS] [--cold]
 //! ```
 //!
-//! Default: 1,000,000 keys.
+//! Default: 1,000,000 keys, warm.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,11 +38,20 @@ fn remove_files(dir: &Path, keep: impl Fn(&Path) -> bool) {
     }
 }
 
+/// Writes dirty pages back and drops the page cache.
+fn drop_page_cache() {
+    let synced = std::process::Command::new("sync").status();
+    assert!(synced.is_ok_and(|s| s.success()), "sync failed");
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+        .expect("dropping the page cache (needs root: run without --cold)");
+}
+
 fn main() -> Result<(), kv_engine::Error> {
     let keys: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
+        .skip(1)
+        .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let cold = std::env::args().any(|a| a == "--cold");
     let dir = tempfile::tempdir().expect("temporary directory");
     let options = Options::default().sync(SyncPolicy::Never);
 
@@ -87,6 +98,9 @@ fn main() -> Result<(), kv_engine::Error> {
                     !p.ends_with("INDEX") && p.extension().is_none_or(|x| x != "hint")
                 }),
             }
+            if cold {
+                drop_page_cache();
+            }
             let start = Instant::now();
             let db = Db::open_with(
                 dir.path(),
@@ -106,7 +120,8 @@ fn main() -> Result<(), kv_engine::Error> {
         times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "open + first get with {case}: median {:.1} ms (min {:.1}, max {:.1}) over {RUNS} opens of {keys} keys",
+            "open + first get with {case}{}: median {:.1} ms (min {:.1}, max {:.1}) over {RUNS} opens of {keys} keys",
+            if cold { " (cold cache)" } else { "" },
             ms(times[RUNS / 2]),
             ms(times[0]),
             ms(times[RUNS - 1])

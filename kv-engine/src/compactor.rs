@@ -80,8 +80,7 @@ pub(crate) struct PassOptions {
 pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionReport> {
     // Compaction drops what the index does not point at, so it needs every
     // shard of the index: load them all (once) and stop if one is missing.
-    shared.index.load_all();
-    shared.index_failure.check()?;
+    shared.index_health.check_whole(&shared.index)?;
     let mut report = CompactionReport::default();
     let set = shared.reader.segments();
     let present: Vec<u32> = set.iter().map(|s| s.id()).collect();

@@ -109,7 +109,7 @@ impl Db {
             replayed,
             stale_marker,
             index_loaded,
-            index_failure,
+            index_health,
         } = recovery::recover(&dir, &options, &faults)?;
         // A saved index that was not loaded is of no more use; one that
         // was is kept until the database changes (the writer removes it).
@@ -131,7 +131,7 @@ impl Db {
             time: Monotonic::new(Arc::clone(&options.clock)),
             stats: Counters::default(),
             committing: AtomicBool::new(false),
-            index_failure,
+            index_health,
         });
         if any_expiry {
             shared.stats.any_expiry.store(true, Ordering::Relaxed);
@@ -327,7 +327,7 @@ impl Db {
         if self.live_entry(key).is_some() {
             return Ok(true);
         }
-        self.shared.index_failure.check()?;
+        self.shared.index_health.check()?;
         Ok(false)
     }
 

@@ -153,7 +153,7 @@ impl Iterator for Iter {
                     self.held = None;
                     return None;
                 }
-                if let Err(e) = self.shared.index_failure.check() {
+                if let Err(e) = self.shared.index_health.check() {
                     // A shard is missing: say so once, and stop.
                     self.shards.next = SHARDS;
                     self.shards.copy = ShardSnapshot::new();

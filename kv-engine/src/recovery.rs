@@ -25,7 +25,7 @@ use kv_wal::{Position, Wal};
 
 use crate::fs::WAL_DIR_NAME;
 use crate::marker::Marker;
-use crate::saved_index::{self, Fallback, LoadFailure};
+use crate::saved_index::{self, Fallback, IndexHealth};
 use crate::usage::Usage;
 use crate::writer::entry_for;
 use crate::{Error, Options, Result};
@@ -58,8 +58,8 @@ pub(crate) struct Recovered {
     /// rather than rebuilt.
     pub(crate) index_loaded: bool,
     /// Set if a shard of a loaded index could not be loaded
-    /// (`Shared::index_failure`).
-    pub(crate) index_failure: Arc<LoadFailure>,
+    /// (`Shared::index_health`).
+    pub(crate) index_health: Arc<IndexHealth>,
 }
 
 /// Recovers the database in `dir`, which the caller has created and
@@ -84,12 +84,12 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
     let segments_end = durable.end;
     let mut log = Log::recover(dir, options.log_options(faults), Some(&durable))?;
     let segments = saved_index::segments(&log.reader());
-    let index_failure = Arc::new(LoadFailure::default());
+    let index_health = Arc::new(IndexHealth::default());
     let saved = marker.as_ref().and_then(|marker| {
         let reader = log.reader();
         let fallback = Fallback {
             rebuild: Box::new(move |shard| rebuild_shard(&reader, shard)),
-            failure: Arc::clone(&index_failure),
+            health: Arc::clone(&index_health),
         };
         saved_index::read(dir, marker, &segments, fallback)
     });
@@ -130,6 +130,10 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
             })?;
             let r = decoded.record;
             if r.seq > marker_seq {
+                // As the writer does (`Writer::load_shards_of`): the key's
+                // shard of a saved index is loaded before its record
+                // reaches a segment.
+                index.load_shard(index.shard_of(r.key));
                 let loc = log.append_encoded(&payload[at..at + decoded.len])?;
                 tally.usage.entry(loc.segment).or_default().total += u64::from(loc.len);
                 tally.load(&index, loc, r.key, r.seq, r.expires_at, r.kind);
@@ -172,7 +176,7 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
         replayed,
         stale_marker,
         index_loaded,
-        index_failure,
+        index_health,
     })
 }
 
@@ -180,12 +184,13 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
 /// `reader` hold now: what the loader of a saved index falls back on when
 /// the shard's image is bad (`saved_index.rs`). It may run long after the
 /// open, on whatever thread first touches the shard, with the shard's
-/// writer lock held, and is still right: until that load, nothing has
-/// read or changed the shard, and every record of its keys is in the
-/// segments (the writer appends to them before it changes the index;
-/// compaction looks each record up, and so loads the shard, before it may
-/// remove a segment that holds it; the WAL's replay went into them too).
-/// Newest record per key, tombstones dropped, as a rebuild at open.
+/// writer lock held, and still gives what the image held: the records of
+/// the shard's keys in the segments are still exactly those there were
+/// when the index was saved, because no record of a key reaches a segment
+/// before its shard is loaded (`Writer::load_shards_of`, and the WAL's
+/// replay here), and compaction loads every shard before its first pass
+/// (so it copies, drops and removes nothing while a shard waits). Newest
+/// record per key, tombstones dropped, as a rebuild at open.
 pub(crate) fn rebuild_shard(reader: &LogReader, shard: usize) -> Result<ShardImage> {
     let index = Index::new();
     let mut tombstones = false;

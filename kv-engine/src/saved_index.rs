@@ -8,7 +8,7 @@
 //! (`kv_index::Index::lazy`) whose loader, [`SavedShards`], reads, checks
 //! and decodes a shard's image when the index first touches the shard, and
 //! falls back on rebuilding that shard from the segments when the image is
-//! bad ([`Fallback`], [`LoadFailure`]).
+//! bad ([`Fallback`], [`IndexHealth`]).
 //!
 //! It is a cache of what the segments say, never the only copy of
 //! anything: it is used only when it matches the marker byte for byte and
@@ -36,6 +36,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use kv_fs::Faults;
@@ -367,23 +368,27 @@ struct Image {
 pub(crate) struct Fallback {
     /// Builds shard `n` from the records the segments hold now.
     pub(crate) rebuild: Box<dyn Fn(usize) -> crate::Result<ShardImage> + Send + Sync>,
-    /// Set when a shard could be neither loaded nor rebuilt.
-    pub(crate) failure: Arc<LoadFailure>,
+    /// What went wrong, for the rest of the engine.
+    pub(crate) health: Arc<IndexHealth>,
 }
 
-/// Why the index lacks a shard: set at most once, by the loader of a saved
-/// index whose image of that shard was bad and whose rebuild from the
-/// segments failed too. The shard is then empty, so a miss proves
-/// nothing: reads check this before they report one (`Shared::read_live`),
-/// and compaction and the close's save check it before they rely on the
-/// whole index.
+/// What the loader of a saved index found wrong, for the rest of the
+/// engine. A bad image (its shard then rebuilt from the segments) means the
+/// file must not be kept: a close rewrites it even after a session that
+/// changed nothing. A shard that could not be rebuilt either is missing
+/// (empty): a miss proves nothing then, so reads check this before they
+/// report one (`Shared::read_live`), and iteration, compaction and the
+/// close's save check it before they rely on the whole index.
 #[derive(Debug, Default)]
-pub(crate) struct LoadFailure(OnceLock<(PathBuf, String)>);
+pub(crate) struct IndexHealth {
+    bad_image: AtomicBool,
+    missing: OnceLock<(PathBuf, String)>,
+}
 
-impl LoadFailure {
+impl IndexHealth {
     /// `Err` with the reason if a shard is missing.
     pub(crate) fn check(&self) -> crate::Result<()> {
-        match self.0.get() {
+        match self.missing.get() {
             None => Ok(()),
             Some((path, reason)) => Err(crate::Error::Corruption {
                 path: path.clone(),
@@ -393,8 +398,23 @@ impl LoadFailure {
         }
     }
 
-    fn set(&self, path: &Path, reason: String) {
-        let _ = self.0.set((path.to_path_buf(), reason));
+    /// `check`, after loading every shard of `index`: `Err` also if one
+    /// is still not loaded (its loader panicked). What a caller that needs
+    /// the whole index (compaction, the close's save) runs first.
+    pub(crate) fn check_whole(&self, index: &Index) -> crate::Result<()> {
+        index.load_all();
+        self.check()?;
+        match index.pending_shards() {
+            0 => Ok(()),
+            n => Err(crate::Error::Poisoned {
+                cause: format!("{n} shards of the saved index could not be loaded"),
+            }),
+        }
+    }
+
+    /// Whether some shard's image was bad.
+    pub(crate) fn bad_image(&self) -> bool {
+        self.bad_image.load(Ordering::Relaxed)
     }
 }
 
@@ -444,9 +464,11 @@ impl ShardLoader for SavedShards {
             "the saved index {} is damaged ({why}); rebuilding shard {shard} of the index from the segments",
             self.path.display()
         );
-        // The next open must not trust it either. This process reads its
-        // own open file, and writes a new one at a close that needs one.
-        remove(self.path.parent().unwrap_or(Path::new(".")));
+        // The next open must not meet it again: the close rewrites it.
+        self.fallback
+            .health
+            .bad_image
+            .store(true, Ordering::Relaxed);
         match (self.fallback.rebuild)(shard) {
             Ok(image) => image,
             Err(e) => {
@@ -457,7 +479,11 @@ impl ShardLoader for SavedShards {
                     self.path.display(),
                 );
                 log::error!("{reason}");
-                self.fallback.failure.set(&self.path, reason);
+                let _ = self
+                    .fallback
+                    .health
+                    .missing
+                    .set((self.path.clone(), reason));
                 ShardImage::empty()
             }
         }

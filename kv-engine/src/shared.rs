@@ -18,7 +18,7 @@ use kv_log::{Location, LogError, LogReader, Segment};
 use parking_lot::Mutex;
 
 use crate::clock::Monotonic;
-use crate::saved_index::LoadFailure;
+use crate::saved_index::IndexHealth;
 use crate::stats::Counters;
 use crate::usage::SegmentUsage;
 use crate::{Error, Result};
@@ -51,7 +51,7 @@ pub(crate) struct Shared {
     pub(crate) committing: AtomicBool,
     /// Set if a shard of a saved index could be neither loaded nor
     /// rebuilt: a miss must then be checked against it.
-    pub(crate) index_failure: Arc<LoadFailure>,
+    pub(crate) index_health: Arc<IndexHealth>,
 }
 
 /// Controls shared by the compactor thread and `Db`.
@@ -83,7 +83,7 @@ impl Shared {
         let mut segments = self.reader.segments();
         loop {
             let Some(entry) = self.live_entry(key) else {
-                self.index_failure.check()?;
+                self.index_health.check()?;
                 return Ok(None);
             };
             if let Some(segment) = segments.get(entry.segment) {

@@ -121,6 +121,10 @@ pub(crate) struct Writer {
     /// since: no write, no marker. The file, the marker and the segments
     /// still describe the database, so a close keeps them as they are.
     saved_index_current: bool,
+    /// Whether the index may still have shards to decode (it was loaded
+    /// from `INDEX` and not every shard has been touched yet): see
+    /// `load_shards_of`.
+    index_pending: bool,
     /// The segments (ids and data lengths) when the saved index was
     /// loaded: compaction, on its own thread, changes them.
     loaded_segments: Vec<(u32, u64)>,
@@ -172,6 +176,7 @@ impl Writer {
             faults,
             save_index: options.save_index,
             saved_index_current: false,
+            index_pending: false,
             loaded_segments: Vec::new(),
         }
     }
@@ -180,6 +185,7 @@ impl Writer {
     /// until the database changes (see `saved_index.rs`).
     pub(crate) fn saved_index_loaded(&mut self) {
         self.saved_index_current = true;
+        self.index_pending = true;
         self.loaded_segments = self.segments();
     }
 
@@ -357,7 +363,11 @@ impl Writer {
 
     fn close(&mut self) -> Result<()> {
         self.refusal()?;
-        if self.save_index && self.saved_index_current && self.segments() == self.loaded_segments {
+        if self.save_index
+            && self.saved_index_current
+            && self.segments() == self.loaded_segments
+            && !self.shared.index_health.bad_image()
+        {
             // Opened from the saved index and not changed since (a
             // read-only session): the marker, the segments and `INDEX` all
             // still hold, so none is rewritten.
@@ -396,8 +406,7 @@ impl Writer {
     /// that the next open need not rebuild it. Failing loses nothing (the
     /// next open rebuilds the index), so it is a warning, not an error.
     fn save_index(&self, marker: &Marker) {
-        self.shared.index.load_all();
-        if let Err(e) = self.shared.index_failure.check() {
+        if let Err(e) = self.shared.index_health.check_whole(&self.shared.index) {
             // Saving what is left would hide the loss from the next open.
             log::warn!("not saving the index ({e}); the next open rebuilds it from the segments");
             saved_index::remove(&self.dir);
@@ -528,6 +537,7 @@ impl Writer {
                 }
             }
         }
+        self.load_shards_of(&pending);
         // Where this group begins, to take it back if it fails.
         let (wal_start, log_start) = (self.wal.end_position(), self.log.position());
         // Write-ahead: every write's records go to the WAL as one payload,
@@ -679,6 +689,33 @@ impl Writer {
     /// Appends every record of `pending` to the segments and makes them
     /// readable; fills `applied` with each record's bytes in `buf` and its
     /// location.
+    /// While a saved index still has shards to decode, loads the shard of
+    /// every key in `pending` before any of their records reaches a
+    /// segment: a shard is never loaded (so never rebuilt from the
+    /// segments, `recovery::rebuild_shard`) while the segments hold a
+    /// record of its keys that the index has not had yet.
+    fn load_shards_of(&mut self, pending: &[Pending]) {
+        if !self.index_pending {
+            return;
+        }
+        let index = &self.shared.index;
+        if index.pending_shards() == 0 {
+            self.index_pending = false;
+            return;
+        }
+        for p in pending {
+            let mut at = p.records.start;
+            while at < p.records.end {
+                let bytes = &self.buf[at..p.records.end];
+                let header = decode_header(bytes, &kv_format::Limits::default())
+                    .expect("kv-engine: the writer decodes only records it has just encoded");
+                let key = &bytes[HEADER_LEN..HEADER_LEN + usize::from(header.key_len)];
+                index.load_shard(index.shard_of(key));
+                at += header.record_len() as usize;
+            }
+        }
+    }
+
     fn append_to_segments(
         &mut self,
         pending: &[Pending],

@@ -247,7 +247,7 @@ fn a_damaged_or_cut_saved_index_is_rebuilt() {
         let dir = scratch_dir();
         common::copy_dir(pristine.path(), dir.path());
         std::fs::write(dir.path().join(INDEX), &bytes).unwrap();
-        let db = Db::open_with(dir.path(), options(&clock).save_index(false)).unwrap();
+        let db = Db::open_with(dir.path(), options(&clock)).unwrap();
         let seen = observe(&db, &what);
         if what == "none" {
             assert!(
@@ -259,12 +259,18 @@ fn a_damaged_or_cut_saved_index_is_rebuilt() {
         }
         // A damaged header is refused at the open; a damaged image when
         // its shard is first touched (and that shard rebuilt from the
-        // segments): either way the file is gone once everything was read.
-        assert!(
-            !dir.path().join(INDEX).exists(),
-            "{what}: a damaged saved index was kept"
-        );
+        // segments). Either way the close replaces the file, though the
+        // session changed nothing, and the next open loads the new one.
         assert_eq!(Some(seen), expected, "{what}");
+        db.close().unwrap();
+        assert_ne!(
+            std::fs::read(dir.path().join(INDEX)).ok(),
+            Some(bytes),
+            "{what}: the damaged file was kept"
+        );
+        let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+        assert!(db.stats().index_loaded, "{what}: the new file is loaded");
+        assert_eq!(Some(observe(&db, &what)), expected, "{what}, reopened");
     }
 }
 
@@ -330,6 +336,37 @@ fn a_saved_index_is_decoded_shard_by_shard_as_it_is_used() {
     assert_eq!(observe(&db, "reopened"), expected);
 }
 
+/// With background compaction on, the compactor thread decodes every
+/// shard nobody touched, and a close in the middle of that is clean.
+#[test]
+fn the_background_thread_decodes_the_untouched_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    fill(dir.path(), &clock);
+    let expected = {
+        let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+        let seen = observe(&db, "decoded on demand");
+        db.close().unwrap();
+        seen
+    };
+    // Closed at once: the thread stops between shards.
+    Db::open_with(dir.path(), options(&clock).background_compaction(true))
+        .unwrap()
+        .close()
+        .unwrap();
+    let db = Db::open_with(dir.path(), options(&clock).background_compaction(true)).unwrap();
+    // Bounded: 64 small shards take milliseconds; give it 20 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.stats().index_shards_pending > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background thread left shards undecoded"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(observe(&db, "decoded in the background"), expected);
+}
+
 /// A shard image that fails its checksum is rebuilt from the segments when
 /// it is first touched; if the segments cannot be read either, a miss in
 /// that shard is an error, never a wrong answer, compaction stops, and the
@@ -360,12 +397,26 @@ fn a_shard_that_can_be_neither_loaded_nor_rebuilt_is_an_error() {
         db.get(&key(5)).unwrap().as_deref(),
         expected.0.get(&key(5)).map(|v| &v[..])
     );
-    assert!(
-        !dir.path().join(INDEX).exists(),
-        "the damaged file is removed"
-    );
     assert_eq!(observe(&db, "rebuilt shard"), expected);
     drop(db);
+
+    // The writer's put is the first touch of the damaged shard: the
+    // rebuild must not see the put's own record (which the writer appends
+    // before it updates the index), or the byte accounting goes wrong.
+    let written = (0..400)
+        .find(|&i| i % 7 != 0 && i != 2 && shard_of(&key(i)) == damaged_shard)
+        .unwrap();
+    let after_put = |damaged: bool| {
+        let dir = scratch_dir();
+        common::copy_dir(pristine.path(), dir.path());
+        if damaged {
+            std::fs::write(dir.path().join(INDEX), &bytes).unwrap();
+        }
+        let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+        db.put(&key(written), b"first touch").unwrap();
+        observe(&db, "after a put")
+    };
+    assert_eq!(after_put(true), after_put(false));
 
     // The image and a segment without its hint file: no way to the shard.
     let dir = scratch_dir();
@@ -405,14 +456,29 @@ fn a_shard_that_can_be_neither_loaded_nor_rebuilt_is_an_error() {
         db.get(&key(missing[0])).unwrap().as_deref(),
         Some(&b"written after the loss"[..])
     );
+    let absent = (10_000..)
+        .map(key)
+        .find(|k| shard_of(k) == damaged_shard)
+        .unwrap();
+    assert!(matches!(
+        db.get(&absent),
+        Err(kv_engine::Error::Corruption { .. })
+    ));
+    assert!(matches!(
+        db.contains_key(&absent),
+        Err(kv_engine::Error::Corruption { .. })
+    ));
+    // Other shards answer: the truth, or an error if their key's record is
+    // the damaged one.
+    match db.get(&key(other)) {
+        Ok(v) => assert_eq!(v.as_deref(), expected.0.get(&key(other)).map(|v| &v[..])),
+        Err(e) => assert!(matches!(e, kv_engine::Error::Corruption { .. }), "{e}"),
+    }
     assert!(
-        matches!(
-            db.get(b"never-written"),
-            Err(kv_engine::Error::Corruption { .. })
-        ) || shard_of(b"never-written") != damaged_shard
+        db.keys()
+            .all(|k| shard_of(&k) != damaged_shard || k == key(missing[0])),
+        "keys leaves the lost shard out"
     );
-    // Other shards serve as before, unless their key's record is the damaged one.
-    let _ = db.get(&key(other));
     assert!(matches!(
         db.compact(),
         Err(kv_engine::Error::Corruption { .. })

@@ -103,7 +103,9 @@ impl Index {
     /// The entry of `key`, if any.
     ///
     /// Lock-free: it retries while a writer changes the key's shard, but it
-    /// takes no lock, writes no shared memory and does not allocate.
+    /// takes no lock, writes no shared memory and does not allocate. (The
+    /// one exception is the first touch of a shard of a [`lazy`](Index::lazy)
+    /// index, which takes the shard's mutex to load it.)
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
         let (shard, tag) = self.locate(key);
         shard.get(key, tag)

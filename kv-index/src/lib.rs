@@ -56,6 +56,14 @@
 //!   bounds-checked, the probe is bounded by the table length and each key
 //!   comparison by the key length: a torn read never panics, never loops
 //!   forever and never allocates; it just retries.
+//! - **Lazy shards** ([`Index::lazy`]) start empty with a loader, and an
+//!   `AtomicBool` `loaded` false. Every operation checks it first
+//!   (`Acquire`); while it is false, it takes the shard mutex, and whoever
+//!   holds the mutex first runs the loader, publishes the loaded storage
+//!   as growth does (below), then stores `loaded` true (`Release`), so a
+//!   reader that sees it true sees that storage. This first touch is the
+//!   only time a reader takes the mutex. The loader is dropped only once
+//!   it has returned: one that panics leaves the shard to load again.
 //! - **Writers** hold the shard mutex. New arena words above the arena's
 //!   bump pointer are written first (no slot reaches them yet); then every
 //!   change to reachable words happens between `version.store(v + 1,

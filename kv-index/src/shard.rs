@@ -491,13 +491,17 @@ impl Shard {
     /// Takes the writer lock, loading the shard first if it waits to be.
     fn lock(&self) -> impl std::ops::DerefMut<Target = Writer> + '_ {
         let mut w = self.writer.lock();
-        if let Some(Pending { loader, shard }) = w.pending.take() {
-            let ShardImage {
-                len,
-                slots,
-                chunks,
-                top,
-            } = loader.load(shard);
+        // The loader stays until its load returns: if it panics, the shard
+        // is still pending (not silently empty), and the next touch tries
+        // again.
+        if let Some(ShardImage {
+            len,
+            slots,
+            chunks,
+            top,
+        }) = w.pending.as_ref().map(|p| p.loader.load(p.shard))
+        {
+            w.pending = None;
             w.slots = slots;
             w.chunks = chunks;
             w.top = top;

@@ -162,3 +162,43 @@ fn a_lazy_index_needs_one_count_per_shard() {
     let (_, loader, _) = saved(10);
     assert!(Index::lazy(&[0; 3], loader as Arc<dyn ShardLoader>).is_err());
 }
+
+/// Panics on its first load of each shard, then serves the image.
+struct Flaky {
+    saved: Arc<Saved>,
+    tried: Vec<std::sync::atomic::AtomicBool>,
+}
+
+impl ShardLoader for Flaky {
+    fn load(&self, shard: usize) -> ShardImage {
+        if !self.tried[shard].swap(true, Ordering::SeqCst) {
+            panic!("a loader that fails once");
+        }
+        self.saved.load(shard)
+    }
+}
+
+#[test]
+fn a_loader_that_panics_leaves_the_shard_to_load_again() {
+    let (original, loader, _) = saved(1_000);
+    let keys: Vec<usize> = (0..SHARDS)
+        .map(|shard| {
+            ShardImage::decode(shard, &loader.images[shard])
+                .unwrap()
+                .len()
+        })
+        .collect();
+    let flaky = Arc::new(Flaky {
+        saved: loader,
+        tried: (0..SHARDS)
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
+    });
+    let lazy = Index::lazy(&keys, flaky as Arc<dyn ShardLoader>).unwrap();
+    let k = key(1, 16);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lazy.get(&k)));
+    assert!(panicked.is_err());
+    assert_eq!(lazy.pending_shards(), SHARDS, "not loaded, not empty");
+    assert_eq!(lazy.get(&k), original.get(&k), "the next touch loads it");
+    assert_eq!(lazy.pending_shards(), SHARDS - 1);
+}
