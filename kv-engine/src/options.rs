@@ -69,8 +69,9 @@ pub struct Options {
     /// number of keys); each of the index's 64 shards is then decoded when
     /// first touched (about 0.5 ms per million keys in the database) or by
     /// the background thread, whichever comes first, rather than about
-    /// 0.2 s per million keys to rebuild the whole index. Default true. The file is used only if it matches the database exactly; it
-    /// is removed before the first write after the open that loads it (a
+    /// 0.2 s per million keys to rebuild the whole index. Default true.
+    /// The file is used only if it matches the database exactly; it is
+    /// removed before the first write after the open that loads it (a
     /// session that only reads leaves it, and the marker, as they were),
     /// so after a crash that followed a write the index is rebuilt. Off, a
     /// close writes none and removes any there is.
