@@ -34,6 +34,14 @@ pub struct Options {
     /// (256 bytes to 4 GiB − 1 MiB): offsets in a segment are 32-bit, and a
     /// segment compacted alone gets a longer header than it had. A record
     /// larger than this gets a segment of its own.
+    ///
+    /// What it trades: only sealed segments are compacted, so the dead
+    /// bytes of the active one wait until it is full. Under steady
+    /// overwrites of a database not much larger than one segment, smaller
+    /// segments take less disk (the `space_steady` example, 1M keys of
+    /// 116 bytes overwritten at 100,000/s: median 3.1× the keys and values
+    /// with 256 MiB, 2.4× with 64 MiB) for more files and more, smaller
+    /// compactions.
     pub segment_size: u64,
     /// The largest value accepted by `put`. Default and maximum 64 MiB (the
     /// record format's limit): a larger value in the field is refused, the
@@ -56,6 +64,12 @@ pub struct Options {
     /// bytes, and at close. Default 64 MiB. Any value is accepted; 0 trims
     /// after every group of writes, which is correct but slow (each time
     /// syncs the segments and replaces the marker).
+    ///
+    /// What it trades: the WAL takes up to about this much disk besides
+    /// the segments (0.47× the data in the `space_steady` example with
+    /// 1M keys of 116 bytes; 0.02× at 16 MiB), and segments become
+    /// compactable only once a marker lists them; a smaller value trims,
+    /// so syncs the segments and rewrites the marker, more often.
     pub max_wal_size: u64,
     /// Whether a background thread compacts on its own. Default true. The
     /// same thread first decodes, ahead of use, the shards of a saved
@@ -77,7 +91,10 @@ pub struct Options {
     /// close writes none and removes any there is.
     pub save_index: bool,
     /// Background compaction takes a sealed segment once this share of its
-    /// bytes is dead (0 to 1). Default 0.5. NaN or a value outside 0..=1 in
+    /// bytes is dead (0 to 1). Default 0.5. Lower keeps less dead data on
+    /// disk for more copying (the `space_steady` example with 64 MiB
+    /// segments and a 16 MiB WAL: 2.2× the data at 0.5, 1.95× at 0.3, with
+    /// 11 and 18 compactions in 30 s). NaN or a value outside 0..=1 in
     /// the field is refused; the builder [`Options::compaction_threshold`]
     /// clamps to 0..=1 (and keeps NaN, which is then refused).
     pub compaction_threshold: f64,
