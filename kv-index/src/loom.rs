@@ -255,7 +255,9 @@ impl crate::ShardLoader for OneImage {
 /// once that is in), and the writer's change lands on the loaded contents.
 #[test]
 fn a_first_read_racing_a_first_write_sees_the_loaded_shard() {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     model(|| {
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let saved = Shard::new(0);
         insert(&saved, &key(0, 1), tag(0), entry(1, 1));
         insert(&saved, &key(1, 1), tag(1), entry(2, 2));
@@ -281,4 +283,8 @@ fn a_first_read_racing_a_first_write_sees_the_loaded_shard() {
         assert_eq!(shard.len(), 2);
         shard.check();
     });
+    println!(
+        "interleavings: {}",
+        RUNS.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
