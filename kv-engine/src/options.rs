@@ -35,13 +35,14 @@ pub struct Options {
     /// segment compacted alone gets a longer header than it had. A record
     /// larger than this gets a segment of its own.
     ///
-    /// What it trades: only sealed segments are compacted, so the dead
-    /// bytes of the active one wait until it is full. Under steady
-    /// overwrites of a database not much larger than one segment, smaller
-    /// segments take less disk (the `space_steady` example, 1M keys of
-    /// 116 bytes overwritten at 100,000/s: median 3.1× the keys and values
-    /// with 256 MiB, 2.4× with 64 MiB) for more files and more, smaller
-    /// compactions.
+    /// What it trades: only sealed segments are compacted. With background
+    /// compaction on, the active segment is also sealed once it holds a
+    /// quarter of the live bytes (and a sixteenth of this size), so a
+    /// small database does not keep its dead bytes in one large active
+    /// segment (the `space_steady` example, 1M keys of 116 bytes
+    /// overwritten at 100,000/s with 256 MiB segments: median 2.2× the
+    /// keys and values, 3.1× before that rule); smaller segments mean more
+    /// files and more, smaller compactions.
     pub segment_size: u64,
     /// The largest value accepted by `put`. Default and maximum 64 MiB (the
     /// record format's limit): a larger value in the field is refused, the

@@ -135,6 +135,12 @@ impl SegmentUsage {
         u.latest_expiry = u.latest_expiry.max(added.latest_expiry);
     }
 
+    /// Live bytes of every segment together, as of `now`.
+    pub(crate) fn live_at(&self, now: u64) -> u64 {
+        let segments = self.segments.lock();
+        segments.values().map(|u| u.total - u.dead_at(now)).sum()
+    }
+
     /// A copy of the usage of every segment in `present`. Reads only: a
     /// caller's `present` may be older than the usage (a compaction output
     /// registered since), and must never make it forget anything. Entries

@@ -43,6 +43,9 @@ use crate::{Error, Options, Result, SyncPolicy};
 /// The longest the writer waits to gather a group's writes (see the module
 /// docs).
 const MAX_GATHER: Duration = Duration::from_micros(200);
+/// Bytes appended to the active segment between two looks of
+/// `Writer::seal_early` at its dead share.
+const SEAL_CHECK_EVERY: u64 = 1 << 20;
 
 /// One write a caller asked for: the unit of atomicity.
 pub(crate) enum Write {
@@ -125,6 +128,15 @@ pub(crate) struct Writer {
     /// from `INDEX` and not every shard has been touched yet): see
     /// `load_shards_of`.
     index_pending: bool,
+    /// Whether the active segment is sealed early (`seal_early`): with
+    /// background compaction on.
+    seal_early: bool,
+    /// The fewest bytes an active segment holds before it is sealed early.
+    seal_min_len: u64,
+    /// The active segment's offset at which `seal_early` looks next...
+    next_seal_check: u64,
+    /// ...and the segment it looked at last.
+    seal_checked_segment: u32,
     /// The segments (ids and data lengths) when the saved index was
     /// loaded: compaction, on its own thread, changes them.
     loaded_segments: Vec<(u32, u64)>,
@@ -178,6 +190,10 @@ impl Writer {
             saved_index_current: false,
             index_pending: false,
             loaded_segments: Vec::new(),
+            seal_early: options.background_compaction,
+            seal_min_len: options.segment_size / 16,
+            next_seal_check: 0,
+            seal_checked_segment: 0,
         }
     }
 
@@ -274,7 +290,8 @@ impl Writer {
                 self.gather_target = (writes + rx.len()).min(self.max_group);
             }
             self.sync_if_due();
-            if self.wal_bytes >= self.max_wal_bytes
+            let seal = self.poisoned.is_none() && self.seal_early();
+            if (seal || self.wal_bytes >= self.max_wal_bytes)
                 && self.poisoned.is_none()
                 && let Err(e) = self.trim_wal()
             {
@@ -689,6 +706,43 @@ impl Writer {
     /// Appends every record of `pending` to the segments and makes them
     /// readable; fills `applied` with each record's bytes in `buf` and its
     /// location.
+    /// Seals the active segment before it is full once it holds a quarter
+    /// of the database's live bytes (and at least a sixteenth of the
+    /// segment size). Only sealed segments are compacted, so under steady
+    /// overwrites of a database not much larger than a segment, most dead
+    /// bytes would otherwise wait in the active one; this keeps the active
+    /// segment a bounded share of the disk, whatever the segment size.
+    /// Looks at most once per [`SEAL_CHECK_EVERY`] bytes appended, and only
+    /// with background compaction on. Returns whether it sealed (the
+    /// caller then writes a marker, which lets compaction take the sealed
+    /// segment at once).
+    fn seal_early(&mut self) -> bool {
+        if !self.seal_early {
+            return false;
+        }
+        let at = self.log.position();
+        if at.segment != self.seal_checked_segment {
+            self.seal_checked_segment = at.segment;
+            self.next_seal_check = self.seal_min_len;
+        }
+        if at.offset < self.next_seal_check {
+            return false;
+        }
+        self.next_seal_check = at.offset + SEAL_CHECK_EVERY;
+        if at.offset < self.shared.usage.live_at(self.shared.time.now()) / 4 {
+            return false;
+        }
+        match self.log.seal_active() {
+            Ok(()) => true,
+            Err(e) => {
+                let e = Error::from(e);
+                log::warn!("could not seal the active segment early ({e})");
+                self.poison_unless_recoverable(&e);
+                false
+            }
+        }
+    }
+
     /// While a saved index still has shards to decode, loads the shard of
     /// every key in `pending` before any of their records reaches a
     /// segment: a shard is never loaded (so never rebuilt from the

@@ -370,3 +370,36 @@ fn compacting_an_idle_database_again_and_again_leaves_no_empty_segments() {
         assert_eq!(db.get(&key(i)).unwrap().unwrap(), value(i, 0));
     }
 }
+
+/// With background compaction on, the active segment is sealed once it
+/// holds a quarter of the live bytes (and a sixteenth of the segment
+/// size), not only when it is full, so that compaction can take it; with
+/// it off, segments fill to their size.
+#[test]
+fn the_active_segment_is_sealed_early_for_compaction() {
+    // 1 MiB segments, about 200 KiB of distinct keys: nothing dead, so
+    // compaction merges nothing and the segment count is the seals'.
+    let segments = |background: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_with(
+            dir.path(),
+            options()
+                .segment_size(1 << 20)
+                .background_compaction(background),
+        )
+        .unwrap();
+        for i in 0..2_000 {
+            db.put(&key(i), &value(i, 0)).unwrap();
+        }
+        let stats = db.stats();
+        for i in 0..2_000 {
+            assert_eq!(db.get(&key(i)).unwrap(), Some(value(i, 0)), "key {i}");
+        }
+        db.close().unwrap();
+        stats.segments
+    };
+    assert_eq!(segments(false), 1, "one segment of 1 MiB holds it all");
+    // Sealed at 64 KiB each time (a quarter of the live bytes is less).
+    let sealed = segments(true);
+    assert!(sealed >= 3, "sealed early: {sealed} segments");
+}
