@@ -44,7 +44,7 @@ use crate::{Error, Options, Result, SyncPolicy};
 /// docs).
 const MAX_GATHER: Duration = Duration::from_micros(200);
 /// Bytes appended to the active segment between two looks of
-/// `Writer::seal_early` at its dead share.
+/// `Writer::seal_early` at the live bytes.
 const SEAL_CHECK_EVERY: u64 = 1 << 20;
 
 /// One write a caller asked for: the unit of atomicity.
@@ -703,9 +703,6 @@ impl Writer {
         Ok(())
     }
 
-    /// Appends every record of `pending` to the segments and makes them
-    /// readable; fills `applied` with each record's bytes in `buf` and its
-    /// location.
     /// Seals the active segment before it is full once it holds a quarter
     /// of the database's live bytes (and at least a sixteenth of the
     /// segment size). Only sealed segments are compacted, so under steady
@@ -770,6 +767,9 @@ impl Writer {
         }
     }
 
+    /// Appends every record of `pending` to the segments and makes them
+    /// readable; fills `applied` with each record's bytes in `buf` and its
+    /// location.
     fn append_to_segments(
         &mut self,
         pending: &[Pending],
