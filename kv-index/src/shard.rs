@@ -494,21 +494,9 @@ impl Shard {
         // The loader stays until its load returns: if it panics, the shard
         // is still pending (not silently empty), and the next touch tries
         // again.
-        if let Some(ShardImage {
-            len,
-            slots,
-            chunks,
-            top,
-        }) = w.pending.as_ref().map(|p| p.loader.load(p.shard))
-        {
+        if let Some(image) = w.pending.as_ref().map(|p| p.loader.load(p.shard)) {
             w.pending = None;
-            w.slots = slots;
-            w.chunks = chunks;
-            w.top = top;
-            w.garbage = 0;
-            w.len = len;
-            self.publish(&w);
-            self.len.store(len, Relaxed);
+            self.install(&mut w, image);
             self.loaded.store(true, Release);
         }
         w
@@ -523,29 +511,27 @@ impl Shard {
 
     /// A shard of a decoded, checked image.
     pub(crate) fn from_image(image: ShardImage) -> Shard {
+        let shard = Shard::new(0);
+        shard.install(&mut shard.writer.lock(), image);
+        shard
+    }
+
+    /// Makes `image` the shard's contents and publishes them: the writer
+    /// lock is held (`w`).
+    fn install(&self, w: &mut Writer, image: ShardImage) {
         let ShardImage {
             len,
             slots,
             chunks,
             top,
         } = image;
-        Shard {
-            version: AtomicU64::new(0),
-            storage: ArcSwap::from_pointee(Storage {
-                slots: Arc::clone(&slots),
-                chunks: chunks.clone().into_boxed_slice(),
-            }),
-            len: AtomicUsize::new(len),
-            loaded: AtomicBool::new(true),
-            writer: Mutex::new(Writer {
-                slots,
-                chunks,
-                top,
-                garbage: 0,
-                len,
-                pending: None,
-            }),
-        }
+        w.slots = slots;
+        w.chunks = chunks;
+        w.top = top;
+        w.garbage = 0;
+        w.len = len;
+        self.publish(w);
+        self.len.store(len, Relaxed);
     }
 
     /// Appends the shard's image (`image.rs`) to `out`, taken under the
