@@ -18,9 +18,11 @@ const FILE_NUMBER_DIGITS: usize = 20;
 pub const FIRST_FILE_NUMBER: u64 = 1;
 
 // File header.
-// Format: { magic [u8; 8] | version u8 | reserved [u8; 7] | file_number u64
-//         | checksum u64 }
-// The checksum is xxh3-64 over the 24 bytes before it.
+// Format: { magic [u8; 8] | version u8 | payload_version u8 | reserved [u8; 6]
+//         | file_number u64 | checksum u64 }
+// The checksum is xxh3-64 over the 24 bytes before it. payload_version is
+// the owner's (WalOptions::payload_version): which encoding the payloads of
+// the file are in. Builds before it wrote a reserved 0 there.
 
 /// The first eight bytes of every WAL file. The `\0\r\n` tail catches a file
 /// mangled by a text-mode copy, as PNG's signature does.
@@ -35,8 +37,9 @@ pub const OLDEST_FORMAT_VERSION: u8 = 1;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + MAGIC.len();
-const RESERVED_OFFSET: usize = VERSION_OFFSET + size_of::<u8>();
-const FILE_NUMBER_OFFSET: usize = RESERVED_OFFSET + 7;
+const PAYLOAD_VERSION_OFFSET: usize = VERSION_OFFSET + size_of::<u8>();
+const RESERVED_OFFSET: usize = PAYLOAD_VERSION_OFFSET + size_of::<u8>();
+const FILE_NUMBER_OFFSET: usize = RESERVED_OFFSET + 6;
 const HEADER_CHECKSUM_OFFSET: usize = FILE_NUMBER_OFFSET + size_of::<u64>();
 /// The length of the file header; the first frame starts here.
 pub const FILE_HEADER_LEN: usize = HEADER_CHECKSUM_OFFSET + size_of::<u64>();
@@ -105,11 +108,13 @@ fn parse_digits(digits: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The header of WAL file `number`.
-pub(crate) fn encode_file_header(number: u64) -> [u8; FILE_HEADER_LEN] {
+/// The header of WAL file `number`, whose payloads are in the owner's
+/// encoding `payload_version`.
+pub(crate) fn encode_file_header(number: u64, payload_version: u8) -> [u8; FILE_HEADER_LEN] {
     let mut header = [0u8; FILE_HEADER_LEN];
     header[MAGIC_OFFSET..VERSION_OFFSET].copy_from_slice(&MAGIC);
     header[VERSION_OFFSET] = FORMAT_VERSION;
+    header[PAYLOAD_VERSION_OFFSET] = payload_version;
     header[FILE_NUMBER_OFFSET..HEADER_CHECKSUM_OFFSET].copy_from_slice(&number.to_le_bytes());
     let checksum = xxh3_64(&header[..HEADER_CHECKSUM_OFFSET]);
     header[HEADER_CHECKSUM_OFFSET..].copy_from_slice(&checksum.to_le_bytes());
@@ -133,10 +138,19 @@ pub(crate) enum BadHeader {
     WrongNumber(u64),
 }
 
+/// What a file header says about the file's frames and payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileHeader {
+    /// How the frames are laid out (the header's version).
+    pub(crate) layout: FrameLayout,
+    /// The owner's encoding of the payloads (0 in files of builds before
+    /// the field).
+    pub(crate) payload_version: u8,
+}
+
 /// Checks the first bytes of a WAL file (up to [`FILE_HEADER_LEN`]) against
-/// the header WAL file `number` must have, and returns how its frames are
-/// laid out.
-pub(crate) fn check_file_header(bytes: &[u8], number: u64) -> Result<FrameLayout, BadHeader> {
+/// the header WAL file `number` must have, and returns what it says.
+pub(crate) fn check_file_header(bytes: &[u8], number: u64) -> Result<FileHeader, BadHeader> {
     let Some(magic) = bytes.get(MAGIC_OFFSET..VERSION_OFFSET) else {
         return Err(BadHeader::NoMagic);
     };
@@ -161,7 +175,10 @@ pub(crate) fn check_file_header(bytes: &[u8], number: u64) -> Result<FrameLayout
     if stored_number != number {
         return Err(BadHeader::WrongNumber(stored_number));
     }
-    Ok(layout)
+    Ok(FileHeader {
+        layout,
+        payload_version: header[PAYLOAD_VERSION_OFFSET],
+    })
 }
 
 /// How the frames of one file are laid out, from its header's version.
@@ -415,11 +432,14 @@ mod tests {
 
     #[test]
     fn file_header_round_trips_and_rejects_damage() {
-        let header = encode_file_header(42);
+        let header = encode_file_header(42, 9);
         assert_eq!(header[VERSION_OFFSET], 2);
         assert_eq!(
             check_file_header(&header, 42),
-            Ok(FrameLayout::V2 { file: 42 })
+            Ok(FileHeader {
+                layout: FrameLayout::V2 { file: 42 },
+                payload_version: 9
+            })
         );
         assert_eq!(
             check_file_header(&header, 43),
@@ -446,7 +466,10 @@ mod tests {
             other[HEADER_CHECKSUM_OFFSET..].copy_from_slice(&checksum.to_le_bytes());
             other
         };
-        assert_eq!(check_file_header(&with_version(1), 42), Ok(FrameLayout::V1));
+        assert_eq!(
+            check_file_header(&with_version(1), 42).map(|h| h.layout),
+            Ok(FrameLayout::V1)
+        );
         for version in [0, 3, 255] {
             assert_eq!(
                 check_file_header(&with_version(version), 42),
@@ -468,7 +491,8 @@ mod tests {
     const GOLDEN_FILE_HEADER: [u8; 32] = [
         0x4b, 0x56, 0x57, 0x41, 0x4c, 0x00, 0x0d, 0x0a, // 0..8   magic "KVWAL\0\r\n"
         0x02,                                           // 8      version 2
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,       // 9..16  reserved
+        0x00,                                           // 9      payload_version 0
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00,             // 10..16 reserved
         0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 16..24 file_number 7
         0xb6, 0xdf, 0xaa, 0x2e, 0x58, 0x69, 0x80, 0xde, // 24..32 checksum of 0..24
     ];
@@ -490,11 +514,19 @@ mod tests {
 
     #[test]
     fn the_file_header_and_frames_are_frozen() {
-        assert_eq!(encode_file_header(7), GOLDEN_FILE_HEADER);
+        assert_eq!(encode_file_header(7, 0), GOLDEN_FILE_HEADER);
         assert_eq!(
             check_file_header(&GOLDEN_FILE_HEADER, 7),
-            Ok(FrameLayout::V2 { file: 7 })
+            Ok(FileHeader {
+                layout: FrameLayout::V2 { file: 7 },
+                payload_version: 0
+            })
         );
+        // The payload version is byte 9, under the header checksum.
+        let mut header = encode_file_header(7, 0xa5);
+        assert_eq!(header[9], 0xa5);
+        header[9] = 0;
+        assert_ne!(header, GOLDEN_FILE_HEADER, "the checksum covers it");
         assert_eq!(
             GOLDEN_FILE_HEADER[24..],
             xxh3_64(&GOLDEN_FILE_HEADER[..24]).to_le_bytes()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use kv_fs::{CreateError, Faults};
 
 use crate::error::io_error;
-use crate::format::{self, BadHeader, FILE_HEADER_LEN, FrameLayout};
+use crate::format::{self, BadHeader, FILE_HEADER_LEN, FileHeader};
 use crate::{Error, Result};
 
 /// The WAL files in `dir`, sorted by number. Files with other names are
@@ -88,11 +88,12 @@ pub(crate) fn sync_dir(dir: &Path, faults: &Faults) -> Result<()> {
 pub(crate) fn create_wal_file(
     dir: &Path,
     number: u64,
+    payload_version: u8,
     faults: &Faults,
 ) -> std::result::Result<(File, PathBuf), CreateError<Error>> {
     let temp = dir.join(format::temp_file_name(number));
     let path = dir.join(format::file_name(number));
-    let header = format::encode_file_header(number);
+    let header = format::encode_file_header(number, payload_version);
     let created = kv_fs::create_atomically(&temp, &path, faults, |file| {
         kv_fs::write_or_tear(faults, &temp, &header, |b| file.write_all(b))
     });
@@ -104,9 +105,9 @@ pub(crate) fn create_wal_file(
 }
 
 /// Reads and checks the header of WAL file `number`, leaving `file`
-/// positioned after it, and returns how the file's frames are laid out (its
-/// format version).
-pub(crate) fn read_file_header(file: &mut File, path: &Path, number: u64) -> Result<FrameLayout> {
+/// positioned after it, and returns what it says: how the file's frames
+/// are laid out (its format version) and its payload version.
+pub(crate) fn read_file_header(file: &mut File, path: &Path, number: u64) -> Result<FileHeader> {
     let mut header = Vec::with_capacity(FILE_HEADER_LEN);
     Read::by_ref(file)
         .take(FILE_HEADER_LEN as u64)

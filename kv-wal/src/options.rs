@@ -81,6 +81,15 @@ pub struct WalOptions {
     /// [`MAX_RECORD_LEN`] whatever this is, so lowering it never makes old
     /// records unreadable.
     pub max_record_len: u32,
+    /// A version number of the owner's, for the encoding of its payloads:
+    /// stored in the header of every file this `Wal` creates, and given
+    /// back with each payload by [`Replay::payload_version`](crate::Replay::payload_version),
+    /// so that an owner that changes its encoding can still read the
+    /// payloads of files written before. [`Wal::open`](crate::Wal::open)
+    /// goes on in a new file when the last one has another payload
+    /// version, so a file holds payloads of one version. Default 0, which
+    /// is also what files of builds before this field read as.
+    pub payload_version: u8,
     /// Makes chosen writes, syncs, renames or file creations fail, for
     /// tests (the `fail-points` feature).
     #[cfg(feature = "fail-points")]
@@ -97,6 +106,7 @@ impl Default for WalOptions {
             recovery: RecoveryMode::default(),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             max_record_len: MAX_RECORD_LEN,
+            payload_version: 0,
             #[cfg(feature = "fail-points")]
             faults: None,
         }
@@ -104,6 +114,13 @@ impl Default for WalOptions {
 }
 
 impl WalOptions {
+    /// Sets [`WalOptions::payload_version`].
+    #[must_use]
+    pub fn with_payload_version(mut self, payload_version: u8) -> Self {
+        self.payload_version = payload_version;
+        self
+    }
+
     /// Sets [`WalOptions::sync`].
     #[must_use]
     pub fn with_sync(mut self, sync: SyncPolicy) -> Self {

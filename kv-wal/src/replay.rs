@@ -29,6 +29,8 @@ pub(crate) struct FileCursor {
     pub(crate) path: PathBuf,
     /// How the file's frames are laid out (its header's version).
     pub(crate) layout: FrameLayout,
+    /// The owner's encoding of the file's payloads.
+    pub(crate) payload_version: u8,
     reader: BufReader<File>,
     /// The offset of the next frame.
     pub(crate) offset: u64,
@@ -49,7 +51,7 @@ impl FileCursor {
     ) -> Result<FileCursor> {
         let mut file = File::open(&path).map_err(io_error(&path))?;
         let len = file.metadata().map_err(io_error(&path))?.len();
-        let layout = crate::fs::read_file_header(&mut file, &path, number)?;
+        let header = crate::fs::read_file_header(&mut file, &path, number)?;
         let limit = bound.map_or(len, |bound| bound.min(len));
         let offset = start
             .max(FILE_HEADER_LEN as u64)
@@ -59,7 +61,8 @@ impl FileCursor {
         Ok(FileCursor {
             number,
             path,
-            layout,
+            layout: header.layout,
+            payload_version: header.payload_version,
             reader: BufReader::with_capacity(READ_BUFFER_LEN, file),
             offset,
             limit,
@@ -197,6 +200,8 @@ pub struct Replay {
     cursor: Option<FileCursor>,
     previous: Option<u64>,
     done: bool,
+    /// The payload version of the file of the last payload returned.
+    payload_version: u8,
 }
 
 impl std::fmt::Debug for FileCursor {
@@ -237,7 +242,17 @@ impl Replay {
             cursor: None,
             previous: None,
             done: false,
+            payload_version: 0,
         }
+    }
+
+    /// The payload version of the file that the payload last returned by
+    /// [`Replay::next_into`] came from: the
+    /// [`WalOptions::payload_version`](crate::WalOptions::payload_version)
+    /// it was written with, 0 for files of builds before the field (and
+    /// before the first payload).
+    pub fn payload_version(&self) -> u8 {
+        self.payload_version
     }
 
     /// Reads the next record's payload into `buf`, replacing its contents,
@@ -309,6 +324,7 @@ impl Replay {
             };
             match cursor.next_frame(buf) {
                 Ok(Some(offset)) => {
+                    self.payload_version = cursor.payload_version;
                     return Ok(Some(Position {
                         file: cursor.number,
                         offset,

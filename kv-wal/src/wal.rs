@@ -221,7 +221,7 @@ impl Wal {
         let mut files = fs::list_wal_files(&dir)?;
         let (active, recovered_tail, old_format) = match files.pop() {
             None => {
-                let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER, &faults)
+                let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER, options.payload_version, &faults)
                     .map_err(CreateError::into_inner)?;
                 let active = ActiveFile::new(
                     FIRST_FILE_NUMBER,
@@ -255,8 +255,9 @@ impl Wal {
         };
         if old_format {
             // Every frame this build writes is version 2, and a file holds
-            // frames of one version: a log written by an older build goes
-            // on in a new file. The old file is synced first, as every
+            // frames of one version and payloads of one payload version: a
+            // log written by an older build, or with another payload
+            // version, goes on in a new file. The old file is synced first, as every
             // rotation does (the build that wrote it may not have), so that
             // only the last file can have a torn tail.
             wal.sync_active()?;
@@ -594,7 +595,7 @@ impl Wal {
             self.poisoned = Some(error.to_string());
             return Err(error);
         };
-        let (file, path) = match fs::create_wal_file(&self.dir, number, &self.faults) {
+        let (file, path) = match fs::create_wal_file(&self.dir, number, self.options.payload_version, &self.faults) {
             Ok(created) => created,
             Err(CreateError::Unchanged(error)) => {
                 log::warn!("creating WAL file {number} failed, staying on the old one: {error}");
@@ -780,7 +781,7 @@ pub(crate) fn check_payload_len(len: usize, max: u32) -> Result<()> {
 /// Finds the end of the last file, cutting off the zeros allocated ahead
 /// of its frames, and a torn tail if the recovery mode allows; the third
 /// value says whether the file is of an older format version than this
-/// build writes.
+/// build writes, or of another payload version than the options'.
 fn recover_last(
     number: u64,
     path: PathBuf,
@@ -789,6 +790,7 @@ fn recover_last(
 ) -> Result<(ActiveFile, Option<TruncatedTail>, bool)> {
     let mut cursor = FileCursor::open(path.clone(), number, 0, None)?;
     let layout = cursor.layout;
+    let payload_version = cursor.payload_version;
     let mut scratch = Vec::new();
     let cut_at = loop {
         match cursor.next_frame(&mut scratch) {
@@ -845,5 +847,7 @@ fn recover_last(
         }
     }
     let active = ActiveFile::new(number, file, path, end, options)?;
-    Ok((active, truncated, layout != FrameLayout::current(number)))
+    let other_format =
+        layout != FrameLayout::current(number) || payload_version != options.payload_version;
+    Ok((active, truncated, other_format))
 }
