@@ -1,41 +1,49 @@
-//! kv-format decoding of arbitrary bytes: `decode`, `decode_header` and
-//! `decode_with_limits` never panic and agree with one another, and a
-//! record that decodes re-encodes to exactly the bytes it came from.
+//! kv-format decoding of arbitrary bytes, in both record layouts:
+//! `decode`, `decode_header` and `decode_with_limits` never panic and
+//! agree with one another, and a record that decodes re-encodes to exactly
+//! the bytes it came from (one record has one encoding).
 //!
-//! The first input byte chooses the mode: odd means "fix the checksum", so
-//! that the fuzzer gets past the checksum and explores what a decoder
-//! accepts; even means the bytes are used as they are.
+//! The first input byte chooses the mode: bit 0 set means "fix the
+//! checksum", so that the fuzzer gets past the checksum and explores what a
+//! decoder accepts (clear: the bytes are used as they are); bit 1 chooses
+//! the layout (set: version 1, clear: version 2, the current one); the
+//! other bits give a lower value limit.
 
 #![no_main]
 
-use kv_format::{
-    CHECKSUM_OFFSET, HEADER_LEN, Limits, VERSION_OFFSET, checksum, decode, decode_header,
-    decode_with_limits, encode,
-};
+use kv_format::{Limits, RecordFormat};
 use libfuzzer_sys::fuzz_target;
+use xxhash_rust::xxh3::xxh3_64;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
+    let format = if mode & 2 == 2 {
+        RecordFormat::V1
+    } else {
+        RecordFormat::V2
+    };
+    let sum_len = format.checksum_len();
     let mut bytes = rest.to_vec();
-    if mode & 1 == 1 && bytes.len() >= HEADER_LEN {
+    if mode & 1 == 1 && bytes.len() >= sum_len {
         // Make the stored checksum right for the bytes as far as the header
         // says the record goes (or to the end, when it says more).
-        let end = decode_header(&bytes, &Limits::default())
+        let end = format
+            .decode_header(&bytes, &Limits::default())
             .map(|h| h.record_len())
             .unwrap_or(bytes.len() as u64)
             .min(bytes.len() as u64) as usize;
-        let sum = checksum(&bytes[VERSION_OFFSET..end.max(VERSION_OFFSET)]);
-        bytes[CHECKSUM_OFFSET..VERSION_OFFSET].copy_from_slice(&sum.to_le_bytes());
+        let sum = xxh3_64(&bytes[sum_len..end.max(sum_len)]).to_le_bytes();
+        bytes[..sum_len].copy_from_slice(&sum[..sum_len]);
     }
     // A lower value limit, taken from the input, exercises the limit checks.
-    let low = Limits::with_max_value_len(usize::from(mode >> 1) * 8);
+    let low = Limits::with_max_value_len(usize::from(mode >> 2) * 8);
 
-    let header = decode_header(&bytes, &Limits::default());
-    let decoded = decode(&bytes);
-    let limited = decode_with_limits(&bytes, &low);
-    let _ = decode_header(&bytes, &low);
+    let header = format.decode_header(&bytes, &Limits::default());
+    let decoded = format.decode(&bytes);
+    let limited = format.decode_with_limits(&bytes, &low);
+    let _ = format.decode_header(&bytes, &low);
 
     if let Ok(d) = decoded {
         // decode succeeds only when the header does, and they agree.
@@ -44,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(h.seq, d.record.seq);
         assert_eq!(h.expires_at, d.record.expires_at);
         assert_eq!(h.kind(), d.record.kind);
-        assert!(d.len <= bytes.len() && d.len >= HEADER_LEN);
+        assert!(d.len <= bytes.len() && d.len >= usize::from(h.header_len));
         assert_eq!(d.record.key.len(), usize::from(h.key_len));
         assert_eq!(d.record.value.len(), h.value_len as usize);
         assert!(!d.record.key.is_empty());
@@ -52,7 +60,9 @@ fuzz_target!(|data: &[u8]| {
 
         // Re-encoding gives back exactly the bytes.
         let mut again = Vec::new();
-        let len = encode(&d.record, &mut again).expect("a decoded record encodes");
+        let len = format
+            .encode(&d.record, &mut again)
+            .expect("a decoded record encodes");
         assert_eq!(len, d.len);
         assert_eq!(&again[..], &bytes[..d.len], "re-encoding changed the bytes");
 

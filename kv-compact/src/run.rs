@@ -3,7 +3,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use kv_format::{Record, RecordKind};
+use kv_format::{Record, RecordFormat, RecordKind};
 use kv_index::{Entry, Index};
 use kv_log::{Location, LogError, LogReader, Segment};
 
@@ -190,12 +190,30 @@ pub fn compact(
                     | Fate::Expire {
                         tombstone: false, ..
                     } => None,
-                    // The bytes were just decoded and checked from this map.
-                    Fate::Copy(_) | Fate::KeepTombstone => Some(
-                        input
-                            .read(loc.offset, loc.len)
-                            .and_then(|bytes| output.append_encoded(bytes)),
-                    ),
+                    // The bytes were just decoded and checked from this map,
+                    // and are copied as they are, unless they are of an
+                    // older layout than the output's: re-encoded then.
+                    Fate::Copy(_) | Fate::KeepTombstone
+                        if input.record_format() == RecordFormat::CURRENT =>
+                    {
+                        Some(
+                            input
+                                .read(loc.offset, loc.len)
+                                .and_then(|bytes| output.append_encoded(bytes)),
+                        )
+                    }
+                    Fate::Copy(_) | Fate::KeepTombstone => {
+                        scratch.clear();
+                        Some(
+                            kv_format::encode(record, &mut scratch)
+                                .map_err(|e| LogError::Corruption {
+                                    path: input.path().to_path_buf(),
+                                    offset: u64::from(loc.offset),
+                                    reason: e.to_string(),
+                                })
+                                .and_then(|_| output.append_encoded(&scratch)),
+                        )
+                    }
                     Fate::Expire {
                         tombstone: true, ..
                     } => {

@@ -101,6 +101,31 @@ impl WriteBatch {
         self.bytes.len()
     }
 
+    /// The bytes the batch's records take in the WAL payload: its keys and
+    /// values, and each record's header (an expiring put's has its expiry).
+    pub(crate) fn encoded_len(&self) -> usize {
+        let headers: usize = self
+            .ops()
+            .map(|op| {
+                let (kind, expires_at) = match op.kind {
+                    OpKind::Put { ttl: None } => (kv_format::RecordKind::Put, kv_format::NO_EXPIRY),
+                    // Any expiry but "never" takes the same eight bytes.
+                    OpKind::Put { ttl: Some(_) } => (kv_format::RecordKind::Put, 1),
+                    OpKind::Delete => (kv_format::RecordKind::Tombstone, kv_format::NO_EXPIRY),
+                };
+                let record = kv_format::Record {
+                    seq: 0,
+                    expires_at,
+                    kind,
+                    key: op.key,
+                    value: op.value,
+                };
+                record.encoded_len() - op.key.len() - op.value.len()
+            })
+            .sum();
+        self.payload_bytes() + headers
+    }
+
     /// The operations, in order, with their keys and values.
     pub(crate) fn ops(&self) -> impl Iterator<Item = Op<'_>> {
         let mut at = 0;

@@ -256,7 +256,7 @@ impl Db {
         for op in &batch.ops {
             self.shared.limits.check(op.key_len, op.value_len)?;
         }
-        let encoded = batch.payload_bytes() + batch.len() * kv_format::HEADER_LEN;
+        let encoded = batch.encoded_len();
         if encoded > kv_wal::MAX_RECORD_LEN as usize {
             return Err(Error::BatchTooLarge {
                 len: encoded,

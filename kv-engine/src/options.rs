@@ -299,7 +299,8 @@ impl Options {
     pub(crate) fn wal_options(&self) -> WalOptions {
         let options = WalOptions::default()
             .with_sync(self.sync)
-            .with_recovery(self.wal_recovery);
+            .with_recovery(self.wal_recovery)
+            .with_payload_version(kv_format::FORMAT_VERSION);
         #[cfg(feature = "fail-points")]
         let options = match &self.faults {
             Some(faults) => options.with_faults(Arc::clone(faults)),
@@ -338,6 +339,18 @@ impl Options {
     pub fn max_group_size(mut self, writes: usize) -> Self {
         self.max_group_size = writes.max(1);
         self
+    }
+}
+
+/// The record layout of the payloads of a WAL file of payload version
+/// `payload_version` (docs/format.md, "WAL payload"): this build writes
+/// the record format version ([`kv_format::FORMAT_VERSION`]); files of the
+/// builds before the field say 0, and hold version 1 records. `None` for a
+/// version this build does not read.
+pub(crate) fn wal_records(payload_version: u8) -> Option<kv_format::RecordFormat> {
+    match payload_version {
+        0 => Some(kv_format::RecordFormat::V1),
+        v => kv_format::RecordFormat::from_version(v),
     }
 }
 

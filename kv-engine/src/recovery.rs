@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kv_format::{NO_EXPIRY, RecordKind, decode};
+use kv_format::{NO_EXPIRY, RecordFormat, RecordKind};
 use kv_fs::Faults;
 use kv_index::{Entry, Index, ShardImage};
 use kv_log::{Location, Log, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment};
@@ -25,6 +25,7 @@ use kv_wal::{Position, Wal};
 
 use crate::fs::WAL_DIR_NAME;
 use crate::marker::Marker;
+use crate::options::wal_records;
 use crate::saved_index::{self, Fallback, IndexHealth};
 use crate::usage::Usage;
 use crate::writer::entry_for;
@@ -118,23 +119,47 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
     let wal = Wal::open(&wal_dir, options.wal_options())?;
     let mut replay = wal.read_from(marker.as_ref().map_or(Position::START, |c| c.wal_from));
     let mut payload = Vec::new();
+    let mut reencoded = Vec::new();
     let mut replayed = 0u64;
     while let Some(position) = replay.next_into(&mut payload) {
         let position = position?;
+        let path = || wal_dir.join(kv_wal::file_name(position.file));
+        let version = replay.payload_version();
+        let Some(format) = wal_records(version) else {
+            return Err(Error::UnsupportedFile {
+                path: path(),
+                reason: format!(
+                    "its records are of payload version {version}, which this build does not \
+                     read (it reads record format versions 1 to {})",
+                    kv_format::FORMAT_VERSION
+                ),
+            });
+        };
         let mut at = 0;
         while at < payload.len() {
-            let decoded = decode(&payload[at..]).map_err(|e| Error::Corruption {
-                path: wal_dir.join(kv_wal::file_name(position.file)),
-                offset: position.offset,
-                reason: format!("a WAL record holds a bad data record: {e}"),
-            })?;
+            let decoded = format
+                .decode(&payload[at..])
+                .map_err(|e| Error::Corruption {
+                    path: path(),
+                    offset: position.offset,
+                    reason: format!("a WAL record holds a bad data record: {e}"),
+                })?;
             let r = decoded.record;
             if r.seq > marker_seq {
                 // As the writer does (`Writer::load_shards_of`): the key's
                 // shard of a saved index is loaded before its record
                 // reaches a segment.
                 index.load_shard(index.shard_of(r.key));
-                let loc = log.append_encoded(&payload[at..at + decoded.len])?;
+                // The active segment holds records of the current layout:
+                // one of an older build's WAL is encoded again.
+                let encoded = if format == RecordFormat::CURRENT {
+                    &payload[at..at + decoded.len]
+                } else {
+                    reencoded.clear();
+                    kv_format::encode(&r, &mut reencoded)?;
+                    &reencoded[..]
+                };
+                let loc = log.append_encoded(encoded)?;
                 tally.usage.entry(loc.segment).or_default().total += u64::from(loc.len);
                 tally.load(&index, loc, r.key, r.seq, r.expires_at, r.kind);
                 replayed += 1;

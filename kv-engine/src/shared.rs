@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use crossbeam_channel::Sender;
-use kv_format::{Limits, RecordKind, decode};
+use kv_format::{Limits, RecordKind};
 use kv_index::{Entry, Index};
 use kv_log::{Location, LogError, LogReader, Segment};
 use parking_lot::Mutex;
@@ -123,7 +123,9 @@ pub(crate) fn read_entry<'s>(segment: &'s Segment, key: &[u8], entry: Entry) -> 
         LogError::OutOfBounds { .. } => corrupt_index(segment.path(), loc, &e.to_string()),
         other => Error::from(other),
     })?;
-    let record = decode(bytes)
+    let record = segment
+        .record_format()
+        .decode(bytes)
         .map_err(|e| Error::Corruption {
             path: segment.path().to_path_buf(),
             offset: u64::from(loc.offset),

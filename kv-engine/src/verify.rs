@@ -11,7 +11,6 @@ use std::fmt;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
-use kv_format::decode;
 use kv_log::{
     BadRegion, LogError, LogPosition, SEGMENT_HEADER_LEN, Segment, SegmentKind,
     parse_hint_file_name, parse_segment_file_name, segment_file_name,
@@ -19,6 +18,7 @@ use kv_log::{
 
 use crate::fs::{LOCK_FILE_NAME, WAL_DIR_NAME};
 use crate::marker::{MARKER_FILE_NAME, Marker};
+use crate::options;
 use crate::{Error, Result};
 
 /// What [`verify`] found.
@@ -294,10 +294,21 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
     let wal_dir = dir.join(WAL_DIR_NAME);
     let mut wal_problems = Vec::new();
     let mut wal_records = 0;
-    let wal = kv_wal::check(&wal_dir, |path, position, payload| {
+    let wal = kv_wal::check(&wal_dir, |path, position, payload_version, payload| {
+        let Some(format) = options::wal_records(payload_version) else {
+            wal_problems.push(problem(
+                path,
+                position.offset,
+                format!(
+                    "the frame's payload is of payload version {payload_version}, which this \
+                     build does not read"
+                ),
+            ));
+            return;
+        };
         let mut at = 0;
         while at < payload.len() {
-            match decode(&payload[at..]) {
+            match format.decode(&payload[at..]) {
                 Ok(decoded) => {
                     wal_records += 1;
                     at += decoded.len;

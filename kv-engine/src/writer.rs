@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use kv_format::{HEADER_LEN, Record, RecordKind, decode_header};
+use kv_format::{Record, RecordKind, decode_header};
 use kv_fs::{CreateError, Faults};
 use kv_index::Entry;
 use kv_log::{Location, Log};
@@ -760,7 +760,8 @@ impl Writer {
                 let bytes = &self.buf[at..p.records.end];
                 let header = decode_header(bytes, &kv_format::Limits::default())
                     .expect("kv-engine: the writer decodes only records it has just encoded");
-                let key = &bytes[HEADER_LEN..HEADER_LEN + usize::from(header.key_len)];
+                let key_start = usize::from(header.header_len);
+                let key = &bytes[key_start..key_start + usize::from(header.key_len)];
                 index.load_shard(index.shard_of(key));
                 at += header.record_len() as usize;
             }
@@ -810,7 +811,8 @@ fn apply_records(
         let bytes = &buf[range.clone()];
         let header = decode_header(bytes, &kv_format::Limits::default())
             .expect("kv-engine: the writer decodes only records it has just encoded");
-        let key = &bytes[HEADER_LEN..HEADER_LEN + usize::from(header.key_len)];
+        let key_start = usize::from(header.header_len);
+        let key = &bytes[key_start..key_start + usize::from(header.key_len)];
         usage.appended(loc.segment, loc.len, header.seq, header.expires_at);
         match header.kind() {
             RecordKind::Put => {

@@ -339,7 +339,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
                 version_at: 8,
                 wide: true,
                 checksum_at: 24,
-                future: 2,
+                future: kv_log::SEGMENT_VERSION + 1,
             },
             "segment",
         ),

@@ -177,7 +177,9 @@ fn damage_after_open_is_a_read_error_not_wrong_data() {
     // Flip the last byte of the first record's value through the file: the
     // mapped segment sees it, and the read must catch it.
     let mut bytes = std::fs::read(&first).unwrap();
-    let record_end = 32 + kv_format::HEADER_LEN + "key-00000".len() + "value-0".len() * 3;
+    let value = "value-0".repeat(3);
+    let record = kv_format::Record::put(1, b"key-00000", value.as_bytes());
+    let record_end = 32 + record.encoded_len();
     bytes[record_end - 1] ^= 1;
     std::fs::write(&first, &bytes).unwrap();
     let err = db.get(b"key-00000").unwrap_err();

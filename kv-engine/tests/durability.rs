@@ -18,6 +18,7 @@ use common::{
     wal_frames_end,
 };
 use kv_engine::{Db, Error, Options, SyncPolicy, WAL_DIR_NAME, WriteBatch};
+use kv_format::Record;
 
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().len()
@@ -257,10 +258,13 @@ fn a_batch_is_all_or_nothing_whatever_the_cut() {
     let mut full = std::fs::read(&wal).unwrap();
     let allocated_len = full.len();
     full.truncate(wal_frames_end(&wal) as usize);
-    // The batch is the last frame: about 50 * 80 bytes. Cut inside it at
+    // The batch is the last frame: about 50 * 63 bytes. Cut inside it at
     // many points, each in a fresh copy: the file cut there, or (every
     // other point) the rest of the file zeros up to its allocated length.
-    let batch_len = 50 * (32 + 8 + 40) + 32 + 6;
+    let batch_len = (0..50)
+        .map(|i| Record::put(0, format!("batch-{i}").as_bytes(), &[0; 40]).encoded_len())
+        .sum::<usize>()
+        + Record::tombstone(0, b"before").encoded_len();
     for (i, back) in (1..batch_len).step_by(97).enumerate() {
         let trial = tempfile::tempdir().unwrap();
         copy_dir(image.path(), trial.path());

@@ -25,9 +25,18 @@ pub enum FormatError {
         /// The checksum of the bytes as they are.
         computed: u64,
     },
-    /// The record was written by a format version this build does not read.
-    #[error("record format version {0} is not supported (this build reads version {FORMAT_VERSION})", FORMAT_VERSION = crate::FORMAT_VERSION)]
+    /// A version 1 record's version byte is not 1: the bytes are not a
+    /// version 1 record.
+    #[error("record version byte is {0}, not 1: not a version 1 record")]
     UnsupportedVersion(u8),
+    /// A length in a version 2 header is not a varint in its shortest
+    /// form, or is longer than the field allows.
+    #[error("record header has a malformed {0} length")]
+    MalformedLength(&'static str),
+    /// A version 2 header says an expiry follows, and it is 0 (never),
+    /// which is written without one.
+    #[error("record header has an expiry flag with an expiry time of 0")]
+    ZeroExpiry,
     /// The flags byte has bits set that no version of the format defines.
     #[error("record has unknown flag bits {0:#04x}")]
     UnknownFlags(u8),

@@ -1,17 +1,27 @@
 //! On-disk record encoding for the kv storage engine.
 //!
-//! A *record* is one put or one tombstone: a fixed 32-byte header, then the
-//! key, then the value. Segment files are sequences of records, and the
+//! A *record* is one put or one tombstone: a short header, then the key,
+//! then the value. Segment files are sequences of records, and the
 //! write-ahead log carries the same records inside its frames. The full byte
 //! layout is drawn in `docs/format.md`.
 //!
 //! ```text
-//! Format: { checksum u64 | version u8 | flags u8 | key_len u16 | value_len u32
-//!         | seq u64 | expires_at u64 | key [key_len] | value [value_len] }
+//! Format (version 2): { checksum u32 | flags u8 | key_len varint | value_len varint
+//!                     | seq u64 | [ expires_at u64 ] | key [key_len] | value [value_len] }
 //! ```
 //!
-//! All integers are little-endian. The checksum is xxh3-64 over every byte
-//! after the checksum field (the rest of the header, the key and the value).
+//! All integers are little-endian. The checksum is the low 32 bits of
+//! xxh3-64 over every byte after it (the rest of the header, the key and
+//! the value). The header of a 16-byte key with a 100-byte value is 15
+//! bytes; version 1, which this build still reads ([`RecordFormat::V1`]),
+//! spent a fixed 32.
+//!
+//! # Versions
+//!
+//! A record does not say which version it is in: the file that holds it
+//! does (a segment's header, a WAL file's payload version). The free
+//! functions ([`encode`], [`decode`], ...) use the version this build
+//! writes, [`RecordFormat::CURRENT`]; [`RecordFormat`]'s methods take any.
 //!
 //! # What this crate is not
 //!
@@ -51,13 +61,14 @@
 
 mod error;
 mod record;
+mod v1;
+mod v2;
 
 pub use error::FormatError;
 pub use record::{
-    CHECKSUM_OFFSET, Decoded, EXPIRES_AT_OFFSET, FLAGS_OFFSET, FORMAT_VERSION, Flags, HEADER_LEN,
-    KEY_LEN_OFFSET, Limits, MAX_KEY_LEN, MAX_VALUE_LEN, NO_EXPIRY, Record, RecordHeader,
-    RecordKind, SEQ_OFFSET, VALUE_LEN_OFFSET, VERSION_OFFSET, checksum, decode, decode_header,
-    decode_with_limits, encode, encode_into, encoded_len, set_seq,
+    Decoded, FORMAT_VERSION, Flags, Limits, MAX_HEADER_LEN, MAX_KEY_LEN, MAX_VALUE_LEN,
+    MIN_HEADER_LEN, MIN_RECORD_LEN, NO_EXPIRY, Record, RecordFormat, RecordHeader, RecordKind,
+    decode, decode_header, decode_with_limits, encode, encode_into, set_seq,
 };
 
 /// The result type of this crate.

@@ -1,29 +1,15 @@
-//! The record layout, its constants, and encode/decode.
+//! What a record is, whatever its layout: [`Record`], its [`Flags`],
+//! [`Limits`] and [`RecordHeader`], the [`RecordFormat`] that says which
+//! layout some bytes are in, and the free functions that encode and decode
+//! the layout this build writes ([`RecordFormat::CURRENT`]). The layouts
+//! themselves are in `v1.rs` and `v2.rs`.
 
-use crate::{FormatError, Result};
+use crate::{FormatError, Result, v1, v2};
 
-// Format: { checksum u64 | version u8 | flags u8 | key_len u16 | value_len u32
-//         | seq u64 | expires_at u64 | key | value }, little-endian.
-
-/// Offset of the xxh3-64 checksum, which covers every byte after it.
-pub const CHECKSUM_OFFSET: usize = 0;
-/// Offset of the format version byte.
-pub const VERSION_OFFSET: usize = CHECKSUM_OFFSET + size_of::<u64>();
-/// Offset of the flags byte.
-pub const FLAGS_OFFSET: usize = VERSION_OFFSET + size_of::<u8>();
-/// Offset of the key length (u16).
-pub const KEY_LEN_OFFSET: usize = FLAGS_OFFSET + size_of::<u8>();
-/// Offset of the value length (u32).
-pub const VALUE_LEN_OFFSET: usize = KEY_LEN_OFFSET + size_of::<u16>();
-/// Offset of the sequence number (u64).
-pub const SEQ_OFFSET: usize = VALUE_LEN_OFFSET + size_of::<u32>();
-/// Offset of the expiry time (u64, milliseconds since the Unix epoch).
-pub const EXPIRES_AT_OFFSET: usize = SEQ_OFFSET + size_of::<u64>();
-/// Length of the fixed header; the key starts here.
-pub const HEADER_LEN: usize = EXPIRES_AT_OFFSET + size_of::<u64>();
-
-/// The record format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The record format version this build writes: [`RecordFormat::CURRENT`].
+/// Records carry no version of their own (version 1 did): the file that
+/// holds them says which layout they are in.
+pub const FORMAT_VERSION: u8 = RecordFormat::CURRENT.version();
 /// The longest key, in bytes.
 pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 /// The longest value this format allows, in bytes (64 MiB). [`Limits`]
@@ -31,8 +17,158 @@ pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 pub const MAX_VALUE_LEN: usize = 64 << 20;
 /// The `expires_at` of a record that never expires.
 pub const NO_EXPIRY: u64 = 0;
+/// The shortest header of the current layout: a key and a value shorter
+/// than 128 bytes each, no expiry.
+pub const MIN_HEADER_LEN: usize = v2::MIN_HEADER_LEN;
+/// The longest header of the current layout: a key of 16 KiB or more, a
+/// value of 2 MiB or more, and an expiry.
+pub const MAX_HEADER_LEN: usize = v2::MAX_HEADER_LEN;
+/// The shortest record of any layout this build reads (a one-byte key, no
+/// value): a file of `n` bytes holds at most `n / MIN_RECORD_LEN` records.
+pub const MIN_RECORD_LEN: usize = MIN_HEADER_LEN + 1;
 
-const _: () = assert!(HEADER_LEN == 32);
+/// The layouts of a record this build reads. Which one some bytes are in is
+/// said by the file that holds them (the version of a segment header, the
+/// payload version of a WAL file), never guessed from the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordFormat {
+    /// Version 1 (up to commit e1a3b18): a fixed 32-byte header with a
+    /// 64-bit checksum and a version byte. Read, and written only on
+    /// request ([`RecordFormat::encode`]), for tests of old files.
+    V1,
+    /// Version 2: a 15 to 28-byte header with a 32-bit checksum and varint
+    /// lengths; what this build writes.
+    V2,
+}
+
+impl RecordFormat {
+    /// The layout this build writes.
+    pub const CURRENT: RecordFormat = RecordFormat::V2;
+
+    /// The layout of version `version`, if this build reads it.
+    pub const fn from_version(version: u8) -> Option<RecordFormat> {
+        match version {
+            1 => Some(RecordFormat::V1),
+            2 => Some(RecordFormat::V2),
+            _ => None,
+        }
+    }
+
+    /// The version number of this layout.
+    pub const fn version(self) -> u8 {
+        match self {
+            RecordFormat::V1 => 1,
+            RecordFormat::V2 => 2,
+        }
+    }
+
+    /// The bytes of a record's checksum, which come first and cover every
+    /// byte after them.
+    pub const fn checksum_len(self) -> usize {
+        match self {
+            RecordFormat::V1 => v1::CHECKSUM_LEN,
+            RecordFormat::V2 => v2::CHECKSUM_LEN,
+        }
+    }
+
+    /// The number of bytes `record` takes in this layout.
+    pub fn encoded_len(self, record: &Record<'_>) -> usize {
+        match self {
+            RecordFormat::V1 => v1::HEADER_LEN + record.key.len() + record.value.len(),
+            RecordFormat::V2 => v2::encoded_len(record),
+        }
+    }
+
+    /// Appends the encoding of `record` in this layout to `buf` and returns
+    /// its length. Only [`RecordFormat::CURRENT`] is written by the engine;
+    /// the others are for tests and tools that build old files.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`].
+    pub fn encode(self, record: &Record<'_>, buf: &mut Vec<u8>) -> Result<usize> {
+        check_record(record, &Limits::default())?;
+        let len = self.encoded_len(record);
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        match self {
+            RecordFormat::V1 => v1::write_unchecked(record, &mut buf[start..]),
+            RecordFormat::V2 => v2::write_unchecked(record, &mut buf[start..]),
+        }
+        Ok(len)
+    }
+
+    /// Reads and checks the header at the front of `bytes` in this layout,
+    /// without verifying the checksum or reading the key and value: see
+    /// [`decode_header`].
+    ///
+    /// # Errors
+    ///
+    /// As [`decode_header`].
+    pub fn decode_header(self, bytes: &[u8], limits: &Limits) -> Result<RecordHeader> {
+        let header = match self {
+            RecordFormat::V1 => v1::decode_header(bytes)?,
+            RecordFormat::V2 => v2::decode_header(bytes)?,
+        };
+        limits.check(usize::from(header.key_len), header.value_len as usize)?;
+        if header.kind() == RecordKind::Tombstone && header.value_len != 0 {
+            return Err(FormatError::TombstoneWithValue(header.value_len as usize));
+        }
+        Ok(header)
+    }
+
+    /// Decodes the record at the front of `bytes` in this layout, rejecting
+    /// values longer than `limits` allow: see [`decode_with_limits`].
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`].
+    pub fn decode_with_limits<'a>(self, bytes: &'a [u8], limits: &Limits) -> Result<Decoded<'a>> {
+        let header = self.decode_header(bytes, limits)?;
+        let record_len = header.record_len();
+        // record_len is at most MAX_HEADER_LEN + u16::MAX + MAX_VALUE_LEN,
+        // far below usize::MAX on every supported target.
+        let len = record_len as usize;
+        let Some(whole) = bytes.get(..len) else {
+            return Err(FormatError::Truncated {
+                needed: record_len,
+                available: bytes.len(),
+            });
+        };
+        let computed = match self {
+            RecordFormat::V1 => v1::checksum(whole),
+            RecordFormat::V2 => v2::checksum(whole),
+        };
+        if computed != header.checksum {
+            return Err(FormatError::ChecksumMismatch {
+                stored: header.checksum,
+                computed,
+            });
+        }
+        let key_start = usize::from(header.header_len);
+        let key_end = key_start + usize::from(header.key_len);
+        Ok(Decoded {
+            record: Record {
+                seq: header.seq,
+                expires_at: header.expires_at,
+                kind: header.kind(),
+                key: &whole[key_start..key_end],
+                value: &whole[key_end..],
+            },
+            len,
+        })
+    }
+
+    /// Decodes the record at the front of `bytes` in this layout with the
+    /// default [`Limits`].
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`].
+    pub fn decode(self, bytes: &[u8]) -> Result<Decoded<'_>> {
+        self.decode_with_limits(bytes, &Limits::default())
+    }
+}
 
 /// The flag bits of a record header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,17 +177,22 @@ pub struct Flags(u8);
 impl Flags {
     /// The record deletes its key; it has no value.
     pub const TOMBSTONE: Flags = Flags(0b0000_0001);
-    /// Every bit that this version defines.
-    const KNOWN: u8 = Self::TOMBSTONE.0;
+    /// An expiry time follows the sequence number (version 2; version 1
+    /// always stores one, 0 for never).
+    pub const EXPIRES: Flags = Flags(0b0000_0010);
 
     /// The raw flags byte.
     pub const fn bits(self) -> u8 {
         self.0
     }
 
-    /// Parses a flags byte, rejecting bits no version defines.
-    pub const fn from_bits(bits: u8) -> Result<Flags> {
-        if bits & !Self::KNOWN != 0 {
+    /// Parses a flags byte, rejecting bits that `format` does not define.
+    pub const fn from_bits(bits: u8, format: RecordFormat) -> Result<Flags> {
+        let known = match format {
+            RecordFormat::V1 => Self::TOMBSTONE.0,
+            RecordFormat::V2 => Self::TOMBSTONE.0 | Self::EXPIRES.0,
+        };
+        if bits & !known != 0 {
             return Err(FormatError::UnknownFlags(bits));
         }
         Ok(Flags(bits))
@@ -169,15 +310,14 @@ impl<'a> Record<'a> {
 
     /// The number of bytes [`encode`] writes for this record.
     pub fn encoded_len(&self) -> usize {
-        encoded_len(self.key.len(), self.value.len())
+        RecordFormat::CURRENT.encoded_len(self)
     }
 }
 
-/// The header fields of a record, as read from its first [`HEADER_LEN`]
-/// bytes.
+/// The header fields of a record, as read from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
-    /// The checksum stored in the record.
+    /// The checksum stored in the record (version 2 stores 32 bits).
     pub checksum: u64,
     /// The flag bits.
     pub flags: Flags,
@@ -189,12 +329,14 @@ pub struct RecordHeader {
     pub seq: u64,
     /// Expiry in milliseconds since the Unix epoch, or [`NO_EXPIRY`].
     pub expires_at: u64,
+    /// The length of the header: the key starts here.
+    pub header_len: u8,
 }
 
 impl RecordHeader {
     /// The length of the whole record this header starts.
     pub fn record_len(&self) -> u64 {
-        HEADER_LEN as u64 + u64::from(self.key_len) + u64::from(self.value_len)
+        u64::from(self.header_len) + u64::from(self.key_len) + u64::from(self.value_len)
     }
 
     /// Put or tombstone.
@@ -216,18 +358,7 @@ pub struct Decoded<'a> {
     pub len: usize,
 }
 
-/// The number of bytes a record with these key and value lengths takes.
-pub const fn encoded_len(key_len: usize, value_len: usize) -> usize {
-    HEADER_LEN + key_len + value_len
-}
-
-/// The checksum of a record: xxh3-64 over every byte after the checksum
-/// field. `record` must be the whole encoded record.
-pub fn checksum(record_after_checksum: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(record_after_checksum)
-}
-
-fn check_record(record: &Record<'_>, limits: &Limits) -> Result<()> {
+pub(crate) fn check_record(record: &Record<'_>, limits: &Limits) -> Result<()> {
     limits.check(record.key.len(), record.value.len())?;
     if record.is_tombstone() && !record.value.is_empty() {
         return Err(FormatError::TombstoneWithValue(record.value.len()));
@@ -235,7 +366,8 @@ fn check_record(record: &Record<'_>, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-/// Appends the encoding of `record` to `buf` and returns its length.
+/// Appends the encoding of `record` in the current layout to `buf` and
+/// returns its length.
 ///
 /// Checks the record against the default [`Limits`]; a caller with lower
 /// limits checks them first with [`Limits::check`].
@@ -245,16 +377,11 @@ fn check_record(record: &Record<'_>, limits: &Limits) -> Result<()> {
 /// An empty or oversized key, an oversized value, or a tombstone with a
 /// value.
 pub fn encode(record: &Record<'_>, buf: &mut Vec<u8>) -> Result<usize> {
-    check_record(record, &Limits::default())?;
-    let len = record.encoded_len();
-    let start = buf.len();
-    buf.resize(start + len, 0);
-    write_unchecked(record, &mut buf[start..]);
-    Ok(len)
+    RecordFormat::CURRENT.encode(record, buf)
 }
 
-/// Writes the encoding of `record` to the front of `out` and returns its
-/// length, for callers that manage their own buffers.
+/// Writes the encoding of `record` in the current layout to the front of
+/// `out` and returns its length, for callers that manage their own buffers.
 ///
 /// # Errors
 ///
@@ -269,15 +396,16 @@ pub fn encode_into(record: &Record<'_>, out: &mut [u8]) -> Result<usize> {
             available: out.len(),
         });
     };
-    write_unchecked(record, out);
+    v2::write_unchecked(record, out);
     Ok(len)
 }
 
-/// Gives the encoded record at the front of `record` the sequence number
-/// `seq`, and its checksum again; returns the record's length. For a
-/// writer that assigns sequence numbers to records encoded earlier, on
-/// another thread ([`encode`] with any `seq`): the record's other bytes
-/// are unchanged.
+/// Gives the encoded record (current layout) at the front of `record` the
+/// sequence number `seq`, and its checksum again; returns the record's
+/// length. For a writer that assigns sequence numbers to records encoded
+/// earlier, on another thread ([`encode`] with any `seq`): the record's
+/// other bytes are unchanged, and so is its length (the sequence number is
+/// stored in a fixed eight bytes).
 ///
 /// # Errors
 ///
@@ -285,7 +413,8 @@ pub fn encode_into(record: &Record<'_>, out: &mut [u8]) -> Result<usize> {
 /// [`FormatError::Truncated`] when `record` is shorter than the lengths in
 /// its header.
 pub fn set_seq(record: &mut [u8], seq: u64) -> Result<usize> {
-    let len = decode_header(record, &Limits::default())?.record_len() as usize;
+    let header = decode_header(record, &Limits::default())?;
+    let len = header.record_len() as usize;
     let available = record.len();
     let Some(record) = record.get_mut(..len) else {
         return Err(FormatError::Truncated {
@@ -293,92 +422,27 @@ pub fn set_seq(record: &mut [u8], seq: u64) -> Result<usize> {
             available,
         });
     };
-    record[SEQ_OFFSET..EXPIRES_AT_OFFSET].copy_from_slice(&seq.to_le_bytes());
-    let sum = checksum(&record[VERSION_OFFSET..]);
-    record[CHECKSUM_OFFSET..VERSION_OFFSET].copy_from_slice(&sum.to_le_bytes());
+    v2::patch_seq(record, &header, seq);
     Ok(len)
 }
 
-/// Writes a record whose lengths were checked into `out`, which is exactly
-/// its encoded length.
-fn write_unchecked(record: &Record<'_>, out: &mut [u8]) {
-    let flags = match record.kind {
-        RecordKind::Put => Flags::default(),
-        RecordKind::Tombstone => Flags::TOMBSTONE,
-    };
-    out[VERSION_OFFSET] = FORMAT_VERSION;
-    out[FLAGS_OFFSET] = flags.bits();
-    // The lengths were checked against MAX_KEY_LEN and MAX_VALUE_LEN, which
-    // fit u16 and u32.
-    out[KEY_LEN_OFFSET..VALUE_LEN_OFFSET].copy_from_slice(&(record.key.len() as u16).to_le_bytes());
-    out[VALUE_LEN_OFFSET..SEQ_OFFSET].copy_from_slice(&(record.value.len() as u32).to_le_bytes());
-    out[SEQ_OFFSET..EXPIRES_AT_OFFSET].copy_from_slice(&record.seq.to_le_bytes());
-    out[EXPIRES_AT_OFFSET..HEADER_LEN].copy_from_slice(&record.expires_at.to_le_bytes());
-    let key_end = HEADER_LEN + record.key.len();
-    out[HEADER_LEN..key_end].copy_from_slice(record.key);
-    out[key_end..].copy_from_slice(record.value);
-    let sum = checksum(&out[VERSION_OFFSET..]);
-    out[CHECKSUM_OFFSET..VERSION_OFFSET].copy_from_slice(&sum.to_le_bytes());
-}
-
-fn read_u16(bytes: &[u8], at: usize) -> u16 {
-    let mut b = [0; 2];
-    b.copy_from_slice(&bytes[at..at + 2]);
-    u16::from_le_bytes(b)
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0; 4];
-    b.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(b)
-}
-
-/// Reads and checks the header at the front of `bytes`, without verifying
-/// the checksum or reading the key and value.
+/// Reads and checks the header (current layout) at the front of `bytes`,
+/// without verifying the checksum or reading the key and value.
 ///
 /// Useful to learn a record's length before the rest of it is at hand. The
-/// header's own fields are validated (version, flags, lengths against the
-/// limits), so a length it returns is safe to use for bounds.
+/// header's own fields are validated (flags, lengths against the limits),
+/// so a length it returns is safe to use for bounds.
 ///
 /// # Errors
 ///
-/// [`FormatError::Truncated`] when fewer than [`HEADER_LEN`] bytes are
-/// given; a version, flag or length error for a header that no valid
-/// record has.
+/// [`FormatError::Truncated`] when the bytes end inside the header; a
+/// flag, varint or length error for a header that no valid record has.
 pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<RecordHeader> {
-    let Some(head) = bytes.get(..HEADER_LEN) else {
-        return Err(FormatError::Truncated {
-            needed: HEADER_LEN as u64,
-            available: bytes.len(),
-        });
-    };
-    let version = head[VERSION_OFFSET];
-    if version != FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion(version));
-    }
-    let flags = Flags::from_bits(head[FLAGS_OFFSET])?;
-    let header = RecordHeader {
-        checksum: read_u64(head, CHECKSUM_OFFSET),
-        flags,
-        key_len: read_u16(head, KEY_LEN_OFFSET),
-        value_len: read_u32(head, VALUE_LEN_OFFSET),
-        seq: read_u64(head, SEQ_OFFSET),
-        expires_at: read_u64(head, EXPIRES_AT_OFFSET),
-    };
-    limits.check(usize::from(header.key_len), header.value_len as usize)?;
-    if header.kind() == RecordKind::Tombstone && header.value_len != 0 {
-        return Err(FormatError::TombstoneWithValue(header.value_len as usize));
-    }
-    Ok(header)
+    RecordFormat::CURRENT.decode_header(bytes, limits)
 }
 
-/// Decodes the record at the front of `bytes` with the default [`Limits`].
+/// Decodes the record (current layout) at the front of `bytes` with the
+/// default [`Limits`].
 ///
 /// Bytes after the record are ignored; [`Decoded::len`] says where the next
 /// record starts.
@@ -386,47 +450,20 @@ pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<RecordHeader> {
 /// # Errors
 ///
 /// A typed [`FormatError`] for any malformed input: truncation, a checksum
-/// mismatch, an unknown version or flag, or a length out of bounds.
+/// mismatch, an unknown flag, a malformed varint, or a length out of
+/// bounds.
 pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>> {
-    decode_with_limits(bytes, &Limits::default())
+    RecordFormat::CURRENT.decode(bytes)
 }
 
-/// Decodes the record at the front of `bytes`, rejecting values longer than
-/// `limits` allow.
+/// Decodes the record (current layout) at the front of `bytes`, rejecting
+/// values longer than `limits` allow.
 ///
 /// # Errors
 ///
 /// As [`decode`].
 pub fn decode_with_limits<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Decoded<'a>> {
-    let header = decode_header(bytes, limits)?;
-    let record_len = header.record_len();
-    // record_len is at most HEADER_LEN + u16::MAX + MAX_VALUE_LEN, far below
-    // usize::MAX on every supported target.
-    let len = record_len as usize;
-    let Some(whole) = bytes.get(..len) else {
-        return Err(FormatError::Truncated {
-            needed: record_len,
-            available: bytes.len(),
-        });
-    };
-    let computed = checksum(&whole[VERSION_OFFSET..]);
-    if computed != header.checksum {
-        return Err(FormatError::ChecksumMismatch {
-            stored: header.checksum,
-            computed,
-        });
-    }
-    let key_end = HEADER_LEN + usize::from(header.key_len);
-    Ok(Decoded {
-        record: Record {
-            seq: header.seq,
-            expires_at: header.expires_at,
-            kind: header.kind(),
-            key: &whole[HEADER_LEN..key_end],
-            value: &whole[key_end..],
-        },
-        len,
-    })
+    RecordFormat::CURRENT.decode_with_limits(bytes, limits)
 }
 
 #[cfg(test)]
@@ -437,7 +474,7 @@ mod tests {
     fn arb_record() -> impl Strategy<Value = (u64, u64, bool, Vec<u8>, Vec<u8>)> {
         (
             any::<u64>(),
-            any::<u64>(),
+            prop_oneof![Just(NO_EXPIRY), any::<u64>()],
             any::<bool>(),
             proptest::collection::vec(any::<u8>(), 1..300),
             proptest::collection::vec(any::<u8>(), 0..2000),
@@ -454,39 +491,52 @@ mod tests {
                 key: &key,
                 value: if tomb { &[] } else { &value },
             };
-            let mut buf = vec![0xAA; 3]; // encode appends after existing bytes
+            for format in [RecordFormat::V1, RecordFormat::V2] {
+                let mut buf = vec![0xAA; 3]; // encode appends after existing bytes
+                let len = format.encode(&record, &mut buf).unwrap();
+                prop_assert_eq!(len, format.encoded_len(&record));
+                prop_assert_eq!(buf.len(), 3 + len);
+                let mut tail = buf[3..].to_vec();
+                tail.extend_from_slice(b"trailing bytes are ignored");
+                let decoded = format.decode(&tail).unwrap();
+                prop_assert_eq!(decoded.record, record);
+                prop_assert_eq!(decoded.len, len);
+            }
+            let mut buf = Vec::new();
             let len = encode(&record, &mut buf).unwrap();
-            prop_assert_eq!(len, record.encoded_len());
-            prop_assert_eq!(buf.len(), 3 + len);
-            let mut tail = buf[3..].to_vec();
-            tail.extend_from_slice(b"trailing bytes are ignored");
-            let decoded = decode(&tail).unwrap();
-            prop_assert_eq!(decoded.record, record);
-            prop_assert_eq!(decoded.len, len);
-
             let mut exact = vec![0; len];
             prop_assert_eq!(encode_into(&record, &mut exact).unwrap(), len);
-            prop_assert_eq!(&exact[..], &buf[3..]);
+            prop_assert_eq!(&exact[..], &buf[..]);
         }
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = decode(&bytes);
-            let _ = decode_with_limits(&bytes, &Limits::with_max_value_len(16));
+            for format in [RecordFormat::V1, RecordFormat::V2] {
+                let _ = format.decode(&bytes);
+                let _ = format.decode_with_limits(&bytes, &Limits::with_max_value_len(16));
+                // Whatever decodes re-encodes to exactly its bytes: one
+                // record has one encoding.
+                if let Ok(d) = format.decode(&bytes) {
+                    let mut again = Vec::new();
+                    format.encode(&d.record, &mut again).unwrap();
+                    prop_assert_eq!(&again[..], &bytes[..d.len]);
+                }
+            }
         }
 
         #[test]
         fn random_bytes_with_valid_header_fields_fail_checksum(
-            seq in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 1..200)
+            seq in any::<u64>(), stored in any::<u32>(), body in proptest::collection::vec(any::<u8>(), 1..100)
         ) {
             // A header that passes every field check but whose checksum was
             // not computed over these bytes must be rejected.
-            let mut bytes = vec![0u8; HEADER_LEN];
-            bytes[VERSION_OFFSET] = FORMAT_VERSION;
-            bytes[KEY_LEN_OFFSET..VALUE_LEN_OFFSET].copy_from_slice(&(body.len() as u16).to_le_bytes());
-            bytes[SEQ_OFFSET..EXPIRES_AT_OFFSET].copy_from_slice(&seq.to_le_bytes());
+            let mut bytes = stored.to_le_bytes().to_vec();
+            bytes.push(0); // flags: a put
+            bytes.push(body.len() as u8); // key length
+            bytes.push(0); // value length
+            bytes.extend_from_slice(&seq.to_le_bytes());
             bytes.extend_from_slice(&body);
-            let matches = checksum(&bytes[VERSION_OFFSET..]) == 0;
+            let matches = v2::checksum(&bytes) == u64::from(stored);
             let mismatch = matches!(decode(&bytes), Err(FormatError::ChecksumMismatch { .. }));
             prop_assert!(matches || mismatch, "decode accepted bytes with a wrong checksum");
         }
@@ -513,16 +563,56 @@ mod tests {
 
     #[test]
     fn every_truncation_is_an_error() {
-        let mut buf = Vec::new();
-        encode(&Record::put(42, b"some key", b"some value bytes"), &mut buf).unwrap();
-        for cut in 0..buf.len() {
-            let err = decode(&buf[..cut]).unwrap_err();
-            assert!(
-                matches!(err, FormatError::Truncated { .. }),
-                "cut at {cut}: {err}"
-            );
+        for expires_at in [NO_EXPIRY, 5] {
+            let record = Record {
+                expires_at,
+                ..Record::put(42, b"some key", &[7; 200])
+            };
+            let mut buf = Vec::new();
+            encode(&record, &mut buf).unwrap();
+            for cut in 0..buf.len() {
+                let err = decode(&buf[..cut]).unwrap_err();
+                assert!(
+                    matches!(err, FormatError::Truncated { .. }),
+                    "cut at {cut}: {err}"
+                );
+            }
+            assert!(decode(&buf).is_ok());
         }
-        assert!(decode(&buf).is_ok());
+    }
+
+    #[test]
+    fn header_lengths_are_as_documented() {
+        let key = [b'k'; 16];
+        let header = |value_len: usize, expires_at: u64| {
+            let value = vec![0u8; value_len];
+            let record = Record {
+                expires_at,
+                ..Record::put(u64::MAX, &key, &value)
+            };
+            record.encoded_len() - 16 - value_len
+        };
+        assert_eq!(header(100, NO_EXPIRY), 15);
+        assert_eq!(header(100, 1), 23);
+        assert_eq!(header(1000, NO_EXPIRY), 16);
+        assert_eq!(header(16 << 10, NO_EXPIRY), 17);
+        assert_eq!(header(MAX_VALUE_LEN, NO_EXPIRY), 18);
+        let long_key = [b'k'; MAX_KEY_LEN];
+        let longest = Record {
+            expires_at: 1,
+            ..Record::put(1, &long_key, &[])
+        };
+        assert_eq!(longest.encoded_len() - MAX_KEY_LEN, 4 + 1 + 3 + 1 + 8 + 8);
+        let big_value = vec![0u8; 2 << 20];
+        let longest_header = Record {
+            expires_at: 1,
+            ..Record::put(1, &long_key, &big_value)
+        };
+        assert_eq!(
+            longest_header.encoded_len() - MAX_KEY_LEN - big_value.len(),
+            MAX_HEADER_LEN
+        );
+        assert_eq!(RecordFormat::V1.encoded_len(&longest), 32 + MAX_KEY_LEN);
     }
 
     #[test]
@@ -563,6 +653,17 @@ mod tests {
         assert!(decode_with_limits(&buf, &Limits::with_max_value_len(100)).is_ok());
     }
 
+    /// A version 2 header, field by field.
+    fn header(flags: u8, key_len: &[u8], value_len: &[u8], tail: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0, 0, 0, 0, flags];
+        bytes.extend_from_slice(key_len);
+        bytes.extend_from_slice(value_len);
+        bytes.extend_from_slice(&9u64.to_le_bytes());
+        bytes.extend_from_slice(tail);
+        bytes.extend_from_slice(&[b'k'; 300]);
+        bytes
+    }
+
     #[test]
     fn header_fields_are_validated() {
         let mut buf = Vec::new();
@@ -571,21 +672,50 @@ mod tests {
         assert!(d.record.is_tombstone());
         assert!(d.record.value.is_empty());
 
-        let mut bad = buf.clone();
-        bad[VERSION_OFFSET] = 2;
-        assert_eq!(decode(&bad), Err(FormatError::UnsupportedVersion(2)));
-        let mut bad = buf.clone();
-        bad[FLAGS_OFFSET] = 0x80;
-        assert_eq!(decode(&bad), Err(FormatError::UnknownFlags(0x80)));
-        let mut bad = buf.clone();
-        bad[KEY_LEN_OFFSET..VALUE_LEN_OFFSET].copy_from_slice(&0u16.to_le_bytes());
-        assert_eq!(decode(&bad), Err(FormatError::EmptyKey));
-        let mut bad = buf.clone();
-        bad[VALUE_LEN_OFFSET..SEQ_OFFSET].copy_from_slice(&u32::MAX.to_le_bytes());
+        let check = |bytes: &[u8]| decode_header(bytes, &Limits::default()).map(|h| h.key_len);
+        assert_eq!(check(&header(0, &[4], &[0], &[])), Ok(4));
+        assert_eq!(
+            check(&header(0x04, &[4], &[0], &[])),
+            Err(FormatError::UnknownFlags(0x04))
+        );
+        assert_eq!(
+            check(&header(0, &[0], &[0], &[])),
+            Err(FormatError::EmptyKey)
+        );
+        // Lengths in their shortest form only, and no longer than the field.
+        assert_eq!(check(&header(0, &[0x81, 0x01], &[0], &[])), Ok(129));
+        assert_eq!(
+            check(&header(0, &[0x84, 0x00], &[0], &[])),
+            Err(FormatError::MalformedLength("key"))
+        );
+        assert_eq!(
+            check(&header(0, &[0x84, 0x80, 0x80, 0x01], &[0], &[])),
+            Err(FormatError::MalformedLength("key"))
+        );
         assert!(matches!(
-            decode(&bad),
+            check(&header(0, &[0x80, 0x80, 0x04], &[0], &[])),
+            Err(FormatError::KeyTooLarge { len: 65536, .. })
+        ));
+        assert_eq!(
+            check(&header(0, &[4], &[0x80, 0x80, 0x80, 0x80, 0x01], &[])),
+            Err(FormatError::MalformedLength("value"))
+        );
+        assert!(matches!(
+            check(&header(0, &[4], &[0x81, 0x80, 0x80, 0x20], &[])),
             Err(FormatError::ValueTooLarge { .. })
         ));
+        assert_eq!(
+            check(&header(1, &[4], &[1], &[])),
+            Err(FormatError::TombstoneWithValue(1))
+        );
+        // An expiry flag brings eight bytes more, which must not be 0.
+        let expiring = header(2, &[4], &[0], &7u64.to_le_bytes());
+        let h = decode_header(&expiring, &Limits::default()).unwrap();
+        assert_eq!((h.expires_at, h.header_len), (7, 23));
+        assert_eq!(
+            check(&header(2, &[4], &[0], &0u64.to_le_bytes())),
+            Err(FormatError::ZeroExpiry)
+        );
     }
 
     #[test]
@@ -601,38 +731,33 @@ mod tests {
         );
     }
 
-    /// Golden bytes: a put and a tombstone as this build writes them.
-    /// Computed once by running the encoder, then checked by hand against
-    /// the record table of docs/format.md: every field at the offset the
-    /// table gives (literal positions, not this module's offset constants,
-    /// so that moving a field fails here), little-endian, and the checksum
-    /// (checked with the reference `xxhsum -H3` too) over bytes 8 to the
-    /// end. Changing the format must change these bytes, docs/format.md and
-    /// the version together.
+    /// Golden bytes: a put with an expiry and a tombstone as this build
+    /// writes them. Computed once by running the encoder, then checked by
+    /// hand against the record table of docs/format.md: every field at the
+    /// offset the table gives, little-endian, and the checksum (the low 32
+    /// bits of xxh3-64) over bytes 4 to the end. Changing the format must
+    /// change these bytes, docs/format.md and the version together.
     #[rustfmt::skip]
-    const GOLDEN_PUT: [u8; 35] = [
-        0xef, 0xb5, 0x79, 0xc3, 0x75, 0x10, 0xa6, 0xae, // 0..8   checksum
-        0x01,                                           // 8      version 1
-        0x00,                                           // 9      flags: a put
-        0x01, 0x00,                                     // 10..12 key_len 1
-        0x02, 0x00, 0x00, 0x00,                         // 12..16 value_len 2
-        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // 16..24 seq
-        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // 24..32 expires_at
-        b'k',                                           // 32     key
-        b'v', b'v',                                     // 33..35 value
+    const GOLDEN_PUT: [u8; 26] = [
+        0xe6, 0x8c, 0x95, 0x30,                         // 0..4   checksum
+        0x02,                                           // 4      flags: expires
+        0x01,                                           // 5      key_len 1
+        0x02,                                           // 6      value_len 2
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // 7..15  seq
+        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // 15..23 expires_at
+        b'k',                                           // 23     key
+        b'v', b'v',                                     // 24..26 value
     ];
 
     /// See [`GOLDEN_PUT`].
     #[rustfmt::skip]
-    const GOLDEN_TOMBSTONE: [u8; 33] = [
-        0x6d, 0x24, 0xa8, 0x5d, 0xdc, 0x3a, 0x28, 0xdc, // 0..8   checksum
-        0x01,                                           // 8      version 1
-        0x01,                                           // 9      flags: bit 0, tombstone
-        0x01, 0x00,                                     // 10..12 key_len 1
-        0x00, 0x00, 0x00, 0x00,                         // 12..16 value_len 0
-        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // 16..24 seq
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 24..32 expires_at: never
-        b'k',                                           // 32     key
+    const GOLDEN_TOMBSTONE: [u8; 16] = [
+        0x8a, 0xc8, 0xf2, 0xa1,                         // 0..4   checksum
+        0x01,                                           // 4      flags: tombstone
+        0x01,                                           // 5      key_len 1
+        0x00,                                           // 6      value_len 0
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // 7..15  seq
+        b'k',                                           // 15     key
     ];
 
     #[test]
@@ -652,38 +777,41 @@ mod tests {
             let decoded = decode(golden).unwrap();
             assert_eq!(decoded.record, record);
             assert_eq!(decoded.len, golden.len());
-            // The checksum covers bytes 8 to the end (docs/format.md).
-            let sum = xxhash_rust::xxh3::xxh3_64(&golden[8..]);
-            assert_eq!(golden[..8], sum.to_le_bytes());
+            // The checksum covers bytes 4 to the end (docs/format.md).
+            let sum = xxhash_rust::xxh3::xxh3_64(&golden[4..]) as u32;
+            assert_eq!(golden[..4], sum.to_le_bytes());
         }
     }
 
     #[test]
     fn set_seq_gives_a_record_a_new_sequence_number_and_checksum() {
-        let mut buf = Vec::new();
-        let record = Record {
-            expires_at: 77,
-            ..Record::put(0, b"key", b"value")
-        };
-        encode(&record, &mut buf).unwrap();
-        buf.extend_from_slice(b"next record");
-        assert_eq!(set_seq(&mut buf, 42).unwrap(), record.encoded_len());
-        let decoded = decode(&buf).unwrap();
-        assert_eq!(decoded.record, Record { seq: 42, ..record });
-        let mut fresh = Vec::new();
-        encode(&Record { seq: 42, ..record }, &mut fresh).unwrap();
-        assert_eq!(
-            &buf[..fresh.len()],
-            &fresh[..],
-            "same bytes as encoding with seq 42"
-        );
-        assert!(matches!(
-            set_seq(&mut buf[..20], 1),
-            Err(FormatError::Truncated { .. })
-        ));
-        assert!(matches!(
-            set_seq(&mut fresh[..39], 1),
-            Err(FormatError::Truncated { .. })
-        ));
+        for expires_at in [NO_EXPIRY, 77] {
+            let mut buf = Vec::new();
+            let record = Record {
+                expires_at,
+                ..Record::put(0, b"key", b"value")
+            };
+            encode(&record, &mut buf).unwrap();
+            buf.extend_from_slice(b"next record");
+            assert_eq!(set_seq(&mut buf, 42).unwrap(), record.encoded_len());
+            let decoded = decode(&buf).unwrap();
+            assert_eq!(decoded.record, Record { seq: 42, ..record });
+            let mut fresh = Vec::new();
+            encode(&Record { seq: 42, ..record }, &mut fresh).unwrap();
+            assert_eq!(
+                &buf[..fresh.len()],
+                &fresh[..],
+                "same bytes as encoding with seq 42"
+            );
+            assert!(matches!(
+                set_seq(&mut buf[..10], 1),
+                Err(FormatError::Truncated { .. })
+            ));
+            let short = fresh.len() - 1;
+            assert!(matches!(
+                set_seq(&mut fresh[..short], 1),
+                Err(FormatError::Truncated { .. })
+            ));
+        }
     }
 }

@@ -54,7 +54,7 @@ fn main() {
     let start = Instant::now();
     let (mut segment, mut offset) = (0u32, 0u64);
     for i in 0..n {
-        // Record: 32-byte header, 16-byte key, a value of 52 to 252 bytes.
+        // A record of 100 to 300 bytes: header, 16-byte key and value.
         let len = 100 + (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u32 % 201;
         if offset + u64::from(len) > SEGMENT_BYTES {
             segment += 1;

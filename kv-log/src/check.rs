@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use kv_format::{Limits, Record, decode_with_limits};
+use kv_format::{Limits, Record};
 
 use crate::format::{HINT_HEADER_LEN, parse_segment_file_name};
 use crate::hint;
@@ -145,7 +145,10 @@ impl Segment {
         let mut bad = Vec::new();
         let mut at = self.data_start() as usize;
         while at < bytes.len() {
-            match decode_with_limits(&bytes[at..], &limits) {
+            match self
+                .record_format()
+                .decode_with_limits(&bytes[at..], &limits)
+            {
                 Ok(decoded) => {
                     let loc = Location {
                         segment: self.id(),
@@ -156,7 +159,7 @@ impl Segment {
                     at += decoded.len;
                 }
                 Err(err) => {
-                    let search = next_valid_record(bytes, at, &limits);
+                    let search = next_valid_record(bytes, at, self.record_format(), &limits);
                     let (end, reason) = match search.next {
                         Next::Record(next) => (next, err.to_string()),
                         Next::Nothing => (bytes.len(), err.to_string()),
@@ -265,7 +268,8 @@ mod tests {
         let before = fs::read(&path).unwrap();
         let mut bytes = before.clone();
         for i in [2, 7] {
-            bytes[locs[i].offset as usize + 40] ^= 0xff;
+            // The last byte of the record's value.
+            bytes[(locs[i].offset + locs[i].len) as usize - 1] ^= 0xff;
         }
         fs::write(&path, &bytes).unwrap();
         let segment = Segment::open_read_only(&path).unwrap();

@@ -34,6 +34,7 @@ pub(crate) fn create_log_segment(
         kind: SegmentKind::Log,
         supersedes: Vec::new(),
         data_start: SEGMENT_HEADER_LEN as u64,
+        records: kv_format::RecordFormat::CURRENT,
     };
     let segment = Segment::map(
         path.clone(),

@@ -1,5 +1,6 @@
 //! Segment and hint file naming, and every on-disk constant of both.
 
+use kv_format::RecordFormat;
 use xxhash_rust::xxh3::xxh3_64;
 
 // Format: { magic [u8; 8] | version u16 | flags u16 | segment_id u32
@@ -7,12 +8,18 @@ use xxhash_rust::xxh3::xxh3_64;
 //         [ supersedes: { ids [u32; supersedes_count] | checksum u64 } ]
 // little-endian. The header checksum is xxh3-64 over the 24 bytes before
 // it; the supersedes block (present when the count is not zero) has its own
-// checksum over the ids. Records follow.
+// checksum over the ids. Records follow, in the record format version the
+// segment version says: segment version 1 holds version 1 records, segment
+// version 2 version 2 records.
 
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"KVSEGMNT";
-/// The segment file format version this build writes and reads.
-pub const SEGMENT_VERSION: u16 = 1;
+/// The segment file format version this build writes: its records are of
+/// record format version 2 ([`RecordFormat::CURRENT`]).
+pub const SEGMENT_VERSION: u16 = 2;
+/// The oldest segment file format version this build reads: version 1
+/// segments hold version 1 records.
+pub const SEGMENT_MIN_VERSION: u16 = 1;
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + SEGMENT_MAGIC.len();
 const FLAGS_OFFSET: usize = VERSION_OFFSET + size_of::<u16>();
@@ -60,7 +67,23 @@ pub(crate) struct SegmentHeader {
     pub(crate) supersedes: Vec<u32>,
     /// Where the first record starts.
     pub(crate) data_start: u64,
+    /// The layout of the segment's records (from its version).
+    pub(crate) records: RecordFormat,
 }
+
+/// The record layout of the segments of version `version`.
+const fn records_of(version: u16) -> Option<RecordFormat> {
+    match version {
+        1 => Some(RecordFormat::V1),
+        2 => Some(RecordFormat::V2),
+        _ => None,
+    }
+}
+
+const _: () = assert!(matches!(
+    records_of(SEGMENT_VERSION),
+    Some(RecordFormat::CURRENT)
+));
 
 /// The file name of segment `id`: ten decimal digits and `.seg`, so that
 /// names sort in id order.
@@ -164,11 +187,12 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> 
         return Err(Damaged("the header checksum does not match".into()));
     }
     let version = read_u16(h, VERSION_OFFSET);
-    if version != SEGMENT_VERSION {
+    let Some(records) = records_of(version) else {
         return Err(Unsupported(format!(
-            "segment format version {version} is not supported (this build reads version {SEGMENT_VERSION})"
+            "segment format version {version} is not supported (this build reads versions \
+             {SEGMENT_MIN_VERSION} to {SEGMENT_VERSION})"
         )));
-    }
+    };
     let flags = read_u16(h, FLAGS_OFFSET);
     let kind = match flags {
         0 => SegmentKind::Log,
@@ -207,6 +231,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> 
         kind,
         supersedes,
         data_start: data_start as u64,
+        records,
     })
 }
 
@@ -329,15 +354,26 @@ mod tests {
             decode_header(&h[..10]),
             Err(HeaderError::Damaged(_))
         ));
+        let with_version = |version: u16| {
+            let mut other = h.clone();
+            other[VERSION_OFFSET..FLAGS_OFFSET].copy_from_slice(&version.to_le_bytes());
+            let sum = xxh3_64(&other[..CHECKSUM_OFFSET]);
+            other[CHECKSUM_OFFSET..].copy_from_slice(&sum.to_le_bytes());
+            other
+        };
         // A later version, with a checksum that matches, is not damage.
-        let mut v2 = h.clone();
-        v2[VERSION_OFFSET..FLAGS_OFFSET].copy_from_slice(&2u16.to_le_bytes());
-        let sum = xxh3_64(&v2[..CHECKSUM_OFFSET]);
-        v2[CHECKSUM_OFFSET..].copy_from_slice(&sum.to_le_bytes());
-        assert!(matches!(
-            decode_header(&v2),
-            Err(HeaderError::Unsupported(reason)) if reason.contains("version 2")
-        ));
+        for version in [0, 3, u16::MAX] {
+            assert!(matches!(
+                decode_header(&with_version(version)),
+                Err(HeaderError::Unsupported(reason)) if reason.contains(&format!("version {version} "))
+            ));
+        }
+        // Version 1 is read, and its records are of record format 1.
+        assert_eq!(decode_header(&h).unwrap().records, RecordFormat::V2);
+        assert_eq!(
+            decode_header(&with_version(1)).unwrap().records,
+            RecordFormat::V1
+        );
     }
 
     #[test]
@@ -367,23 +403,23 @@ mod tests {
     #[rustfmt::skip]
     const GOLDEN_LOG_SEGMENT: [u8; 32] = [
         0x4b, 0x56, 0x53, 0x45, 0x47, 0x4d, 0x4e, 0x54, // 0..8   magic "KVSEGMNT"
-        0x01, 0x00,                                     // 8..10  version 1
+        0x02, 0x00,                                     // 8..10  version 2
         0x00, 0x00,                                     // 10..12 flags: a log segment
         0x2a, 0x00, 0x00, 0x00,                         // 12..16 segment_id 42
         0x00, 0x00, 0x00, 0x00,                         // 16..20 supersedes_count 0
         0x00, 0x00, 0x00, 0x00,                         // 20..24 reserved
-        0xcd, 0xf0, 0x91, 0x48, 0x30, 0xc2, 0x38, 0xc6, // 24..32 checksum of 0..24
+        0x9b, 0x3b, 0x67, 0xb0, 0x00, 0x68, 0xc6, 0xee, // 24..32 checksum of 0..24
     ];
 
     #[rustfmt::skip]
     const GOLDEN_OUTPUT: [u8; 52] = [
         0x4b, 0x56, 0x53, 0x45, 0x47, 0x4d, 0x4e, 0x54, // 0..8   magic "KVSEGMNT"
-        0x01, 0x00,                                     // 8..10  version 1
+        0x02, 0x00,                                     // 8..10  version 2
         0x01, 0x00,                                     // 10..12 flags: bit 0, compaction
         0x09, 0x00, 0x00, 0x00,                         // 12..16 segment_id 9
         0x03, 0x00, 0x00, 0x00,                         // 16..20 supersedes_count 3
         0x00, 0x00, 0x00, 0x00,                         // 20..24 reserved
-        0xb1, 0xd2, 0xbd, 0x0a, 0xdf, 0x14, 0xeb, 0xe3, // 24..32 checksum of 0..24
+        0xaf, 0xbd, 0x38, 0x47, 0x66, 0x0a, 0xb8, 0x33, // 24..32 checksum of 0..24
         0x03, 0x00, 0x00, 0x00,                         // 32..36 id 3
         0x05, 0x00, 0x00, 0x00,                         // 36..40 id 5
         0x07, 0x00, 0x00, 0x00,                         // 40..44 id 7
@@ -410,6 +446,7 @@ mod tests {
                 kind: SegmentKind::Log,
                 supersedes: Vec::new(),
                 data_start: 32,
+                records: RecordFormat::V2,
             })
         );
         assert_eq!(
@@ -423,6 +460,7 @@ mod tests {
                 kind: SegmentKind::Compacted,
                 supersedes: vec![3, 5, 7],
                 data_start: 52,
+                records: RecordFormat::V2,
             })
         );
         for header in [&GOLDEN_LOG_SEGMENT[..], &GOLDEN_OUTPUT[..]] {

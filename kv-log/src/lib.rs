@@ -2,7 +2,9 @@
 //!
 //! A [`Log`] is a directory of numbered segment files (`0000000001.seg`,
 //! `0000000002.seg`, ...). Each starts with a 32-byte segment header and
-//! then holds `kv-format` records back to back. Appends go to the *active*
+//! then holds `kv-format` records back to back, of the layout the header's
+//! version says ([`Segment::record_format`]; this build creates only
+//! [`kv_format::RecordFormat::CURRENT`] segments). Appends go to the *active*
 //! (newest) segment; when it would grow past
 //! [`LogOptions::segment_size`] it is synced and *sealed*, and a new active
 //! segment is created. Sealed segments are never written again.
@@ -101,8 +103,9 @@ pub use copy::copy_segments;
 pub use error::LogError;
 pub use format::{
     DEFAULT_SEGMENT_SIZE, HINT_MAGIC, HINT_MIN_VERSION, HINT_VERSION, MAX_SEGMENT_SIZE,
-    MAX_SUPERSEDES, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_VERSION,
-    SegmentKind, hint_file_name, parse_hint_file_name, parse_segment_file_name, segment_file_name,
+    MAX_SUPERSEDES, SEGMENT_EXTENSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_MIN_VERSION,
+    SEGMENT_VERSION, SegmentKind, hint_file_name, parse_hint_file_name, parse_segment_file_name,
+    segment_file_name,
 };
 pub use log::Log;
 pub use options::LogOptions;

@@ -194,6 +194,7 @@ impl CompactionOutput {
             kind: SegmentKind::Compacted,
             supersedes: std::mem::take(&mut self.supersedes),
             data_start: self.data_start,
+            records: kv_format::RecordFormat::CURRENT,
         };
         let segment = Arc::new(Segment::map(
             path,

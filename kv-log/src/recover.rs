@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use kv_format::RecordFormat;
 use kv_fs::{AppendMap, CreateError, Faults, FileOp};
 
 use crate::create::create_log_segment;
@@ -81,7 +82,16 @@ impl Log {
             .filter(|f| f.header.kind == SegmentKind::Log)
             .map(|f| f.id)
             .max();
-        if let Some(id) = newest_log {
+        // The newest log segment is appended to again, unless its records
+        // are of an older layout than this build writes (a segment holds
+        // records of one layout): then it is sealed as it is, and a new
+        // active segment is created below.
+        let active_id = newest_log.filter(|&id| {
+            found
+                .iter()
+                .any(|f| f.id == id && f.header.records == RecordFormat::CURRENT)
+        });
+        if let Some(id) = active_id {
             // The newest log segment is appended to again: a hint file of
             // it (written while it was sealed at the same length, before a
             // crash) would describe a segment that grew.
@@ -103,7 +113,8 @@ impl Log {
         let mut segments = Vec::with_capacity(found.len() + 1);
         let mut active = None;
         for mut f in found {
-            let is_active = Some(f.id) == newest_log;
+            let is_newest = Some(f.id) == newest_log;
+            let is_active = Some(f.id) == active_id;
             let capacity = if is_active {
                 options.segment_size.max(f.len)
             } else {
@@ -118,7 +129,7 @@ impl Log {
                 !is_active,
                 faults.clone(),
             )?;
-            if is_active && end.is_none() {
+            if is_newest && end.is_none() {
                 let valid = segment.scan(true, &mut |_, _| {})?;
                 if valid < f.len {
                     if segment.is_zero_from(valid) {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use kv_format::{Limits, Record, RecordKind, decode_with_limits};
+use kv_format::{Limits, Record, RecordFormat, RecordKind};
 use kv_fs::Faults;
 use memmap2::{Mmap, MmapOptions};
 
@@ -62,6 +62,8 @@ pub struct Segment {
     kind: SegmentKind,
     supersedes: Vec<u32>,
     data_start: u64,
+    /// The layout of its records, from the header's version.
+    records: RecordFormat,
     map: Mmap,
     /// Bytes at the front of the file that are completely written and may
     /// be read. Only grows; published with release ordering after the bytes
@@ -126,6 +128,7 @@ impl Segment {
             kind: header.kind,
             supersedes: header.supersedes,
             data_start: header.data_start,
+            records: header.records,
             map,
             readable: AtomicU64::new(readable),
             sealed: AtomicBool::new(sealed),
@@ -134,6 +137,13 @@ impl Segment {
             files: Mutex::new(()),
             faults,
         })
+    }
+
+    /// The layout of the segment's records: [`RecordFormat::CURRENT`] for
+    /// every segment this build creates, an older one for a segment of an
+    /// older build. Decode what [`Segment::read`] returns with it.
+    pub fn record_format(&self) -> RecordFormat {
+        self.records
     }
 
     /// The segment's id, which is also its file name.
@@ -298,7 +308,7 @@ impl Segment {
         let limits = Limits::default();
         let mut at = self.data_start as usize;
         while at < bytes.len() {
-            match decode_with_limits(&bytes[at..], &limits) {
+            match self.records.decode_with_limits(&bytes[at..], &limits) {
                 Ok(decoded) => {
                     let loc = Location {
                         segment: self.id,
@@ -309,7 +319,9 @@ impl Segment {
                     at += decoded.len;
                 }
                 Err(err) => {
-                    if tolerate_torn_tail && !any_valid_record_after(bytes, at, &limits) {
+                    if tolerate_torn_tail
+                        && !any_valid_record_after(bytes, at, self.records, &limits)
+                    {
                         return Ok(at as u64);
                     }
                     return Err(LogError::Corruption {
@@ -345,7 +357,7 @@ impl Segment {
             .ok()?;
         let header = decode_hint_header(&head).ok()?;
         // Every record takes a header and at least one byte of key.
-        let most = self.data_len() / (kv_format::HEADER_LEN as u64 + 1);
+        let most = self.data_len() / kv_format::MIN_RECORD_LEN as u64;
         (header.segment == self.id && header.segment_len == self.len() && header.count <= most)
             .then_some(header.count)
     }
@@ -540,8 +552,8 @@ fn visit_hint(
 /// a valid one after it is damage, not a torn write at the tail; so is one
 /// after which the search gave up (see `resync.rs`): a tail is cut only when
 /// nothing valid can follow.
-fn any_valid_record_after(bytes: &[u8], bad: usize, limits: &Limits) -> bool {
-    let search = crate::resync::next_valid_record(bytes, bad, limits);
+fn any_valid_record_after(bytes: &[u8], bad: usize, format: RecordFormat, limits: &Limits) -> bool {
+    let search = crate::resync::next_valid_record(bytes, bad, format, limits);
     if search.next == crate::resync::Next::GaveUp {
         log::warn!(
             "cannot tell whether a valid record follows the bad one at offset {bad}: \

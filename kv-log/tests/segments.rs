@@ -248,7 +248,8 @@ fn bad_record_followed_by_good_ones_in_the_newest_segment_is_corruption() {
     drop(log);
     let path = segment_path(dir.path(), 1);
     let mut bytes = std::fs::read(&path).unwrap();
-    let at = locs[4].offset as usize + kv_format::HEADER_LEN + 2;
+    // A byte of the record's value.
+    let at = (locs[4].offset + locs[4].len) as usize - 3;
     bytes[at] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
     match Log::open(dir.path(), LogOptions::default(), |_, _| {}) {
@@ -509,16 +510,23 @@ fn append_encoded_many_with_a_bad_header_appends_nothing() {
     assert_eq!(log.position(), before);
 }
 
-/// A value whose every 32 bytes hold a plausible record header claiming
-/// most of what follows (a value made of stored records can look like
-/// this): no header check can reject them cheaply.
-fn plausible_headers(len: usize) -> Vec<u8> {
+/// A value whose every 32 bytes in its first `reach` bytes hold a
+/// plausible record header claiming most of what follows up to `reach` (a
+/// value made of stored records can look like this): no header check can
+/// reject them cheaply.
+fn plausible_headers(len: usize, reach: usize) -> Vec<u8> {
     let mut value = vec![0u8; len];
-    for at in (0..len - 64).step_by(32) {
-        value[at + kv_format::VERSION_OFFSET] = kv_format::FORMAT_VERSION;
-        value[at + kv_format::KEY_LEN_OFFSET..][..2].copy_from_slice(&1u16.to_le_bytes());
-        let claimed = (len - at - 64) as u32;
-        value[at + kv_format::VALUE_LEN_OFFSET..][..4].copy_from_slice(&claimed.to_le_bytes());
+    for at in (0..reach - 64).step_by(32) {
+        // { checksum u32 | flags 0 | key_len 1 | value_len varint | seq }
+        value[at + 5] = 1;
+        let mut claimed = (reach - at - 64) as u32;
+        let mut i = at + 6;
+        while claimed >= 0x80 {
+            value[i] = (claimed as u8) | 0x80;
+            claimed >>= 7;
+            i += 1;
+        }
+        value[i] = claimed as u8;
     }
     value
 }
@@ -529,7 +537,11 @@ fn a_torn_tail_the_bounded_search_cannot_decide_is_refused_not_cut() {
     let mut log = Log::open(dir.path(), LogOptions::default(), |_, _| {}).unwrap();
     fill(&mut log, 10);
     let torn = log
-        .append(&Record::put(11, b"big", &plausible_headers(2 << 20)))
+        .append(&Record::put(
+            11,
+            b"big",
+            &plausible_headers(2 << 20, 1 << 20),
+        ))
         .unwrap();
     log.flush().unwrap();
     drop(log);

@@ -52,7 +52,8 @@ pub struct Damage {
 
 /// Checks the log in `dir` without changing it: every file's header and
 /// every frame, in order, handing each valid frame's payload to `visit`
-/// with its file and position.
+/// with its file, its position and its file's payload version
+/// ([`WalOptions::payload_version`](crate::WalOptions::payload_version)).
 ///
 /// After a bad frame the check looks for the next valid frame in the same
 /// file and goes on from there, so every damaged place is reported. A
@@ -62,7 +63,7 @@ pub struct Damage {
 ///
 /// [`Error::Io`] if the directory or a file cannot be read. Damage is not
 /// an error: it is listed in the returned [`WalCheck`].
-pub fn check(dir: &Path, mut visit: impl FnMut(&Path, Position, &[u8])) -> Result<WalCheck> {
+pub fn check(dir: &Path, mut visit: impl FnMut(&Path, Position, u8, &[u8])) -> Result<WalCheck> {
     let mut report = WalCheck::default();
     if !dir.exists() {
         return Ok(report);
@@ -115,7 +116,8 @@ pub fn check(dir: &Path, mut visit: impl FnMut(&Path, Position, &[u8])) -> Resul
             match cursor.next_frame(&mut payload) {
                 Ok(Some(offset)) => {
                     report.frames += 1;
-                    visit(&path, Position::new(number, offset), &payload);
+                    let position = Position::new(number, offset);
+                    visit(&path, position, cursor.payload_version, &payload);
                 }
                 Ok(None) => break,
                 Err(FrameError::Io(source)) => {
@@ -240,7 +242,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let positions = two_files(dir.path());
         let mut seen = Vec::new();
-        let report = check(dir.path(), |_, pos, payload| seen.push((pos, payload[0]))).unwrap();
+        let report = check(dir.path(), |_, pos, _, payload| {
+            seen.push((pos, payload[0]))
+        })
+        .unwrap();
         assert_eq!(report.files, 2);
         assert_eq!(report.frames, 6);
         assert!(report.damage.is_empty() && report.torn_tail.is_none());
@@ -249,7 +254,7 @@ mod tests {
             positions.iter().copied().zip(0..6u8).collect::<Vec<_>>()
         );
         assert_eq!(
-            check(&dir.path().join("absent"), |_, _, _| {}).unwrap(),
+            check(&dir.path().join("absent"), |_, _, _, _| {}).unwrap(),
             WalCheck::default()
         );
     }
@@ -267,7 +272,7 @@ mod tests {
         }
         let before = snapshot(dir.path());
         let mut seen = 0;
-        let report = check(dir.path(), |_, _, _| seen += 1).unwrap();
+        let report = check(dir.path(), |_, _, _, _| seen += 1).unwrap();
         assert_eq!(seen, 4);
         assert_eq!(report.damage.len(), 2, "{report:?}");
         for (damage, pos) in report.damage.iter().zip([positions[1], positions[4]]) {
@@ -286,7 +291,7 @@ mod tests {
         let end = bytes.len() as u64;
         bytes.extend_from_slice(&[7; 5]);
         fs::write(&last, &bytes).unwrap();
-        let report = check(dir.path(), |_, _, _| {}).unwrap();
+        let report = check(dir.path(), |_, _, _, _| {}).unwrap();
         assert!(report.damage.is_empty(), "{report:?}");
         let torn = report.torn_tail.unwrap();
         assert_eq!((torn.path, torn.offset), (last.clone(), end));
@@ -296,7 +301,7 @@ mod tests {
         let mut bytes = fs::read(&first).unwrap();
         bytes.extend_from_slice(&[7; 5]);
         fs::write(&first, &bytes).unwrap();
-        let report = check(dir.path(), |_, _, _| {}).unwrap();
+        let report = check(dir.path(), |_, _, _, _| {}).unwrap();
         assert_eq!(report.damage.len(), 1);
         assert_eq!(report.damage[0].path, first);
     }
@@ -315,7 +320,7 @@ mod tests {
         bytes[FILE_HEADER_LEN - 1] ^= 1;
         fs::write(&first, &bytes).unwrap();
         fs::write(dir.path().join(format::temp_file_name(9)), b"").unwrap();
-        let report = check(dir.path(), |_, _, _| {}).unwrap();
+        let report = check(dir.path(), |_, _, _, _| {}).unwrap();
         assert_eq!(report.files, 2);
         assert_eq!(report.damage.len(), 2, "{report:?}");
         assert_eq!(report.damage[0].path, first);

@@ -221,8 +221,9 @@ impl Wal {
         let mut files = fs::list_wal_files(&dir)?;
         let (active, recovered_tail, old_format) = match files.pop() {
             None => {
-                let (file, path) = fs::create_wal_file(&dir, FIRST_FILE_NUMBER, options.payload_version, &faults)
-                    .map_err(CreateError::into_inner)?;
+                let (file, path) =
+                    fs::create_wal_file(&dir, FIRST_FILE_NUMBER, options.payload_version, &faults)
+                        .map_err(CreateError::into_inner)?;
                 let active = ActiveFile::new(
                     FIRST_FILE_NUMBER,
                     file,
@@ -595,7 +596,12 @@ impl Wal {
             self.poisoned = Some(error.to_string());
             return Err(error);
         };
-        let (file, path) = match fs::create_wal_file(&self.dir, number, self.options.payload_version, &self.faults) {
+        let (file, path) = match fs::create_wal_file(
+            &self.dir,
+            number,
+            self.options.payload_version,
+            &self.faults,
+        ) {
             Ok(created) => created,
             Err(CreateError::Unchanged(error)) => {
                 log::warn!("creating WAL file {number} failed, staying on the old one: {error}");

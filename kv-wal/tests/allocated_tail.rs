@@ -59,7 +59,7 @@ fn a_wal_dropped_without_close_reopens_with_everything_and_no_torn_tail() {
             replay_all(dir.path(), Position::START, TOLERATE).unwrap(),
             written
         );
-        let report = kv_wal::check(dir.path(), |_, _, _| {}).unwrap();
+        let report = kv_wal::check(dir.path(), |_, _, _, _| {}).unwrap();
         assert!(report.damage.is_empty(), "{report:?}");
         assert_eq!(report.torn_tail, None, "{policy:?}");
         assert_eq!(report.frames, written.len() as u64);
@@ -107,7 +107,7 @@ fn a_torn_frame_followed_by_zeros_is_a_torn_tail() {
         matches!(error, Error::Corruption { offset, .. } if offset == last.offset),
         "{error}"
     );
-    let report = kv_wal::check(dir.path(), |_, _, _| {}).unwrap();
+    let report = kv_wal::check(dir.path(), |_, _, _, _| {}).unwrap();
     assert!(report.damage.is_empty(), "{report:?}");
     assert_eq!(report.torn_tail.unwrap().offset, last.offset);
     assert!(Wal::open(dir.path(), WalOptions::default().with_recovery(ABSOLUTE)).is_err());
@@ -145,7 +145,7 @@ fn a_valid_frame_after_a_zero_hole_is_damage() {
         );
     }
     assert!(Wal::open(dir.path(), WalOptions::default()).is_err());
-    let report = kv_wal::check(dir.path(), |_, _, _| {}).unwrap();
+    let report = kv_wal::check(dir.path(), |_, _, _, _| {}).unwrap();
     assert_eq!(report.damage.len(), 1, "{report:?}");
     assert_eq!(report.damage[0].offset, hole);
     assert_eq!(report.torn_tail, None);
@@ -184,7 +184,7 @@ fn zeros_at_the_end_of_an_older_file_are_damage_as_before() {
             other => panic!("expected corruption, got {other}"),
         }
     }
-    let report = kv_wal::check(dir.path(), |_, _, _| {}).unwrap();
+    let report = kv_wal::check(dir.path(), |_, _, _, _| {}).unwrap();
     assert_eq!(report.damage.len(), 1, "{report:?}");
     assert_eq!(
         (&report.damage[0].path, report.damage[0].offset),
@@ -234,7 +234,7 @@ fn rotation_leaves_the_older_file_exactly_its_frames() {
             .sum();
         assert_eq!(wal.size_on_disk(), sizes);
         drop(wal);
-        let report = kv_wal::check(dir.path(), |_, _, _| {}).unwrap();
+        let report = kv_wal::check(dir.path(), |_, _, _, _| {}).unwrap();
         assert!(report.damage.is_empty() && report.torn_tail.is_none());
         assert_eq!(report.frames, 11);
     }

@@ -70,7 +70,7 @@ fn a_version_1_log_replays_as_written() {
         replay(&dir, Position::new(2, 51)).unwrap(),
         expected()[4..].to_vec()
     );
-    let report = kv_wal::check(&dir, |_, _, _| {}).unwrap();
+    let report = kv_wal::check(&dir, |_, _, _, _| {}).unwrap();
     assert_eq!((report.files, report.frames), (3, 7));
     assert!(report.damage.is_empty() && report.torn_tail.is_none());
 }
@@ -113,7 +113,7 @@ fn a_torn_tail_of_a_version_1_file_is_cut() {
     bytes.extend_from_slice(&[0u8, 0, 1, 0].repeat(512));
     fs::write(&last, &bytes).unwrap();
     assert_eq!(replay(&dir, Position::START).unwrap(), expected());
-    let report = kv_wal::check(&dir, |_, _, _| {}).unwrap();
+    let report = kv_wal::check(&dir, |_, _, _, _| {}).unwrap();
     assert!(report.damage.is_empty(), "{report:?}");
     assert_eq!(report.torn_tail.unwrap().offset, end);
     let wal = Wal::open(&dir, WalOptions::default()).unwrap();
@@ -139,7 +139,7 @@ fn damage_before_a_valid_version_1_frame_is_corruption() {
         }
         other => panic!("expected corruption, got {other}"),
     }
-    let report = kv_wal::check(&dir, |_, _, _| {}).unwrap();
+    let report = kv_wal::check(&dir, |_, _, _, _| {}).unwrap();
     assert_eq!(report.damage.len(), 1, "{report:?}");
     assert_eq!(report.damage[0].offset, 32);
 }

@@ -228,7 +228,7 @@ pub fn contents(db: &Db, context: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
 /// means the end of its frames, not of the file.
 pub fn wal_frames_end(wal: &Path) -> u64 {
     let mut end = kv_wal::FILE_HEADER_LEN as u64;
-    kv_wal::check(wal.parent().unwrap(), |path, position, payload| {
+    kv_wal::check(wal.parent().unwrap(), |path, position, _, payload| {
         if path == wal {
             end = end.max(position.offset + (kv_wal::FRAME_HEADER_LEN + payload.len()) as u64);
         }
