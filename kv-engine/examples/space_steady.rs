@@ -10,17 +10,20 @@
 //! (116 bytes per key), as in `cargo xtask bench`'s space rows. It prints
 //! the median and the largest multiple over the second half of the
 //! overwrite phase (the first half lets compaction reach its steady
-//! state), then the multiple 5 s after the writes stop.
+//! state), then the multiple 5 s after the writes stop, and what the
+//! overwrite phase cost: bytes the process wrote to storage
+//! (`write_bytes` in /proc/self/io) per byte of keys and values put.
 //!
 //! ```sh
-//! cargo run --release -p kv-engine --example space_steady -- [KEYS] [RATE] [SECONDS] [SEGMENT_MIB] [WAL_MIB] [THRESHOLD_PCT]
+//! cargo run --release -p kv-engine --example space_steady -- [KEYS] [RATE] [SECONDS] [SEGMENT_MIB] [WAL_MIB] [THRESHOLD_PCT] [SPACE_TARGET_PCT]
 //! ```
 //!
 //! Defaults: 1,000,000 keys, 100,000 puts per second, 30 s, and
-//! `Options::default()`; the last three arguments set
-//! `Options::segment_size`, `Options::max_wal_size` and
-//! `Options::compaction_threshold` instead, to see what each trades.
-//! Linux only (allocated blocks come from `st_blocks`).
+//! `Options::default()`; the last four arguments set
+//! `Options::segment_size`, `Options::max_wal_size`,
+//! `Options::compaction_threshold` and `Options::compaction_space_target`
+//! instead (`-` keeps a default), to see what each trades. Linux only
+//! (allocated blocks come from `st_blocks`).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -74,6 +77,15 @@ impl Rng {
     }
 }
 
+/// Bytes this process has caused to be written to storage.
+fn write_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io (Linux only)");
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("write_bytes in /proc/self/io")
+}
+
 fn main() -> Result<(), kv_engine::Error> {
     let keys = arg(1, 1_000_000).max(1);
     let rate = arg(2, 100_000).max(BATCH);
@@ -90,11 +102,16 @@ fn main() -> Result<(), kv_engine::Error> {
     if let Some(pct) = std::env::args().nth(6).and_then(|a| a.parse::<u64>().ok()) {
         options = options.compaction_threshold(pct as f64 / 100.0);
     }
+    if let Some(pct) = std::env::args().nth(7).and_then(|a| a.parse::<u64>().ok()) {
+        options = options.compaction_space_target(pct as f64 / 100.0);
+    }
     println!(
-        "segments of {} MiB, WAL trimmed at {} MiB, compaction at {:.0}% dead",
+        "segments of {} MiB, WAL trimmed at {} MiB, compaction at {:.0}% dead, \
+         whole directory kept under {:.0}% dead",
         options.segment_size >> 20,
         options.max_wal_size >> 20,
-        options.compaction_threshold * 100.0
+        options.compaction_threshold * 100.0,
+        options.compaction_space_target * 100.0
     );
     let db = Db::open_with(dir.path(), options)?;
 
@@ -114,6 +131,7 @@ fn main() -> Result<(), kv_engine::Error> {
     );
 
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let written_before = write_bytes();
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let batch_every = Duration::from_secs_f64(BATCH as f64 / rate as f64);
@@ -142,10 +160,13 @@ fn main() -> Result<(), kv_engine::Error> {
         next_batch += batch_every;
     }
     let achieved = written as f64 / start.elapsed().as_secs_f64();
+    let amplification =
+        (write_bytes() - written_before) as f64 / (written * (KEY_LEN + VALUE_LEN) as u64) as f64;
     samples.sort_by(f64::total_cmp);
     println!(
         "overwrites at {achieved:.0}/s for {seconds} s (asked {rate}/s): \
-         median {:.2}x live, max {:.2}x over the second half ({} samples)",
+         median {:.2}x live, max {:.2}x over the second half ({} samples); \
+         {amplification:.2} bytes written per byte put",
         samples[samples.len() / 2],
         samples[samples.len() - 1],
         samples.len()

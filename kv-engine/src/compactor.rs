@@ -67,6 +67,9 @@ impl CompactionReport {
 pub(crate) struct PassOptions {
     /// Compact segments whose dead share is at least this.
     pub(crate) min_dead_ratio: f64,
+    /// Beyond those, compact the segments with the most dead bytes while
+    /// the dead share of all the segments' bytes is above this.
+    pub(crate) space_target: f64,
     /// Bytes per second, or unlimited.
     pub(crate) rate: Option<u64>,
     /// Whether pausing holds this pass up (the background's do; an explicit
@@ -89,7 +92,7 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
     let listed = shared.listed.lock().clone();
     let damaged = shared.damaged.lock().clone();
     let now = shared.time.now();
-    let candidates: Vec<Arc<Segment>> = set
+    let eligible: Vec<&Arc<Segment>> = set
         .iter()
         // Only segments a durable marker lists (see `Writer::trim_wal`),
         // wholly before its position, and not known to be damaged.
@@ -99,12 +102,15 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
                 && listed.binary_search(&s.id()).is_ok()
                 && !damaged.contains(&s.id())
         })
-        .filter(|s| {
-            let u = usage.get(&s.id()).copied().unwrap_or_default();
-            // An empty sealed segment (an output whose copies all died, or a
-            // log segment sealed with nothing in it) is all overhead.
-            (u.dead_at(now) > 0 || u.total == 0) && u.dead_ratio(now) >= options.min_dead_ratio
-        })
+        .collect();
+    let sizes: Vec<(u32, Usage)> = eligible
+        .iter()
+        .map(|s| (s.id(), usage.get(&s.id()).copied().unwrap_or_default()))
+        .collect();
+    let chosen = choose(&sizes, &usage, now, &options);
+    let candidates: Vec<Arc<Segment>> = eligible
+        .into_iter()
+        .filter(|s| chosen.binary_search(&s.id()).is_ok())
         .cloned()
         .collect();
     drop(set);
@@ -191,6 +197,66 @@ pub(crate) fn pass(shared: &Shared, options: PassOptions) -> Result<CompactionRe
         }
     }
     Ok(report)
+}
+
+/// The ids of the segments of `eligible` (in id order, with their usage) a
+/// pass compacts, in id order: those whose dead share is at least the
+/// threshold, and then, while the dead share of all the segments (`usage`)
+/// would stay above the space target, the others with the largest dead
+/// shares, each at least the target.
+fn choose(
+    eligible: &[(u32, Usage)],
+    usage: &BTreeMap<u32, Usage>,
+    now: u64,
+    options: &PassOptions,
+) -> Vec<u32> {
+    // An empty sealed segment (an output whose copies all died, or a log
+    // segment sealed with nothing in it) is all overhead.
+    let worth = |u: &Usage| u.dead_at(now) > 0 || u.total == 0;
+    let mut chosen: Vec<bool> = eligible
+        .iter()
+        .map(|(_, u)| worth(u) && u.dead_ratio(now) >= options.min_dead_ratio)
+        .collect();
+    let (mut total, mut dead) = usage
+        .values()
+        .fold((0u64, 0u64), |(t, d), u| (t + u.total, d + u.dead_at(now)));
+    for (picked, (_, u)) in chosen.iter().zip(eligible) {
+        if *picked {
+            // Compacting it leaves its live bytes and drops its dead ones.
+            total -= u.dead_at(now).min(total);
+            dead -= u.dead_at(now).min(dead);
+        }
+    }
+    let over = |total: u64, dead: u64| dead as f64 > options.space_target * total as f64;
+    if over(total, dead) {
+        let mut rest: Vec<usize> = (0..eligible.len())
+            .filter(|&i| {
+                let u = &eligible[i].1;
+                !chosen[i] && worth(u) && u.dead_ratio(now) >= options.space_target
+            })
+            .collect();
+        rest.sort_by(|&a, &b| {
+            eligible[b]
+                .1
+                .dead_ratio(now)
+                .total_cmp(&eligible[a].1.dead_ratio(now))
+        });
+        for i in rest {
+            if !over(total, dead) {
+                break;
+            }
+            let u = &eligible[i].1;
+            total -= u.dead_at(now).min(total);
+            dead -= u.dead_at(now).min(dead);
+            chosen[i] = true;
+        }
+    }
+    eligible
+        .iter()
+        .zip(chosen)
+        .filter(|(_, picked)| *picked)
+        .map(|((id, _), _)| *id)
+        .collect()
 }
 
 /// Splits candidates (in id order) into runs whose live bytes fit in one
@@ -337,5 +403,71 @@ pub(crate) fn write_missing_hints(shared: &Shared) {
                 segment.path().display()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(total: u64, dead: u64) -> Usage {
+        Usage {
+            total,
+            dead,
+            ..Usage::default()
+        }
+    }
+
+    fn options(threshold: f64, target: f64) -> PassOptions {
+        PassOptions {
+            min_dead_ratio: threshold,
+            space_target: target,
+            rate: None,
+            pausable: true,
+            run_bytes: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn the_space_target_takes_the_deadest_segments_until_the_whole_is_under_it() {
+        // Five eligible segments of 100 bytes, dead 40, 30, 10, 35, 20;
+        // segment 9 (the active one, not eligible) is 100 bytes, 20 dead.
+        // Dead: 155 of 600.
+        let eligible: Vec<(u32, Usage)> = [(1, 40), (2, 30), (3, 10), (4, 35), (5, 20)]
+            .into_iter()
+            .map(|(id, dead)| (id, usage(100, dead)))
+            .collect();
+        let mut all: BTreeMap<u32, Usage> = eligible.iter().copied().collect();
+        all.insert(9, usage(100, 20));
+
+        // With the target off, only the threshold picks.
+        assert_eq!(
+            choose(&eligible, &all, 0, &options(0.5, 1.0)),
+            Vec::<u32>::new()
+        );
+        assert_eq!(choose(&eligible, &all, 0, &options(0.35, 1.0)), [1, 4]);
+        // At 25%: 155/600 is over; taking 1 (40 dead) leaves 115/560 =
+        // 20.5%, under it.
+        assert_eq!(choose(&eligible, &all, 0, &options(0.5, 0.25)), [1]);
+        // At 15%: then 4 (80/525 = 15.2%), then 2 (50/495 = 10.1%).
+        assert_eq!(choose(&eligible, &all, 0, &options(0.5, 0.15)), [1, 2, 4]);
+        // At 5%: every segment at least 5% dead, and no more: 3 and 5 are
+        // taken too, and what stays dead is the active segment's.
+        assert_eq!(
+            choose(&eligible, &all, 0, &options(0.5, 0.05)),
+            [1, 2, 3, 4, 5]
+        );
+        // Threshold picks count towards the target: 4 is past the
+        // threshold, then 1 leaves (155 - 35 - 40) / (600 - 75) = 15.2%,
+        // so 2 is taken as well.
+        assert_eq!(choose(&eligible, &all, 0, &options(0.35, 0.15)), [1, 2, 4]);
+        // A segment under the target itself is never taken for it.
+        let few = [(1, usage(100, 10)), (2, usage(100, 10))];
+        let mut lots: BTreeMap<u32, Usage> = few.iter().copied().collect();
+        lots.insert(9, usage(100, 90));
+        assert_eq!(
+            choose(&few, &lots, 0, &options(0.5, 0.2)),
+            Vec::<u32>::new()
+        );
     }
 }

@@ -485,6 +485,7 @@ impl Db {
             &self.shared,
             PassOptions {
                 min_dead_ratio: 0.0,
+                space_target: 1.0,
                 rate: None,
                 pausable: false,
                 run_bytes: self.options.run_bytes(),

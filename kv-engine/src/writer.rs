@@ -101,9 +101,11 @@ pub(crate) struct Writer {
     gather_target: usize,
     /// How long the last commit's sync took.
     last_sync: Duration,
-    /// The WAL is trimmed once it has grown this much since the last
-    /// marker.
+    /// `Options::max_wal_size`.
     max_wal_bytes: u64,
+    /// The WAL is trimmed once it has grown this much since the last
+    /// marker: [`wal_limit`] of the segments' bytes at the last trim.
+    wal_limit: u64,
     /// WAL bytes appended since the last marker.
     wal_bytes: u64,
     /// Set by the first failed sync (or failed write that could not be
@@ -168,6 +170,8 @@ impl Writer {
         options: &Options,
         faults: Faults,
     ) -> Writer {
+        let first_wal_limit =
+            wal_limit(options.max_wal_size, log.reader().segments().total_bytes());
         Writer {
             shared,
             dir,
@@ -179,6 +183,7 @@ impl Writer {
             gather_target: 0,
             last_sync: Duration::ZERO,
             max_wal_bytes: options.max_wal_size,
+            wal_limit: first_wal_limit,
             wal_bytes: 0,
             poisoned: None,
             buf: Vec::new(),
@@ -291,7 +296,7 @@ impl Writer {
             }
             self.sync_if_due();
             let seal = self.poisoned.is_none() && self.seal_early();
-            if (seal || self.wal_bytes >= self.max_wal_bytes)
+            if (seal || self.wal_bytes >= self.wal_limit)
                 && self.poisoned.is_none()
                 && let Err(e) = self.trim_wal()
             {
@@ -486,6 +491,10 @@ impl Writer {
             .map_err(|e| self.marker_failed(e))?;
         self.wal.remove_before(wal_from)?;
         self.wal_bytes = 0;
+        self.wal_limit = wal_limit(
+            self.max_wal_bytes,
+            self.log.reader().segments().total_bytes(),
+        );
         // Every segment before this one is now marker_segment, and every
         // listed one named by a durable marker: compaction may take them.
         *self.shared.listed.lock() = segments;
@@ -793,6 +802,20 @@ impl Writer {
         self.log.flush()?;
         Ok(())
     }
+}
+
+/// The least WAL growth that the segments' size lowers the trim point to.
+const MIN_WAL_LIMIT: u64 = 4 << 20;
+
+/// How much the WAL may grow before it is trimmed, over segments holding
+/// `segment_bytes`: an eighth of them, so that the WAL (which holds the
+/// same records again) stays a small share of the directory, but at least
+/// [`MIN_WAL_LIMIT`] (a trim syncs the segments and rewrites the marker)
+/// and at most `max_wal_size`.
+fn wal_limit(max_wal_size: u64, segment_bytes: u64) -> u64 {
+    (segment_bytes / 8)
+        .clamp(MIN_WAL_LIMIT, MIN_WAL_LIMIT.max(max_wal_size))
+        .min(max_wal_size)
 }
 
 /// Applies records, in order, to the index: a put replaces the key's
