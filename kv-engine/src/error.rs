@@ -136,6 +136,14 @@ impl From<kv_wal::Error> for Error {
                 path,
                 reason: format!("WAL format version {version} is not supported"),
             },
+            W::UnsupportedPayloadVersion { path, version, .. } => Error::UnsupportedFile {
+                path,
+                reason: format!(
+                    "its records are of payload version {version}, which this build does not \
+                     read (it reads 0 and {})",
+                    kv_format::FORMAT_VERSION
+                ),
+            },
             W::Poisoned { cause } => Error::Poisoned { cause },
             other => Error::Wal(other),
         }

@@ -389,7 +389,8 @@ impl Options {
 pub(crate) fn wal_records(payload_version: u8) -> Option<kv_format::RecordFormat> {
     match payload_version {
         0 => Some(kv_format::RecordFormat::V1),
-        v => kv_format::RecordFormat::from_version(v),
+        2 => Some(kv_format::RecordFormat::V2),
+        _ => None,
     }
 }
 

@@ -331,7 +331,7 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
     let model = populated(dir.path());
     // Each reopen rotates the WAL, so the files are found afresh for each
     // case.
-    let cases: [(FindFile, Layout, &str); 3] = [
+    let cases: [(FindFile, Layout, &str); 4] = [
         // Segment header: version u16 at 8, checksum at 24.
         (
             first_segment,
@@ -364,6 +364,18 @@ fn files_of_a_future_format_version_are_unsupported_and_left_alone() {
                 future: u16::from(kv_wal::FORMAT_VERSION) + 1,
             },
             "WAL",
+        ),
+        // WAL file header: payload version u8 at 9 (the record format of
+        // its payloads), checksum at 24.
+        (
+            wal_file,
+            Layout {
+                version_at: 9,
+                wide: false,
+                checksum_at: 24,
+                future: u16::from(kv_format::FORMAT_VERSION) + 1,
+            },
+            "WAL payload",
         ),
     ];
     for (find, layout, what) in cases {

@@ -60,7 +60,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
-    copy_dir, crash_image, is_compaction_output, scratch_dir, segment_records_end, wal_frames_end,
+    copy_dir, crash_image, files_with_suffix, is_compaction_output, scratch_dir,
+    segment_records_end, wal_frames_end,
 };
 use kv_engine::{Db, Error, Options, RecoveryMode, WriteBatch};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -169,11 +170,19 @@ fn build() -> Fixture {
     db.compact().unwrap();
     // More segments after the compaction, sealed without hint files.
     for i in 20..32 {
-        put(&db, &mut model, i, format!("third-{i}-"));
+        put(&db, &mut model, i, format!("third-{i}-").repeat(4));
     }
     put(&db, &mut model, 1, "third-1".into());
     del(&db, &mut model, 2);
     db.close().unwrap(); // a checkpoint at the end of the segments
+    let segments = files_with_suffix(&live, ".seg");
+    let newest = segments.last().cloned();
+    assert!(
+        segments
+            .iter()
+            .any(|s| Some(s) != newest.as_ref() && !s.with_extension("hint").exists()),
+        "no sealed segment without a hint file: the scan at open is not covered: {segments:?}"
+    );
 
     // The WAL tail: writes after the last checkpoint, then a crash image.
     let db = Db::open_with(&live, options()).unwrap();

@@ -71,7 +71,8 @@
 //! let reader = log.reader();
 //! let segments = reader.segments();
 //! let bytes = segments.read(loc)?;
-//! let record = kv_format::decode(bytes)?.record;
+//! let segment = segments.get(loc.segment).expect("the segment holds it");
+//! let record = segment.record_format().decode(bytes)?.record;
 //! assert_eq!(record.value, b"value");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

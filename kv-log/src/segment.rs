@@ -228,7 +228,8 @@ impl Segment {
     /// Whether every readable byte from `offset` on is zero: the space a
     /// writer allocated ahead of its appends, which a crash can leave at
     /// the end of the newest log segment. Zeros never decode as a record:
-    /// a record's format version byte is never zero.
+    /// a record's key length is never zero (nor a version 1 record's
+    /// version byte).
     pub fn is_zero_from(&self, offset: u64) -> bool {
         let bytes = self.bytes();
         bytes

@@ -62,6 +62,22 @@ pub enum Error {
         /// The version in its header.
         version: u8,
     },
+    /// A WAL file holds payloads of a later payload version than the
+    /// owner's ([`WalOptions::payload_version`](crate::WalOptions::payload_version)):
+    /// a newer build of the owner wrote it. [`Wal::open`](crate::Wal::open)
+    /// refuses it without changing any file.
+    #[error(
+        "WAL file {path} holds payloads of payload version {version}, later than the \
+         {supported} this build writes; open it with the build that wrote it"
+    )]
+    UnsupportedPayloadVersion {
+        /// The file.
+        path: PathBuf,
+        /// The payload version in its header.
+        version: u8,
+        /// The payload version the log was opened with.
+        supported: u8,
+    },
     /// A WAL file the log needs is missing: a file in the middle of the log
     /// (file numbers must be consecutive from the replay position on), or
     /// the file a replay was asked to start in.
@@ -126,6 +142,15 @@ impl Error {
             Error::UnsupportedVersion { path, version } => Error::UnsupportedVersion {
                 path: path.clone(),
                 version: *version,
+            },
+            Error::UnsupportedPayloadVersion {
+                path,
+                version,
+                supported,
+            } => Error::UnsupportedPayloadVersion {
+                path: path.clone(),
+                version: *version,
+                supported: *supported,
             },
             Error::MissingFile { path } => Error::MissingFile { path: path.clone() },
             Error::Poisoned { cause } => Error::Poisoned {

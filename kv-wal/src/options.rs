@@ -86,9 +86,11 @@ pub struct WalOptions {
     /// back with each payload by [`Replay::payload_version`](crate::Replay::payload_version),
     /// so that an owner that changes its encoding can still read the
     /// payloads of files written before. [`Wal::open`](crate::Wal::open)
-    /// goes on in a new file when the last one has another payload
-    /// version, so a file holds payloads of one version. Default 0, which
-    /// is also what files of builds before this field read as.
+    /// goes on in a new file when the last one has an earlier payload
+    /// version, so a file holds payloads of one version, and refuses a log
+    /// with a file of a later one ([`Error::UnsupportedPayloadVersion`](crate::Error::UnsupportedPayloadVersion)),
+    /// changing nothing: payload versions only grow. Default 0, which is
+    /// also what files of builds before this field read as.
     pub payload_version: u8,
     /// Makes chosen writes, syncs, renames or file creations fail, for
     /// tests (the `fail-points` feature).

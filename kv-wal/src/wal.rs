@@ -219,7 +219,18 @@ impl Wal {
         fs::create_dir(&dir, &faults)?;
         fs::remove_temp_files(&dir, &faults)?;
         let mut files = fs::list_wal_files(&dir)?;
-        let (active, recovered_tail, old_format) = match files.pop() {
+        let last = files.pop();
+        // Every header is checked before anything is changed: a file of a
+        // later payload version refuses the open as it is.
+        let mut older = BTreeMap::new();
+        for (number, path) in files {
+            let mut file = File::open(&path).map_err(io_error(&path))?;
+            let header = fs::read_file_header(&mut file, &path, number)?;
+            check_payload_version(&path, header.payload_version, &options)?;
+            let len = file.metadata().map_err(io_error(&path))?.len();
+            older.insert(number, len);
+        }
+        let (active, recovered_tail, old_format) = match last {
             None => {
                 let (file, path) =
                     fs::create_wal_file(&dir, FIRST_FILE_NUMBER, options.payload_version, &faults)
@@ -235,13 +246,6 @@ impl Wal {
             }
             Some((number, path)) => recover_last(number, path, &options, &faults)?,
         };
-        let mut older = BTreeMap::new();
-        for (number, path) in files {
-            let mut file = File::open(&path).map_err(io_error(&path))?;
-            fs::read_file_header(&mut file, &path, number)?;
-            let len = file.metadata().map_err(io_error(&path))?.len();
-            older.insert(number, len);
-        }
         let mut wal = Wal {
             dir,
             options,
@@ -784,6 +788,19 @@ pub(crate) fn check_payload_len(len: usize, max: u32) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a file of a later payload version than `options` write: payload
+/// versions only grow, so a newer owner wrote it.
+fn check_payload_version(path: &Path, version: u8, options: &WalOptions) -> Result<()> {
+    if version > options.payload_version {
+        return Err(Error::UnsupportedPayloadVersion {
+            path: path.to_path_buf(),
+            version,
+            supported: options.payload_version,
+        });
+    }
+    Ok(())
+}
+
 /// Finds the end of the last file, cutting off the zeros allocated ahead
 /// of its frames, and a torn tail if the recovery mode allows; the third
 /// value says whether the file is of an older format version than this
@@ -797,6 +814,7 @@ fn recover_last(
     let mut cursor = FileCursor::open(path.clone(), number, 0, None)?;
     let layout = cursor.layout;
     let payload_version = cursor.payload_version;
+    check_payload_version(&path, payload_version, options)?;
     let mut scratch = Vec::new();
     let cut_at = loop {
         match cursor.next_frame(&mut scratch) {

@@ -58,3 +58,44 @@ fn each_payload_comes_back_with_the_payload_version_of_its_file() {
         ]
     );
 }
+
+#[test]
+fn a_log_of_a_later_payload_version_is_refused_and_left_alone() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("wal");
+    let mut wal = Wal::open(&dir, WalOptions::default().with_payload_version(3)).unwrap();
+    wal.append(b"written by a newer owner").unwrap();
+    wal.commit().unwrap();
+    wal.rotate().unwrap();
+    wal.append(b"and more").unwrap();
+    wal.commit().unwrap();
+    drop(wal); // no close: the last file keeps its allocated tail
+    let listing = || {
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = listing();
+    for version in [0, 2] {
+        match Wal::open(&dir, WalOptions::default().with_payload_version(version)) {
+            Err(kv_wal::Error::UnsupportedPayloadVersion {
+                version: 3,
+                supported,
+                ..
+            }) => assert_eq!(supported, version),
+            other => panic!("expected UnsupportedPayloadVersion, got {other:?}"),
+        }
+        assert_eq!(listing(), before, "a refused open changed the files");
+    }
+    // The owner of that version still opens it.
+    Wal::open(&dir, WalOptions::default().with_payload_version(3))
+        .unwrap()
+        .close()
+        .unwrap();
+}
