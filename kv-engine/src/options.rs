@@ -69,9 +69,9 @@ pub struct Options {
     /// marker).
     ///
     /// What it trades: the WAL takes up to about this much disk besides
-    /// the segments (the eighth keeps it to about 0.14× of a small
-    /// database's records: 16 MiB for the 1M keys of 116 bytes of the
-    /// `space_steady` example, where a fixed 64 MiB was 0.47× the data),
+    /// the segments (by the eighth, at most about 16 MiB for the 131 MB
+    /// of records of the `space_steady` example's 1M keys; a fixed 64 MiB
+    /// measured 0.47× the data there),
     /// and segments become compactable only once a marker lists them; a
     /// smaller value trims, so syncs the segments and rewrites the marker,
     /// more often.
