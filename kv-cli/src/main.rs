@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use kv_engine::{CompactionReport, Db, Error, Options, Stats};
 
 use crate::encoding::{Encoding, escape_for_terminal};
@@ -53,12 +53,14 @@ Exit codes:
 /// kv: an embedded key-value store, on a local directory.
 ///
 /// Keys are 1 to 65535 bytes, values 0 bytes to 64 MiB. Every command opens
-/// the database in --dir (creating it for writes), runs, and closes it;
+/// the database in --dir (creating it for writes, in a missing or empty
+/// directory), runs, and closes it;
 /// `kv shell` keeps it open for many commands.
 #[derive(Debug, Parser)]
 #[command(name = "kv", version, about, long_about, after_help = AFTER_HELP)]
 struct Cli {
-    /// The database directory; commands that write create it if missing.
+    /// The database directory; commands that write create a database in
+    /// a missing or empty one.
     #[arg(
         long,
         env = "KV_DIR",
@@ -248,7 +250,10 @@ impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli = match parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::from(exit::OK),
@@ -257,6 +262,86 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// The command line, parsed. Help and the version go to stdout with exit
+/// 0 (`kv help --help` too); a usage error is one line on stderr, as every
+/// other error is, with exit 2.
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, ExitCode> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    // clap takes `help --help` for help about a subcommand named --help:
+    // make it `--help`.
+    if let Some(i) = subcommand_position(&args)
+        && args[i] == "help"
+        && args.get(i + 1).is_some_and(|a| a == "--help" || a == "-h")
+    {
+        args.remove(i);
+    }
+    // Built once per process: clap takes a `&'static str`.
+    let version: &'static str = Box::leak(version_line().into_boxed_str());
+    let command = Cli::command().version(version);
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    parsed.map_err(|err| {
+        if err.use_stderr() {
+            eprintln!("kv: {}", usage_error_line(&err));
+            ExitCode::from(exit::USAGE)
+        } else {
+            let _ = err.print();
+            ExitCode::from(exit::OK)
+        }
+    })
+}
+
+/// Where the subcommand is in `args`: the first word after the program
+/// name that is neither an option nor the value of `--dir`.
+fn subcommand_position(args: &[OsString]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(arg) = args.get(i) {
+        if arg == "--dir" {
+            i += 2;
+        } else if arg.as_bytes().starts_with(b"-") {
+            i += 1;
+        } else {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// What `kv --version` prints after the name: the version, the commit it
+/// was built from, and the on-disk formats it writes.
+fn version_line() -> String {
+    format!(
+        "{} (commit {}; record format {}, segment format {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("KV_BUILD_COMMIT"),
+        kv_engine::RECORD_FORMAT_VERSION,
+        kv_engine::SEGMENT_VERSION,
+    )
+}
+
+/// A clap usage error on one line: its message, then the usage it shows.
+fn usage_error_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let message = lines.next().unwrap_or("bad arguments");
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let mut line = message.to_string();
+    for rest in lines {
+        if let Some(usage) = rest.strip_prefix("Usage: ") {
+            line.push_str(&format!("; usage: {usage}"));
+        } else if let Some(tip) = rest.strip_prefix("tip: ") {
+            line.push_str(&format!("; {tip}"));
+        } else if !rest.starts_with("For more information") {
+            // The rest of the message, such as the missing arguments.
+            line.push(' ');
+            line.push_str(rest);
+        }
+    }
+    line.push_str(" (kv --help says more)");
+    line
 }
 
 /// The error and its causes on one line.
@@ -375,13 +460,15 @@ impl Session {
         }
     }
 
-    /// Opens the database; `create` a missing directory (for writes), or
-    /// else refuse it, so that a read of a mistyped --dir does not leave an
-    /// empty database behind.
+    /// Opens the database; `create` one (for writes) in a missing or
+    /// empty directory, never in one that holds other files; without
+    /// `create`, refuse a directory that holds no database, so that a read
+    /// of a mistyped --dir leaves nothing behind.
     fn open(&mut self, create: bool) -> anyhow::Result<&Db> {
         if self.db.is_none() {
             check_dir(&self.dir, create)?;
-            self.db = Some(Db::open_with(&self.dir, self.options())?);
+            let options = self.options().create_if_missing(create);
+            self.db = Some(Db::open_with(&self.dir, options)?);
         }
         Ok(self.db.as_ref().expect("just opened"))
     }
@@ -589,11 +676,17 @@ impl Session {
 /// missing directory unless the command writes.
 fn check_dir(dir: &Path, create: bool) -> anyhow::Result<()> {
     match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => anyhow::bail!(
+        Ok(meta) if !meta.is_dir() => anyhow::bail!(
             "{} is not a directory, so it cannot be a database (--dir)",
             dir.display()
         ),
+        Ok(_) if create && !kv_engine::holds_database(dir)? && !is_empty_dir(dir)? => {
+            anyhow::bail!(
+                "{} holds other files but no kv database: give a new or empty directory (--dir, KV_DIR)",
+                dir.display()
+            )
+        }
+        Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
             "no database at {}: the directory does not exist (--dir, KV_DIR)",
@@ -601,6 +694,13 @@ fn check_dir(dir: &Path, create: bool) -> anyhow::Result<()> {
         ),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.display())),
     }
+}
+
+/// Whether the directory `dir` has no entries.
+fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
+    let mut entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    Ok(entries.next().is_none())
 }
 
 /// The bytes of a KEY, VALUE or PREFIX argument in `encoding`. In utf8 the

@@ -225,12 +225,44 @@ fn every_subcommand_has_help_with_the_exit_codes() {
 }
 
 #[test]
+fn help_and_version_exit_0_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["help", "--help"][..],
+        &["help", "-h"],
+        &["help"],
+        &["help", "put"],
+    ] {
+        let out = kv(dir.path(), args);
+        assert_code(&out, 0);
+        assert!(
+            stdout(&out).contains("Usage: kv"),
+            "{args:?}: {}",
+            stdout(&out)
+        );
+        assert!(out.stderr.is_empty(), "{args:?}: {}", stderr(&out));
+    }
+    for flag in ["--version", "-V"] {
+        let out = kv(dir.path(), &[flag]);
+        assert_code(&out, 0);
+        let text = stdout(&out);
+        assert!(text.starts_with("kv 0."), "{text}");
+        assert!(text.contains("(commit "), "{text}");
+        assert!(text.contains("record format 2, segment format 2"), "{text}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    assert_code(&kv(dir.path(), &["put", "only-key"]), 2);
-    assert_code(&kv(dir.path(), &["frobnicate"]), 2);
-    assert_code(&kv(dir.path(), &["keys", "--limit", "many"]), 2);
-    assert_code(&kv(dir.path(), &["import", "--format", "xml"]), 2);
+    // clap's errors too are one line, with the usage in it.
+    assert_one_line_error(&kv(dir.path(), &["put", "only-key"]), 2, "<VALUE>");
+    assert_one_line_error(&kv(dir.path(), &["put", "only-key"]), 2, "usage: kv put");
+    assert_one_line_error(&kv(dir.path(), &["frobnicate"]), 2, "'frobnicate'");
+    assert_one_line_error(&kv(dir.path(), &["--bogus"]), 2, "'--bogus'");
+    assert_one_line_error(&kv(dir.path(), &["keys", "--limit", "many"]), 2, "many");
+    assert_one_line_error(&kv(dir.path(), &["import", "--format", "xml"]), 2, "xml");
     // A KEY that is not valid in its encoding.
     assert_one_line_error(&kv(dir.path(), &["get", "-e", "hex", "xyz"]), 2, "hex");
     assert_one_line_error(
@@ -373,6 +405,47 @@ fn verify_of_a_missing_directory_is_an_error_and_creates_nothing() {
     // A read of a mistyped --dir does not create an empty database either.
     assert_one_line_error(&kv(&missing, &["get", "k"]), 3, "no database");
     assert!(!missing.exists());
+}
+
+#[test]
+fn a_directory_without_a_database_is_never_made_one() {
+    let parent = tempfile::tempdir().unwrap();
+    let other = parent.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+    let before = snapshot(&other);
+    for args in [
+        &["count"][..],
+        &["get", "k"],
+        &["keys"],
+        &["scan"],
+        &["stats"],
+        &["export"],
+        &["compact"],
+        &["verify"],
+    ] {
+        assert_one_line_error(&kv(&other, args), 3, "no kv database");
+    }
+    for args in [&["put", "k", "v"][..], &["delete", "k"]] {
+        assert_one_line_error(&kv(&other, args), 3, "holds other files");
+    }
+    assert_one_line_error(
+        &kv_in(&other, &["import"], b"{\"key\": \"k\", \"value\": \"v\"}\n"),
+        3,
+        "holds other files",
+    );
+    assert_eq!(snapshot(&other), before, "a refused command changed files");
+
+    // An empty directory: reads refuse it and leave it empty; a write
+    // makes a database there.
+    let empty = parent.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_one_line_error(&kv(&empty, &["count"]), 3, "no kv database");
+    assert_one_line_error(&kv(&empty, &["verify"]), 3, "no kv database");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    assert_code(&kv(&empty, &["put", "k", "v"]), 0);
+    assert_eq!(stdout(&kv(&empty, &["count"])), "1\n");
+    assert_code(&kv(&empty, &["verify"]), 0);
 }
 
 /// Every file under `dir` with its bytes.

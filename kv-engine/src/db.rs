@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use crate::clock::Monotonic;
 use crate::compactor::{self, CompactionReport, PassOptions};
 use crate::copy;
-use crate::fs::{WAL_DIR_NAME, create_dir, lock_dir};
+use crate::fs::{WAL_DIR_NAME, check_exists, create_dir, lock_dir};
 use crate::iter::{Iter, Keys};
 use crate::recovery::{self, Recovered};
 use crate::reply::{self, Reply};
@@ -90,10 +90,13 @@ impl Db {
     /// # Errors
     ///
     /// [`Error::InvalidOptions`] if a field of `options` is out of range
-    /// (see [`Options::validate`]); else as [`Db::open`].
+    /// (see [`Options::validate`]); [`Error::NotADatabase`] if the
+    /// directory holds no database and [`Options::create_if_missing`] is
+    /// off; else as [`Db::open`].
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Db> {
         options.validate()?;
         let dir = path.as_ref().to_path_buf();
+        check_exists(&dir, options.create_if_missing)?;
         create_dir(&dir)?;
         let lock = lock_dir(&dir)?;
         let faults = options.faults();

@@ -68,6 +68,16 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// The directory holds no database, and
+    /// [`Options::create_if_missing`](crate::Options::create_if_missing) is
+    /// off: nothing was created or changed.
+    #[error("no kv database at {path}: {reason}")]
+    NotADatabase {
+        /// The directory.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
     /// Another `Db`, in this process or another, has the directory open.
     #[error("database {path} is locked: another process (or another Db in this one) has it open")]
     Locked {
@@ -226,6 +236,10 @@ impl Error {
                 path: path.clone(),
                 reason: reason.clone(),
             },
+            Error::NotADatabase { path, reason } => Error::NotADatabase {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
             Error::Locked { path } => Error::Locked { path: path.clone() },
             Error::Closed => Error::Closed,
             Error::Poisoned { cause } => Error::Poisoned {
@@ -279,6 +293,10 @@ mod tests {
             Error::CheckpointTarget {
                 path: path.clone(),
                 reason: "it exists and is not empty".into(),
+            },
+            Error::NotADatabase {
+                path: path.clone(),
+                reason: "the directory does not exist".into(),
             },
             Error::Locked { path: path.clone() },
             Error::Closed,

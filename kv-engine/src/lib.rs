@@ -83,8 +83,14 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use compactor::CompactionReport;
 pub use db::Db;
 pub use error::Error;
-pub use fs::{LOCK_FILE_NAME, WAL_DIR_NAME};
+pub use fs::{LOCK_FILE_NAME, WAL_DIR_NAME, holds_database};
 pub use iter::{Iter, Keys};
+/// The record format version this build writes (docs/format.md); it reads
+/// every earlier one.
+pub use kv_format::FORMAT_VERSION as RECORD_FORMAT_VERSION;
+/// The segment file version this build writes (docs/format.md); it reads
+/// every earlier one.
+pub use kv_log::SEGMENT_VERSION;
 pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
 pub use stats::Stats;

@@ -53,6 +53,14 @@ pub struct Options {
     /// writer's queue holds four groups and is allocated whole at open. The
     /// builder [`Options::max_group_size`] raises 0 to 1.
     pub max_group_size: usize,
+    /// Whether [`Db::open_with`](crate::Db::open_with) creates a database
+    /// where there is none ([`holds_database`](crate::holds_database)
+    /// says whether there is). Default true: a missing directory is
+    /// created, and so is a database in a directory that holds other
+    /// files. When false, such an open fails with
+    /// [`Error::NotADatabase`](crate::Error::NotADatabase) before touching
+    /// any file, as a reader of an existing database wants.
+    pub create_if_missing: bool,
     /// When the write-ahead log is synced. Default [`SyncPolicy::Always`]:
     /// an acknowledged write survives power loss. Under every policy an
     /// acknowledged write survives the process being killed.
@@ -146,6 +154,7 @@ impl Default for Options {
             segment_size: DEFAULT_SEGMENT_SIZE,
             max_value_len: MAX_VALUE_LEN,
             max_group_size: 1024,
+            create_if_missing: true,
             sync: SyncPolicy::Always,
             wal_recovery: RecoveryMode::default(),
             max_wal_size: 64 << 20,
@@ -255,6 +264,12 @@ impl Options {
     /// is refused above that).
     pub fn max_value_len(mut self, bytes: usize) -> Self {
         self.max_value_len = bytes.min(MAX_VALUE_LEN);
+        self
+    }
+
+    /// Sets [`Options::create_if_missing`].
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
         self
     }
 

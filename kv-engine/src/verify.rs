@@ -129,8 +129,10 @@ fn problem(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> 
 ///
 /// # Errors
 ///
-/// [`Error::Locked`] if a `Db` has the directory open; [`Error::Io`] if the
-/// directory does not exist or a file cannot be read.
+/// [`Error::Locked`] if a `Db` has the directory open;
+/// [`Error::NotADatabase`] if the directory holds none
+/// ([`holds_database`](crate::holds_database)); [`Error::Io`] if the path
+/// does not exist, is not a directory, or a file cannot be read.
 pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
     let dir = path.as_ref();
     let meta = std::fs::metadata(dir).map_err(|source| Error::Io {
@@ -146,6 +148,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             ),
         });
     }
+    crate::fs::check_exists(dir, false)?;
     let _lock = lock_if_present(dir)?;
     let mut report = VerifyReport::default();
 

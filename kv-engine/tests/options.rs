@@ -158,3 +158,75 @@ fn defaults_and_edge_values_are_accepted() {
     // Some(0) means no limit.
     assert!(quiet().compaction_rate(Some(0)).validate().is_ok());
 }
+
+/// Every file under `dir`, with its bytes.
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn without_create_if_missing_only_a_database_opens() {
+    let parent = tempfile::tempdir().unwrap();
+    let reader = || quiet().create_if_missing(false);
+    let refused = |dir: &std::path::Path| match Db::open_with(dir, reader()) {
+        Err(e @ Error::NotADatabase { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains(&dir.display().to_string()), "{message}");
+        }
+        Err(other) => panic!("expected NotADatabase, got {other}"),
+        Ok(db) => {
+            db.close().unwrap();
+            panic!("{} opened without a database", dir.display());
+        }
+    };
+
+    // A missing directory is not created.
+    let missing = parent.path().join("missing");
+    refused(&missing);
+    assert!(!missing.exists());
+    assert!(!kv_engine::holds_database(&missing).unwrap());
+
+    // A directory of other files, or with only a LOCK or an INDEX, is left
+    // exactly as it was.
+    let other = parent.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+    std::fs::write(other.join(kv_engine::LOCK_FILE_NAME), b"").unwrap();
+    std::fs::write(other.join("INDEX"), b"junk").unwrap();
+    let before = files(&other);
+    refused(&other);
+    assert_eq!(files(&other), before);
+    assert!(!kv_engine::holds_database(&other).unwrap());
+
+    // Neither does verify take it for a database.
+    assert!(matches!(
+        kv_engine::verify(&other),
+        Err(Error::NotADatabase { .. })
+    ));
+
+    // A database, even one never written to, opens. One whose marker is
+    // gone is still taken for a database: the open reports the loss
+    // rather than calling the directory empty.
+    let db_dir = parent.path().join("db");
+    Db::open_with(&db_dir, quiet()).unwrap().close().unwrap();
+    assert!(kv_engine::holds_database(&db_dir).unwrap());
+    let db = Db::open_with(&db_dir, reader()).unwrap();
+    db.put(b"k", b"v").unwrap();
+    db.close().unwrap();
+    std::fs::remove_file(db_dir.join("CHECKPOINT")).unwrap();
+    assert!(kv_engine::holds_database(&db_dir).unwrap());
+    assert!(matches!(
+        Db::open_with(&db_dir, reader()),
+        Err(Error::Corruption { .. })
+    ));
+}
