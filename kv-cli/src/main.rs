@@ -249,7 +249,20 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // The engine's warnings, as sentences in the CLI's own voice:
+    // `kv: warning: ...` (RUST_LOG=info or debug shows more, tagged alike).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| {
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            writeln!(buf, "kv: {level}: {}", record.args())
+        })
+        .init();
     let cli = match parse(std::env::args_os()) {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -342,6 +355,16 @@ fn usage_error_line(err: &clap::Error) -> String {
     }
     line.push_str(" (kv --help says more)");
     line
+}
+
+/// `n` and `noun`, with an `s` unless `n` is 1: "1 record", "2 records".
+pub(crate) fn count(n: impl TryInto<u64>, noun: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// The error and its causes on one line.
@@ -597,14 +620,18 @@ impl Session {
                 let db = self.open(true)?;
                 let summary = transfer::import(db, &args)?;
                 out.flush()?;
-                eprintln!("{}imported {} records", self.prefix(), summary.records);
+                eprintln!(
+                    "{}imported {}",
+                    self.prefix(),
+                    count(summary.records, "record")
+                );
             }
             Command::Export(args) => {
                 let db = self.open(false)?;
                 let n = transfer::export(db, &args, out)?;
                 out.flush()?;
                 if args.file.is_some() {
-                    eprintln!("{}exported {n} records", self.prefix());
+                    eprintln!("{}exported {}", self.prefix(), count(n, "record"));
                 }
             }
             Command::Shell => {
@@ -646,26 +673,26 @@ impl Session {
         }
         writeln!(
             w,
-            "checked {} files ({} segments, {} hint files, {} WAL files, {} CHECKPOINT marker) and {} records ({} in segments, {} in the WAL): {} problems, {} warnings",
-            report.files_checked(),
-            report.segments,
-            report.hint_files,
-            report.wal_files,
-            u8::from(report.marker),
-            report.records_checked(),
+            "checked {} ({}, {}, {}, {}) and {} ({} in segments, {} in the WAL): {}, {}",
+            count(report.files_checked(), "file"),
+            count(report.segments, "segment"),
+            count(report.hint_files, "hint file"),
+            count(report.wal_files, "WAL file"),
+            count(u8::from(report.marker), "CHECKPOINT marker"),
+            count(report.records_checked(), "record"),
             report.records,
             report.wal_records,
-            report.problems.len(),
-            report.warnings.len(),
+            count(report.problems.len(), "problem"),
+            count(report.warnings.len(), "warning"),
         )?;
         out.flush()?;
         if report.is_clean() {
             Ok(exit::OK)
         } else {
             eprintln!(
-                "{}the database is damaged: {} problems (listed above)",
+                "{}the database is damaged: {} (listed above)",
                 self.prefix(),
-                report.problems.len()
+                count(report.problems.len(), "problem")
             );
             Ok(exit::CORRUPTION)
         }

@@ -987,3 +987,44 @@ fn a_reader_that_stops_early_is_no_error() {
     assert_code(&out, 0);
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
 }
+
+#[test]
+fn engine_warnings_and_counts_read_as_sentences() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_code(&kv(dir.path(), &["put", "a", "b"]), 0);
+    let verify = kv(dir.path(), &["verify"]);
+    assert_code(&verify, 0);
+    let text = stdout(&verify);
+    assert!(
+        text.contains("(1 segment, 0 hint files, 1 WAL file, 1 CHECKPOINT marker) and 1 record "),
+        "{text}"
+    );
+    // A torn WAL tail, as a crash mid-write leaves: the open cuts it and
+    // says so in a sentence of its own.
+    let wal = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "wal"))
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&wal)
+        .unwrap()
+        .write_all(b"x")
+        .unwrap();
+    let got = kv(dir.path(), &["get", "a"]);
+    assert_code(&got, 0);
+    assert_eq!(stdout(&got), "b\n");
+    let err = stderr(&got);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("kv: warning: cut the torn tail"), "{err}");
+    assert!(err.contains(": 1 byte dropped"), "{err}");
+    // A checkpoint into the database's own directory is refused.
+    let inside = dir.path().join("copy");
+    assert_one_line_error(
+        &kv(dir.path(), &["checkpoint", inside.to_str().unwrap()]),
+        3,
+        "inside the database directory",
+    );
+    assert!(!inside.exists());
+}

@@ -46,11 +46,24 @@ static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
 /// Writes a checkpoint of the database whose writer `commands` reaches into
 /// the new or empty directory `target`. See [`Db::checkpoint`](crate::Db::checkpoint).
-pub(crate) fn checkpoint(target: &Path, commands: &Sender<Command>, faults: &Faults) -> Result<()> {
+pub(crate) fn checkpoint(
+    target: &Path,
+    db_dir: &Path,
+    commands: &Sender<Command>,
+    faults: &Faults,
+) -> Result<()> {
     let refuse = |reason: &str| Error::CheckpointTarget {
         path: target.to_path_buf(),
         reason: reason.into(),
     };
+    if is_inside(target, db_dir) {
+        // The copy would be a stray directory among the database's files,
+        // and the next checkpoint would copy it again.
+        return Err(refuse(&format!(
+            "it is inside the database directory {}",
+            db_dir.display()
+        )));
+    }
     match fs::read_dir(target) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -97,6 +110,45 @@ pub(crate) fn checkpoint(target: &Path, commands: &Sender<Command>, faults: &Fau
         Err(source) => return Err(io(target, source)),
     }
     sync_dir(&parent, faults)
+}
+
+/// Whether `path`, which need not exist, is `dir` or below it, once both
+/// are resolved (symbolic links, `.` and `..`): the deepest part of `path`
+/// that exists is canonicalized and the rest appended.
+fn is_inside(path: &Path, dir: &Path) -> bool {
+    let Ok(dir) = fs::canonicalize(dir) else {
+        return false;
+    };
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        Path::new(".").join(path)
+    };
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        if let Ok(real) = fs::canonicalize(existing) {
+            break real;
+        }
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                existing = parent;
+            }
+            _ => return false,
+        }
+    };
+    let mut full = resolved;
+    for part in rest.into_iter().rev() {
+        match part {
+            std::path::Component::ParentDir => {
+                full.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => full.push(other),
+        }
+    }
+    full.starts_with(&dir)
 }
 
 /// Fills `temp` with a checkpoint: the sealed segments, a marker, an empty

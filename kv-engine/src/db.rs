@@ -461,11 +461,16 @@ impl Db {
     /// # Errors
     ///
     /// [`Error::CheckpointTarget`] if `dir` exists and is not an empty
-    /// directory, or has no parent, or another checkpoint filled it while
+    /// directory, is inside the database's own directory, or has no parent, or another checkpoint filled it while
     /// this one was built; [`Error::Io`]; [`Error::Poisoned`] and
     /// [`Error::Closed`] as for writes.
     pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
-        copy::checkpoint(dir.as_ref(), &self.commands, &self.options.faults())
+        copy::checkpoint(
+            dir.as_ref(),
+            &self.dir,
+            &self.commands,
+            &self.options.faults(),
+        )
     }
 
     /// Compacts now: seals the active segment, trims the WAL, and compacts

@@ -114,6 +114,43 @@ fn the_target_must_be_new_or_empty() {
 }
 
 #[test]
+fn the_target_must_not_be_inside_the_database() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("db");
+    let db = Db::open_with(&dir, options()).unwrap();
+    db.put(b"k", b"v").unwrap();
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    // Below it, below its wal/, and reached through `..` or a symbolic
+    // link: each refused, and nothing is created.
+    std::os::unix::fs::symlink(&dir, parent.path().join("link")).unwrap();
+    for target in [
+        dir.join("copy"),
+        dir.join("wal/copy"),
+        dir.join("new/deeper"),
+        parent.path().join("elsewhere/../db/copy"),
+        parent.path().join("link/copy"),
+    ] {
+        match db.checkpoint(&target) {
+            Err(e @ Error::CheckpointTarget { .. }) => {
+                assert!(e.to_string().contains("inside the database"), "{e}");
+            }
+            other => panic!("{}: {other:?}", target.display()),
+        }
+        assert!(!target.exists(), "{}", target.display());
+    }
+    let after: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(after, before);
+    // A sibling whose name starts like the database's is fine.
+    db.checkpoint(parent.path().join("db-copy")).unwrap();
+}
+
+#[test]
 fn a_checkpoint_cut_short_leaves_no_target_and_is_cleaned_up_next_time() {
     let dir = tempfile::tempdir().unwrap();
     let copies = tempfile::tempdir().unwrap();

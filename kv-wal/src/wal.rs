@@ -858,10 +858,14 @@ fn recover_last(
             ),
             End::Torn => {
                 log::warn!(
-                    "truncated the torn tail of WAL file {} at byte offset {offset} \
-                     ({} bytes dropped)",
+                    "cut the torn tail of WAL file {} at byte offset {offset}: {} dropped \
+                     (a write cut short by a crash)",
                     path.display(),
-                    len - offset
+                    if len - offset == 1 {
+                        "1 byte".to_string()
+                    } else {
+                        format!("{} bytes", len - offset)
+                    }
                 );
                 truncated = Some(TruncatedTail {
                     position: Position::new(number, offset),
