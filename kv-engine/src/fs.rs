@@ -1,5 +1,6 @@
 //! The database directory itself: the fixed names in it (`LOCK`, `wal/`),
-//! creating it and locking it. What goes into the directory (segments, the
+//! telling a database from any other directory, creating it and locking
+//! it. What goes into the directory (segments, the
 //! WAL, the marker) is written elsewhere: kv-log, kv-wal and `marker.rs`;
 //! directories are synced through kv-fs.
 
