@@ -116,6 +116,12 @@ pub(crate) enum Command {
         key: OsString,
         #[command(flatten)]
         encoding: EncodingArg,
+        /// Write the value's bytes exactly as stored, with no newline and
+        /// no escaping, even to a terminal; --encoding then applies to KEY
+        /// only. Without it the value is printed in --encoding, then a
+        /// newline.
+        #[arg(long)]
+        raw: bool,
     },
     /// Delete KEY; deleting an absent key is not an error.
     #[command(after_help = AFTER_HELP)]
@@ -531,9 +537,10 @@ impl Session {
                     None => db.put(&key, &value)?,
                 }
             }
-            Command::Get { key, encoding } => {
+            Command::Get { key, encoding, raw } => {
                 let key = arg_bytes(&key, encoding.encoding, "KEY")?;
                 match self.open(false)?.get(&key)? {
+                    Some(value) if raw => out.writer.write_all(&value)?,
                     Some(value) => {
                         out.bytes(&value, encoding.encoding)?;
                         out.writer.write_all(b"\n")?;

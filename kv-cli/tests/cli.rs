@@ -1028,3 +1028,25 @@ fn engine_warnings_and_counts_read_as_sentences() {
     );
     assert!(!inside.exists());
 }
+
+#[test]
+fn get_raw_writes_the_value_bytes_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    // A value that ends in a newline and holds a NUL and invalid UTF-8.
+    assert_code(
+        &kv(dir.path(), &["put", "-e", "hex", "6b", "00ff0a410a"]),
+        0,
+    );
+    let got = kv(dir.path(), &["get", "--raw", "k"]);
+    assert_code(&got, 0);
+    assert_eq!(got.stdout, b"\x00\xff\nA\n");
+    // --encoding still reads KEY.
+    let got = kv(dir.path(), &["get", "--raw", "-e", "hex", "6b"]);
+    assert_eq!(got.stdout, b"\x00\xff\nA\n");
+    // An empty value is zero bytes.
+    assert_code(&kv(dir.path(), &["put", "empty", ""]), 0);
+    assert!(kv(dir.path(), &["get", "--raw", "empty"]).stdout.is_empty());
+    // Without --raw the value is printed, then a newline.
+    assert_eq!(kv(dir.path(), &["get", "k"]).stdout, b"\x00\xff\nA\n\n");
+    assert_code(&kv(dir.path(), &["get", "--raw", "absent"]), 1);
+}
