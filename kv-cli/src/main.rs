@@ -285,7 +285,8 @@ fn main() -> ExitCode {
 
 /// The command line, parsed. Help and the version go to stdout with exit
 /// 0 (`kv help --help` too); a usage error is one line on stderr, as every
-/// other error is, with exit 2.
+/// other error is, with exit 2; a bare `kv` prints the help to stderr, with
+/// exit 2.
 fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, ExitCode> {
     let mut args: Vec<OsString> = args.into_iter().collect();
     // clap takes `help --help` for help about a subcommand named --help:
@@ -303,7 +304,11 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, ExitCode> {
         .try_get_matches_from(args)
         .and_then(|matches| Cli::from_arg_matches(&matches));
     parsed.map_err(|err| {
-        if err.use_stderr() {
+        if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            // A bare `kv`: the whole help, on stderr, is the answer.
+            let _ = err.print();
+            ExitCode::from(exit::USAGE)
+        } else if err.use_stderr() {
             eprintln!("kv: {}", usage_error_line(&err));
             ExitCode::from(exit::USAGE)
         } else {

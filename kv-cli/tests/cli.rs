@@ -261,6 +261,16 @@ fn usage_errors_exit_2() {
     assert_one_line_error(&kv(dir.path(), &["put", "only-key"]), 2, "usage: kv put");
     assert_one_line_error(&kv(dir.path(), &["frobnicate"]), 2, "'frobnicate'");
     assert_one_line_error(&kv(dir.path(), &["--bogus"]), 2, "'--bogus'");
+    // A bare `kv` shows the whole help on stderr; with --dir but no
+    // command, one line lists the commands.
+    let bare = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .current_dir(dir.path())
+        .env_remove("KV_DIR")
+        .output()
+        .unwrap();
+    assert_code(&bare, 2);
+    assert!(stderr(&bare).contains("Commands:"), "{}", stderr(&bare));
+    assert_one_line_error(&kv(dir.path(), &[]), 2, "subcommands: put, get");
     assert_one_line_error(&kv(dir.path(), &["keys", "--limit", "many"]), 2, "many");
     assert_one_line_error(&kv(dir.path(), &["import", "--format", "xml"]), 2, "xml");
     // A KEY that is not valid in its encoding.
