@@ -57,8 +57,8 @@ pub(crate) fn checkpoint(
         reason: reason.into(),
     };
     if is_inside(target, db_dir) {
-        // The copy would be a stray directory among the database's files,
-        // and the next checkpoint would copy it again.
+        // The copy would be a stray directory among the database's own
+        // files (or in its wal/), which no part of the engine owns.
         return Err(refuse(&format!(
             "it is inside the database directory {}",
             db_dir.display()
