@@ -49,7 +49,7 @@
 //! for (seq, value) in [(1, "old"), (2, "new")] {
 //!     let loc = log.append(&Record::put(seq, b"k", value.as_bytes()))?;
 //!     index.insert(b"k", Entry { segment: loc.segment, offset: loc.offset, len: loc.len,
-//!                                seq, expires_at: 0, tombstone: false });
+//!                                expires_at: 0, tombstone: false });
 //! }
 //! log.seal_active()?;
 //! let reader = log.reader();

@@ -64,7 +64,6 @@ fn a_version_1_segment_is_compacted_into_current_records() {
                     segment: loc.segment,
                     offset: loc.offset,
                     len: loc.len,
-                    seq: r.seq,
                     expires_at: r.expires_at,
                     tombstone: false,
                 },

@@ -8,12 +8,11 @@ use kv_format::{Record, RecordKind, decode};
 use kv_index::{Entry, Index};
 use kv_log::{Location, Log, LogOptions, Segment};
 
-fn entry(loc: Location, seq: u64) -> Entry {
+fn entry(loc: Location) -> Entry {
     Entry {
         segment: loc.segment,
         offset: loc.offset,
         len: loc.len,
-        seq,
         expires_at: 0,
         tombstone: false,
     }
@@ -28,7 +27,7 @@ fn write(log: &mut Log, index: &Index, ops: &[(u64, &str, Option<&str>)]) {
                 let loc = log
                     .append(&Record::put(seq, key.as_bytes(), v.as_bytes()))
                     .unwrap();
-                index.insert(key.as_bytes(), entry(loc, seq));
+                index.insert(key.as_bytes(), entry(loc));
             }
             None => {
                 log.append(&Record::tombstone(seq, key.as_bytes())).unwrap();
@@ -182,7 +181,7 @@ impl Policy for RacingWriter<'_> {
                 .append(&Record::put(100, b"a", b"written during compaction"))
                 .unwrap();
             self.log.flush().unwrap();
-            self.index.insert(b"a", entry(loc, 100));
+            self.index.insert(b"a", entry(loc));
             self.done = true;
         }
         true

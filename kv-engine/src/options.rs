@@ -88,7 +88,7 @@ pub struct Options {
     /// same thread first decodes, ahead of use, the shards of a saved
     /// index that nothing has touched yet (see [`Options::save_index`]).
     pub background_compaction: bool,
-    /// Whether a clean close saves the index (the file `INDEX`, about 17
+    /// Whether a clean close saves the index (the file `INDEX`, about 11
     /// bytes plus the key per key), so that the next open loads it rather
     /// than rebuilding it from hint files and segments, for a close that
     /// writes those bytes (without a sync) and a closed database that holds

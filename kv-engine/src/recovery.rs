@@ -171,6 +171,9 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
     if tally.tombstones_loaded > 0 {
         index.retain(|_, entry| !entry.tombstone);
     }
+    // Loading kept each key's sequence number for newest-wins; from here
+    // on a record's location names it.
+    index.forget_seqs();
     let max_seq = tally.max_seq;
     let any_expiry = tally.any_expiry;
     let usage = tally.finish();
@@ -223,8 +226,8 @@ pub(crate) fn rebuild_shard(reader: &LogReader, shard: usize) -> Result<ShardIma
         segment.load(|loc, meta| {
             if index.shard_of(meta.key) == shard {
                 tombstones |= meta.kind == RecordKind::Tombstone;
-                let entry = entry_for(loc, meta.seq, meta.expires_at, meta.kind);
-                let _ = index.insert_if_newer(meta.key, entry);
+                let entry = entry_for(loc, meta.expires_at, meta.kind);
+                let _ = index.insert_if_newer(meta.key, entry, meta.seq);
             }
         })?;
     }
@@ -301,8 +304,8 @@ impl Tally {
         let u = self.usage.entry(loc.segment).or_default();
         u.min_seq = u.min_seq.min(seq);
         self.max_seq = self.max_seq.max(seq);
-        let entry = entry_for(loc, seq, expires_at, kind);
-        if let Ok(previous) = index.insert_if_newer(key, entry) {
+        let entry = entry_for(loc, expires_at, kind);
+        if let Ok(previous) = index.insert_if_newer(key, entry, seq) {
             self.count(&entry, 1);
             if let Some(previous) = previous {
                 self.count(&previous, -1);

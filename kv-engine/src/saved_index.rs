@@ -55,7 +55,7 @@ pub(crate) const INDEX_TEMP_NAME: &str = "INDEX.tmp";
 const MAGIC: [u8; 8] = *b"KVINDEX\0";
 /// The layout version. A build whose index layout (`kv_index`'s slot and
 /// entry words, its hash or its shard count) changes must change it.
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 /// Bytes of the fixed header.
 const FIXED_LEN: usize = 40;
 /// Bytes of one segment's entry.

@@ -132,7 +132,7 @@ pub(crate) fn read_entry<'s>(segment: &'s Segment, key: &[u8], entry: Entry) -> 
             reason: e.to_string(),
         })?
         .record;
-    if record.key != key || record.seq != entry.seq || record.kind != RecordKind::Put {
+    if record.key != key || record.kind != RecordKind::Put {
         return Err(Error::Corruption {
             path: segment.path().to_path_buf(),
             offset: u64::from(loc.offset),

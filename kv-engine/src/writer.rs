@@ -841,10 +841,7 @@ fn apply_records(
             RecordKind::Put => {
                 puts += 1;
                 expiring |= header.expires_at != kv_format::NO_EXPIRY;
-                let old = index.insert(
-                    key,
-                    entry_for(*loc, header.seq, header.expires_at, RecordKind::Put),
-                );
+                let old = index.insert(key, entry_for(*loc, header.expires_at, RecordKind::Put));
                 usage.superseded(old);
             }
             RecordKind::Tombstone => {
@@ -872,12 +869,11 @@ fn apply_records(
 }
 
 /// The index entry for a record at `loc`.
-pub(crate) fn entry_for(loc: Location, seq: u64, expires_at: u64, kind: RecordKind) -> Entry {
+pub(crate) fn entry_for(loc: Location, expires_at: u64, kind: RecordKind) -> Entry {
     Entry {
         segment: loc.segment,
         offset: loc.offset,
         len: loc.len,
-        seq,
         expires_at,
         tombstone: kind == RecordKind::Tombstone,
     }

@@ -28,7 +28,6 @@ fn entry(i: u64) -> Entry {
         segment: (i >> 20) as u32,
         offset: (i * 128) as u32,
         len: 128,
-        seq: i,
         expires_at: 0,
         tombstone: false,
     }

@@ -1,7 +1,7 @@
 //! Measures the index's memory per key.
 //!
 //! Inserts N keys of 16 bytes (N from the first argument, default
-//! 1,000,000) with realistic entries: increasing seq, records of 100 to 300
+//! 1,000,000) with realistic entries: records of 100 to 300
 //! bytes appended to 256 MiB segments, no expiry. Prints
 //! `Index::memory_usage() / N` and the growth of the process's resident set
 //! (VmRSS in /proc/self/status) per key. A second argument `presized` builds
@@ -64,7 +64,6 @@ fn main() {
             segment,
             offset: offset as u32,
             len,
-            seq: i + 1,
             expires_at: 0,
             tombstone: false,
         };

@@ -10,8 +10,6 @@ pub struct Entry {
     pub offset: u32,
     /// The encoded length of the record, in bytes.
     pub len: u32,
-    /// The sequence number of the record; a higher number is a later write.
-    pub seq: u64,
     /// When the record expires, in milliseconds since the Unix epoch; 0
     /// means never.
     pub expires_at: u64,
@@ -21,7 +19,8 @@ pub struct Entry {
 }
 
 // Format: { head u64 = key_len u16 | flags u16 | len u32 } { location u64 = segment u32 | offset u32 }
-//         { seq u64 } [ expires_at u64, only if flags has HAS_EXPIRY ] { key [ceil(key_len / 8) u64] }
+//         [ expires_at u64, only if flags has HAS_EXPIRY ] [ seq u64, only if flags has HAS_SEQ ]
+//         { key [ceil(key_len / 8) u64] }
 //
 // Fields inside a word are listed from the least significant bit up. Key
 // bytes are packed eight to a word in little-endian order (key byte 0 is the
@@ -31,10 +30,8 @@ pub struct Entry {
 pub(crate) const HEAD_WORD: usize = 0;
 /// Word index of the location word (segment, offset).
 pub(crate) const LOCATION_WORD: usize = HEAD_WORD + 1;
-/// Word index of the sequence number.
-pub(crate) const SEQ_WORD: usize = LOCATION_WORD + 1;
 /// Word index of the expiry, present only when the head has [`HAS_EXPIRY`].
-pub(crate) const EXPIRY_WORD: usize = SEQ_WORD + 1;
+pub(crate) const EXPIRY_WORD: usize = LOCATION_WORD + 1;
 
 /// Bit offset of the key length in the head word.
 const KEY_LEN_SHIFT: u32 = 0;
@@ -49,6 +46,22 @@ const TOMBSTONE: u16 = 0b01;
 /// Flag: the entry has an expiry word. Its value may be 0 (never expires)
 /// after an overwrite in place.
 const HAS_EXPIRY: u16 = 0b10;
+/// Flag: the entry has a sequence number word, after the expiry word if
+/// there is one. Only entries set by [`Index::insert_if_newer`] have one,
+/// until [`Index::forget_seqs`]; its value may be 0 (none) after an
+/// overwrite in place.
+///
+/// [`Index::insert_if_newer`]: crate::Index::insert_if_newer
+/// [`Index::forget_seqs`]: crate::Index::forget_seqs
+const HAS_SEQ: u16 = 0b100;
+/// Flag: no slot points to the entry any more (it was removed or moved),
+/// so a walk of the arena skips it.
+const DEAD: u16 = 0b1000;
+
+/// The head word `word` with the dead flag set.
+pub(crate) fn dead(word: u64) -> u64 {
+    word | u64::from(DEAD) << FLAGS_SHIFT
+}
 
 /// The decoded head word of a packed entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +70,10 @@ pub(crate) struct Head {
     pub(crate) key_len: usize,
     /// Whether the entry has an expiry word.
     pub(crate) has_expiry: bool,
+    /// Whether the entry has a sequence number word.
+    pub(crate) has_seq: bool,
+    /// Whether the entry is garbage.
+    pub(crate) dead: bool,
     /// Whether the record is a tombstone.
     pub(crate) tombstone: bool,
     /// The record length.
@@ -71,6 +88,8 @@ impl Head {
         Head {
             key_len: usize::from((word >> KEY_LEN_SHIFT) as u16),
             has_expiry: flags & HAS_EXPIRY != 0,
+            has_seq: flags & HAS_SEQ != 0,
+            dead: flags & DEAD != 0,
             tombstone: flags & TOMBSTONE != 0,
             len: (word >> LEN_SHIFT) as u32,
         }
@@ -78,22 +97,23 @@ impl Head {
 
     /// Number of meta words before the key.
     pub(crate) fn meta_words(self) -> usize {
-        meta_words(self.has_expiry)
+        meta_words(self.has_expiry, self.has_seq)
+    }
+
+    /// Word index of the sequence number word, if the entry has one.
+    pub(crate) fn seq_word(self) -> Option<usize> {
+        self.has_seq.then(|| meta_words(self.has_expiry, false))
     }
 
     /// Total number of words of the packed entry.
     pub(crate) fn entry_words(self) -> usize {
-        entry_words(self.key_len, self.has_expiry)
+        entry_words(self.key_len, self.has_expiry, self.has_seq)
     }
 }
 
 /// Number of meta words before the key.
-pub(crate) fn meta_words(has_expiry: bool) -> usize {
-    if has_expiry {
-        EXPIRY_WORD + 1
-    } else {
-        EXPIRY_WORD
-    }
+pub(crate) fn meta_words(has_expiry: bool, has_seq: bool) -> usize {
+    EXPIRY_WORD + usize::from(has_expiry) + usize::from(has_seq)
 }
 
 /// Number of words the key occupies.
@@ -102,8 +122,8 @@ pub(crate) fn key_words(key_len: usize) -> usize {
 }
 
 /// Total number of words of a packed entry.
-pub(crate) fn entry_words(key_len: usize, has_expiry: bool) -> usize {
-    meta_words(has_expiry) + key_words(key_len)
+pub(crate) fn entry_words(key_len: usize, has_expiry: bool, has_seq: bool) -> usize {
+    meta_words(has_expiry, has_seq) + key_words(key_len)
 }
 
 /// Packs up to eight key bytes into a word, zero-padding a short chunk.
@@ -114,10 +134,16 @@ pub(crate) fn pack_key_word(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// The meta words of `entry` for a key of `key_len` bytes: the head,
-/// location and seq words, then the expiry word if `has_expiry`. Returns the
-/// words and how many of them are used.
-pub(crate) fn encode_meta(key_len: usize, entry: &Entry, has_expiry: bool) -> ([u64; 4], usize) {
+/// The meta words of `entry` for a key of `key_len` bytes: the head and
+/// location words, then the expiry word if `has_expiry`, then the
+/// sequence number word if `seq` is given. Returns the words and how many
+/// of them are used.
+pub(crate) fn encode_meta(
+    key_len: usize,
+    entry: &Entry,
+    has_expiry: bool,
+    seq: Option<u64>,
+) -> ([u64; 4], usize) {
     debug_assert!(key_len <= usize::from(u16::MAX));
     debug_assert!(has_expiry || entry.expires_at == 0);
     let mut flags = 0u16;
@@ -127,22 +153,33 @@ pub(crate) fn encode_meta(key_len: usize, entry: &Entry, has_expiry: bool) -> ([
     if has_expiry {
         flags |= HAS_EXPIRY;
     }
+    if seq.is_some() {
+        flags |= HAS_SEQ;
+    }
     let head = (key_len as u64 & u64::from(u16::MAX)) << KEY_LEN_SHIFT
         | u64::from(flags) << FLAGS_SHIFT
         | u64::from(entry.len) << LEN_SHIFT;
     let location = u64::from(entry.segment) | u64::from(entry.offset) << u32::BITS;
-    let words = [head, location, entry.seq, entry.expires_at];
-    (words, meta_words(has_expiry))
+    let mut words = [head, location, 0, 0];
+    let mut n = EXPIRY_WORD;
+    if has_expiry {
+        words[n] = entry.expires_at;
+        n += 1;
+    }
+    if let Some(seq) = seq {
+        words[n] = seq;
+        n += 1;
+    }
+    (words, n)
 }
 
-/// Rebuilds an entry from its decoded head and its location, seq and expiry
+/// Rebuilds an entry from its decoded head and its location and expiry
 /// words (`expires_at` is 0 when the entry has no expiry word).
-pub(crate) fn decode_entry(head: Head, location: u64, seq: u64, expires_at: u64) -> Entry {
+pub(crate) fn decode_entry(head: Head, location: u64, expires_at: u64) -> Entry {
     Entry {
         segment: location as u32,
         offset: (location >> u32::BITS) as u32,
         len: head.len,
-        seq,
         expires_at,
         tombstone: head.tombstone,
     }
@@ -158,34 +195,37 @@ mod tests {
             segment: u32::MAX - 1,
             offset: 0xdead_beef,
             len: u32::MAX,
-            seq: u64::MAX,
             expires_at: 17,
             tombstone: true,
         };
         for has_expiry in [false, true] {
-            let entry = Entry {
-                expires_at: if has_expiry { entry.expires_at } else { 0 },
-                ..entry
-            };
-            let (words, n) = encode_meta(65_535, &entry, has_expiry);
-            assert_eq!(n, meta_words(has_expiry));
-            let head = Head::decode(words[HEAD_WORD]);
-            assert_eq!(head.key_len, 65_535);
-            assert_eq!(head.has_expiry, has_expiry);
-            let expires_at = if has_expiry { words[EXPIRY_WORD] } else { 0 };
-            let decoded = decode_entry(head, words[LOCATION_WORD], words[SEQ_WORD], expires_at);
-            assert_eq!(decoded, entry);
+            for seq in [None, Some(u64::MAX)] {
+                let entry = Entry {
+                    expires_at: if has_expiry { entry.expires_at } else { 0 },
+                    ..entry
+                };
+                let (words, n) = encode_meta(65_535, &entry, has_expiry, seq);
+                assert_eq!(n, meta_words(has_expiry, seq.is_some()));
+                let head = Head::decode(words[HEAD_WORD]);
+                assert_eq!(head.key_len, 65_535);
+                assert_eq!(head.has_expiry, has_expiry);
+                assert_eq!(head.seq_word().map(|w| words[w]), seq);
+                let expires_at = if has_expiry { words[EXPIRY_WORD] } else { 0 };
+                let decoded = decode_entry(head, words[LOCATION_WORD], expires_at);
+                assert_eq!(decoded, entry);
+            }
         }
     }
 
     #[test]
     fn entry_sizes() {
-        assert_eq!(entry_words(1, false), 4);
-        assert_eq!(entry_words(8, false), 4);
-        assert_eq!(entry_words(9, false), 5);
-        assert_eq!(entry_words(16, false), 5);
-        assert_eq!(entry_words(16, true), 6);
-        assert_eq!(entry_words(65_535, true), 4 + 8192);
+        assert_eq!(entry_words(1, false, false), 3);
+        assert_eq!(entry_words(8, false, false), 3);
+        assert_eq!(entry_words(9, false, false), 4);
+        assert_eq!(entry_words(16, false, false), 4);
+        assert_eq!(entry_words(16, true, false), 5);
+        assert_eq!(entry_words(16, true, true), 6);
+        assert_eq!(entry_words(65_535, true, false), 3 + 8192);
     }
 
     #[test]

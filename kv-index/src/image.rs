@@ -4,38 +4,34 @@
 //! order.
 //!
 //! ```text
-//! Format: { len u64 | slot_count u64 } entries [len]
-//! entry:  { position_delta varint | tag u32 | key_len varint | flags u8
-//!         | record_len varint | segment varint | offset varint | seq varint
+//! Format: { len u64 | group_count u64 } entries [len]
+//! entry:  { position_delta varint | ctrl u8 | key_len varint | flags u8
+//!         | record_len varint | segment varint | offset varint
 //!         | [ expires_at u64, if flags has HAS_EXPIRY ] | key [key_len] }
 //! ```
 //!
 //! Integers are little-endian; a varint is LEB128 (at most ten bytes, no
-//! bits past 64). `len` keys in a table of `slot_count` slots; one entry
-//! per used slot, in slot order. `position_delta` is the slot's position
-//! less the previous used slot's, less one (the first: its position), and
-//! `tag` its hash tag (see the crate's "Memory layout"), so the table is
-//! rebuilt exactly as it was. Flags: bit 0 tombstone, bit 1 an
-//! `expires_at` follows (never 0). The arena is rebuilt packed, in slot
-//! order, without garbage.
+//! bits past 64). `len` keys in a table of `group_count` groups of 12
+//! slots (`table.rs`); one entry per full slot, in slot order, and no
+//! deleted slot. `position_delta` is the slot's position less the previous
+//! full slot's, less one (the first: its position), and `ctrl` its control
+//! byte (7 hash bits and the full bit), so the table is rebuilt exactly as
+//! it was. Flags: bit 0 tombstone, bit 1 an `expires_at` follows (never 0).
+//! The arena is rebuilt packed, in slot order, without garbage.
 //!
 //! The bytes are only as sound as whatever stored them (the engine
 //! checksums its file), but [`ShardImage::decode`] still checks every
 //! invariant a lookup relies on and refuses an image that breaks one: every
-//! field in range, positions inside the table and in order, the Robin Hood
-//! order of the tags, the load within its maximum, the count of entries
-//! and the end of the bytes. It cannot check that a key lies in the slot
-//! its hash chooses: that would take a hash per key, part of the cost the
-//! image exists to avoid.
-
-use std::sync::atomic::Ordering::Relaxed;
+//! field in range, positions inside the table and in order, every control
+//! byte full, the load within its maximum, the count of entries and the
+//! end of the bytes. It cannot check that a key lies where its hash leads:
+//! that would take a hash per key, part of the cost the image exists to
+//! avoid. A key that does not is not found, and nothing worse.
 
 use crate::entry::{Entry, encode_meta, entry_words, pack_key_word};
-use crate::shard::{
-    CHUNK_WORDS, MAX_ARENA_WORDS, MAX_LOAD_DEN, MAX_LOAD_NUM, MIN_CHUNK_WORDS, MIN_SLOTS, Words,
-    distance, home, make_slot, slots_for, zeroed,
-};
+use crate::shard::{CHUNK_WORDS, MAX_ARENA_WORDS, MIN_CHUNK_WORDS, Words};
 use crate::sync::AtomicU64;
+use crate::table::{FULL, GROUP_SLOTS, Groups, empty_groups, groups_for, slot_at, within_load};
 
 /// Bytes of an image's header.
 const HEADER_LEN: usize = 16;
@@ -90,7 +86,7 @@ pub trait ShardLoader: Send + Sync {
 /// makes an index of them.
 pub struct ShardImage {
     pub(crate) len: usize,
-    pub(crate) slots: Words,
+    pub(crate) groups: Groups,
     pub(crate) chunks: Vec<Words>,
     pub(crate) top: usize,
 }
@@ -99,7 +95,7 @@ impl std::fmt::Debug for ShardImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShardImage")
             .field("len", &self.len)
-            .field("slots", &self.slots.len())
+            .field("groups", &self.groups.len())
             .field("top", &self.top)
             .finish()
     }
@@ -120,20 +116,20 @@ pub(crate) struct Encoder<'a> {
 }
 
 impl<'a> Encoder<'a> {
-    /// Starts the image of a shard of `len` keys in `slot_count` slots.
-    pub(crate) fn new(out: &'a mut Vec<u8>, len: usize, slot_count: usize) -> Encoder<'a> {
+    /// Starts the image of a shard of `len` keys in `groups` groups.
+    pub(crate) fn new(out: &'a mut Vec<u8>, len: usize, groups: usize) -> Encoder<'a> {
         out.extend_from_slice(&(len as u64).to_le_bytes());
-        out.extend_from_slice(&(slot_count as u64).to_le_bytes());
+        out.extend_from_slice(&(groups as u64).to_le_bytes());
         Encoder { out, next_pos: 0 }
     }
 
-    /// Appends the entry of the used slot at `pos` (above the previous
-    /// one's), with `tag`, `entry` and `key`.
-    pub(crate) fn push(&mut self, pos: usize, tag: u32, entry: &Entry, key: &[u8]) {
+    /// Appends the entry of the full slot at `pos` (above the previous
+    /// one's), with control byte `ctrl`, `entry` and `key`.
+    pub(crate) fn push(&mut self, pos: usize, ctrl: u8, entry: &Entry, key: &[u8]) {
         debug_assert!(pos >= self.next_pos);
         put_varint(self.out, (pos - self.next_pos) as u64);
         self.next_pos = pos + 1;
-        self.out.extend_from_slice(&tag.to_le_bytes());
+        self.out.push(ctrl);
         put_varint(self.out, key.len() as u64);
         let mut flags = 0;
         if entry.tombstone {
@@ -146,7 +142,6 @@ impl<'a> Encoder<'a> {
         for x in [entry.len, entry.segment, entry.offset] {
             put_varint(self.out, u64::from(x));
         }
-        put_varint(self.out, entry.seq);
         if entry.expires_at != 0 {
             self.out.extend_from_slice(&entry.expires_at.to_le_bytes());
         }
@@ -171,13 +166,6 @@ impl<'a> Reader<'a> {
     #[inline]
     fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
-    }
-
-    #[inline]
-    fn u32(&mut self) -> Option<u32> {
-        let mut x = [0u8; 4];
-        x.copy_from_slice(self.take(4)?);
-        Some(u32::from_le_bytes(x))
     }
 
     #[inline]
@@ -269,7 +257,7 @@ impl ShardImage {
     /// The image of an empty shard.
     pub fn empty() -> ShardImage {
         let mut bytes = Vec::new();
-        Encoder::new(&mut bytes, 0, MIN_SLOTS);
+        Encoder::new(&mut bytes, 0, 1);
         ShardImage::decode(0, &bytes).expect("kv-index: an empty image decodes")
     }
 
@@ -296,47 +284,49 @@ impl ShardImage {
     pub fn decode(shard: usize, bytes: &[u8]) -> Result<ShardImage, ImageError> {
         let bad = |reason: String| ImageError::Malformed { shard, reason };
         let mut r = Reader { bytes, at: 0 };
-        let (Some(len), Some(cap)) = (r.u64(), r.u64()) else {
+        let (Some(len), Some(groups)) = (r.u64(), r.u64()) else {
             return Err(bad(format!(
                 "{} bytes is shorter than a header",
                 bytes.len()
             )));
         };
-        // Each entry takes at least 11 bytes (its fields, with an empty
+        // Each entry takes at least 7 bytes (its fields, with an empty
         // key).
-        let most_keys = (bytes.len() - HEADER_LEN) / 11;
+        let most_keys = (bytes.len() - HEADER_LEN) / 7;
         let len = usize::try_from(len)
             .ok()
             .filter(|&len| len <= most_keys)
             .ok_or_else(|| bad(format!("{len} keys do not fit in {} bytes", bytes.len())))?;
-        let cap = usize::try_from(cap)
+        let groups = usize::try_from(groups)
             .ok()
-            .filter(|&cap| cap >= MIN_SLOTS && cap <= 2 * slots_for(len))
-            .ok_or_else(|| bad(format!("{cap} slots is out of range for {len} keys")))?;
-        if len * MAX_LOAD_DEN > cap * MAX_LOAD_NUM {
-            return Err(bad(format!("{len} keys overload {cap} slots")));
+            .filter(|&groups| groups >= 1 && groups <= 2 * groups_for(len))
+            .ok_or_else(|| bad(format!("{groups} groups is out of range for {len} keys")))?;
+        if !within_load(len, groups) {
+            return Err(bad(format!("{len} keys overload {groups} groups")));
         }
+        let slots = groups * GROUP_SLOTS;
 
-        let slots = zeroed(cap);
+        let table = empty_groups(groups);
         let mut arena = ArenaBuilder {
             current: Vec::with_capacity(CHUNK_WORDS),
             ..ArenaBuilder::default()
         };
         let mut key_words = Vec::new();
         let mut next_pos = 0usize;
-        // The distance from home of the slot before the current one, if
-        // that slot is used.
-        let mut previous_dist: Option<usize> = None;
-        let mut first_dist = None;
         for i in 0..len {
             let malformed = || bad(format!("entry {i} is malformed or cut short"));
             let delta = r.varint().ok_or_else(malformed)?;
             let pos = usize::try_from(delta)
                 .ok()
                 .and_then(|d| next_pos.checked_add(d))
-                .filter(|&pos| pos < cap)
-                .ok_or_else(|| bad(format!("entry {i} lies past the {cap} slots")))?;
-            let tag = r.u32().ok_or_else(malformed)?;
+                .filter(|&pos| pos < slots)
+                .ok_or_else(|| bad(format!("entry {i} lies past the {slots} slots")))?;
+            let ctrl = r.u8().ok_or_else(malformed)?;
+            if ctrl & FULL == 0 {
+                return Err(bad(format!(
+                    "slot {pos} has control byte {ctrl:#04x}, not a full one"
+                )));
+            }
             let key_len = r
                 .varint()
                 .and_then(|k| usize::try_from(k).ok())
@@ -347,51 +337,33 @@ impl ShardImage {
             let record_len = r.varint_u32().ok_or_else(malformed)?;
             let segment = r.varint_u32().ok_or_else(malformed)?;
             let offset = r.varint_u32().ok_or_else(malformed)?;
-            let seq = r.varint().ok_or_else(malformed)?;
             let expires_at = if flags & HAS_EXPIRY != 0 {
                 r.u64().filter(|&e| e != 0).ok_or_else(malformed)?
             } else {
                 0
             };
             let key = r.take(key_len).ok_or_else(malformed)?;
-
-            // Robin Hood order: a slot away from home follows a used slot
-            // at most one step closer to its own home.
-            let dist = distance(pos, home(tag, cap), cap);
-            let before = if pos == next_pos { previous_dist } else { None };
-            if pos == 0 {
-                first_dist = Some(dist);
-            } else if dist > 0 && before.is_none_or(|b| b + 1 < dist) {
-                return Err(bad(format!("slot {pos} breaks the Robin Hood order")));
-            }
-            previous_dist = Some(dist);
             next_pos = pos + 1;
 
             let entry = Entry {
                 segment,
                 offset,
                 len: record_len,
-                seq,
                 expires_at,
                 tombstone: flags & TOMBSTONE != 0,
             };
             let off = arena.top;
-            if off + entry_words(key_len, expires_at != 0) > MAX_ARENA_WORDS {
+            if off + entry_words(key_len, expires_at != 0, false) > MAX_ARENA_WORDS {
                 return Err(bad("the arena passes its largest size".into()));
             }
-            let (meta, n) = encode_meta(key_len, &entry, expires_at != 0);
+            let (meta, n) = encode_meta(key_len, &entry, expires_at != 0, None);
             arena.extend(&meta[..n]);
             key_words.clear();
             key_words.extend(key.chunks(size_of::<u64>()).map(pack_key_word));
             arena.extend(&key_words);
-            slots[pos].store(make_slot(tag, off), Relaxed);
-        }
-        // The slot before position 0 is the last one.
-        if let Some(dist) = first_dist {
-            let last_dist = (next_pos == cap).then_some(previous_dist).flatten();
-            if dist > 0 && last_dist.is_none_or(|b| b + 1 < dist) {
-                return Err(bad("slot 0 breaks the Robin Hood order".into()));
-            }
+            let (g, i) = slot_at(pos);
+            table[g].set_offset(i, Some(off));
+            table[g].set_ctrl(i, ctrl);
         }
         if r.at != bytes.len() {
             return Err(bad(format!(
@@ -402,7 +374,7 @@ impl ShardImage {
         let (chunks, top) = arena.finish();
         Ok(ShardImage {
             len,
-            slots,
+            groups: table,
             chunks,
             top,
         })

@@ -1,16 +1,18 @@
-//! The sharded index: hashing a key to its shard and tag.
+//! The sharded index: hashing a key to its shard.
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::entry::Entry;
 use crate::image::{ImageError, ShardImage, ShardLoader};
-use crate::shard::{Copied, Shard, slots_for};
+use crate::shard::{Copied, Hasher, KeyHash, Shard};
+use crate::table::groups_for;
 
 /// log2 of the number of shards.
 pub(crate) const SHARD_BITS: u32 = 6;
 /// The number of shards.
 pub const SHARDS: usize = 1 << SHARD_BITS;
-/// The tag is the 32 hash bits just below the shard bits.
+/// A key's home group in its shard is chosen by the 32 hash bits just
+/// below the shard bits.
 pub(crate) const TAG_SHIFT: u32 = u64::BITS - SHARD_BITS - u32::BITS;
 
 /// The longest key the index stores, in bytes.
@@ -59,7 +61,7 @@ impl Index {
         let slots = if keys == 0 {
             0
         } else {
-            slots_for(per_shard + headroom)
+            groups_for(per_shard + headroom)
         };
         Index {
             shards: (0..SHARDS).map(|_| Shard::new(slots)).collect(),
@@ -79,7 +81,7 @@ impl Index {
         }
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
         #[cfg(test)]
         if let Some(hasher) = self.hasher {
             return hasher(key);
@@ -87,11 +89,23 @@ impl Index {
         xxh3_64(key)
     }
 
-    /// The key's shard and tag.
-    fn locate(&self, key: &[u8]) -> (&Shard, u32) {
+    /// The key's shard and hash.
+    fn locate(&self, key: &[u8]) -> (&Shard, u64) {
         let hash = self.hash(key);
         let shard = &self.shards[(hash >> (u64::BITS - SHARD_BITS)) as usize];
-        (shard, (hash >> TAG_SHIFT) as u32)
+        (shard, hash)
+    }
+
+    /// The key's shard, and its hash with the hash function, for a change
+    /// that may rebuild the shard's table.
+    fn locate_mut(&self, key: &[u8]) -> (&Shard, (u64, Hasher<'_>)) {
+        let (shard, hash) = self.locate(key);
+        (shard, (hash, self.hasher()))
+    }
+
+    /// The hash function, for shards that hash keys again.
+    fn hasher(&self) -> Hasher<'_> {
+        self
     }
 
     /// The shard (`0..SHARDS`) that holds `key`: what a loader rebuilding
@@ -107,8 +121,8 @@ impl Index {
     /// one exception is the first touch of a shard of a [`lazy`](Index::lazy)
     /// index, which takes the shard's mutex to load it.)
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
-        let (shard, tag) = self.locate(key);
-        shard.get(key, tag)
+        let (shard, hash) = self.locate(key);
+        shard.get(key, hash)
     }
 
     /// Sets the entry of `key` and returns the previous one.
@@ -122,16 +136,22 @@ impl Index {
     /// would pass 2^32 words (32 GiB).
     pub fn insert(&self, key: &[u8], entry: Entry) -> Option<Entry> {
         check_key(key);
-        let (shard, tag) = self.locate(key);
-        shard.upsert(key, tag, entry, |_| true).1
+        let (shard, hash) = self.locate_mut(key);
+        shard.upsert(key, hash, entry, None, |_, _| true).1
     }
 
-    /// Sets the entry of `key` to `entry` only if the key is absent or its
-    /// current entry has a lower sequence number. Returns `Ok` with the
-    /// entry it replaced (if any) when it set it, and `Err` with the
-    /// current entry when that one is at least as new. The check and the
-    /// change are one atomic step, so several threads can load records in
-    /// any order and the newest record of each key wins.
+    /// Sets the entry of `key` to `entry`, with sequence number `seq`, only
+    /// if the key is absent or its current entry has a lower sequence
+    /// number (an entry set by any other call counts as 0). Returns `Ok`
+    /// with the entry it replaced (if any) when it set it, and `Err` with
+    /// the current entry when that one is at least as new. The check and
+    /// the change are one atomic step, so several threads can load records
+    /// in any order and the newest record of each key wins.
+    ///
+    /// The sequence number costs a word (8 bytes) per key until
+    /// [`forget_seqs`](Index::forget_seqs): a loader calls that once it is
+    /// done. An overwrite by [`insert`](Index::insert) or
+    /// [`compare_and_swap`](Index::compare_and_swap) sets it to 0.
     ///
     /// # Errors
     ///
@@ -140,12 +160,16 @@ impl Index {
     /// # Panics
     ///
     /// As [`insert`](Index::insert).
-    pub fn insert_if_newer(&self, key: &[u8], entry: Entry) -> Result<Option<Entry>, Entry> {
+    pub fn insert_if_newer(
+        &self,
+        key: &[u8],
+        entry: Entry,
+        seq: u64,
+    ) -> Result<Option<Entry>, Entry> {
         check_key(key);
-        let (shard, tag) = self.locate(key);
-        let seq = entry.seq;
-        match shard.upsert(key, tag, entry, |current| {
-            current.is_none_or(|c| c.seq < seq)
+        let (shard, hash) = self.locate_mut(key);
+        match shard.upsert(key, hash, entry, Some(seq), |current, current_seq| {
+            current.is_none() || current_seq < seq
         }) {
             (true, previous) => Ok(previous),
             (false, Some(current)) => Err(current),
@@ -154,10 +178,20 @@ impl Index {
         }
     }
 
+    /// Drops the sequence numbers that [`insert_if_newer`](Index::insert_if_newer)
+    /// stored, giving back their memory; shard by shard, each under its
+    /// writer lock, while lookups go on. Later calls of `insert_if_newer`
+    /// compare against 0 for the keys they find.
+    pub fn forget_seqs(&self) {
+        for shard in self.shards.iter() {
+            shard.forget_seqs();
+        }
+    }
+
     /// Removes `key` and returns its entry.
     pub fn remove(&self, key: &[u8]) -> Option<Entry> {
-        let (shard, tag) = self.locate(key);
-        shard.remove(key, tag, None)
+        let (shard, hash) = self.locate_mut(key);
+        shard.remove(key, hash, None)
     }
 
     /// Replaces the entry of `key` with `new` only if it is currently
@@ -169,17 +203,17 @@ impl Index {
     /// As [`insert`](Index::insert).
     pub fn compare_and_swap(&self, key: &[u8], expected: &Entry, new: Entry) -> bool {
         check_key(key);
-        let (shard, tag) = self.locate(key);
+        let (shard, hash) = self.locate_mut(key);
         shard
-            .upsert(key, tag, new, |current| current == Some(expected))
+            .upsert(key, hash, new, None, |current, _| current == Some(expected))
             .0
     }
 
     /// Removes `key` only if its entry is currently `expected`; returns
     /// whether it did.
     pub fn remove_if(&self, key: &[u8], expected: &Entry) -> bool {
-        let (shard, tag) = self.locate(key);
-        shard.remove(key, tag, Some(expected)).is_some()
+        let (shard, hash) = self.locate_mut(key);
+        shard.remove(key, hash, Some(expected)).is_some()
     }
 
     /// The number of keys. Summed over the shards without locking, so it is
@@ -214,7 +248,7 @@ impl Index {
     ///
     /// If `shard` is not below [`SHARDS`].
     pub fn encode_shard_image(&self, shard: usize, out: &mut Vec<u8>) {
-        self.shards[shard].encode_image(out);
+        self.shards[shard].encode_image(out, self.hasher());
     }
 
     /// The index whose shards are `images`, in shard order: one per shard,
@@ -349,10 +383,10 @@ impl Index {
                     .filter(|c| !f(key_of(&keys, c), &c.entry)),
             );
             if !rejected.is_empty() {
-                shard.remove_batch(rejected.iter().map(|c| {
-                    let key = key_of(&keys, c);
-                    (key, self.locate(key).1, c.entry)
-                }));
+                shard.remove_batch(
+                    self.hasher(),
+                    rejected.iter().map(|c| (key_of(&keys, c), c.entry)),
+                );
             }
         }
     }
@@ -360,6 +394,12 @@ impl Index {
 
 fn key_of<'k>(keys: &'k [u8], copied: &Copied) -> &'k [u8] {
     &keys[copied.key_start..copied.key_start + copied.key_len]
+}
+
+impl KeyHash for Index {
+    fn hash_key(&self, key: &[u8]) -> u64 {
+        self.hash(key)
+    }
 }
 
 fn check_key(key: &[u8]) {
@@ -375,7 +415,7 @@ impl Index {
     /// Checks every shard's invariants; returns the total slot count.
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn check(&self) -> usize {
-        self.shards.iter().map(Shard::check).sum()
+        self.shards.iter().map(|s| s.check(self.hasher())).sum()
     }
 }
 

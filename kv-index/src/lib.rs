@@ -1,13 +1,13 @@
 //! The concurrent in-memory hash index of the kv storage engine: from key
 //! bytes to the [`Entry`] that says where the key's latest record lives
 //! (segment, offset, length) and what the engine needs without reading it
-//! (sequence number, expiry, tombstone).
+//! (expiry, tombstone).
 //!
 //! ```
 //! use kv_index::{Entry, Index};
 //!
 //! let index = Index::new();
-//! let entry = Entry { segment: 3, offset: 4096, len: 57, seq: 12, expires_at: 0, tombstone: false };
+//! let entry = Entry { segment: 3, offset: 4096, len: 57, expires_at: 0, tombstone: false };
 //! assert_eq!(index.insert(b"apple", entry), None);
 //! assert_eq!(index.get(b"apple"), Some(entry));
 //!
@@ -79,37 +79,50 @@
 //!
 //! # Memory layout
 //!
-//! Each shard has one slot table and one arena, both arrays of `u64` words.
+//! Each shard has one slot table, an array of 64-byte groups, and one
+//! arena, an array of `u64` words.
 //!
 //! ```text
-//! Format: slot  { arena_offset + 1 u32 | tag u32 }, 0 = empty
-//! Format: entry { head = key_len u16 | flags u16 | len u32 } { segment u32 | offset u32 } { seq u64 }
-//!               [ expires_at u64, if flags has HAS_EXPIRY ] { key, 8 bytes a word, zero-padded }
+//! Format: group { ctrl [u8; 12] | zero [u8; 4] } { arena_offset + 1 u32 [12] }, 0 = no offset
+//! Format: entry { head = key_len u16 | flags u16 | len u32 } { segment u32 | offset u32 }
+//!               [ expires_at u64, if flags has HAS_EXPIRY ] [ seq u64, if flags has HAS_SEQ ]
+//!               { key, 8 bytes a word, zero-padded }
 //! ```
 //!
 //! Fields in a word are listed from the least significant bit; key bytes are
-//! packed little-endian. The `tag` is 32 bits of the hash (below the shard
-//! bits) and also fixes the slot's home position (`tag * capacity >> 32`),
-//! so rehashing reads only the slots.
+//! packed little-endian. Of the key's xxh3-64 hash, the top 6 bits choose
+//! the shard, the 32 below them the home group (`h32 * groups >> 32`, so
+//! table sizes need not be powers of two), and the low 7 the control byte
+//! of a full slot (`0x80 | bits`; 0 is empty, 1 deleted).
 //!
-//! - **Slot table**: open addressing with linear probing in Robin Hood
-//!   order, and backward-shift deletion, so there are no tombstones and
-//!   misses stop early. It grows by 1.25x before passing a load of 7/8, and
-//!   shrinks to a load of 1/2 when below 1/8. Table sizes need not be
-//!   powers of two.
+//! - **Slot table**: a slot is a control byte and an offset, 5 bytes. A
+//!   lookup compares the 12 control bytes of its home group at once
+//!   (SWAR), compares keys in the arena only where they match (about 1 in
+//!   128 full slots matches by chance), and goes on to the next group only
+//!   if this one has no empty slot. Removal leaves a deleted mark where a
+//!   probe may have passed (a group with no empty slot). The table grows
+//!   by 1.25x before full and deleted slots pass 7/8 (or only clears the
+//!   deleted ones, if the keys leave a quarter free), and shrinks to a
+//!   load of 1/2 when below 1/8. A rebuild hashes every live key again,
+//!   walking the arena in order.
 //! - **Arena**: a bump allocator over 32 KiB chunks; the last chunk starts
 //!   at 512 bytes and doubles (by copy) until full, so a small shard holds
-//!   little. A key of 16 bytes without expiry packs into 5 words (40
+//!   little. A key of 16 bytes without expiry packs into 4 words (32
 //!   bytes). Overwriting a key rewrites its meta words in place; only an
-//!   entry without an expiry word that gets an expiry moves. Removed and
-//!   moved entries are garbage; when garbage passes a quarter of the arena
-//!   (and 4 KiB), the shard copies its live entries into a fresh arena.
+//!   entry that gets an expiry (or a sequence number) its words have no
+//!   room for moves. Removed and moved entries are garbage, marked dead;
+//!   when garbage passes a quarter of the arena (and 4 KiB), the shard
+//!   copies its live entries into a fresh arena.
+//! - **Sequence numbers** are not kept: a record's location names it. A
+//!   loader that offers records out of order ([`Index::insert_if_newer`])
+//!   needs them to let the newest win, so those entries carry one more
+//!   word until [`Index::forget_seqs`] compacts it away.
 //!
 //! [`Index::memory_usage`] adds up the real allocation sizes; the
 //! `memory` example prints it per key next to the process's RSS. With
-//! 1M to 10M keys of 16 bytes that is about 50 bytes per key: 40 packed in
-//! the arena, the rest slot table (less when pre-sized with
-//! [`Index::with_capacity`]).
+//! 1M to 10M keys of 16 bytes that is about 39 bytes per key: 32 packed in
+//! the arena, about 6.8 of slot table at the average load of 0.78 (less
+//! when pre-sized with [`Index::with_capacity`]).
 
 #![forbid(unsafe_code)]
 
@@ -118,6 +131,7 @@ mod image;
 mod index;
 mod shard;
 mod sync;
+mod table;
 
 #[cfg(all(test, loom))]
 mod loom;

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use loom::thread;
 
 use crate::entry::Entry;
-use crate::shard::{Copied, Shard};
+use crate::index::TAG_SHIFT;
+use crate::shard::{Copied, Hasher, Shard};
 
 /// Runs `f` under loom, with a preemption bound of 3 unless
 /// `LOOM_MAX_PREEMPTIONS` says otherwise: every interleaving with up to
@@ -34,64 +35,77 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-fn entry(segment: u32, seq: u64) -> Entry {
+fn entry(segment: u32) -> Entry {
     Entry {
         segment,
         offset: segment * 100,
         len: 40 + segment,
-        seq,
         expires_at: 0,
         tombstone: false,
     }
 }
 
-/// A tag spread over the table, so that keys do not collide.
-fn tag(i: u32) -> u32 {
-    i.wrapping_mul(0x9E37_79B9)
+/// The hash of a key made by [`key`]: its number modulo 100 spread over
+/// the table (so keys 1 and 101 collide, and others do not), with the
+/// number's low bits as the control bits.
+fn hash_of(key: &[u8]) -> u64 {
+    let i = u32::from_le_bytes(key[..4].try_into().unwrap()) % 100;
+    u64::from(i.wrapping_mul(0x9E37_79B9)) << TAG_SHIFT | u64::from(i)
 }
 
-/// Keys of `words` 8-byte words: with 3 meta words, an entry is
-/// `3 + words` arena words.
+/// [`hash_of`], as the shard's hash function.
+const HASH: fn(&[u8]) -> u64 = hash_of;
+
+fn hasher() -> Hasher<'static> {
+    &HASH
+}
+
+/// Keys of `words` 8-byte words: with 2 meta words, an entry is
+/// `2 + words` arena words.
 fn key(i: u32, words: usize) -> Vec<u8> {
     let mut k = vec![b'k'; words * 8];
     k[..4].copy_from_slice(&i.to_le_bytes());
     k
 }
 
-fn insert(shard: &Shard, key: &[u8], tag: u32, e: Entry) {
-    shard.upsert(key, tag, e, |_| true);
+fn insert(shard: &Shard, key: &[u8], e: Entry) {
+    shard.upsert(key, (hash_of(key), hasher()), e, None, |_, _| true);
 }
 
-/// An entry overwritten in place (its location and sequence words change
+fn get(shard: &Shard, key: &[u8]) -> Option<Entry> {
+    shard.get(key, hash_of(key))
+}
+
+/// An entry overwritten in place (its head and location words change
 /// under the seqlock): a reader sees the old entry or the new one, never a
 /// mix; and a reader that reads twice never goes back in time.
 #[test]
 fn an_overwrite_in_place_is_never_seen_torn() {
     model(|| {
-        let shard = Arc::new(Shard::new(0));
+        let shard = Arc::new(Shard::new(1));
         let k = key(1, 1);
-        let (a, b, c) = (entry(1, 1), entry(2, 2), entry(3, 3));
-        insert(&shard, &k, tag(1), a);
+        let (a, b, c) = (entry(1), entry(2), entry(3));
+        insert(&shard, &k, a);
         let reader = {
             let (shard, k) = (Arc::clone(&shard), k.clone());
             thread::spawn(move || {
-                let first = shard.get(&k, tag(1)).expect("the key is always there");
-                let second = shard.get(&k, tag(1)).expect("the key is always there");
+                let first = get(&shard, &k).expect("the key is always there");
+                let second = get(&shard, &k).expect("the key is always there");
                 (first, second)
             })
         };
-        insert(&shard, &k, tag(1), b);
-        insert(&shard, &k, tag(1), c);
+        insert(&shard, &k, b);
+        insert(&shard, &k, c);
         let (first, second) = reader.join().unwrap();
-        shard.check();
+        shard.check(hasher());
         for seen in [first, second] {
             assert!(seen == a || seen == b || seen == c, "torn entry {seen:?}");
         }
         assert!(
-            first.seq <= second.seq,
+            first.segment <= second.segment,
             "went back from {first:?} to {second:?}"
         );
-        assert_eq!(shard.get(&k, tag(1)), Some(c));
+        assert_eq!(get(&shard, &k), Some(c));
     });
 }
 
@@ -101,23 +115,23 @@ fn an_overwrite_in_place_is_never_seen_torn() {
 #[test]
 fn a_relocated_entry_is_seen_old_or_new() {
     model(|| {
-        let shard = Arc::new(Shard::new(0));
+        let shard = Arc::new(Shard::new(1));
         let k = key(1, 1);
-        let a = entry(1, 1);
+        let a = entry(1);
         let b = Entry {
             expires_at: 1_700_000_000_000,
-            ..entry(2, 2)
+            ..entry(2)
         };
-        insert(&shard, &k, tag(1), a);
+        insert(&shard, &k, a);
         let reader = {
             let (shard, k) = (Arc::clone(&shard), k.clone());
-            thread::spawn(move || shard.get(&k, tag(1)).expect("the key is always there"))
+            thread::spawn(move || get(&shard, &k).expect("the key is always there"))
         };
-        insert(&shard, &k, tag(1), b);
+        insert(&shard, &k, b);
         let seen = reader.join().unwrap();
-        shard.check();
+        shard.check(hasher());
         assert!(seen == a || seen == b, "torn entry {seen:?}");
-        assert_eq!(shard.get(&k, tag(1)), Some(b));
+        assert_eq!(get(&shard, &k), Some(b));
     });
 }
 
@@ -127,72 +141,77 @@ fn a_relocated_entry_is_seen_old_or_new() {
 #[test]
 fn an_insert_that_grows_the_arena_hides_no_key() {
     model(|| {
-        let shard = Arc::new(Shard::new(0));
-        // 10 entries of 6 words fill 60 of the first chunk's 64 words; the
-        // 11th does not fit.
-        for i in 0..10 {
-            insert(&shard, &key(i, 3), tag(i), entry(i, u64::from(i) + 1));
+        let shard = Arc::new(Shard::new(1));
+        // 7 entries of 9 words fill 63 of the first chunk's 64 words; the
+        // 8th does not fit.
+        for i in 0..7 {
+            insert(&shard, &key(i, 7), entry(i));
         }
         let reader = {
             let shard = Arc::clone(&shard);
             thread::spawn(move || {
-                let old = shard.get(&key(0, 3), tag(0));
-                let new = shard.get(&key(10, 3), tag(10));
+                let old = get(&shard, &key(0, 7));
+                let new = get(&shard, &key(7, 7));
                 (old, new)
             })
         };
-        insert(&shard, &key(10, 3), tag(10), entry(10, 11));
+        insert(&shard, &key(7, 7), entry(7));
         let (old, new) = reader.join().unwrap();
-        shard.check();
-        assert_eq!(old, Some(entry(0, 1)));
-        assert!(new.is_none() || new == Some(entry(10, 11)), "{new:?}");
-        assert_eq!(shard.get(&key(10, 3), tag(10)), Some(entry(10, 11)));
+        shard.check(hasher());
+        assert_eq!(old, Some(entry(0)));
+        assert!(new.is_none() || new == Some(entry(7)), "{new:?}");
+        assert_eq!(get(&shard, &key(7, 7)), Some(entry(7)));
     });
 }
 
-/// An insert that grows the slot table (rehashed into a new table,
+/// An insert that grows the slot table (rebuilt into a new table,
 /// published through the storage swap): a key that was there all along is
 /// always found.
 #[test]
 fn an_insert_that_grows_the_table_hides_no_key() {
     model(|| {
-        let shard = Arc::new(Shard::new(0));
-        // 14 keys fill the 16-slot table to its maximum load (7/8); the
-        // 15th grows it. 15 entries of 4 words fit the first chunk.
-        for i in 0..14 {
-            insert(&shard, &key(i, 1), tag(i), entry(i, u64::from(i) + 1));
+        let shard = Arc::new(Shard::new(1));
+        // 10 keys fill the one group of 12 slots to its maximum load
+        // (7/8); the 11th grows it. 11 entries of 3 words fit the first
+        // chunk.
+        for i in 0..10 {
+            insert(&shard, &key(i, 1), entry(i));
         }
         let reader = {
             let shard = Arc::clone(&shard);
-            thread::spawn(move || shard.get(&key(5, 1), tag(5)))
+            thread::spawn(move || get(&shard, &key(5, 1)))
         };
-        insert(&shard, &key(14, 1), tag(14), entry(14, 15));
+        insert(&shard, &key(10, 1), entry(10));
         let old = reader.join().unwrap();
-        shard.check();
-        assert_eq!(old, Some(entry(5, 6)));
+        shard.check(hasher());
+        assert_eq!(old, Some(entry(5)));
     });
 }
 
-/// Two keys on the same tag (so the same home slot): removing the first
-/// shifts the second back one slot under the seqlock. A reader of the
-/// second never misses it.
+/// Two keys with the same hash (so the same group and control byte):
+/// removing the first empties its slot under the seqlock. A reader of the
+/// second never misses it, and a reader of the first sees it whole or
+/// not at all.
 #[test]
-fn a_backward_shift_never_hides_the_shifted_key() {
+fn a_removal_never_hides_a_colliding_key() {
     model(|| {
-        let shard = Arc::new(Shard::new(0));
-        let (k1, k2) = (key(1, 1), key(2, 1));
-        let same = tag(7);
-        insert(&shard, &k1, same, entry(1, 1));
-        insert(&shard, &k2, same, entry(2, 2));
+        let shard = Arc::new(Shard::new(1));
+        let (k1, k2) = (key(1, 1), key(101, 1));
+        assert_eq!(hash_of(&k1), hash_of(&k2));
+        insert(&shard, &k1, entry(1));
+        insert(&shard, &k2, entry(2));
         let reader = {
             let (shard, k1, k2) = (Arc::clone(&shard), k1.clone(), k2.clone());
-            thread::spawn(move || (shard.get(&k2, same), shard.get(&k1, same)))
+            thread::spawn(move || (get(&shard, &k2), get(&shard, &k1)))
         };
-        assert_eq!(shard.remove(&k1, same, None), Some(entry(1, 1)));
-        let (shifted, removed) = reader.join().unwrap();
-        shard.check();
-        assert_eq!(shifted, Some(entry(2, 2)));
-        assert!(removed.is_none() || removed == Some(entry(1, 1)));
+        assert_eq!(
+            shard.remove(&k1, (hash_of(&k1), hasher()), None),
+            Some(entry(1))
+        );
+        let (other, removed) = reader.join().unwrap();
+        shard.check(hasher());
+        assert_eq!(other, Some(entry(2)));
+        assert!(removed.is_none() || removed == Some(entry(1)));
     });
 }
 
@@ -202,9 +221,9 @@ fn a_backward_shift_never_hides_the_shifted_key() {
 #[test]
 fn a_snapshot_during_writes_has_every_untouched_key_once() {
     model(|| {
-        let shard = Arc::new(Shard::new(0));
+        let shard = Arc::new(Shard::new(1));
         for i in 0..3 {
-            insert(&shard, &key(i, 1), tag(i), entry(i, u64::from(i) + 1));
+            insert(&shard, &key(i, 1), entry(i));
         }
         let reader = {
             let shard = Arc::clone(&shard);
@@ -214,10 +233,10 @@ fn a_snapshot_during_writes_has_every_untouched_key_once() {
                 (keys, copied)
             })
         };
-        insert(&shard, &key(3, 1), tag(3), entry(3, 4));
-        shard.remove(&key(0, 1), tag(0), None);
+        insert(&shard, &key(3, 1), entry(3));
+        shard.remove(&key(0, 1), (hash_of(&key(0, 1)), hasher()), None);
         let (keys, copied) = reader.join().unwrap();
-        shard.check();
+        shard.check(hasher());
         let seen: Vec<(Vec<u8>, Entry)> = copied
             .iter()
             .map(|c| (keys[c.key_start..c.key_start + c.key_len].to_vec(), c.entry))
@@ -227,7 +246,7 @@ fn a_snapshot_during_writes_has_every_untouched_key_once() {
             if i == 1 || i == 2 {
                 assert_eq!(n, 1, "untouched key {i} seen {n} times");
                 let e = seen.iter().find(|(k, _)| *k == key(i, 1)).unwrap().1;
-                assert_eq!(e, entry(i, u64::from(i) + 1));
+                assert_eq!(e, entry(i));
             } else {
                 assert!(n <= 1, "key {i} seen {n} times");
             }
@@ -258,11 +277,11 @@ fn a_first_read_racing_a_first_write_sees_the_loaded_shard() {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     model(|| {
         RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let saved = Shard::new(0);
-        insert(&saved, &key(0, 1), tag(0), entry(1, 1));
-        insert(&saved, &key(1, 1), tag(1), entry(2, 2));
+        let saved = Shard::new(1);
+        insert(&saved, &key(0, 1), entry(1));
+        insert(&saved, &key(1, 1), entry(2));
         let mut bytes = Vec::new();
-        saved.encode_image(&mut bytes);
+        saved.encode_image(&mut bytes, hasher());
         let loader = Arc::new(OneImage {
             bytes,
             loads: loom::sync::atomic::AtomicUsize::new(0),
@@ -270,18 +289,15 @@ fn a_first_read_racing_a_first_write_sees_the_loaded_shard() {
         let shard = Arc::new(Shard::pending(2, loader.clone(), 0));
         let reader = {
             let shard = Arc::clone(&shard);
-            thread::spawn(move || (shard.get(&key(0, 1), tag(0)), shard.get(&key(1, 1), tag(1))))
+            thread::spawn(move || (get(&shard, &key(0, 1)), get(&shard, &key(1, 1))))
         };
-        insert(&shard, &key(1, 1), tag(1), entry(3, 3));
+        insert(&shard, &key(1, 1), entry(3));
         let (zero, one) = reader.join().unwrap();
-        assert_eq!(zero, Some(entry(1, 1)), "an untouched saved key");
-        assert!(
-            one == Some(entry(2, 2)) || one == Some(entry(3, 3)),
-            "{one:?}"
-        );
+        assert_eq!(zero, Some(entry(1)), "an untouched saved key");
+        assert!(one == Some(entry(2)) || one == Some(entry(3)), "{one:?}");
         assert_eq!(loader.loads.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!(shard.len(), 2);
-        shard.check();
+        shard.check(hasher());
     });
     println!(
         "interleavings: {}",

@@ -1,5 +1,6 @@
-//! One shard: a Robin Hood slot table and a word arena, both made of
-//! atomics, read optimistically under a seqlock and written under a mutex.
+//! One shard: a slot table of groups (`table.rs`) and a word arena, both
+//! made of atomics, read optimistically under a seqlock and written under
+//! a mutex.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -9,29 +10,18 @@ use crate::sync::{
 };
 
 use crate::entry::{
-    EXPIRY_WORD, Entry, HEAD_WORD, Head, LOCATION_WORD, SEQ_WORD, decode_entry, encode_meta,
+    EXPIRY_WORD, Entry, HEAD_WORD, Head, LOCATION_WORD, dead, decode_entry, encode_meta,
     entry_words, key_words, pack_key_word,
 };
 use crate::image::{self, ShardImage, ShardLoader};
+use crate::table::{
+    self, EMPTY, GROUP_SLOTS, Group, Groups, MAX_LOAD_DEN, empty_groups, groups_for, home,
+    next_group, split_hash, within_load,
+};
 
-/// A run of atomic words: a slot table or an arena chunk. Shared between the
-/// writer and every published [`Storage`] that still uses it.
+/// A run of atomic words: an arena chunk. Shared between the writer and
+/// every published [`Storage`] that still uses it.
 pub(crate) type Words = Arc<[AtomicU64]>;
-
-// Format: slot u64 = { arena_offset + 1 u32 | tag u32 }, and 0 = empty.
-//
-// The tag is 32 bits of the key's hash. It also decides the slot's home
-// position (`home`), so the table can be rebuilt from the slots alone,
-// without reading a key from the arena.
-
-/// The value of an empty slot.
-const EMPTY: u64 = 0;
-/// The smallest slot table.
-pub(crate) const MIN_SLOTS: usize = 16;
-/// The table grows before more than 7/8 of its slots are used.
-pub(crate) const MAX_LOAD_NUM: usize = 7;
-/// Denominator of the maximum load factor.
-pub(crate) const MAX_LOAD_DEN: usize = 8;
 
 /// log2 of the words in a full arena chunk.
 const CHUNK_SHIFT: u32 = 12;
@@ -61,100 +51,24 @@ const ARC_HEADER: usize = 2 * size_of::<usize>();
 /// Message of the invariant checks on the writer's own, consistent view.
 const CONSISTENT: &str = "kv-index: the writer's view of its shard is consistent";
 
-pub(crate) fn make_slot(tag: u32, offset: usize) -> u64 {
-    debug_assert!(offset < MAX_ARENA_WORDS);
-    u64::from(tag) << u32::BITS | (offset as u64 + 1)
+/// The hash function of the index a shard belongs to: a rebuild of the
+/// slot table hashes every key again.
+pub(crate) trait KeyHash {
+    /// The 64-bit hash of `key`.
+    fn hash_key(&self, key: &[u8]) -> u64;
 }
 
-fn slot_tag(slot: u64) -> u32 {
-    (slot >> u32::BITS) as u32
-}
-
-/// The arena offset of an occupied slot; `None` only for an empty slot.
-fn slot_offset(slot: u64) -> Option<usize> {
-    (slot as u32).checked_sub(1).map(|off| off as usize)
-}
-
-/// The home position of a tag in a table of `cap` slots: the tag scaled to
-/// `[0, cap)` (multiply-shift), so tables need not be powers of two.
-pub(crate) fn home(tag: u32, cap: usize) -> usize {
-    ((u64::from(tag) * cap as u64) >> u32::BITS) as usize
-}
-
-/// How far `pos` is past `home`, wrapping around the end of the table.
-pub(crate) fn distance(pos: usize, home: usize, cap: usize) -> usize {
-    if pos >= home {
-        pos - home
-    } else {
-        pos + cap - home
+impl<F: Fn(&[u8]) -> u64> KeyHash for F {
+    fn hash_key(&self, key: &[u8]) -> u64 {
+        self(key)
     }
 }
 
-fn next(pos: usize, cap: usize) -> usize {
-    if pos + 1 == cap { 0 } else { pos + 1 }
-}
-
-/// The smallest table that holds `len` keys within the maximum load.
-pub(crate) fn slots_for(len: usize) -> usize {
-    (len * MAX_LOAD_DEN).div_ceil(MAX_LOAD_NUM).max(MIN_SLOTS)
-}
+/// A shard's view of its index's hash function.
+pub(crate) type Hasher<'a> = &'a dyn KeyHash;
 
 pub(crate) fn zeroed(len: usize) -> Words {
     (0..len).map(|_| AtomicU64::new(0)).collect()
-}
-
-/// Inserts `slot` into a table that does not hold its key and has an empty
-/// slot, keeping the Robin Hood order: along any probe sequence, slots are
-/// sorted by home position, so a lookup stops at the first slot that is
-/// closer to its home than the lookup is to its own.
-fn rh_insert(slots: &[AtomicU64], mut slot: u64) {
-    let cap = slots.len();
-    let mut pos = home(slot_tag(slot), cap);
-    let mut dist = 0;
-    loop {
-        let current = slots[pos].load(Relaxed);
-        if current == EMPTY {
-            slots[pos].store(slot, Relaxed);
-            return;
-        }
-        let current_dist = distance(pos, home(slot_tag(current), cap), cap);
-        if current_dist < dist {
-            slots[pos].store(slot, Relaxed);
-            slot = current;
-            dist = current_dist;
-        }
-        pos = next(pos, cap);
-        dist += 1;
-        debug_assert!(dist <= cap, "kv-index: slot table is full");
-    }
-}
-
-/// Empties the slot at `pos` by backward-shift deletion: the following
-/// slots of its cluster that are not at home move back one position. No
-/// tombstones are left, so probe lengths do not degrade with churn.
-fn rh_remove(slots: &[AtomicU64], mut pos: usize) {
-    let cap = slots.len();
-    loop {
-        let after = next(pos, cap);
-        let slot = slots[after].load(Relaxed);
-        if slot == EMPTY || distance(after, home(slot_tag(slot), cap), cap) == 0 {
-            slots[pos].store(EMPTY, Relaxed);
-            return;
-        }
-        slots[pos].store(slot, Relaxed);
-        pos = after;
-    }
-}
-
-/// A copy of `slots` rehashed into a table of `cap` slots.
-fn rehash(slots: &[AtomicU64], cap: usize) -> Words {
-    let table = zeroed(cap);
-    for slot in slots.iter().map(|slot| slot.load(Relaxed)) {
-        if slot != EMPTY {
-            rh_insert(&table, slot);
-        }
-    }
-    table
 }
 
 /// Stores `word` at arena offset `off` of a view that the writer owns.
@@ -221,7 +135,7 @@ pub(crate) struct Copied {
 /// the seqlock catches the rest.
 #[derive(Clone, Copy)]
 struct View<'a> {
-    slots: &'a [AtomicU64],
+    groups: &'a [Group],
     chunks: &'a [Words],
 }
 
@@ -236,34 +150,34 @@ impl View<'_> {
 
     /// Looks `key` up. The probe is bounded by the table length, and each
     /// key comparison by the key length, whatever the racing writer does.
-    fn find(&self, key: &[u8], tag: u32) -> Result<Option<Found>, Torn> {
-        let cap = self.slots.len();
-        if cap == 0 {
+    fn find(&self, key: &[u8], hash: u64) -> Result<Option<Found>, Torn> {
+        let n = self.groups.len();
+        if n == 0 {
             return Ok(None);
         }
-        let start = home(tag, cap);
-        let mut pos = start;
-        for dist in 0..cap {
-            let slot = self.slots.get(pos).ok_or(Torn)?.load(Relaxed);
-            if slot == EMPTY {
-                return Ok(None);
-            }
-            let slot_tag = slot_tag(slot);
-            if distance(pos, home(slot_tag, cap), cap) < dist {
-                return Ok(None);
-            }
-            if slot_tag == tag {
-                let off = slot_offset(slot).ok_or(Torn)?;
+        let (h32, c) = split_hash(hash);
+        let mut g = home(h32, n);
+        for _ in 0..n {
+            let group = self.groups.get(g).ok_or(Torn)?;
+            let words = group.ctrl_words();
+            let mut matches = Group::matching(words, c);
+            while matches != 0 {
+                let i = matches.trailing_zeros() as usize;
+                matches &= matches - 1;
+                let off = group.offset(i).ok_or(Torn)?;
                 if let Some((head, entry)) = self.read_if_key(off, key)? {
                     return Ok(Some(Found {
-                        pos,
+                        pos: g * GROUP_SLOTS + i,
                         off,
                         head,
                         entry,
                     }));
                 }
             }
-            pos = next(pos, cap);
+            if Group::matching(words, EMPTY) != 0 {
+                return Ok(None);
+            }
+            g = next_group(g, n);
         }
         Ok(None)
     }
@@ -286,13 +200,18 @@ impl View<'_> {
     /// The entry whose head word, already read, is `head`.
     fn read_meta(&self, off: usize, head: Head) -> Result<Entry, Torn> {
         let location = self.word(off + LOCATION_WORD)?;
-        let seq = self.word(off + SEQ_WORD)?;
         let expires_at = if head.has_expiry {
             self.word(off + EXPIRY_WORD)?
         } else {
             0
         };
-        Ok(decode_entry(head, location, seq, expires_at))
+        Ok(decode_entry(head, location, expires_at))
+    }
+
+    /// The sequence number of the entry at `off` whose head is `head`: 0
+    /// if it has none.
+    fn read_seq(&self, off: usize, head: Head) -> Result<u64, Torn> {
+        head.seq_word().map_or(Ok(0), |word| self.word(off + word))
     }
 
     /// Appends the key of the entry at `off`, whose head is `head`, to `out`.
@@ -311,10 +230,7 @@ impl View<'_> {
     /// allocate without bound.
     fn copy_all(&self, keys: &mut Vec<u8>, out: &mut Vec<Copied>) -> Result<(), Torn> {
         let budget = self.chunks.len() * CHUNK_WORDS * size_of::<u64>();
-        for slot in self.slots.iter().map(|slot| slot.load(Relaxed)) {
-            let Some(off) = slot_offset(slot) else {
-                continue;
-            };
+        for (_, _, off) in table::full_slots(self.groups) {
             let head = Head::decode(self.word(off + HEAD_WORD)?);
             let entry = self.read_meta(off, head)?;
             let key_start = keys.len();
@@ -330,20 +246,41 @@ impl View<'_> {
         }
         Ok(())
     }
+
+    /// A table of `groups` groups holding every live entry of the arena
+    /// below `top`, each placed by its key's hash again: no deleted slot
+    /// is left. It walks the arena in order, skipping dead entries, so
+    /// its reads are sequential (the old table's order is random).
+    fn rebuild(&self, top: usize, groups: usize, hash: Hasher<'_>) -> Groups {
+        let table = empty_groups(groups);
+        let mut key = Vec::new();
+        let mut off = 0;
+        while off < top {
+            let head = Head::decode(self.word(off + HEAD_WORD).expect(CONSISTENT));
+            if !head.dead {
+                key.clear();
+                self.push_key(off, head, &mut key).expect(CONSISTENT);
+                let (h32, c) = split_hash(hash.hash_key(&key));
+                table::insert(&table, h32, c, off);
+            }
+            off += head.entry_words();
+        }
+        table
+    }
 }
 
 /// What readers see of a shard: published whole through an [`ArcSwap`].
 /// The slot table and chunks are shared with the writer, which keeps
 /// changing them in place under the seqlock.
 struct Storage {
-    slots: Words,
+    groups: Groups,
     chunks: Box<[Words]>,
 }
 
 impl Storage {
     fn view(&self) -> View<'_> {
         View {
-            slots: &self.slots,
+            groups: &self.groups,
             chunks: &self.chunks,
         }
     }
@@ -352,7 +289,7 @@ impl Storage {
 /// The writer's state of a shard, behind the shard mutex.
 struct Writer {
     /// The slot table; the same one the published storage holds.
-    slots: Words,
+    groups: Groups,
     /// The arena chunks; the same ones the published storage holds.
     chunks: Vec<Words>,
     /// Arena words handed out so far; the arena is a bump allocator.
@@ -360,8 +297,13 @@ struct Writer {
     /// Words below `top` that no slot points to: removed and relocated
     /// entries.
     garbage: usize,
-    /// Keys in the shard.
+    /// Keys in the shard: its full slots.
     len: usize,
+    /// Full and deleted slots: what the load limit counts.
+    used: usize,
+    /// Whether some entry may have a sequence number word
+    /// ([`Shard::forget_seqs`] drops them).
+    seqs: bool,
     /// Where the shard's contents come from while it is not loaded.
     pending: Option<Pending>,
 }
@@ -375,13 +317,26 @@ struct Pending {
 impl Writer {
     fn view(&self) -> View<'_> {
         View {
-            slots: &self.slots,
+            groups: &self.groups,
             chunks: &self.chunks,
         }
     }
 
-    fn find(&self, key: &[u8], tag: u32) -> Option<Found> {
-        self.view().find(key, tag).expect(CONSISTENT)
+    fn find(&self, key: &[u8], hash: u64) -> Option<Found> {
+        self.view().find(key, hash).expect(CONSISTENT)
+    }
+
+    /// A table of `groups` groups for the live entries (`View::rebuild`).
+    fn rebuild(&self, groups: usize, hash: Hasher<'_>) -> Groups {
+        self.view().rebuild(self.top, groups, hash)
+    }
+
+    /// Marks the entry `found` as garbage: no slot points to it any more.
+    /// Inside a write section: readers may still reach it.
+    fn bury(&mut self, found: &Found) {
+        let head = self.view().word(found.off + HEAD_WORD).expect(CONSISTENT);
+        store(&self.chunks, found.off + HEAD_WORD, dead(head));
+        self.garbage += found.head.entry_words();
     }
 
     /// Makes room for `words` more words at `top`. Returns whether the
@@ -451,23 +406,25 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    /// An empty shard with a table of `slots` slots.
-    pub(crate) fn new(slots: usize) -> Shard {
-        let slots = zeroed(slots.max(MIN_SLOTS));
+    /// An empty shard with a table of `groups` groups (at least one).
+    pub(crate) fn new(groups: usize) -> Shard {
+        let groups = empty_groups(groups.max(1));
         Shard {
             version: AtomicU64::new(0),
             storage: ArcSwap::from_pointee(Storage {
-                slots: slots.clone(),
+                groups: groups.clone(),
                 chunks: Box::new([]),
             }),
             len: AtomicUsize::new(0),
             loaded: AtomicBool::new(true),
             writer: Mutex::new(Writer {
-                slots,
+                groups,
                 chunks: Vec::new(),
                 top: 0,
                 garbage: 0,
                 len: 0,
+                used: 0,
+                seqs: false,
                 pending: None,
             }),
         }
@@ -475,7 +432,7 @@ impl Shard {
 
     /// A shard of `len` keys that `loader` gives when it is first touched.
     pub(crate) fn pending(len: usize, loader: Arc<dyn ShardLoader>, shard: usize) -> Shard {
-        let mut pending = Shard::new(0);
+        let mut pending = Shard::new(1);
         pending.len = AtomicUsize::new(len);
         pending.loaded = AtomicBool::new(false);
         pending.writer.lock().pending = Some(Pending { loader, shard });
@@ -511,7 +468,7 @@ impl Shard {
 
     /// A shard of a decoded, checked image.
     pub(crate) fn from_image(image: ShardImage) -> Shard {
-        let shard = Shard::new(0);
+        let shard = Shard::new(1);
         shard.install(&mut shard.writer.lock(), image);
         shard
     }
@@ -521,42 +478,46 @@ impl Shard {
     fn install(&self, w: &mut Writer, image: ShardImage) {
         let ShardImage {
             len,
-            slots,
+            groups,
             chunks,
             top,
         } = image;
-        w.slots = slots;
+        w.groups = groups;
         w.chunks = chunks;
         w.top = top;
         w.garbage = 0;
         w.len = len;
+        // An image holds no deleted slot.
+        w.used = len;
+        w.seqs = false;
         self.publish(w);
         self.len.store(len, Relaxed);
     }
 
     /// Appends the shard's image (`image.rs`) to `out`, taken under the
-    /// writer lock, so it is one consistent state. A table more than twice
-    /// the size its keys need (sized ahead for a load that found fewer
-    /// keys) is saved rehashed to the size they need.
-    pub(crate) fn encode_image(&self, out: &mut Vec<u8>) {
+    /// writer lock, so it is one consistent state. A table with deleted
+    /// slots, or more than twice the size its keys need (sized ahead for
+    /// a load that found fewer keys), is saved rebuilt: at the size its
+    /// keys need if it was too large.
+    pub(crate) fn encode_image(&self, out: &mut Vec<u8>, hash: Hasher<'_>) {
         let w = self.lock();
-        let slots = if w.slots.len() > 2 * slots_for(w.len) {
-            rehash(&w.slots, slots_for(w.len))
-        } else {
-            Arc::clone(&w.slots)
-        };
         let view = w.view();
-        let mut encoder = image::Encoder::new(out, w.len, slots.len());
+        let need = groups_for(w.len);
+        let groups = if w.groups.len() > 2 * need {
+            w.rebuild(need, hash)
+        } else if w.used > w.len {
+            w.rebuild(w.groups.len(), hash)
+        } else {
+            Arc::clone(&w.groups)
+        };
+        let mut encoder = image::Encoder::new(out, w.len, groups.len());
         let mut key = Vec::new();
-        for (pos, slot) in slots.iter().map(|slot| slot.load(Relaxed)).enumerate() {
-            let Some(off) = slot_offset(slot) else {
-                continue;
-            };
+        for (pos, c, off) in table::full_slots(&groups) {
             let head = Head::decode(view.word(off + HEAD_WORD).expect(CONSISTENT));
             let entry = view.read_meta(off, head).expect(CONSISTENT);
             key.clear();
             view.push_key(off, head, &mut key).expect(CONSISTENT);
-            encoder.push(pos, slot_tag(slot), &entry, &key);
+            encoder.push(pos, c, &entry, &key);
         }
     }
 
@@ -565,15 +526,16 @@ impl Shard {
         self.len.load(Relaxed)
     }
 
-    /// Looks `key` up without locking or writing shared memory.
-    pub(crate) fn get(&self, key: &[u8], tag: u32) -> Option<Entry> {
+    /// Looks `key` (whose hash is `hash`) up without locking or writing
+    /// shared memory.
+    pub(crate) fn get(&self, key: &[u8], hash: u64) -> Option<Entry> {
         self.load();
         let mut backoff = Backoff::default();
         loop {
             let v1 = self.version.load(Acquire);
             if v1 & 1 == 0 {
                 let storage = self.storage.load();
-                let found = storage.view().find(key, tag);
+                let found = storage.view().find(key, hash);
                 fence(Acquire);
                 if self.version.load(Relaxed) == v1 {
                     return match found {
@@ -589,27 +551,37 @@ impl Shard {
         }
     }
 
-    /// Sets `key` to `entry` if `accept` says so of the current entry
-    /// (`None` when the key is absent); `accept` runs under the shard's
-    /// writer lock, so the check and the change are one atomic step.
-    /// Returns whether it did, and the entry it found.
+    /// Sets `key` (its hash, and the index's hash function) to `entry`,
+    /// with sequence number `seq` if given, if
+    /// `accept` says so of the current entry (`None` when the key is
+    /// absent) and its sequence number (0 if it has none); `accept` runs
+    /// under the shard's writer lock, so the check and the change are one
+    /// atomic step. Returns whether it did, and the entry it found.
     pub(crate) fn upsert(
         &self,
         key: &[u8],
-        tag: u32,
+        (key_hash, hash): (u64, Hasher<'_>),
         entry: Entry,
-        accept: impl FnOnce(Option<&Entry>) -> bool,
+        seq: Option<u64>,
+        accept: impl FnOnce(Option<&Entry>, u64) -> bool,
     ) -> (bool, Option<Entry>) {
         let mut w = self.lock();
-        let found = w.find(key, tag);
+        let found = w.find(key, key_hash);
         let previous = found.map(|found| found.entry);
-        if !accept(previous.as_ref()) {
+        let previous_seq = found.map_or(0, |found| {
+            w.view().read_seq(found.off, found.head).expect(CONSISTENT)
+        });
+        if !accept(previous.as_ref(), previous_seq) {
             return (false, previous);
         }
         match found {
-            Some(found) if entry.expires_at == 0 || found.head.has_expiry => {
+            Some(found)
+                if (entry.expires_at == 0 || found.head.has_expiry)
+                    && (seq.is_none() || found.head.has_seq) =>
+            {
                 // Overwrite in place: same words, no new arena space.
-                let (meta, n) = encode_meta(key.len(), &entry, found.head.has_expiry);
+                let seq = found.head.has_seq.then_some(seq.unwrap_or(0));
+                let (meta, n) = encode_meta(key.len(), &entry, found.head.has_expiry, seq);
                 self.write(|| {
                     for (i, &word) in meta[..n].iter().enumerate() {
                         store(&w.chunks, found.off + i, word);
@@ -617,24 +589,37 @@ impl Shard {
                 });
             }
             Some(found) => {
-                // The old entry has no expiry word to overwrite: relocate.
-                let off = self.append(&mut w, key, &entry);
-                self.write(|| w.slots[found.pos].store(make_slot(tag, off), Relaxed));
-                w.garbage += found.head.entry_words();
-                self.maintain(&mut w);
+                // The old entry has no expiry or sequence number word to
+                // overwrite: relocate.
+                let off = self.append(&mut w, key, &entry, seq);
+                let (g, i) = table::slot_at(found.pos);
+                self.write(|| {
+                    w.groups[g].set_offset(i, Some(off));
+                    w.bury(&found);
+                });
+                self.maintain(&mut w, hash);
             }
             None => {
-                if (w.len + 1) * MAX_LOAD_DEN > w.slots.len() * MAX_LOAD_NUM {
-                    // NOTE: growing by 1.25x rather than 1.5x or 2x keeps
-                    // the average load near 0.78 (about 10 bytes of slot
-                    // per key) for some 8% more time in a bulk load without
-                    // `with_capacity`; rehashing reads only the slots.
-                    let cap = (w.slots.len() * 5 / 4).max(slots_for(w.len + 1));
-                    w.slots = rehash(&w.slots, cap);
+                if !within_load(w.used + 1, w.groups.len()) {
+                    // Grow, or only clear deleted slots if the keys leave
+                    // a quarter of the room free. NOTE: growing by 1.25x
+                    // rather than 2x keeps the average load near 0.78
+                    // (about 6.4 bytes of slot per key) for some more time
+                    // in a bulk load without `with_capacity`.
+                    let n = w.groups.len();
+                    let groups = if within_load(4 * (w.len + 1), 3 * n) {
+                        n
+                    } else {
+                        (n * 5 / 4).max(n + 1).max(groups_for(w.len + 1))
+                    };
+                    w.groups = w.rebuild(groups, hash);
+                    w.used = w.len;
                     self.publish(&w);
                 }
-                let off = self.append(&mut w, key, &entry);
-                self.write(|| rh_insert(&w.slots, make_slot(tag, off)));
+                let off = self.append(&mut w, key, &entry, seq);
+                let (h32, c) = split_hash(key_hash);
+                let (_, was_empty) = self.write(|| table::insert(&w.groups, h32, c, off));
+                w.used += usize::from(was_empty);
                 w.len += 1;
                 self.len.store(w.len, Relaxed);
             }
@@ -644,27 +629,36 @@ impl Shard {
 
     /// Removes `key` if `expected` is `None` or equals its entry. Returns
     /// the removed entry.
-    pub(crate) fn remove(&self, key: &[u8], tag: u32, expected: Option<&Entry>) -> Option<Entry> {
+    pub(crate) fn remove(
+        &self,
+        key: &[u8],
+        (key_hash, hash): (u64, Hasher<'_>),
+        expected: Option<&Entry>,
+    ) -> Option<Entry> {
         let mut w = self.lock();
-        let removed = self.remove_locked(&mut w, key, tag, expected);
+        let removed = self.remove_locked(&mut w, key, key_hash, expected);
         if removed.is_some() {
-            self.maintain(&mut w);
+            self.maintain(&mut w, hash);
         }
         removed
     }
 
-    /// Removes each `(key, tag, expected)` whose current entry is still
+    /// Removes each `(key, expected)` whose current entry is still
     /// `expected`, under one hold of the writer lock.
-    pub(crate) fn remove_batch<'k>(&self, batch: impl IntoIterator<Item = (&'k [u8], u32, Entry)>) {
+    pub(crate) fn remove_batch<'k>(
+        &self,
+        hash: Hasher<'_>,
+        batch: impl IntoIterator<Item = (&'k [u8], Entry)>,
+    ) {
         let mut w = self.lock();
         let mut removed = false;
-        for (key, tag, expected) in batch {
+        for (key, expected) in batch {
             removed |= self
-                .remove_locked(&mut w, key, tag, Some(&expected))
+                .remove_locked(&mut w, key, hash.hash_key(key), Some(&expected))
                 .is_some();
         }
         if removed {
-            self.maintain(&mut w);
+            self.maintain(&mut w, hash);
         }
     }
 
@@ -672,19 +666,22 @@ impl Shard {
         &self,
         w: &mut Writer,
         key: &[u8],
-        tag: u32,
+        key_hash: u64,
         expected: Option<&Entry>,
     ) -> Option<Entry> {
-        let found = w.find(key, tag)?;
+        let found = w.find(key, key_hash)?;
         if let Some(expected) = expected
             && found.entry != *expected
         {
             return None;
         }
-        self.write(|| rh_remove(&w.slots, found.pos));
+        let emptied = self.write(|| {
+            w.bury(&found);
+            table::remove(&w.groups, found.pos)
+        });
+        w.used -= usize::from(emptied);
         w.len -= 1;
         self.len.store(w.len, Relaxed);
-        w.garbage += found.head.entry_words();
         Some(found.entry)
     }
 
@@ -722,7 +719,8 @@ impl Shard {
     pub(crate) fn memory_usage(&self) -> usize {
         let w = self.writer.lock();
         let words = size_of::<AtomicU64>();
-        let slots = ARC_HEADER + w.slots.len() * words;
+        // The `Arc`'s header is padded to the groups' alignment.
+        let groups = size_of::<Group>() * (1 + w.groups.len());
         let chunks: usize = w
             .chunks
             .iter()
@@ -730,7 +728,7 @@ impl Shard {
             .sum();
         let directory = w.chunks.capacity() * size_of::<Words>();
         let published = ARC_HEADER + size_of::<Storage>() + w.chunks.len() * size_of::<Words>();
-        slots + chunks + directory + published
+        groups + chunks + directory + published
     }
 
     /// Runs `f`, which changes words that readers can reach, inside a
@@ -750,7 +748,7 @@ impl Shard {
     /// Publishes the writer's slot table and chunks to readers.
     fn publish(&self, w: &Writer) {
         let storage = Arc::new(Storage {
-            slots: Arc::clone(&w.slots),
+            groups: Arc::clone(&w.groups),
             chunks: w.chunks.clone().into_boxed_slice(),
         });
         let old = self.write(|| self.storage.swap(storage));
@@ -760,14 +758,15 @@ impl Shard {
 
     /// Writes a new packed entry at the top of the arena, where no slot
     /// points yet (so outside a write section), and returns its offset.
-    fn append(&self, w: &mut Writer, key: &[u8], entry: &Entry) -> usize {
+    fn append(&self, w: &mut Writer, key: &[u8], entry: &Entry, seq: Option<u64>) -> usize {
         let has_expiry = entry.expires_at != 0;
-        let words = entry_words(key.len(), has_expiry);
+        let words = entry_words(key.len(), has_expiry, seq.is_some());
         if w.reserve(words) {
             self.publish(w);
         }
+        w.seqs |= seq.is_some();
         let off = w.top;
-        let (meta, n) = encode_meta(key.len(), entry, has_expiry);
+        let (meta, n) = encode_meta(key.len(), entry, has_expiry, seq);
         let key_words = key.chunks(size_of::<u64>()).map(pack_key_word);
         for (i, word) in meta[..n].iter().copied().chain(key_words).enumerate() {
             store(&w.chunks, off + i, word);
@@ -778,59 +777,76 @@ impl Shard {
 
     /// Compacts the arena when garbage passes its threshold, and shrinks a
     /// table that has become mostly empty.
-    fn maintain(&self, w: &mut Writer) {
-        let shrink = w.slots.len() > MIN_SLOTS && w.len * MAX_LOAD_DEN < w.slots.len();
-        let cap = if shrink {
-            (w.len * 2).max(MIN_SLOTS)
-        } else {
-            w.slots.len()
-        };
+    fn maintain(&self, w: &mut Writer, hash: Hasher<'_>) {
+        let n = w.groups.len();
+        let shrink = n > 1 && w.len * MAX_LOAD_DEN < n * GROUP_SLOTS;
         let compact = (w.garbage >= COMPACT_MIN_GARBAGE && w.garbage * COMPACT_RATIO > w.top)
             || (w.len == 0 && w.top > 0);
         if compact {
-            self.compact(w, cap);
-        } else if shrink {
-            w.slots = rehash(&w.slots, cap);
+            self.compact(w, false);
+        }
+        if shrink {
+            w.groups = w.rebuild(groups_for(w.len * 2), hash);
+            w.used = w.len;
             self.publish(w);
         }
     }
 
-    /// Copies the live entries into a fresh arena and a fresh table of `cap`
-    /// slots, then publishes both. Readers of the old storage keep it alive
-    /// until they are done; the writer never changes it again.
-    fn compact(&self, w: &mut Writer, cap: usize) {
+    /// Drops every entry's sequence number word, by compacting the arena.
+    /// A shard not loaded yet has none, and stays unloaded.
+    pub(crate) fn forget_seqs(&self) {
+        if !self.is_loaded() {
+            return;
+        }
+        let mut w = self.lock();
+        if w.seqs {
+            self.compact(&mut w, true);
+        }
+    }
+
+    /// Copies the live entries into a fresh arena and the table into a
+    /// fresh one of the same layout pointing there, then publishes both;
+    /// sequence number words are dropped if `drop_seqs`. Readers of the old
+    /// storage keep it alive until they are done; the writer never changes
+    /// it again.
+    fn compact(&self, w: &mut Writer, drop_seqs: bool) {
         let view = w.view();
-        let chunks = chunks_for(w.top - w.garbage);
-        let same_table = cap == w.slots.len();
-        let slots = zeroed(cap);
-        let mut top = 0;
-        for (pos, slot) in w.slots.iter().map(|slot| slot.load(Relaxed)).enumerate() {
-            let Some(off) = slot_offset(slot) else {
-                continue;
-            };
+        // What an entry at `off` keeps: an expiry or sequence number word
+        // that an overwrite in place set to 0 is dropped.
+        let repack = |off: usize| {
             let head = Head::decode(view.word(off + HEAD_WORD).expect(CONSISTENT));
             let entry = view.read_meta(off, head).expect(CONSISTENT);
-            // Drops an expiry word that an overwrite in place set to 0.
-            let has_expiry = entry.expires_at != 0;
-            let (meta, n) = encode_meta(head.key_len, &entry, has_expiry);
+            let seq = Some(view.read_seq(off, head).expect(CONSISTENT))
+                .filter(|&seq| !drop_seqs && seq != 0);
+            let words = entry_words(head.key_len, entry.expires_at != 0, seq.is_some());
+            (head, entry, seq, words)
+        };
+        // Sized exactly: dropped words leave no idle room at the end.
+        let words = table::full_slots(&w.groups)
+            .map(|(_, _, off)| repack(off).3)
+            .sum();
+        let chunks = chunks_for(words);
+        let mut top = 0;
+        let groups = table::with_offsets(&w.groups, |pos| {
+            let (g, i) = table::slot_at(pos);
+            let off = w.groups[g].offset(i).expect(CONSISTENT);
+            let (head, entry, seq, words) = repack(off);
+            let (meta, n) = encode_meta(head.key_len, &entry, entry.expires_at != 0, seq);
             let key_off = off + head.meta_words();
             let key_words =
                 (0..key_words(head.key_len)).map(|i| view.word(key_off + i).expect(CONSISTENT));
             for (i, word) in meta[..n].iter().copied().chain(key_words).enumerate() {
                 store(&chunks, top + i, word);
             }
-            let moved = make_slot(slot_tag(slot), top);
-            if same_table {
-                slots[pos].store(moved, Relaxed);
-            } else {
-                rh_insert(&slots, moved);
-            }
-            top += entry_words(head.key_len, has_expiry);
-        }
-        w.slots = slots;
+            let moved = top;
+            top += words;
+            moved
+        });
+        w.groups = groups;
         w.chunks = chunks;
         w.top = top;
         w.garbage = 0;
+        w.seqs &= !drop_seqs;
         self.publish(w);
     }
 }
@@ -858,14 +874,15 @@ impl Backoff {
 
 #[cfg(test)]
 impl Shard {
-    /// Checks the shard's invariants under the writer lock: the Robin Hood
-    /// order, the key count, and that `top - garbage` is exactly the words
-    /// the slots point to. Returns the slot table length.
-    pub(crate) fn check(&self) -> usize {
+    /// Checks the shard's invariants under the writer lock: every key is
+    /// found where it lies by its own hash, the key and used counts, the
+    /// load limit, and that `top - garbage` is exactly the words the slots
+    /// point to. Returns the number of slots.
+    pub(crate) fn check(&self, hash: Hasher<'_>) -> usize {
         let w = self.lock();
         assert_eq!(self.version.load(Relaxed) & 1, 0);
         let storage = self.storage.load();
-        assert!(Arc::ptr_eq(&storage.slots, &w.slots), "published slots");
+        assert!(Arc::ptr_eq(&storage.groups, &w.groups), "published groups");
         assert_eq!(storage.chunks.len(), w.chunks.len(), "published chunks");
         for (a, b) in storage.chunks.iter().zip(&w.chunks) {
             assert!(Arc::ptr_eq(a, b), "published chunk");
@@ -873,33 +890,60 @@ impl Shard {
         for chunk in w.chunks.iter().rev().skip(1) {
             assert_eq!(chunk.len(), CHUNK_WORDS, "only the last chunk is short");
         }
-        let cap = w.slots.len();
-        assert!(cap >= MIN_SLOTS);
+        let n = w.groups.len();
+        assert!(n >= 1);
         let view = w.view();
-        let (mut len, mut live) = (0, 0);
-        for pos in 0..cap {
-            let slot = w.slots[pos].load(Relaxed);
-            let Some(off) = slot_offset(slot) else {
-                continue;
-            };
-            len += 1;
-            let dist = distance(pos, home(slot_tag(slot), cap), cap);
-            if dist > 0 {
-                let before_pos = (pos + cap - 1) % cap;
-                let before = w.slots[before_pos].load(Relaxed);
-                assert_ne!(before, EMPTY, "a displaced slot follows an occupied one");
-                let before_dist = distance(before_pos, home(slot_tag(before), cap), cap);
-                assert!(before_dist + 1 >= dist, "Robin Hood order");
+        let (mut len, mut used, mut live) = (0, 0, 0);
+        let mut key = Vec::new();
+        for (g, group) in w.groups.iter().enumerate() {
+            for i in 0..GROUP_SLOTS {
+                let c = group.ctrl(i);
+                if c == EMPTY || c == table::DELETED {
+                    assert_eq!(group.offset(i), None, "a free slot holds no offset");
+                    used += usize::from(c == table::DELETED);
+                    continue;
+                }
+                assert!(c & table::FULL != 0, "control byte {c:#x}");
+                let off = group.offset(i).expect("a full slot holds an offset");
+                len += 1;
+                used += 1;
+                let head = Head::decode(view.word(off).unwrap());
+                assert!(off + head.entry_words() <= w.top);
+                live += head.entry_words();
+                key.clear();
+                view.push_key(off, head, &mut key).unwrap();
+                let key_hash = hash.hash_key(&key);
+                assert_eq!(split_hash(key_hash).1, c, "the control byte is the key's");
+                let found = view
+                    .find(&key, key_hash)
+                    .unwrap()
+                    .expect("found by its hash");
+                assert_eq!(found.pos, g * GROUP_SLOTS + i, "found where it lies");
             }
-            let head = Head::decode(view.word(off).unwrap());
-            assert!(off + head.entry_words() <= w.top);
-            live += head.entry_words();
         }
+        assert!(
+            w.groups.iter().all(|g| g.ctrl_words()[1] >> 32 == 0),
+            "the spare control bytes stay 0"
+        );
         assert_eq!(len, w.len);
         assert_eq!(len, self.len());
+        assert_eq!(used, w.used);
         assert_eq!(live + w.garbage, w.top, "garbage accounting");
+        // A walk of the arena finds the live entries and the garbage.
+        let (mut off, mut walked_live, mut walked_dead) = (0, 0, 0);
+        while off < w.top {
+            let head = Head::decode(view.word(off).unwrap());
+            if head.dead {
+                walked_dead += head.entry_words();
+            } else {
+                walked_live += 1;
+            }
+            off += head.entry_words();
+        }
+        assert_eq!(off, w.top, "the arena walk ends at the top");
+        assert_eq!((walked_live, walked_dead), (len, w.garbage), "dead marks");
         assert!(w.top <= arena_capacity(&w.chunks));
-        assert!(len * MAX_LOAD_DEN <= cap * MAX_LOAD_NUM);
-        cap
+        assert!(within_load(used, n));
+        n * GROUP_SLOTS
     }
 }

@@ -43,7 +43,6 @@ fn every_field_round_trips_in_full() {
             segment: u32::MAX,
             offset: u32::MAX,
             len: u32::MAX,
-            seq: u64::MAX,
             expires_at: u64::MAX,
             tombstone: true,
         },
@@ -51,12 +50,10 @@ fn every_field_round_trips_in_full() {
             segment: 0,
             offset: 0,
             len: 0,
-            seq: 0,
             expires_at: 0,
             tombstone: false,
         },
         Entry {
-            seq: 1 << 48,
             expires_at: 1_700_000_000_000,
             ..entry(5)
         },
@@ -112,7 +109,7 @@ fn key_lengths_from_1_to_65535() {
         assert_eq!(index.get(&changed), None, "{name}");
         for (id, &len) in lengths.iter().enumerate() {
             let found = index.get(&key(id as u64, len)).expect("present");
-            assert_eq!(found.seq, id as u64, "{name} {len}");
+            assert_eq!(found.offset, id as u32, "{name} {len}");
         }
         let mut seen = HashMap::new();
         index.for_each(|k, e| {
@@ -120,7 +117,7 @@ fn key_lengths_from_1_to_65535() {
         });
         assert_eq!(seen.len(), lengths.len(), "{name}");
         for (id, &len) in lengths.iter().enumerate() {
-            assert_eq!(seen[&key(id as u64, len)].seq, id as u64, "{name} {len}");
+            assert_eq!(seen[&key(id as u64, len)].offset, id as u32, "{name} {len}");
             assert!(index.remove(&key(id as u64, len)).is_some(), "{name} {len}");
         }
         assert!(index.is_empty(), "{name}");
@@ -193,7 +190,11 @@ fn for_each_and_retain() {
         });
         assert_eq!(seen.len() as u64, n, "{name}");
         for i in 0..n {
-            assert_eq!(seen[&key(i, 8 + (i % 40) as usize)].seq, i, "{name}");
+            assert_eq!(
+                u64::from(seen[&key(i, 8 + (i % 40) as usize)].offset),
+                i,
+                "{name}"
+            );
         }
 
         index.retain(|_, e| !e.tombstone);
@@ -226,7 +227,11 @@ fn snapshots_of_every_shard_cover_each_key_once() {
         }
         assert_eq!(seen.len() as u64, n, "{name}");
         for i in 0..n {
-            assert_eq!(seen[&key(i, 4 + (i % 30) as usize)].seq, i, "{name}");
+            assert_eq!(
+                u64::from(seen[&key(i, 4 + (i % 30) as usize)].offset),
+                i,
+                "{name}"
+            );
         }
         // A reused snapshot holds only the last shard copied.
         index.retain(|_, _| false);
@@ -246,15 +251,18 @@ fn for_each_callback_may_use_the_index() {
         index.insert(
             k,
             Entry {
-                seq: e.seq + 1,
+                offset: e.offset + 1,
                 ..e
             },
         );
     });
     for i in 0..500 {
-        assert_eq!(index.get(&key(i, 16)).map(|e| e.seq), Some(i + 1));
+        assert_eq!(
+            index.get(&key(i, 16)).map(|e| u64::from(e.offset)),
+            Some(i + 1)
+        );
     }
-    index.retain(|k, _| index.get(k).is_some_and(|e| e.seq.is_multiple_of(2)));
+    index.retain(|k, _| index.get(k).is_some_and(|e| e.offset.is_multiple_of(2)));
     assert_eq!(index.len(), 250);
 }
 
@@ -438,8 +446,8 @@ fn memory_usage_counts_what_is_allocated() {
         index.insert(&key(i, 16), entry(i));
     }
     let per_key = (index.memory_usage() - empty) as f64 / n as f64;
-    // At least the 40 packed bytes and a slot; at most a loose bound.
-    assert!(per_key > 40.0 + 8.0, "{per_key}");
+    // At least the 32 packed bytes and a slot; at most a loose bound.
+    assert!(per_key > 32.0 + 8.0, "{per_key}");
     assert!(per_key < 80.0, "{per_key}");
 }
 
@@ -450,21 +458,60 @@ fn insert_if_newer_keeps_the_highest_sequence_number() {
         segment: seq as u32,
         offset: 64,
         len: 40,
-        seq,
         expires_at: 0,
         tombstone: false,
     };
-    assert_eq!(index.insert_if_newer(b"k", at(5)), Ok(None));
-    assert_eq!(index.insert_if_newer(b"k", at(3)), Err(at(5)));
+    assert_eq!(index.insert_if_newer(b"k", at(5), 5), Ok(None));
+    assert_eq!(index.insert_if_newer(b"k", at(3), 3), Err(at(5)));
     assert_eq!(
-        index.insert_if_newer(b"k", at(5)),
+        index.insert_if_newer(b"k", at(5), 5),
         Err(at(5)),
         "an equal sequence number keeps the first"
     );
     assert_eq!(index.get(b"k"), Some(at(5)));
-    assert_eq!(index.insert_if_newer(b"k", at(9)), Ok(Some(at(5))));
+    assert_eq!(index.insert_if_newer(b"k", at(9), 9), Ok(Some(at(5))));
     assert_eq!(index.get(b"k"), Some(at(9)));
     assert_eq!(index.len(), 1);
+    // An overwrite without a sequence number counts as 0 from then on.
+    index.insert(b"k", at(7));
+    assert_eq!(index.insert_if_newer(b"k", at(1), 1), Ok(Some(at(7))));
+    index.check();
+}
+
+#[test]
+fn forget_seqs_gives_back_their_words_and_keeps_every_entry() {
+    for (name, index) in flavours() {
+        // Colliding hashes make every insert probe the whole shard.
+        let n = if name == "xxh3" { 20_000u64 } else { 2_000 };
+        let empty = index.memory_usage();
+        for i in 0..n {
+            let e = Entry {
+                expires_at: if i % 5 == 0 { 1_000 + i } else { 0 },
+                tombstone: i % 7 == 0,
+                ..entry(i)
+            };
+            assert_eq!(index.insert_if_newer(&key(i, 16), e, i + 1), Ok(None));
+        }
+        let with_seqs = index.memory_usage() - empty;
+        index.forget_seqs();
+        index.check();
+        let without = index.memory_usage() - empty;
+        // A 16-byte key's entry is 5 words with its sequence number, 4
+        // without (6 and 5 with an expiry).
+        let saved = with_seqs.saturating_sub(without) as f64 / n as f64;
+        assert!(saved > 4.0, "{name}: {with_seqs} -> {without} bytes");
+        assert_eq!(index.len() as u64, n, "{name}");
+        for i in 0..n {
+            let e = index.get(&key(i, 16)).expect("present");
+            assert_eq!(u64::from(e.offset), i, "{name}");
+            assert_eq!(e.expires_at, if i % 5 == 0 { 1_000 + i } else { 0 });
+            assert_eq!(e.tombstone, i % 7 == 0);
+        }
+        // Later loads compare against 0: any sequence number wins.
+        assert!(index.insert_if_newer(&key(3, 16), entry(9), 1).is_ok());
+        index.forget_seqs();
+        index.check();
+    }
 }
 
 #[test]
@@ -473,10 +520,9 @@ fn insert_if_newer_from_two_threads_in_opposite_orders() {
     // highest sequence number of every key must win whatever the timing.
     let index = std::sync::Arc::new(Index::new());
     let entry = |key: u64, seq: u64| Entry {
-        segment: (seq % 7) as u32,
+        segment: seq as u32,
         offset: key as u32,
         len: 32,
-        seq,
         expires_at: 0,
         tombstone: seq.is_multiple_of(2),
     };
@@ -491,8 +537,8 @@ fn insert_if_newer_from_two_threads_in_opposite_orders() {
                 }
                 for seq in seqs {
                     for key in 0..2_000u64 {
-                        let _ = index
-                            .insert_if_newer(&key.to_le_bytes(), entry(key, seq * 10 + key % 3));
+                        let seq = seq * 10 + key % 3;
+                        let _ = index.insert_if_newer(&key.to_le_bytes(), entry(key, seq), seq);
                     }
                 }
             })

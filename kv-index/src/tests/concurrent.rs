@@ -42,7 +42,6 @@ fn versioned(id: u64, v: u32) -> Entry {
         segment: id as u32,
         offset: v,
         len: mix,
-        seq: id << 32 | u64::from(v),
         expires_at: if v.is_multiple_of(3) {
             0
         } else {

@@ -115,12 +115,13 @@ fn one_image() -> Vec<u8> {
     images(&index).swap_remove(0)
 }
 
-/// An image of `slots` slots holding (position, tag, entry, key) as given.
-fn crafted(len: usize, slots: usize, entries: &[(usize, u32, Entry, &[u8])]) -> Vec<u8> {
+/// An image of `groups` groups holding (position, control byte, entry,
+/// key) as given.
+fn crafted(len: usize, groups: usize, entries: &[(usize, u8, Entry, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut encoder = Encoder::new(&mut out, len, slots);
-    for (pos, tag, entry, key) in entries {
-        encoder.push(*pos, *tag, entry, key);
+    let mut encoder = Encoder::new(&mut out, len, groups);
+    for (pos, ctrl, entry, key) in entries {
+        encoder.push(*pos, *ctrl, entry, key);
     }
     out
 }
@@ -130,17 +131,16 @@ fn set_u64(bytes: &mut [u8], at: usize, x: u64) {
 }
 
 #[rustfmt::skip]
-const GOLDEN_IMAGE: [u8; 30] = [
+const GOLDEN_IMAGE: [u8; 25] = [
     0x01, 0, 0, 0, 0, 0, 0, 0,  // len 1
-    0x10, 0, 0, 0, 0, 0, 0, 0,  // slot_count 16
+    0x01, 0, 0, 0, 0, 0, 0, 0,  // group_count 1
     0x03,                       // position_delta: slot 3
-    0x00, 0x00, 0x00, 0x30,     // tag 0x3000_0000 (home: slot 3 of 16)
+    0x85,                       // ctrl: full, hash bits 0x05
     0x01,                       // key_len 1
     0x00,                       // flags: a put, no expiry
     0x39,                       // record_len 57
     0x07,                       // segment 7
     0x80, 0x20,                 // offset 4096
-    0xac, 0x02,                 // seq 300
     0x6b,                       // key "k"
 ];
 
@@ -150,15 +150,14 @@ fn the_image_encoding_is_frozen() {
         segment: 7,
         offset: 4096,
         len: 57,
-        seq: 300,
         expires_at: 0,
         tombstone: false,
     };
-    assert_eq!(crafted(1, 16, &[(3, 0x3000_0000, e, b"k")]), GOLDEN_IMAGE);
+    assert_eq!(crafted(1, 1, &[(3, 0x85, e, b"k")]), GOLDEN_IMAGE);
     let image = ShardImage::decode(0, &GOLDEN_IMAGE).unwrap();
-    assert_eq!((image.len, image.slots.len(), image.top), (1, 16, 4));
-    // Loaded into shard 0 of an index whose hash sends "k" there, at that
-    // tag, it is found.
+    assert_eq!((image.len, image.groups.len(), image.top), (1, 1, 3));
+    // Loaded into shard 0 of an index whose hash sends "k" there, with
+    // those hash bits, it is found.
     let mut all = vec![image];
     all.extend(
         images(&Index::new())
@@ -168,29 +167,28 @@ fn the_image_encoding_is_frozen() {
             .map(|(i, b)| ShardImage::decode(i + 1, b).unwrap()),
     );
     let mut index = Index::from_shard_images(all).unwrap();
-    index.hasher = Some(|_| 0x3000_0000 << crate::index::TAG_SHIFT);
+    index.hasher = Some(|_| 0x05);
     assert_eq!(index.get(b"k"), Some(e));
+    index.check();
 }
 
 #[test]
 fn broken_invariants_are_refused() {
     assert!(ShardImage::decode(0, &one_image()).is_ok());
-    // Tag 0 has its home at slot 0 of any table; a tag just past half of
-    // the range, at slot 8 of 16.
-    let half = 1u32 << 31;
     let e = entry(3);
     let expiring = Entry {
         expires_at: 5,
         ..entry(4)
     };
-    let good = crafted(2, 16, &[(0, 0, e, b"a"), (8, half, expiring, b"b")]);
+    // Two keys in two groups: slot 0 of each.
+    let good = crafted(2, 2, &[(0, 0x80, e, b"a"), (12, 0x81, expiring, b"b")]);
     assert!(ShardImage::decode(0, &good).is_ok());
-    // The second entry's expiry: header 16, then the first entry (1 + 4 +
-    // 1 + 1 + four varints + key = 12 + the seq varint's length), then the
-    // second's fields before it.
-    let first_len = crafted(1, 16, &[(0, 0, e, b"a")]).len() - 16;
+    // The second entry's position, and its expiry: header 16, then the
+    // first entry (delta, ctrl, key_len, flags, three varints, key), then
+    // the second's fields before it.
+    let first_len = crafted(1, 2, &[(0, 0x80, e, b"a")]).len() - 16;
     let second = 16 + first_len;
-    let expiry_at = crafted(2, 16, &[(0, 0, e, b"a"), (8, half, expiring, b"")]).len() - 8;
+    let expiry_at = crafted(2, 2, &[(0, 0x80, e, b"a"), (12, 0x81, expiring, b"")]).len() - 8;
 
     type Damage = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(&str, Damage)> = vec![
@@ -198,13 +196,15 @@ fn broken_invariants_are_refused() {
         ("a byte more", Box::new(|b| b.push(0))),
         ("no header", Box::new(|b| b.truncate(12))),
         ("one key more", Box::new(|b| set_u64(b, 0, 3))),
-        ("too few slots", Box::new(|b| set_u64(b, 8, 4))),
-        ("far too many slots", Box::new(|b| set_u64(b, 8, 1 << 40))),
+        ("no group", Box::new(|b| set_u64(b, 8, 0))),
+        ("far too many groups", Box::new(|b| set_u64(b, 8, 1 << 40))),
         (
             "a position past the table",
             Box::new(move |b| b[second] = 100),
         ),
-        ("unknown flags", Box::new(|b| b[16 + 1 + 4 + 1] |= 0x80)),
+        ("a deleted slot", Box::new(|b| b[17] = 0x01)),
+        ("an empty slot", Box::new(|b| b[17] = 0x00)),
+        ("unknown flags", Box::new(|b| b[16 + 3] |= 0x80)),
         (
             "an expiry of 0 with its flag",
             Box::new(move |b| set_u64(b, expiry_at, 0)),
@@ -227,31 +227,18 @@ fn broken_invariants_are_refused() {
             "{name} was not refused"
         );
     }
-    // Robin Hood order: a slot away from home after an empty one, and slot 0
-    // away from home after an empty last slot.
-    for (name, bytes) in [
-        (
-            "a gap before a displaced slot",
-            crafted(1, 16, &[(3, 0, e, b"a")]),
-        ),
-        ("slot 0 displaced", crafted(1, 16, &[(0, half, e, b"a")])),
-        (
-            "a slot further from home than its neighbour allows",
-            crafted(2, 16, &[(8, half, e, b"a"), (9, 0, e, b"b")]),
-        ),
-    ] {
-        assert!(
-            matches!(
-                ShardImage::decode(0, &bytes),
-                Err(ImageError::Malformed { .. })
-            ),
-            "{name} was not refused"
-        );
-    }
-    // Wrapping around the end: slot 15 at home, slot 0 one step past it.
-    let tag_15 = u32::MAX;
-    let wrapped = crafted(2, 16, &[(0, tag_15, e, b"a"), (15, tag_15, e, b"b")]);
-    assert!(ShardImage::decode(0, &wrapped).is_ok());
+    // More keys than one group may hold (7/8 of 12 slots).
+    let keys: Vec<[u8; 1]> = (0..11u8).map(|i| [i]).collect();
+    let entries: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (i, 0x80, e, &k[..]))
+        .collect();
+    assert!(ShardImage::decode(0, &crafted(10, 1, &entries[..10])).is_ok());
+    assert!(matches!(
+        ShardImage::decode(0, &crafted(11, 1, &entries)),
+        Err(ImageError::Malformed { .. })
+    ));
 }
 
 proptest! {

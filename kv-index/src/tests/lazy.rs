@@ -91,7 +91,7 @@ fn writes_and_iteration_load_the_shards_they_touch() {
     // An insert returns the entry the saved shard held.
     let k = key(2, 16);
     let newer = Entry {
-        seq: 1 << 40,
+        segment: 1 << 30,
         ..entry(2)
     };
     assert_eq!(lazy.insert(&k, newer), original.get(&k));

@@ -57,9 +57,8 @@ fn key(id: u64, len: usize) -> Vec<u8> {
 fn entry(n: u64) -> Entry {
     Entry {
         segment: (n % 1000) as u32,
-        offset: (n * 64) as u32,
+        offset: n as u32,
         len: 32 + (n % 200) as u32,
-        seq: n,
         expires_at: 0,
         tombstone: false,
     }

@@ -29,14 +29,17 @@ fn config(cases: u32) -> ProptestConfig {
 #[derive(Debug, Clone)]
 enum Op {
     Insert(u64, Entry),
+    /// Insert-if-newer, with this sequence number.
+    InsertIfNewer(u64, Entry, u64),
+    ForgetSeqs,
     Remove(u64),
     /// Compare-and-swap; `true` uses the current entry as the expectation.
     Cas(u64, bool, Entry, Entry),
     /// Remove-if; `true` uses the current entry as the expectation.
     RemoveIf(u64, bool, Entry),
     Get(u64),
-    /// Retain entries whose seq is not divisible by the modulus.
-    Retain(u64),
+    /// Retain entries whose offset is not divisible by the modulus.
+    Retain(u32),
 }
 
 fn model_key(id: u64) -> Vec<u8> {
@@ -48,15 +51,13 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
         0u32..4,
         any::<u32>(),
         any::<u32>(),
-        prop_oneof![0u64..8, any::<u64>()],
         prop_oneof![Just(0u64), Just(0), 1u64..4, any::<u64>()],
         any::<bool>(),
     )
-        .prop_map(|(segment, offset, len, seq, expires_at, tombstone)| Entry {
+        .prop_map(|(segment, offset, len, expires_at, tombstone)| Entry {
             segment,
             offset,
             len,
-            seq,
             expires_at,
             tombstone,
         })
@@ -66,26 +67,50 @@ fn arb_op(keys: u64) -> impl Strategy<Value = Op> {
     let id = 0..keys;
     prop_oneof![
         5 => (id.clone(), arb_entry()).prop_map(|(k, e)| Op::Insert(k, e)),
+        3 => (id.clone(), arb_entry(), prop_oneof![0u64..8, any::<u64>()])
+            .prop_map(|(k, e, seq)| Op::InsertIfNewer(k, e, seq)),
+        1 => Just(Op::ForgetSeqs),
         2 => id.clone().prop_map(Op::Remove),
         2 => (id.clone(), any::<bool>(), arb_entry(), arb_entry())
             .prop_map(|(k, cur, exp, new)| Op::Cas(k, cur, exp, new)),
         2 => (id.clone(), any::<bool>(), arb_entry())
             .prop_map(|(k, cur, exp)| Op::RemoveIf(k, cur, exp)),
         2 => id.prop_map(Op::Get),
-        1 => (2u64..5).prop_map(Op::Retain),
+        1 => (2u32..5).prop_map(Op::Retain),
     ]
 }
 
 fn run(index: &Index, keys: u64, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut model: HashMap<Vec<u8>, Entry> = HashMap::new();
+    // The sequence number each key's entry counts as: 0 unless
+    // `insert_if_newer` set it and `forget_seqs` did not run since.
+    let mut seqs: HashMap<Vec<u8>, u64> = HashMap::new();
     for op in ops {
         match op {
             Op::Insert(id, e) => {
                 let k = model_key(*id);
+                seqs.remove(&k);
                 prop_assert_eq!(index.insert(&k, *e), model.insert(k, *e));
+            }
+            Op::InsertIfNewer(id, e, seq) => {
+                let k = model_key(*id);
+                let expected = match model.get(&k) {
+                    Some(current) if seqs.get(&k).copied().unwrap_or(0) >= *seq => Err(*current),
+                    current => Ok(current.copied()),
+                };
+                if expected.is_ok() {
+                    model.insert(k.clone(), *e);
+                    seqs.insert(k.clone(), *seq);
+                }
+                prop_assert_eq!(index.insert_if_newer(&k, *e, *seq), expected);
+            }
+            Op::ForgetSeqs => {
+                seqs.clear();
+                index.forget_seqs();
             }
             Op::Remove(id) => {
                 let k = model_key(*id);
+                seqs.remove(&k);
                 prop_assert_eq!(index.remove(&k), model.remove(&k));
             }
             Op::Cas(id, use_current, expected, new) => {
@@ -97,6 +122,7 @@ fn run(index: &Index, keys: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                 let swapped = model.get(&k) == Some(&expected);
                 if swapped {
                     model.insert(k.clone(), *new);
+                    seqs.remove(&k);
                 }
                 prop_assert_eq!(index.compare_and_swap(&k, &expected, *new), swapped);
             }
@@ -109,6 +135,7 @@ fn run(index: &Index, keys: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                 let removed = model.get(&k) == Some(&expected);
                 if removed {
                     model.remove(&k);
+                    seqs.remove(&k);
                 }
                 prop_assert_eq!(index.remove_if(&k, &expected), removed);
             }
@@ -117,8 +144,9 @@ fn run(index: &Index, keys: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(index.get(&k), model.get(&k).copied());
             }
             Op::Retain(modulus) => {
-                index.retain(|_, e| !e.seq.is_multiple_of(*modulus));
-                model.retain(|_, e| !e.seq.is_multiple_of(*modulus));
+                index.retain(|_, e| !e.offset.is_multiple_of(*modulus));
+                model.retain(|_, e| !e.offset.is_multiple_of(*modulus));
+                seqs.retain(|k, _| model.contains_key(k));
             }
         }
         prop_assert_eq!(index.len(), model.len());
