@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kv_format::{NO_EXPIRY, RecordFormat, RecordKind};
 use kv_fs::Faults;
-use kv_index::{Entry, Index, ShardImage};
+use kv_index::{Entry, Index, SHARDS, ShardImage};
 use kv_log::{Location, Log, LogPosition, LogReader, SEGMENT_HEADER_LEN, Segment};
 use kv_wal::{Position, Wal};
 
@@ -173,7 +173,7 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
     }
     // Loading kept each key's sequence number for newest-wins; from here
     // on a record's location names it.
-    index.forget_seqs();
+    forget_seqs(&index);
     let max_seq = tally.max_seq;
     let any_expiry = tally.any_expiry;
     let usage = tally.finish();
@@ -402,6 +402,27 @@ fn load_segments(reader: &LogReader, index: &Index) -> Result<Tally> {
         tally.merge(result?);
     }
     Ok(tally)
+}
+
+/// Drops the sequence numbers loading kept in the index
+/// (`Index::forget_seqs`), shard by shard on two threads as the load runs:
+/// each shard's entries are copied once more.
+fn forget_seqs(index: &Index) {
+    let next = AtomicUsize::new(0);
+    let forget = || loop {
+        let shard = next.fetch_add(1, Ordering::Relaxed);
+        if shard >= SHARDS {
+            break;
+        }
+        index.forget_seqs_of(shard);
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(forget);
+        }
+        forget();
+    });
 }
 
 /// A directory without a marker must hold no data: the engine

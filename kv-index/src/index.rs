@@ -183,9 +183,15 @@ impl Index {
     /// writer lock, while lookups go on. Later calls of `insert_if_newer`
     /// compare against 0 for the keys they find.
     pub fn forget_seqs(&self) {
-        for shard in self.shards.iter() {
-            shard.forget_seqs();
+        for shard in 0..SHARDS {
+            self.forget_seqs_of(shard);
         }
+    }
+
+    /// [`forget_seqs`](Index::forget_seqs) for shard `shard` (`0..SHARDS`)
+    /// only, so that a loader can spread the shards over its threads.
+    pub fn forget_seqs_of(&self, shard: usize) {
+        self.shards[shard].forget_seqs(self.hasher());
     }
 
     /// Removes `key` and returns its entry.

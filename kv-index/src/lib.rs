@@ -116,7 +116,8 @@
 //! - **Sequence numbers** are not kept: a record's location names it. A
 //!   loader that offers records out of order ([`Index::insert_if_newer`])
 //!   needs them to let the newest win, so those entries carry one more
-//!   word until [`Index::forget_seqs`] compacts it away.
+//!   word until [`Index::forget_seqs`] copies the shard's live entries,
+//!   in arena order and without it, into a fresh arena and table.
 //!
 //! [`Index::memory_usage`] adds up the real allocation sizes; the
 //! `memory` example prints it per key next to the process's RSS. With

@@ -254,18 +254,30 @@ impl View<'_> {
     fn rebuild(&self, top: usize, groups: usize, hash: Hasher<'_>) -> Groups {
         let table = empty_groups(groups);
         let mut key = Vec::new();
-        let mut off = 0;
-        while off < top {
-            let head = Head::decode(self.word(off + HEAD_WORD).expect(CONSISTENT));
-            if !head.dead {
-                key.clear();
-                self.push_key(off, head, &mut key).expect(CONSISTENT);
-                let (h32, c) = split_hash(hash.hash_key(&key));
-                table::insert(&table, h32, c, off);
-            }
-            off += head.entry_words();
+        for (off, head) in self.live(top) {
+            key.clear();
+            self.push_key(off, head, &mut key).expect(CONSISTENT);
+            let (h32, c) = split_hash(hash.hash_key(&key));
+            table::insert(&table, h32, c, off);
         }
         table
+    }
+
+    /// The offset and head of every live entry of a consistent arena below
+    /// `top`, in arena order.
+    fn live(&self, top: usize) -> impl Iterator<Item = (usize, Head)> + '_ {
+        let mut off = 0;
+        std::iter::from_fn(move || {
+            while off < top {
+                let at = off;
+                let head = Head::decode(self.word(at + HEAD_WORD).expect(CONSISTENT));
+                off += head.entry_words();
+                if !head.dead {
+                    return Some((at, head));
+                }
+            }
+            None
+        })
     }
 }
 
@@ -496,17 +508,17 @@ impl Shard {
 
     /// Appends the shard's image (`image.rs`) to `out`, taken under the
     /// writer lock, so it is one consistent state. A table with deleted
-    /// slots, or more than twice the size its keys need (sized ahead for
-    /// a load that found fewer keys), is saved rebuilt: at the size its
-    /// keys need if it was too large.
+    /// slots, or with more room than an eighth above what its keys need
+    /// (after growth, or sized ahead for a load that found fewer keys), is
+    /// saved rebuilt at the size its keys need: a closed database's index
+    /// loads as small as it can be, for a hash of every key at the close
+    /// and a rebuild of the shard at its first new key.
     pub(crate) fn encode_image(&self, out: &mut Vec<u8>, hash: Hasher<'_>) {
         let w = self.lock();
         let view = w.view();
         let need = groups_for(w.len);
-        let groups = if w.groups.len() > 2 * need {
+        let groups = if w.groups.len() > need + need / 8 || w.used > w.len {
             w.rebuild(need, hash)
-        } else if w.used > w.len {
-            w.rebuild(w.groups.len(), hash)
         } else {
             Arc::clone(&w.groups)
         };
@@ -783,7 +795,7 @@ impl Shard {
         let compact = (w.garbage >= COMPACT_MIN_GARBAGE && w.garbage * COMPACT_RATIO > w.top)
             || (w.len == 0 && w.top > 0);
         if compact {
-            self.compact(w, false);
+            self.compact(w);
         }
         if shrink {
             w.groups = w.rebuild(groups_for(w.len * 2), hash);
@@ -792,32 +804,77 @@ impl Shard {
         }
     }
 
-    /// Drops every entry's sequence number word, by compacting the arena.
-    /// A shard not loaded yet has none, and stays unloaded.
-    pub(crate) fn forget_seqs(&self) {
+    /// Drops every entry's sequence number word, by copying the live
+    /// entries into a fresh arena and table (`repack`); a table sized far
+    /// ahead of its keys (by a loader's estimate) shrinks to a load of
+    /// about 0.7. A shard not loaded yet has none, and stays unloaded.
+    pub(crate) fn forget_seqs(&self, hash: Hasher<'_>) {
         if !self.is_loaded() {
             return;
         }
         let mut w = self.lock();
         if w.seqs {
-            self.compact(&mut w, true);
+            let need = groups_for(w.len);
+            let groups = if w.groups.len() > 2 * need {
+                need + need / 4
+            } else {
+                w.groups.len()
+            };
+            self.repack(&mut w, groups, hash);
         }
     }
 
+    /// Copies the live entries, in arena order (sequential reads) and
+    /// without sequence number words or expiry words of 0, into a fresh
+    /// arena, places them in a fresh table of `groups` groups by their
+    /// hashes, and publishes both.
+    fn repack(&self, w: &mut Writer, groups: usize, hash: Hasher<'_>) {
+        let view = w.view();
+        let meta = |off: usize, head: Head| view.read_meta(off, head).expect(CONSISTENT);
+        let words = view
+            .live(w.top)
+            .map(|(off, head)| entry_words(head.key_len, meta(off, head).expires_at != 0, false))
+            .sum();
+        let chunks = chunks_for(words);
+        let table = empty_groups(groups);
+        let mut key = Vec::new();
+        let mut top = 0;
+        for (off, head) in view.live(w.top) {
+            let entry = meta(off, head);
+            let (words, n) = encode_meta(head.key_len, &entry, entry.expires_at != 0, None);
+            key.clear();
+            view.push_key(off, head, &mut key).expect(CONSISTENT);
+            let key_words = key.chunks(size_of::<u64>()).map(pack_key_word);
+            let mut end = top;
+            for word in words[..n].iter().copied().chain(key_words) {
+                store(&chunks, end, word);
+                end += 1;
+            }
+            let (h32, c) = split_hash(hash.hash_key(&key));
+            table::insert(&table, h32, c, top);
+            top = end;
+        }
+        w.groups = table;
+        w.chunks = chunks;
+        w.top = top;
+        w.garbage = 0;
+        w.used = w.len;
+        w.seqs = false;
+        self.publish(w);
+    }
+
     /// Copies the live entries into a fresh arena and the table into a
-    /// fresh one of the same layout pointing there, then publishes both;
-    /// sequence number words are dropped if `drop_seqs`. Readers of the old
-    /// storage keep it alive until they are done; the writer never changes
-    /// it again.
-    fn compact(&self, w: &mut Writer, drop_seqs: bool) {
+    /// fresh one of the same layout pointing there, then publishes both.
+    /// Readers of the old storage keep it alive until they are done; the
+    /// writer never changes it again.
+    fn compact(&self, w: &mut Writer) {
         let view = w.view();
         // What an entry at `off` keeps: an expiry or sequence number word
         // that an overwrite in place set to 0 is dropped.
         let repack = |off: usize| {
             let head = Head::decode(view.word(off + HEAD_WORD).expect(CONSISTENT));
             let entry = view.read_meta(off, head).expect(CONSISTENT);
-            let seq = Some(view.read_seq(off, head).expect(CONSISTENT))
-                .filter(|&seq| !drop_seqs && seq != 0);
+            let seq = Some(view.read_seq(off, head).expect(CONSISTENT)).filter(|&seq| seq != 0);
             let words = entry_words(head.key_len, entry.expires_at != 0, seq.is_some());
             (head, entry, seq, words)
         };
@@ -846,7 +903,6 @@ impl Shard {
         w.chunks = chunks;
         w.top = top;
         w.garbage = 0;
-        w.seqs &= !drop_seqs;
         self.publish(w);
     }
 }

@@ -554,3 +554,22 @@ fn insert_if_newer_from_two_threads_in_opposite_orders() {
         );
     }
 }
+
+#[test]
+fn forget_seqs_shrinks_a_table_sized_far_ahead() {
+    // A loader sizes the index by an upper bound (records, not keys).
+    let index = Index::with_capacity(200_000);
+    let slots_before = index.check();
+    for i in 0..20_000u64 {
+        let _ = index.insert_if_newer(&key(i, 16), entry(i), i + 1);
+    }
+    index.forget_seqs();
+    let slots_after = index.check();
+    assert!(
+        slots_after * 4 < slots_before,
+        "{slots_before} -> {slots_after} slots"
+    );
+    for i in 0..20_000u64 {
+        assert_eq!(index.get(&key(i, 16)), Some(entry(i)));
+    }
+}
