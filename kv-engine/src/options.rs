@@ -71,7 +71,8 @@ pub struct Options {
     /// The WAL is trimmed (segments synced, a new marker written, WAL files
     /// the segments now cover deleted) whenever it has grown by this many
     /// bytes, or by an eighth of the segments' bytes (as of the last trim)
-    /// if that is less but at least 4 MiB, and at close. Default 64 MiB.
+    /// if that is less but at least 4 MiB, 2 s after the last write once
+    /// the writer is idle, and at close. Default 64 MiB.
     /// Any value is accepted; 0 trims after every group of writes, which is
     /// correct but slow (each time syncs the segments and replaces the
     /// marker).

@@ -108,6 +108,9 @@ pub(crate) struct Writer {
     wal_limit: u64,
     /// WAL bytes appended since the last marker.
     wal_bytes: u64,
+    /// When the last write reached the WAL: an idle writer trims the WAL
+    /// [`IDLE_TRIM`] after it.
+    last_append: Instant,
     /// Set by the first failed sync (or failed write that could not be
     /// discarded); every later write is refused.
     poisoned: Option<String>,
@@ -185,6 +188,7 @@ impl Writer {
             max_wal_bytes: options.max_wal_size,
             wal_limit: first_wal_limit,
             wal_bytes: 0,
+            last_append: Instant::now(),
             poisoned: None,
             buf: Vec::new(),
             pending: Vec::new(),
@@ -228,11 +232,22 @@ impl Writer {
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
         let mut group = Vec::with_capacity(self.max_group);
         loop {
-            let first = match next_command(&rx, self.wal.sync_deadline()) {
+            let idle_trim = self.idle_trim_at();
+            let deadline = match (self.wal.sync_deadline(), idle_trim) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match next_command(&rx, deadline) {
                 Ok(command) => command,
-                // Interval policy: wake in time to sync what is due.
+                // Interval policy: wake in time to sync what is due; and
+                // trim the WAL of a writer gone idle.
                 Err(RecvTimeoutError::Timeout) => {
                     self.sync_if_due();
+                    if idle_trim.is_some_and(|at| at <= Instant::now())
+                        && let Err(e) = self.trim_wal()
+                    {
+                        self.poison_unless_recoverable(&e);
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -373,6 +388,13 @@ impl Writer {
             self.poison(e);
         }
         result
+    }
+
+    /// When to trim the WAL if no command comes: [`IDLE_TRIM`] after the
+    /// last write, if any write since the last marker is in it. A trim
+    /// that fails waits for the size-based one.
+    fn idle_trim_at(&self) -> Option<Instant> {
+        (self.wal_bytes > 0 && self.poisoned.is_none()).then(|| self.last_append + IDLE_TRIM)
     }
 
     fn sync_if_due(&mut self) {
@@ -575,6 +597,7 @@ impl Writer {
             }
             self.wal_bytes += p.records.len() as u64;
         }
+        self.last_append = Instant::now();
         if failure.is_none()
             && let Err(e) = self.commit_wal()
         {
@@ -803,6 +826,13 @@ impl Writer {
         Ok(())
     }
 }
+
+/// How long the writer waits without a command before it trims the WAL
+/// (`Writer::idle_trim_at`): a database that stops being written to gives
+/// back the WAL's disk, up to an eighth of its segments, instead of
+/// holding it until the next trim or the close. Long enough that a busy
+/// caller's pauses do not trim.
+const IDLE_TRIM: Duration = Duration::from_secs(2);
 
 /// The least WAL growth that the segments' size lowers the trim point to.
 const MIN_WAL_LIMIT: u64 = 4 << 20;

@@ -414,3 +414,35 @@ fn checkpoints_drop_the_wal_and_reopen_is_exact() {
         assert_eq!(db.get(k).unwrap().as_ref(), Some(v));
     }
 }
+
+/// A writer with nothing to do trims the WAL (2 s after the last write):
+/// the disk the WAL held comes back without a close, and a copy of the
+/// directory taken then (what a kill -9 leaves) still has every write.
+#[test]
+fn an_idle_writer_trims_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(dir.path(), Options::default().sync(SyncPolicy::Never)).unwrap();
+    for i in 0..2_000u32 {
+        db.put(&i.to_le_bytes(), &[7u8; 100]).unwrap();
+    }
+    let written = db.stats().wal_bytes;
+    assert!(written > 200_000, "{written} bytes of WAL");
+    // Bounded: the trim is due 2 s after the last write.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while db.stats().wal_bytes > written / 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL still holds {} bytes",
+            db.stats().wal_bytes
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // What a kill -9 leaves now: every write is in the segments.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    drop(db);
+    let reopened = Db::open(copy.path()).unwrap();
+    for i in 0..2_000u32 {
+        assert_eq!(reopened.get(&i.to_le_bytes()).unwrap().unwrap(), [7u8; 100]);
+    }
+}
