@@ -228,6 +228,27 @@ pub(crate) enum Command {
     /// COMMAND`, `exit` and `quit` are also understood.
     #[command(after_help = AFTER_HELP)]
     Shell,
+    /// Print a completion script for SHELL to stdout; no database is
+    /// opened.
+    ///
+    /// bash: `kv completions bash > ~/.local/share/bash-completion/completions/kv`;
+    /// zsh: `kv completions zsh > "${fpath[1]}/_kv"`; fish: `kv completions
+    /// fish > ~/.config/fish/completions/kv.fish`.
+    #[command(after_help = AFTER_HELP)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout; no database is opened.
+    ///
+    /// `kv man > kv.1 && man ./kv.1`, or install it as
+    /// ~/.local/share/man/man1/kv.1; `kv man put > kv-put.1` gives the page
+    /// of one command, which kv(1) refers to.
+    #[command(after_help = AFTER_HELP)]
+    Man {
+        /// A command, for its own page (kv-COMMAND(1)).
+        command: Option<String>,
+    },
 }
 
 /// Which keys `keys` and `scan` print.
@@ -297,10 +318,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, ExitCode> {
     {
         args.remove(i);
     }
-    // Built once per process: clap takes a `&'static str`.
-    let version: &'static str = Box::leak(version_line().into_boxed_str());
-    let command = Cli::command().version(version);
-    let parsed = command
+    let parsed = cli_command()
         .try_get_matches_from(args)
         .and_then(|matches| Cli::from_arg_matches(&matches));
     parsed.map_err(|err| {
@@ -316,6 +334,18 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, ExitCode> {
             ExitCode::from(exit::OK)
         }
     })
+}
+
+/// The command line's definition, with the version line of this build.
+fn cli_command() -> clap::Command {
+    Cli::command().version(version())
+}
+
+/// [`version_line`] as clap takes it, a `&'static str`: leaked once per
+/// process.
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| Box::leak(version_line().into_boxed_str()))
 }
 
 /// Where the subcommand is in `args`: the first word after the program
@@ -413,6 +443,33 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut out = Output::stdout();
     let mut session = Session::new(cli.dir);
     match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut cli_command(), "kv", out.writer());
+            out.flush()?;
+            Ok(exit::OK)
+        }
+        Command::Man { command } => {
+            // The page's NAME line: what the tool is, not the crate.
+            let kv = cli_command().about("an embedded key-value store on a local directory");
+            let page = match command {
+                None => kv,
+                Some(name) => {
+                    let Some(sub) = kv.find_subcommand(&name) else {
+                        return Err(
+                            UsageError(format!("no command {name:?} to show the page of")).into(),
+                        );
+                    };
+                    // Named as kv(1) refers to it; clap takes a
+                    // `&'static str`, leaked once by this one-shot command.
+                    let full: &'static str =
+                        Box::leak(format!("kv-{}", sub.get_name()).into_boxed_str());
+                    sub.clone().name(full).version(version())
+                }
+            };
+            clap_mangen::Man::new(page).render(out.writer())?;
+            out.flush()?;
+            Ok(exit::OK)
+        }
         Command::Shell => {
             // A session lives as long as an application's `Db` might: it
             // compacts in the background like one.
@@ -648,6 +705,12 @@ impl Session {
             }
             Command::Shell => {
                 return Err(UsageError("already in the shell".into()).into());
+            }
+            Command::Completions { .. } | Command::Man { .. } => {
+                return Err(UsageError(
+                    "completions and man are for the command line, not the shell".into(),
+                )
+                .into());
             }
         }
         Ok(exit::OK)

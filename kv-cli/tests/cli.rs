@@ -254,6 +254,53 @@ fn help_and_version_exit_0_on_stdout() {
 }
 
 #[test]
+fn completions_and_the_man_page_print_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef kv"),
+        ("fish", "complete -c kv"),
+    ] {
+        let out = kv(&db, &["completions", shell]);
+        assert_code(&out, 0);
+        let text = stdout(&out);
+        assert!(text.contains(marker), "{shell}: {text}");
+        // Every command is offered.
+        for command in ["put", "get", "verify", "checkpoint", "completions", "man"] {
+            assert!(text.contains(command), "{shell} lacks {command}");
+        }
+    }
+    let man = kv(&db, &["man"]);
+    assert_code(&man, 0);
+    let page = stdout(&man);
+    assert!(page.starts_with(".ie") || page.contains(".TH kv"), "{page}");
+    assert!(
+        page.contains("checkpoint") && page.contains("KV_DIR"),
+        "{page}"
+    );
+    // kv(1) refers to kv-put(1) and the others: each has its page.
+    assert!(page.contains("kv\\-put(1)"), "{page}");
+    let put = stdout(&kv(&db, &["man", "put"]));
+    assert!(put.contains(".TH kv-put 1"), "{put}");
+    assert!(put.contains("value\\-file"), "{put}");
+    assert_code(&kv(&db, &["man", "nosuch"]), 2);
+    let bad = kv(&db, &["completions", "tcsh"]);
+    assert_code(&bad, 2);
+    // In the shell they are refused, and the shell goes on.
+    let shell = kv_in(&db, &["shell"], b"man\nput a 1\nget a\n");
+    assert!(stdout(&shell).contains('1'), "{}", stdout(&shell));
+    assert!(
+        stderr(&shell).contains("not the shell"),
+        "{}",
+        stderr(&shell)
+    );
+    // Nothing was created for the printing commands; the shell made the
+    // database.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     // clap's errors too are one line, with the usage in it.
