@@ -153,9 +153,17 @@ pub(crate) enum Command {
         #[command(flatten)]
         encoding: EncodingArg,
     },
-    /// Print the number of keys.
+    /// Print the number of keys (that start with PREFIX, if given).
     #[command(after_help = AFTER_HELP)]
-    Count,
+    Count {
+        /// Only keys that start with PREFIX. The index is a hash table, not
+        /// ordered, so this is a linear scan of every key; without it the
+        /// count is the index's, at once.
+        #[arg(long, short)]
+        prefix: Option<OsString>,
+        #[command(flatten)]
+        encoding: EncodingArg,
+    },
     /// Print sizes, space and activity counters.
     ///
     /// keys, live and dead bytes of records, segments and their bytes, WAL
@@ -645,8 +653,16 @@ impl Session {
                     out.writer.write_all(b"\n")?;
                 }
             }
-            Command::Count => {
-                let n = self.open(false)?.len();
+            Command::Count { prefix, encoding } => {
+                let prefix = match prefix {
+                    Some(p) => Some(arg_bytes(&p, encoding.encoding, "PREFIX")?),
+                    None => None,
+                };
+                let db = self.open(false)?;
+                let n = match prefix {
+                    Some(prefix) => db.keys().filter(|k| k.starts_with(&prefix)).count(),
+                    None => db.len(),
+                };
                 writeln!(out.writer, "{n}")?;
             }
             Command::Stats { json } => {
@@ -807,7 +823,7 @@ fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
 
 /// The bytes of a KEY, VALUE or PREFIX argument in `encoding`. In utf8 the
 /// argument's bytes are taken as they are, even if not UTF-8.
-fn arg_bytes(arg: &OsStr, encoding: Encoding, what: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn arg_bytes(arg: &OsStr, encoding: Encoding, what: &str) -> anyhow::Result<Vec<u8>> {
     if encoding == Encoding::Utf8 {
         return Ok(arg.as_bytes().to_vec());
     }

@@ -1,6 +1,7 @@
 //! `import` and `export`: JSON lines or tab-separated text, in batches,
 //! with a progress bar on a terminal.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kv_engine::{Db, Error, WriteBatch};
 
 use crate::encoding::{Encoding, tsv_escape, tsv_unescape};
-use crate::{Output, UsageError};
+use crate::{Output, UsageError, arg_bytes};
 
 /// The file formats of `import` and `export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -61,6 +62,10 @@ pub(crate) struct ExportArgs {
     /// Overwrite FILE if it exists.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Only keys that start with PREFIX (given in --encoding). The index
+    /// is a hash table, not ordered, so this reads every key.
+    #[arg(long, short)]
+    pub(crate) prefix: Option<OsString>,
 }
 
 /// A batch is written before it would pass this many bytes of keys and
@@ -279,6 +284,10 @@ fn parse_record(
 
 /// Writes every record to the file (or stdout); returns how many.
 pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Result<u64> {
+    let prefix = match &args.prefix {
+        Some(p) => arg_bytes(p, args.encoding, "PREFIX")?,
+        None => Vec::new(),
+    };
     let to_file = args.file.as_deref().filter(|f| *f != Path::new("-"));
     let mut file_writer = match to_file {
         Some(path) => {
@@ -316,11 +325,15 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
     let result = (|| -> anyhow::Result<()> {
         for record in db.iter() {
             let (key, value) = record?;
+            // The bar counts the records read, exported or not.
+            progress.inc(1);
+            if !key.starts_with(&prefix) {
+                continue;
+            }
             line.clear();
             format_record(&mut line, &key, &value, args.format, args.encoding)?;
             writer.write_all(line.as_bytes())?;
             n += 1;
-            progress.inc(1);
         }
         writer.flush()?;
         Ok(())

@@ -378,6 +378,28 @@ fn keys_and_scan_filter_by_prefix_and_limit() {
     );
     assert_eq!(stdout(&kv(dir.path(), &["keys", "--limit", "0"])), "");
 
+    // count and export take --prefix too.
+    assert_eq!(
+        stdout(&kv(dir.path(), &["count", "--prefix", "user:1"])),
+        "10\n"
+    );
+    assert_eq!(stdout(&kv(dir.path(), &["count", "-p", "nosuch"])), "0\n");
+    assert_eq!(
+        stdout(&kv(dir.path(), &["count", "-e", "hex", "-p", "757365723a"])),
+        "20\n",
+        "a hex prefix (user:)"
+    );
+    let exported = kv(
+        dir.path(),
+        &["export", "--format", "tsv", "--prefix", "order:0"],
+    );
+    assert_code(&exported, 0);
+    let lines = sorted_lines(&stdout(&exported));
+    assert_eq!(lines.len(), 10);
+    assert!(lines.iter().all(|l| l.starts_with("order:0")), "{lines:?}");
+    assert_eq!(lines[2], "order:02\t20");
+    assert_code(&kv(dir.path(), &["count", "-e", "hex", "-p", "zz"]), 2);
+
     let scan = kv(dir.path(), &["scan", "--prefix", "user:1"]);
     assert_code(&scan, 0);
     let lines = sorted_lines(&stdout(&scan));
