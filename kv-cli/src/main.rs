@@ -209,7 +209,8 @@ pub(crate) enum Command {
     Verify,
     /// Load keys and values from FILE (or stdin) into the database.
     ///
-    /// Formats: jsonl, one {"key": ..., "value": ...} object per line; tsv,
+    /// Formats: jsonl, one {"key": ..., "value": ...} object per line (any
+    /// other field is an error); tsv,
     /// one KEY<TAB>VALUE line each. With --encoding utf8, TSV fields are
     /// escaped: \\ for a backslash, \t, \n and \r for a tab, newline and
     /// carriage return; any other backslash sequence is an error. Records

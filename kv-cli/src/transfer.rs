@@ -256,6 +256,16 @@ fn parse_record(
                     )
                 })
             };
+            // A field this build does not read is refused, not dropped:
+            // it may hold what the writer of the file meant to keep.
+            if let Some(unknown) = value
+                .as_object()
+                .and_then(|o| o.keys().find(|k| *k != "key" && *k != "value"))
+            {
+                return Err(format!(
+                    "unknown field \"{unknown}\": a record has only \"key\" and \"value\""
+                ));
+            }
             Ok((field(get("key")?, "key")?, field(get("value")?, "value")?))
         }
         Format::Tsv => {

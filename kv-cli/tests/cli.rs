@@ -591,6 +591,10 @@ fn bad_input_is_one_line_on_stderr_and_changes_nothing() {
             "line 1 on): not valid JSON",
         ),
         ("{\"key\": \"\", \"value\": \"b\"}\n", "key is empty"),
+        (
+            "{\"key\": \"a\", \"value\": \"b\", \"ttl\": 5}\n",
+            "unknown field \"ttl\"",
+        ),
     ] {
         assert_one_line_error(&kv_in(dir.path(), &["import"], input.as_bytes()), 3, what);
     }
