@@ -235,8 +235,17 @@ pub(crate) enum Command {
     /// backslashes). An error is printed and the shell goes on; its exit
     /// code is that of the last command that failed, or 0. `help`, `help
     /// COMMAND`, `exit` and `quit` are also understood.
+    ///
+    /// Read from stdin, each error starts with its line number ("line 3:
+    /// error: ..."). A block pasted at the prompt runs line by line, as if
+    /// typed.
     #[command(after_help = AFTER_HELP)]
-    Shell,
+    Shell {
+        /// Stop at the first command that fails, with its exit code,
+        /// instead of going on.
+        #[arg(long)]
+        bail: bool,
+    },
     /// Print a completion script for SHELL to stdout; no database is
     /// opened.
     ///
@@ -479,12 +488,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             out.flush()?;
             Ok(exit::OK)
         }
-        Command::Shell => {
+        Command::Shell { bail } => {
             // A session lives as long as an application's `Db` might: it
             // compacts in the background like one.
             session.background_compaction = true;
             session.open(true)?;
-            let code = shell::run(&mut session)?;
+            let code = shell::run(&mut session, bail)?;
             session.close()?;
             Ok(code)
         }
@@ -544,6 +553,8 @@ pub(crate) struct Session {
     db: Option<Db>,
     /// Running inside `kv shell` (stdin belongs to the shell).
     pub(crate) in_shell: bool,
+    /// The number of the shell's line being run, when it reads stdin.
+    pub(crate) line: Option<usize>,
     /// Whether the database is opened with background compaction: only for
     /// `kv shell`. A one-shot command is over before the compactor's timer
     /// would fire, and `kv compact` compacts on its own thread.
@@ -556,6 +567,7 @@ impl Session {
             dir,
             db: None,
             in_shell: false,
+            line: None,
             background_compaction: false,
         }
     }
@@ -720,7 +732,7 @@ impl Session {
                     eprintln!("{}exported {}", self.prefix(), count(n, "record"));
                 }
             }
-            Command::Shell => {
+            Command::Shell { .. } => {
                 return Err(UsageError("already in the shell".into()).into());
             }
             Command::Completions { .. } | Command::Man { .. } => {
@@ -733,8 +745,15 @@ impl Session {
         Ok(exit::OK)
     }
 
-    fn prefix(&self) -> &'static str {
-        if self.in_shell { "" } else { "kv: " }
+    /// What starts a message on stderr: `kv: ` on the command line; in
+    /// the shell, the line number when reading stdin (`line 3: `), else
+    /// nothing.
+    fn prefix(&self) -> String {
+        match (self.in_shell, self.line) {
+            (false, _) => "kv: ".into(),
+            (true, Some(n)) => format!("line {n}: "),
+            (true, None) => String::new(),
+        }
     }
 
     fn read_value_file(&self, path: &Path) -> anyhow::Result<Vec<u8>> {

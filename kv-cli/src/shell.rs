@@ -37,15 +37,20 @@ enum Flow {
 }
 
 /// Runs the shell on the session's open database; returns the exit code of
-/// the last command that failed, or 0.
-pub(crate) fn run(session: &mut Session) -> anyhow::Result<u8> {
+/// the last command that failed, or 0. With `bail`, the first command that
+/// fails ends the shell, with its code.
+pub(crate) fn run(session: &mut Session, bail: bool) -> anyhow::Result<u8> {
     session.in_shell = true;
     let mut out = Output::stdout();
     let mut last_failure = exit::OK;
-    let mut record = |code: u8| {
-        if code != exit::OK {
+    // Records a line's outcome; false when the shell is to stop.
+    let mut record = |flow: Flow| match flow {
+        Flow::Continue(code) if code != exit::OK => {
             last_failure = code;
+            !bail
         }
+        Flow::Continue(_) => true,
+        Flow::Exit => false,
     };
     if std::io::stdin().is_terminal() {
         let mut editor = DefaultEditor::new()?;
@@ -55,15 +60,18 @@ pub(crate) fn run(session: &mut Session) -> anyhow::Result<u8> {
             // No history yet is the common case, not an error.
             let _ = editor.load_history(history);
         }
-        loop {
+        'prompt: loop {
             match editor.readline("kv> ") {
-                Ok(line) => {
-                    if !line.trim().is_empty() {
-                        let _ = editor.add_history_entry(line.as_str());
-                    }
-                    match run_line(session, &line, &mut out) {
-                        Flow::Continue(code) => record(code),
-                        Flow::Exit => break,
+                Ok(text) => {
+                    // A pasted block (bracketed paste) comes as one text
+                    // with newlines: each of its lines runs, as if typed.
+                    for line in text.lines() {
+                        if !line.trim().is_empty() {
+                            let _ = editor.add_history_entry(line);
+                        }
+                        if !record(run_line(session, line, None, &mut out)) {
+                            break 'prompt;
+                        }
                     }
                 }
                 // Ctrl-C abandons the line, as in a shell.
@@ -78,25 +86,27 @@ pub(crate) fn run(session: &mut Session) -> anyhow::Result<u8> {
             eprintln!("could not save the history to {}: {e}", history.display());
         }
     } else {
-        for line in std::io::stdin().lock().lines() {
+        for (i, line) in std::io::stdin().lock().lines().enumerate() {
             let line = line?;
-            match run_line(session, &line, &mut out) {
-                Flow::Continue(code) => record(code),
-                Flow::Exit => break,
+            if !record(run_line(session, &line, Some(i + 1), &mut out)) {
+                break;
             }
         }
     }
     Ok(last_failure)
 }
 
-/// Parses and runs one line. Errors are printed; the shell goes on.
-fn run_line(session: &mut Session, line: &str, out: &mut Output) -> Flow {
+/// Parses and runs one line. Errors are printed, after `number` (the
+/// line's, when read from stdin) if given.
+fn run_line(session: &mut Session, line: &str, number: Option<usize>, out: &mut Output) -> Flow {
+    let at = number.map_or(String::new(), |n| format!("line {n}: "));
+    session.line = number;
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Flow::Continue(exit::OK);
     }
     let Some(words) = shlex::split(line) else {
-        eprintln!("error: unbalanced quotes or a trailing backslash");
+        eprintln!("{at}error: unbalanced quotes or a trailing backslash");
         return Flow::Continue(exit::USAGE);
     };
     if let [word] = words.as_slice()
@@ -109,6 +119,9 @@ fn run_line(session: &mut Session, line: &str, out: &mut Output) -> Flow {
         Err(e) => {
             let _ = out.flush();
             // Help goes to stdout and is no failure; errors go to stderr.
+            if e.use_stderr() {
+                eprint!("{at}");
+            }
             let _ = e.print();
             return Flow::Continue(if e.use_stderr() {
                 exit::USAGE
@@ -123,7 +136,7 @@ fn run_line(session: &mut Session, line: &str, out: &mut Output) -> Flow {
         Ok(code) => Flow::Continue(code),
         Err(e) if is_broken_pipe(&e) => Flow::Exit,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("{at}error: {}", one_line(&e));
             Flow::Continue(exit_code(&e))
         }
     }

@@ -837,6 +837,28 @@ fn import_batches_are_atomic_and_an_error_says_how_far_it_got() {
 }
 
 #[test]
+fn shell_bail_stops_at_the_first_failure_with_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "put a 1\nput b 2\nget nosuch\nput c 3\n";
+    let out = kv_in(dir.path(), &["shell", "--bail"], script.as_bytes());
+    assert_code(&out, 1);
+    assert_eq!(stderr(&out), "line 3: key not found\n");
+    assert_eq!(stdout(&kv(dir.path(), &["count"])), "2\n");
+    let out = kv_in(dir.path(), &["shell", "--bail"], b"put d 4\nput\nput e 5\n");
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).starts_with("line 2: error: "),
+        "{}",
+        stderr(&out)
+    );
+    assert_code(&kv(dir.path(), &["get", "e"]), 1);
+    // Without a failure it runs to the end, exit 0.
+    let out = kv_in(dir.path(), &["shell", "--bail"], b"put f 6\nget f\n");
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "6\n");
+}
+
+#[test]
 fn shell_runs_commands_from_stdin_and_goes_on_after_errors() {
     let dir = tempfile::tempdir().unwrap();
     let script = "\
@@ -882,12 +904,14 @@ put never run
         text.contains(&format!("\n{}\n", hex(b"a value with spaces"))),
         "{text}"
     );
-    assert!(err.contains("key not found"), "{err}");
+    // Each message names its line of the script.
+    assert!(err.contains("line 7: key not found"), "{err}");
     assert!(
-        err.contains("unrecognized subcommand 'frobnicate'"),
+        err.contains("line 10: error: unrecognized subcommand 'frobnicate'"),
         "{err}"
     );
-    assert!(err.contains("unbalanced quotes"), "{err}");
+    assert!(err.contains("line 11: error: unbalanced quotes"), "{err}");
+    assert!(err.contains("line 8: error: "), "{err}");
     // After `exit` nothing ran, and everything before it was kept.
     assert_eq!(stdout(&kv(dir.path(), &["count"])), "1\n");
     assert_code(&kv(dir.path(), &["get", "never"]), 1);
