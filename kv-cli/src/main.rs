@@ -784,14 +784,16 @@ impl Session {
         }
         writeln!(
             w,
-            "checked {} ({}, {}, {}, {}) and {} ({} in segments, {} in the WAL): {}, {}",
+            "checked {} ({}, {}, {}, {}) and {} ({} in segments, {} only in the WAL; \
+             the WAL holds {} in all): {}, {}",
             count(report.files_checked(), "file"),
             count(report.segments, "segment"),
             count(report.hint_files, "hint file"),
             count(report.wal_files, "WAL file"),
             count(u8::from(report.marker), "CHECKPOINT marker"),
-            count(report.records_checked(), "record"),
+            count(report.records_held(), "record"),
             report.records,
+            report.wal_records_pending,
             report.wal_records,
             count(report.problems.len(), "problem"),
             count(report.warnings.len(), "warning"),

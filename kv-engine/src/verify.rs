@@ -35,8 +35,18 @@ pub struct VerifyReport {
     pub wal_files: u64,
     /// Records read and checked in the segments.
     pub records: u64,
+    /// Of those, the records past the marker's position (written after the
+    /// last marker, by a process that did not close): an open cuts them
+    /// off and replays them from the WAL, where they are among
+    /// [`wal_records_pending`](VerifyReport::wal_records_pending).
+    pub records_past_marker: u64,
     /// Records read and checked in the WAL (inside its checked frames).
     pub wal_records: u64,
+    /// Of those, the records after the marker's WAL position: the ones an
+    /// open replays because the segments do not hold them yet. The others
+    /// are also among [`records`](VerifyReport::records), until the next
+    /// trim deletes their WAL file.
+    pub wal_records_pending: u64,
     /// Bytes of the files read.
     pub bytes: u64,
     /// Damage: a checksum that does not match, bytes that are not a valid
@@ -47,7 +57,10 @@ pub struct VerifyReport {
     /// torn write at the end of the WAL or of segment data past the last
     /// marker (cut off at open; under the default sync policy nothing
     /// acknowledged is in it), temporary files left by an interrupted write,
-    /// hint files whose segment is gone.
+    /// hint files whose segment is gone, and a hint file that fails its own
+    /// checks (the open scans the segment instead; compaction writes a new
+    /// one). A hint file whose checksum holds but that disagrees with its
+    /// segment is a problem.
     pub warnings: Vec<Problem>,
 }
 
@@ -58,9 +71,17 @@ impl VerifyReport {
         self.segments + self.hint_files + self.wal_files + u64::from(self.marker)
     }
 
-    /// The number of records checked, in the segments and in the WAL.
+    /// The number of records checked, in the segments and in the WAL: a
+    /// record in both is checked twice and counted twice here.
     pub fn records_checked(&self) -> u64 {
         self.records + self.wal_records
+    }
+
+    /// The number of records the database holds, each counted once: those
+    /// the segments hold up to the marker's position, and those the WAL
+    /// holds after it.
+    pub fn records_held(&self) -> u64 {
+        self.records - self.records_past_marker + self.wal_records_pending
     }
 
     /// Whether no damage was found (warnings allowed).
@@ -297,6 +318,11 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
     let wal_dir = dir.join(WAL_DIR_NAME);
     let mut wal_problems = Vec::new();
     let mut wal_records = 0;
+    let mut wal_records_pending = 0;
+    // Frames before it hold records the segments hold too.
+    let replay_from = marker
+        .as_ref()
+        .map_or(kv_wal::Position::START, |m| m.wal_from);
     let wal = kv_wal::check(&wal_dir, |path, position, payload_version, payload| {
         let Some(format) = options::wal_records(payload_version) else {
             wal_problems.push(problem(
@@ -314,6 +340,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             match format.decode(&payload[at..]) {
                 Ok(decoded) => {
                     wal_records += 1;
+                    wal_records_pending += u64::from(position >= replay_from);
                     at += decoded.len;
                 }
                 Err(e) => {
@@ -331,6 +358,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
     })?;
     report.wal_files = wal.files;
     report.wal_records = wal_records;
+    report.wal_records_pending = wal_records_pending;
     report.bytes += wal.bytes;
     report.problems.extend(
         wal.damage
@@ -406,12 +434,15 @@ fn check_segment(
     let hint = if hinted {
         match segment.read_hint_file() {
             Ok(hint) => hint,
+            // Not damage to the data: the hint file is a cache of the
+            // segment, which an open then scans.
             Err(damage) => {
-                report.problems.push(problem(
+                report.warnings.push(problem(
                     damage.path,
                     damage.offset,
                     format!(
-                        "{} (opening the database ignores this hint file and scans the segment)",
+                        "{}: opening the database ignores this hint file and scans the \
+                         segment, and compaction (`kv compact`, `Db::compact`) writes it again",
                         damage.reason
                     ),
                 ));
@@ -424,8 +455,10 @@ fn check_segment(
     let mut entries = hint.as_ref().map(|h| h.entries());
     let mut mismatch: Option<Problem> = None;
     let mut records = 0;
+    let mut past_marker = 0;
     let bad = segment.check_records(|loc, record| {
         records += 1;
+        past_marker += u64::from(discarded_from.is_some_and(|from| u64::from(loc.offset) >= from));
         let (Some(hint), Some(entries)) = (&hint, &mut entries) else {
             return;
         };
@@ -462,6 +495,7 @@ fn check_segment(
         };
     });
     report.records += records;
+    report.records_past_marker += past_marker;
     // With the segment damaged, comparing the hint with it would only
     // repeat that damage.
     if bad.is_empty()
