@@ -70,8 +70,36 @@ struct Cli {
     )]
     dir: PathBuf,
 
+    /// If another process has the database open, wait for it to close it,
+    /// up to DURATION (30s, 5m, ...), or with no DURATION for as long as
+    /// it takes; exit 5 if it is still held then. Without --wait a held
+    /// database is exit 5 at once.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "forever",
+        value_parser = parse_wait
+    )]
+    wait: Option<Wait>,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// How long `--wait` waits for the lock: `None` for as long as it takes.
+#[derive(Debug, Clone, Copy)]
+struct Wait(Option<Duration>);
+
+fn parse_wait(text: &str) -> Result<Wait, String> {
+    if text == "forever" {
+        return Ok(Wait(None));
+    }
+    humantime::parse_duration(text)
+        .map(|d| Wait(Some(d)))
+        .map_err(|e| format!("{e}; write a duration such as 500ms, 30s or 5m"))
 }
 
 /// How a key or value argument, and printed keys and values, are written.
@@ -460,6 +488,7 @@ pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut out = Output::stdout();
     let mut session = Session::new(cli.dir);
+    session.wait = cli.wait;
     match cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut cli_command(), "kv", out.writer());
@@ -555,6 +584,8 @@ pub(crate) struct Session {
     pub(crate) in_shell: bool,
     /// The number of the shell's line being run, when it reads stdin.
     pub(crate) line: Option<usize>,
+    /// `--wait`: how long an open waits for another process's lock.
+    wait: Option<Wait>,
     /// Whether the database is opened with background compaction: only for
     /// `kv shell`. A one-shot command is over before the compactor's timer
     /// would fire, and `kv compact` compacts on its own thread.
@@ -568,6 +599,7 @@ impl Session {
             db: None,
             in_shell: false,
             line: None,
+            wait: None,
             background_compaction: false,
         }
     }
@@ -580,9 +612,38 @@ impl Session {
         if self.db.is_none() {
             check_dir(&self.dir, create)?;
             let options = self.options().create_if_missing(create);
-            self.db = Some(Db::open_with(&self.dir, options)?);
+            self.db = Some(self.waiting(|| Db::open_with(&self.dir, options.clone()))?);
         }
         Ok(self.db.as_ref().expect("just opened"))
+    }
+
+    /// Runs `f` (an open, or a verify, which takes the lock too), again
+    /// while another process holds the database's lock if `--wait` says
+    /// so: every 50 ms, until its deadline.
+    fn waiting<T>(&self, mut f: impl FnMut() -> kv_engine::Result<T>) -> anyhow::Result<T> {
+        let start = std::time::Instant::now();
+        loop {
+            match f() {
+                Err(Error::Locked { .. }) if self.wait.is_some() => {
+                    let limit = self.wait.and_then(|w| w.0);
+                    let waited = start.elapsed();
+                    if let Some(limit) = limit
+                        && waited >= limit
+                    {
+                        return Err(anyhow::Error::from(Error::Locked {
+                            path: self.dir.clone(),
+                        })
+                        .context(format!(
+                            "still held after waiting {}",
+                            humantime::format_duration(limit)
+                        )));
+                    }
+                    let pause = Duration::from_millis(50);
+                    std::thread::sleep(limit.map_or(pause, |l| pause.min(l - waited)));
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// The options the database is opened with: the defaults, without
@@ -774,7 +835,7 @@ impl Session {
 
     fn verify(&self, out: &mut Output) -> anyhow::Result<u8> {
         check_dir(&self.dir, false)?;
-        let report = kv_engine::verify(&self.dir)?;
+        let report = self.waiting(|| kv_engine::verify(&self.dir))?;
         let w = out.writer();
         for p in &report.problems {
             writeln!(w, "problem: {p}")?;

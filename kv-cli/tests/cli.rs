@@ -670,6 +670,35 @@ fn a_second_kv_on_a_database_a_kv_shell_holds_exits_5() {
 }
 
 #[test]
+fn wait_waits_for_the_lock_then_exits_5_or_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = kv_engine::Db::open(dir.path()).unwrap();
+    held.put(b"k", b"held").unwrap();
+    // A bounded wait on a lock that stays held: exit 5, saying so.
+    for args in [
+        &["--wait=200ms", "put", "k", "v"][..],
+        &["get", "--wait=200ms", "k"],
+        &["--wait=200ms", "verify"],
+    ] {
+        let out = kv(dir.path(), args);
+        assert_one_line_error(&out, 5, "still held after waiting 200ms");
+    }
+    // A wait that outlasts the holder: the command runs once it closes.
+    let child = command(dir.path(), &["--wait=60s", "put", "k", "after"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    held.close().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    // A bare --wait waits as long as it takes; here nothing holds it.
+    assert_eq!(stdout(&kv(dir.path(), &["--wait", "get", "k"])), "after\n");
+    assert_code(&kv(dir.path(), &["--wait=soon", "get", "k"]), 2);
+}
+
+#[test]
 fn corruption_exits_4() {
     let dir = tempfile::tempdir().unwrap();
     assert_code(&kv(dir.path(), &["put", "k", "v"]), 0);
