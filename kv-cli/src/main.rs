@@ -159,6 +159,40 @@ pub(crate) enum Command {
         #[command(flatten)]
         encoding: EncodingArg,
     },
+    /// Print how long KEY has left to live ("59s", "1h 29m 59s", rounded
+    /// down to the second), or "none" if it never expires; exit 1 if it is
+    /// absent.
+    #[command(after_help = AFTER_HELP)]
+    Ttl {
+        /// The key.
+        key: OsString,
+        #[command(flatten)]
+        encoding: EncodingArg,
+    },
+    /// Make KEY expire after DURATION from now (30s, 5m, 1h, "1h 30m"),
+    /// keeping its value; exit 1 if it is absent.
+    ///
+    /// The value is written again, with the new expiry.
+    #[command(after_help = AFTER_HELP)]
+    Expire {
+        /// The key.
+        key: OsString,
+        /// The time to live from now.
+        #[arg(value_parser = parse_ttl)]
+        ttl: Duration,
+        #[command(flatten)]
+        encoding: EncodingArg,
+    },
+    /// Make KEY never expire, keeping its value; exit 1 if it is absent.
+    ///
+    /// The value is written again, without an expiry.
+    #[command(after_help = AFTER_HELP)]
+    Persist {
+        /// The key.
+        key: OsString,
+        #[command(flatten)]
+        encoding: EncodingArg,
+    },
     /// Print keys, one per line, in no particular order.
     #[command(after_help = AFTER_HELP)]
     Keys {
@@ -689,16 +723,42 @@ impl Session {
                         out.bytes(&value, encoding.encoding)?;
                         out.writer.write_all(b"\n")?;
                     }
-                    None => {
-                        out.flush()?;
-                        eprintln!("{}key not found", self.prefix());
-                        return Ok(exit::NOT_FOUND);
-                    }
+                    None => return self.not_found(out),
                 }
             }
             Command::Delete { key, encoding } => {
                 let key = arg_bytes(&key, encoding.encoding, "KEY")?;
                 self.open(true)?.delete(&key)?;
+            }
+            Command::Ttl { key, encoding } => {
+                let key = arg_bytes(&key, encoding.encoding, "KEY")?;
+                match self.open(false)?.ttl(&key)? {
+                    Some(None) => writeln!(out.writer, "none")?,
+                    Some(Some(left)) => {
+                        let seconds = Duration::from_secs(left.as_secs());
+                        writeln!(out.writer, "{}", humantime::format_duration(seconds))?;
+                    }
+                    None => return self.not_found(out),
+                }
+            }
+            Command::Expire { key, ttl, encoding } => {
+                let key = arg_bytes(&key, encoding.encoding, "KEY")?;
+                let db = self.open(true)?;
+                // This process holds the database's lock and runs one
+                // command at a time: nothing writes between the read and
+                // the write.
+                match db.get(&key)? {
+                    Some(value) => db.put_with_ttl(&key, &value, ttl)?,
+                    None => return self.not_found(out),
+                }
+            }
+            Command::Persist { key, encoding } => {
+                let key = arg_bytes(&key, encoding.encoding, "KEY")?;
+                let db = self.open(true)?;
+                match db.get(&key)? {
+                    Some(value) => db.put(&key, &value)?,
+                    None => return self.not_found(out),
+                }
             }
             Command::Keys { filter, encoding } => {
                 let prefix = filter_prefix(&filter, encoding.encoding)?;
@@ -804,6 +864,13 @@ impl Session {
             }
         }
         Ok(exit::OK)
+    }
+
+    /// Reports a missing key: exit 1.
+    fn not_found(&self, out: &mut Output) -> anyhow::Result<u8> {
+        out.flush()?;
+        eprintln!("{}key not found", self.prefix());
+        Ok(exit::NOT_FOUND)
     }
 
     /// What starts a message on stderr: `kv: ` on the command line; in

@@ -699,6 +699,45 @@ fn wait_waits_for_the_lock_then_exits_5_or_goes_on() {
 }
 
 #[test]
+fn ttl_expire_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path();
+    assert_code(&kv(db, &["put", "session", "s1", "--ttl", "1h"]), 0);
+    assert_code(&kv(db, &["put", "user", "u1"]), 0);
+    // Rounded down to the second: a fresh hour has 59m 5xs left.
+    let left = stdout(&kv(db, &["ttl", "session"]));
+    assert!(left.starts_with("59m "), "{left}");
+    assert_eq!(stdout(&kv(db, &["ttl", "user"])), "none\n");
+    // expire keeps the value and sets the expiry; persist takes it away.
+    assert_code(&kv(db, &["expire", "user", "90s"]), 0);
+    let left = stdout(&kv(db, &["ttl", "user"]));
+    assert!(left.starts_with("1m 2"), "{left}");
+    assert_eq!(stdout(&kv(db, &["get", "user"])), "u1\n");
+    assert_code(&kv(db, &["persist", "session"]), 0);
+    assert_eq!(stdout(&kv(db, &["ttl", "session"])), "none\n");
+    assert_eq!(stdout(&kv(db, &["get", "session"])), "s1\n");
+    // A key that is not there: exit 1, nothing written.
+    for args in [
+        &["ttl", "nosuch"][..],
+        &["expire", "nosuch", "5s"],
+        &["persist", "nosuch"],
+    ] {
+        let out = kv(db, args);
+        assert_code(&out, 1);
+        assert_eq!(stderr(&out), "kv: key not found\n");
+    }
+    assert_eq!(stdout(&kv(db, &["count"])), "2\n");
+    assert_code(&kv(db, &["expire", "user", "0s"]), 2);
+    // Hex keys, like every other key argument.
+    assert_eq!(
+        stdout(&kv(db, &["ttl", "-e", "hex", "75736572"]))
+            .lines()
+            .count(),
+        1
+    );
+}
+
+#[test]
 fn corruption_exits_4() {
     let dir = tempfile::tempdir().unwrap();
     assert_code(&kv(dir.path(), &["put", "k", "v"]), 0);

@@ -334,6 +334,43 @@ impl Db {
         Ok(false)
     }
 
+    /// How long `key` has left to live: `None` if it is absent, `Some(None)`
+    /// if it never expires, `Some(Some(left))` if it expires after `left`
+    /// (rounded down to the millisecond; never zero: a key with no time
+    /// left is absent). An index lookup; the record is not read.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = kv_engine::Db::open(dir.path())?;
+    /// db.put(b"forever", b"v")?;
+    /// db.put_with_ttl(b"session", b"v", Duration::from_secs(60))?;
+    /// assert_eq!(db.ttl(b"forever")?, Some(None));
+    /// assert!(db.ttl(b"session")?.flatten().is_some_and(|left| left <= Duration::from_secs(60)));
+    /// assert_eq!(db.ttl(b"absent")?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`] or [`Error::KeyTooLarge`]; as [`Db::get`] if a
+    /// shard of the index could not be loaded.
+    pub fn ttl(&self, key: &[u8]) -> Result<Option<Option<Duration>>> {
+        check_key(key)?;
+        let Some(entry) = self.live_entry(key) else {
+            self.shared.index_health.check()?;
+            return Ok(None);
+        };
+        if entry.expires_at == kv_format::NO_EXPIRY {
+            return Ok(Some(None));
+        }
+        let left = entry
+            .expires_at
+            .saturating_sub(self.shared.time.now())
+            .max(1);
+        Ok(Some(Some(Duration::from_millis(left))))
+    }
+
     /// The number of keys present. Once any key has been written with a
     /// time to live, this walks the index to leave out expired keys
     /// (`O(keys)`, shard by shard, holding up no writer); before that it

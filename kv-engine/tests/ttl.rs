@@ -241,3 +241,35 @@ fn the_time_the_engine_uses_never_goes_backwards_while_open() {
     assert_eq!(db.get(b"k").unwrap(), None, "an expired key came back");
     assert!(db.is_empty());
 }
+
+#[test]
+fn ttl_says_how_long_a_key_has_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START));
+    let db = Db::open_with(dir.path(), options(&clock)).unwrap();
+    db.put_with_ttl(b"session", b"v", Duration::from_secs(30))
+        .unwrap();
+    db.put(b"user", b"v").unwrap();
+    assert_eq!(
+        db.ttl(b"session").unwrap(),
+        Some(Some(Duration::from_secs(30)))
+    );
+    assert_eq!(db.ttl(b"user").unwrap(), Some(None));
+    assert_eq!(db.ttl(b"absent").unwrap(), None);
+    clock.advance(Duration::from_millis(29_999));
+    assert_eq!(
+        db.ttl(b"session").unwrap(),
+        Some(Some(Duration::from_millis(1)))
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(db.ttl(b"session").unwrap(), None, "expired: absent");
+    // An overwrite without a TTL clears it; a delete makes it absent.
+    db.put_with_ttl(b"user", b"v", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(db.ttl(b"user").unwrap(), Some(Some(Duration::from_secs(5))));
+    db.put(b"user", b"v").unwrap();
+    assert_eq!(db.ttl(b"user").unwrap(), Some(None));
+    db.delete(b"user").unwrap();
+    assert_eq!(db.ttl(b"user").unwrap(), None);
+    assert!(matches!(db.ttl(b""), Err(kv_engine::Error::EmptyKey)));
+}
