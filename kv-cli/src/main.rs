@@ -271,9 +271,10 @@ pub(crate) enum Command {
     Verify,
     /// Load keys and values from FILE (or stdin) into the database.
     ///
-    /// Formats: jsonl, one {"key": ..., "value": ...} object per line (any
-    /// other field is an error); tsv,
-    /// one KEY<TAB>VALUE line each. With --encoding utf8, TSV fields are
+    /// Formats: jsonl, one {"key": ..., "value": ...} object per line, with
+    /// "ttl_ms": N for a key that expires N milliseconds after the import
+    /// (any other field is an error); tsv,
+    /// one KEY<TAB>VALUE[<TAB>TTL_MS] line each. With --encoding utf8, TSV fields are
     /// escaped: \\ for a backslash, \t, \n and \r for a tab, newline and
     /// carriage return; any other backslash sequence is an error. Records
     /// are written in atomic batches of --batch-size; on an error the
@@ -284,7 +285,9 @@ pub(crate) enum Command {
     /// Write every key and value to FILE (or stdout), in no particular
     /// order.
     ///
-    /// Formats as for import (which reads them back). With --encoding utf8,
+    /// Formats as for import (which reads them back), with the time a key
+    /// has left to live, if it expires, as "ttl_ms" (a third TSV field).
+    /// FILE is written as FILE.partial and renamed once complete. With --encoding utf8,
     /// a key or value that is not valid UTF-8 is an error: use hex or
     /// base64 for binary data.
     #[command(after_help = AFTER_HELP)]

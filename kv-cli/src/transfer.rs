@@ -150,9 +150,9 @@ pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary
             if text.is_empty() {
                 continue;
             }
-            let (key, value) = parse_record(text, args.format, args.encoding)
+            let (key, value, ttl_ms) = parse_record(text, args.format, args.encoding)
                 .map_err(|e| (format!("at line {number}"), anyhow!(e)))?;
-            importer.add(number, &key, &value)?;
+            importer.add(number, &key, &value, ttl_ms)?;
         }
         importer.flush()
     })();
@@ -179,11 +179,25 @@ struct Importer<'a> {
 }
 
 impl Importer<'_> {
-    fn add(&mut self, line: u64, key: &[u8], value: &[u8]) -> Result<(), (String, anyhow::Error)> {
+    fn add(
+        &mut self,
+        line: u64,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<(), (String, anyhow::Error)> {
         if !self.pending.is_empty() && self.batch_bytes + key.len() + value.len() > BATCH_BYTES {
             self.flush()?;
         }
-        self.batch.put(key, value);
+        match ttl_ms {
+            Some(ms) => {
+                self.batch
+                    .put_with_ttl(key, value, Duration::from_millis(ms));
+            }
+            None => {
+                self.batch.put(key, value);
+            }
+        }
         self.pending.push(Pending {
             line,
             key_len: key.len(),
@@ -235,11 +249,19 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn parse_record(
-    line: &[u8],
-    format: Format,
-    encoding: Encoding,
-) -> Result<(Vec<u8>, Vec<u8>), String> {
+/// A record read from a line: key, value, and the milliseconds it has
+/// left to live if it expires.
+type Parsed = (Vec<u8>, Vec<u8>, Option<u64>);
+
+/// The `ttl_ms` field: a whole number of milliseconds, at least 1.
+fn parse_ttl_ms(text: &str) -> Result<u64, String> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|&ms| ms >= 1)
+        .ok_or_else(|| format!("the ttl_ms {text:?} is not a whole number of milliseconds above 0"))
+}
+
+fn parse_record(line: &[u8], format: Format, encoding: Encoding) -> Result<Parsed, String> {
     let field = |text: &str, what: &str| -> Result<Vec<u8>, String> {
         encoding
             .decode(text)
@@ -258,35 +280,54 @@ fn parse_record(
             };
             // A field this build does not read is refused, not dropped:
             // it may hold what the writer of the file meant to keep.
-            if let Some(unknown) = value
-                .as_object()
-                .and_then(|o| o.keys().find(|k| *k != "key" && *k != "value"))
-            {
+            if let Some(unknown) = value.as_object().and_then(|o| {
+                o.keys()
+                    .find(|k| !matches!(k.as_str(), "key" | "value" | "ttl_ms"))
+            }) {
                 return Err(format!(
-                    "unknown field \"{unknown}\": a record has only \"key\" and \"value\""
+                    "unknown field \"{unknown}\": a record has only \"key\", \"value\" and \"ttl_ms\""
                 ));
             }
-            Ok((field(get("key")?, "key")?, field(get("value")?, "value")?))
+            let ttl_ms = match value.get("ttl_ms") {
+                None => None,
+                Some(ms) => Some(parse_ttl_ms(&ms.to_string())?),
+            };
+            Ok((
+                field(get("key")?, "key")?,
+                field(get("value")?, "value")?,
+                ttl_ms,
+            ))
         }
         Format::Tsv => {
             let text = std::str::from_utf8(line).map_err(|e| {
                 format!("not valid UTF-8 ({e}); TSV files are text, whatever the encoding of their fields")
             })?;
-            let Some((key, value)) = text.split_once('\t') else {
-                return Err("no tab: a TSV line is KEY<TAB>VALUE".into());
+            let Some((key, rest)) = text.split_once('\t') else {
+                return Err("no tab: a TSV line is KEY<TAB>VALUE[<TAB>TTL_MS]".into());
             };
-            if value.contains('\t') {
-                return Err(
-                    "more than one tab: a tab inside a field must be escaped as \\t (--encoding utf8) or the field encoded (hex, base64)"
-                        .into(),
-                );
-            }
+            let (value, ttl_ms) = match rest.split_once('\t') {
+                None => (rest, None),
+                Some((value, ttl)) if !ttl.contains('\t') => {
+                    let ttl_ms = parse_ttl_ms(ttl).map_err(|e| {
+                        format!(
+                            "{e}: a third field is the TTL; a tab inside a field must be escaped as \\t (--encoding utf8) or the field encoded (hex, base64)"
+                        )
+                    })?;
+                    (value, Some(ttl_ms))
+                }
+                Some(_) => {
+                    return Err(
+                        "more than two tabs: a tab inside a field must be escaped as \\t (--encoding utf8) or the field encoded (hex, base64)"
+                            .into(),
+                    );
+                }
+            };
             if encoding == Encoding::Utf8 {
                 let key = tsv_unescape(key).map_err(|e| format!("in the key: {e}"))?;
                 let value = tsv_unescape(value).map_err(|e| format!("in the value: {e}"))?;
-                Ok((key.into_bytes(), value.into_bytes()))
+                Ok((key.into_bytes(), value.into_bytes(), ttl_ms))
             } else {
-                Ok((field(key, "key")?, field(value, "value")?))
+                Ok((field(key, "key")?, field(value, "value")?, ttl_ms))
             }
         }
     }
@@ -299,28 +340,30 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
         None => Vec::new(),
     };
     let to_file = args.file.as_deref().filter(|f| *f != Path::new("-"));
-    let mut file_writer = match to_file {
-        Some(path) => {
-            let mut options = File::options();
-            options.write(true);
-            if args.force {
-                options.create(true).truncate(true);
-            } else {
-                options.create_new(true);
+    let exists = |path: &Path| {
+        anyhow::Error::from(UsageError(format!(
+            "{} exists; give --force to overwrite it",
+            path.display()
+        )))
+    };
+    // A file export is written under a temporary name and gets FILE's
+    // name only once complete: an interrupted export (an error, a kill)
+    // never leaves a FILE that looks whole.
+    let partial = to_file.map(partial_name);
+    let mut file_writer = match (to_file, &partial) {
+        (Some(path), Some(partial)) => {
+            if !args.force && path.exists() {
+                return Err(exists(path));
             }
-            let file = options.open(path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    anyhow::Error::from(UsageError(format!(
-                        "{} exists; give --force to overwrite it",
-                        path.display()
-                    )))
-                } else {
-                    anyhow::Error::from(e).context(format!("cannot create {}", path.display()))
-                }
-            })?;
+            let file = File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(partial)
+                .with_context(|| format!("cannot create {}", partial.display()))?;
             Some(std::io::BufWriter::with_capacity(1 << 20, file))
         }
-        None => None,
+        _ => None,
     };
     let writer: &mut dyn Write = match &mut file_writer {
         Some(file) => file,
@@ -340,8 +383,15 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
             if !key.starts_with(&prefix) {
                 continue;
             }
+            // The time it has left, carried so that import restores it;
+            // a key that expired since it was read is left out.
+            let ttl_ms = match db.ttl(&key)? {
+                None => continue,
+                Some(None) => None,
+                Some(Some(left)) => Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+            };
             line.clear();
-            format_record(&mut line, &key, &value, args.format, args.encoding)?;
+            format_record(&mut line, &key, &value, ttl_ms, args.format, args.encoding)?;
             writer.write_all(line.as_bytes())?;
             n += 1;
         }
@@ -349,22 +399,59 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
         Ok(())
     })();
     progress.finish_and_clear();
-    if let Err(e) = result {
-        if let Some(path) = to_file {
+    let finished = result.and_then(|()| {
+        let (Some(path), Some(partial), Some(writer)) = (to_file, &partial, file_writer.take())
+        else {
+            return Ok(());
+        };
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", partial.display()))?;
+        if args.force {
+            std::fs::rename(partial, path)
+        } else {
+            // A link does not replace a FILE created meanwhile; where the
+            // file system has no links, a rename after a last look.
+            match std::fs::hard_link(partial, path) {
+                Ok(()) => std::fs::remove_file(partial),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+                Err(_) if path.exists() => Err(std::io::ErrorKind::AlreadyExists.into()),
+                Err(_) => std::fs::rename(partial, path),
+            }
+        }
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                exists(path)
+            } else {
+                anyhow::Error::from(e).context(format!("cannot name the export {}", path.display()))
+            }
+        })
+    });
+    if let Err(e) = finished {
+        if let Some(partial) = &partial {
             // A partial export is no export: remove it rather than leave
-            // something that looks complete.
+            // something that may be taken for one.
             drop(file_writer);
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(partial);
         }
         return Err(e);
     }
     Ok(n)
 }
 
+/// Where an export to `path` is written until it is complete:
+/// `path.partial`, beside it.
+fn partial_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
 fn format_record(
     line: &mut String,
     key: &[u8],
     value: &[u8],
+    ttl_ms: Option<u64>,
     format: Format,
     encoding: Encoding,
 ) -> anyhow::Result<()> {
@@ -386,22 +473,35 @@ fn format_record(
             line.push_str(&serde_json::to_string(&key_text)?);
             line.push_str(",\"value\":");
             line.push_str(&serde_json::to_string(&value_text)?);
+            if let Some(ms) = ttl_ms {
+                line.push_str(&format!(",\"ttl_ms\":{ms}"));
+            }
             line.push_str("}\n");
         }
         Format::Tsv if encoding == Encoding::Utf8 => {
             line.push_str(&tsv_escape(&key_text));
             line.push('\t');
             line.push_str(&tsv_escape(&value_text));
+            push_tsv_ttl(line, ttl_ms);
             line.push('\n');
         }
         Format::Tsv => {
             line.push_str(&key_text);
             line.push('\t');
             line.push_str(&value_text);
+            push_tsv_ttl(line, ttl_ms);
             line.push('\n');
         }
     }
     Ok(())
+}
+
+/// A TSV line's third field, the milliseconds left, if the key expires.
+fn push_tsv_ttl(line: &mut String, ttl_ms: Option<u64>) {
+    if let Some(ms) = ttl_ms {
+        line.push('\t');
+        line.push_str(&ms.to_string());
+    }
 }
 
 #[cfg(test)]
@@ -410,10 +510,13 @@ mod tests {
 
     fn round_trip(key: &[u8], value: &[u8], format: Format, encoding: Encoding) {
         let mut line = String::new();
-        format_record(&mut line, key, value, format, encoding).unwrap();
-        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
-        let parsed = parse_record(trim_line_end(line.as_bytes()), format, encoding).unwrap();
-        assert_eq!(parsed, (key.to_vec(), value.to_vec()), "{line:?}");
+        for ttl_ms in [None, Some(1), Some(86_400_000)] {
+            line.clear();
+            format_record(&mut line, key, value, ttl_ms, format, encoding).unwrap();
+            assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+            let parsed = parse_record(trim_line_end(line.as_bytes()), format, encoding).unwrap();
+            assert_eq!(parsed, (key.to_vec(), value.to_vec(), ttl_ms), "{line:?}");
+        }
     }
 
     #[test]
@@ -438,9 +541,16 @@ mod tests {
     #[test]
     fn non_utf8_data_is_refused_in_utf8() {
         let mut line = String::new();
-        let err = format_record(&mut line, b"\xff", b"v", Format::Jsonl, Encoding::Utf8);
+        let err = format_record(
+            &mut line,
+            b"\xff",
+            b"v",
+            None,
+            Format::Jsonl,
+            Encoding::Utf8,
+        );
         assert!(err.unwrap_err().to_string().contains("--encoding hex"));
-        let err = format_record(&mut line, b"k", b"\xff", Format::Tsv, Encoding::Utf8);
+        let err = format_record(&mut line, b"k", b"\xff", None, Format::Tsv, Encoding::Utf8);
         assert!(err.unwrap_err().to_string().contains("not valid UTF-8"));
     }
 
@@ -467,7 +577,31 @@ mod tests {
                 "hex",
             ),
             (b"no tab here", Format::Tsv, Encoding::Utf8, "no tab"),
-            (b"a\tb\tc", Format::Tsv, Encoding::Utf8, "more than one tab"),
+            (
+                b"a\tb\tc",
+                Format::Tsv,
+                Encoding::Utf8,
+                "a third field is the TTL",
+            ),
+            (b"a\tb\t0", Format::Tsv, Encoding::Utf8, "above 0"),
+            (
+                b"a\tb\t5\td",
+                Format::Tsv,
+                Encoding::Utf8,
+                "more than two tabs",
+            ),
+            (
+                b"{\"key\": \"k\", \"value\": \"v\", \"ttl_ms\": 0}",
+                Format::Jsonl,
+                Encoding::Utf8,
+                "ttl_ms",
+            ),
+            (
+                b"{\"key\": \"k\", \"value\": \"v\", \"ttl_ms\": \"5\"}",
+                Format::Jsonl,
+                Encoding::Utf8,
+                "ttl_ms",
+            ),
             (b"a\\x\tb", Format::Tsv, Encoding::Utf8, "unknown escape"),
             (b"\xff\tb", Format::Tsv, Encoding::Utf8, "UTF-8"),
             (b"!!\tb", Format::Tsv, Encoding::Base64, "base64"),

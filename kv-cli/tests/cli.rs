@@ -738,6 +738,52 @@ fn ttl_expire_and_persist() {
 }
 
 #[test]
+fn export_carries_ttls_and_never_leaves_a_partial_file_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    assert_code(&kv(&db, &["put", "session", "s", "--ttl", "1h"]), 0);
+    assert_code(&kv(&db, &["put", "user", "u"]), 0);
+    for format in ["jsonl", "tsv"] {
+        let file = dir.path().join(format!("dump.{format}"));
+        let f = file.to_str().unwrap();
+        assert_code(&kv(&db, &["export", f, "-f", format]), 0);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(!dir.path().join(format!("dump.{format}.partial")).exists());
+        // The TTL travels as the milliseconds left, and comes back.
+        let copy = dir.path().join(format!("copy-{format}"));
+        assert_code(&kv(&copy, &["import", f, "-f", format]), 0);
+        let left = stdout(&kv(&copy, &["ttl", "session"]));
+        assert!(left.starts_with("59m "), "{format}: {left}");
+        assert_eq!(stdout(&kv(&copy, &["ttl", "user"])), "none\n");
+        assert_eq!(stdout(&kv(&copy, &["get", "session"])), "s\n");
+    }
+    // An export that fails midway (binary data in utf8) leaves no file,
+    // under its name or the temporary one.
+    assert_code(&kv(&db, &["put", "-e", "hex", "ff", "00"]), 0);
+    let file = dir.path().join("bad.jsonl");
+    let out = kv(&db, &["export", file.to_str().unwrap()]);
+    assert_code(&out, 3);
+    assert!(!file.exists() && !dir.path().join("bad.jsonl.partial").exists());
+    // An existing FILE is kept without --force, and replaced with it.
+    let kept = dir.path().join("dump.jsonl");
+    let before = std::fs::read(&kept).unwrap();
+    assert_code(
+        &kv(&db, &["export", kept.to_str().unwrap(), "-e", "hex"]),
+        2,
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), before);
+    assert_code(
+        &kv(
+            &db,
+            &["export", kept.to_str().unwrap(), "-e", "hex", "--force"],
+        ),
+        0,
+    );
+    assert_eq!(std::fs::read_to_string(&kept).unwrap().lines().count(), 3);
+}
+
+#[test]
 fn corruption_exits_4() {
     let dir = tempfile::tempdir().unwrap();
     assert_code(&kv(dir.path(), &["put", "k", "v"]), 0);
