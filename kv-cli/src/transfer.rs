@@ -405,18 +405,29 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
             return Ok(());
         };
         let file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()
-            .with_context(|| format!("syncing {}", partial.display()))?;
-        if args.force {
-            std::fs::rename(partial, path)
+        let faults = kv_fs::Faults::default();
+        // A link does not replace a FILE created meanwhile; with --force,
+        // or where the file system has no links (after a last look), a
+        // rename. Either way the file and its directory are synced.
+        let linked = if args.force {
+            Err(std::io::ErrorKind::Unsupported.into())
         } else {
-            // A link does not replace a FILE created meanwhile; where the
-            // file system has no links, a rename after a last look.
-            match std::fs::hard_link(partial, path) {
-                Ok(()) => std::fs::remove_file(partial),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
-                Err(_) if path.exists() => Err(std::io::ErrorKind::AlreadyExists.into()),
-                Err(_) => std::fs::rename(partial, path),
+            std::fs::hard_link(partial, path)
+        };
+        match linked {
+            Ok(()) => file
+                .sync_all()
+                .and_then(|()| std::fs::remove_file(partial))
+                .and_then(|()| {
+                    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                    kv_fs::sync_dir(dir.unwrap_or(Path::new(".")), &faults)
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+            Err(_) if !args.force && path.exists() => Err(std::io::ErrorKind::AlreadyExists.into()),
+            Err(_) => {
+                kv_fs::rename_into_place(&file, partial, path, &faults).map_err(|e| match e {
+                    kv_fs::CreateError::Unchanged(e) | kv_fs::CreateError::Unsynced(e) => e,
+                })
             }
         }
         .map_err(|e| {
