@@ -405,8 +405,8 @@ fn load_segments(reader: &LogReader, index: &Index) -> Result<Tally> {
 }
 
 /// Drops the sequence numbers loading kept in the index
-/// (`Index::forget_seqs`), shard by shard on two threads as the load runs:
-/// each shard's entries are copied once more.
+/// (`Index::forget_seqs`), shard by shard on two threads, once loading is
+/// done: each shard's entries are copied once more.
 fn forget_seqs(index: &Index) {
     let next = AtomicUsize::new(0);
     let forget = || loop {

@@ -112,7 +112,8 @@
 //!   entry that gets an expiry (or a sequence number) its words have no
 //!   room for moves. Removed and moved entries are garbage, marked dead;
 //!   when garbage passes a quarter of the arena (and 4 KiB), the shard
-//!   copies its live entries into a fresh arena.
+//!   copies its live entries, in arena order, into a fresh arena and a
+//!   table rebuilt by their hashes (which clears deleted slots).
 //! - **Sequence numbers** are not kept: a record's location names it. A
 //!   loader that offers records out of order ([`Index::insert_if_newer`])
 //!   needs them to let the newest win, so those entries carry one more

@@ -794,11 +794,11 @@ impl Shard {
         let shrink = n > 1 && w.len * MAX_LOAD_DEN < n * GROUP_SLOTS;
         let compact = (w.garbage >= COMPACT_MIN_GARBAGE && w.garbage * COMPACT_RATIO > w.top)
             || (w.len == 0 && w.top > 0);
+        let groups = if shrink { groups_for(w.len * 2) } else { n };
         if compact {
-            self.compact(w);
-        }
-        if shrink {
-            w.groups = w.rebuild(groups_for(w.len * 2), hash);
+            self.repack(w, groups, hash, true);
+        } else if shrink {
+            w.groups = w.rebuild(groups, hash);
             w.used = w.len;
             self.publish(w);
         }
@@ -820,33 +820,45 @@ impl Shard {
             } else {
                 w.groups.len()
             };
-            self.repack(&mut w, groups, hash);
+            self.repack(&mut w, groups, hash, false);
         }
     }
 
     /// Copies the live entries, in arena order (sequential reads) and
-    /// without sequence number words or expiry words of 0, into a fresh
+    /// without expiry or sequence number words an overwrite in place set
+    /// to 0 (nor any sequence number unless `keep_seqs`), into a fresh
     /// arena, places them in a fresh table of `groups` groups by their
-    /// hashes, and publishes both.
-    fn repack(&self, w: &mut Writer, groups: usize, hash: Hasher<'_>) {
+    /// hashes (which clears deleted slots), and publishes both. Readers of
+    /// the old storage keep it alive until they are done; the writer never
+    /// changes it again.
+    fn repack(&self, w: &mut Writer, groups: usize, hash: Hasher<'_>, keep_seqs: bool) {
         let view = w.view();
-        let meta = |off: usize, head: Head| view.read_meta(off, head).expect(CONSISTENT);
+        let kept = |off: usize, head: Head| {
+            let entry = view.read_meta(off, head).expect(CONSISTENT);
+            let seq = Some(view.read_seq(off, head).expect(CONSISTENT))
+                .filter(|&seq| keep_seqs && seq != 0);
+            (entry, seq)
+        };
+        // Sized exactly: dropped words leave no idle room at the end.
         let words = view
             .live(w.top)
-            .map(|(off, head)| entry_words(head.key_len, meta(off, head).expires_at != 0, false))
+            .map(|(off, head)| {
+                let (entry, seq) = kept(off, head);
+                entry_words(head.key_len, entry.expires_at != 0, seq.is_some())
+            })
             .sum();
         let chunks = chunks_for(words);
         let table = empty_groups(groups);
         let mut key = Vec::new();
         let mut top = 0;
         for (off, head) in view.live(w.top) {
-            let entry = meta(off, head);
-            let (words, n) = encode_meta(head.key_len, &entry, entry.expires_at != 0, None);
+            let (entry, seq) = kept(off, head);
+            let (meta, n) = encode_meta(head.key_len, &entry, entry.expires_at != 0, seq);
             key.clear();
             view.push_key(off, head, &mut key).expect(CONSISTENT);
             let key_words = key.chunks(size_of::<u64>()).map(pack_key_word);
             let mut end = top;
-            for word in words[..n].iter().copied().chain(key_words) {
+            for word in meta[..n].iter().copied().chain(key_words) {
                 store(&chunks, end, word);
                 end += 1;
             }
@@ -859,50 +871,7 @@ impl Shard {
         w.top = top;
         w.garbage = 0;
         w.used = w.len;
-        w.seqs = false;
-        self.publish(w);
-    }
-
-    /// Copies the live entries into a fresh arena and the table into a
-    /// fresh one of the same layout pointing there, then publishes both.
-    /// Readers of the old storage keep it alive until they are done; the
-    /// writer never changes it again.
-    fn compact(&self, w: &mut Writer) {
-        let view = w.view();
-        // What an entry at `off` keeps: an expiry or sequence number word
-        // that an overwrite in place set to 0 is dropped.
-        let repack = |off: usize| {
-            let head = Head::decode(view.word(off + HEAD_WORD).expect(CONSISTENT));
-            let entry = view.read_meta(off, head).expect(CONSISTENT);
-            let seq = Some(view.read_seq(off, head).expect(CONSISTENT)).filter(|&seq| seq != 0);
-            let words = entry_words(head.key_len, entry.expires_at != 0, seq.is_some());
-            (head, entry, seq, words)
-        };
-        // Sized exactly: dropped words leave no idle room at the end.
-        let words = table::full_slots(&w.groups)
-            .map(|(_, _, off)| repack(off).3)
-            .sum();
-        let chunks = chunks_for(words);
-        let mut top = 0;
-        let groups = table::with_offsets(&w.groups, |pos| {
-            let (g, i) = table::slot_at(pos);
-            let off = w.groups[g].offset(i).expect(CONSISTENT);
-            let (head, entry, seq, words) = repack(off);
-            let (meta, n) = encode_meta(head.key_len, &entry, entry.expires_at != 0, seq);
-            let key_off = off + head.meta_words();
-            let key_words =
-                (0..key_words(head.key_len)).map(|i| view.word(key_off + i).expect(CONSISTENT));
-            for (i, word) in meta[..n].iter().copied().chain(key_words).enumerate() {
-                store(&chunks, top + i, word);
-            }
-            let moved = top;
-            top += words;
-            moved
-        });
-        w.groups = groups;
-        w.chunks = chunks;
-        w.top = top;
-        w.garbage = 0;
+        w.seqs &= keep_seqs;
         self.publish(w);
     }
 }

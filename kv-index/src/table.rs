@@ -221,23 +221,6 @@ pub(crate) fn full_slots(groups: &[Group]) -> impl Iterator<Item = (usize, u8, u
     })
 }
 
-/// A copy of `groups` with the same control bytes and new offsets: slot
-/// `pos` of each full slot gets `moved(pos)`.
-pub(crate) fn with_offsets(groups: &[Group], mut moved: impl FnMut(usize) -> usize) -> Groups {
-    let table = empty_groups(groups.len());
-    for (g, (old, new)) in groups.iter().zip(table.iter()).enumerate() {
-        for (word, &value) in new.ctrl.iter().zip(&old.ctrl_words()) {
-            word.store(value, Relaxed);
-        }
-        for i in 0..GROUP_SLOTS {
-            if old.ctrl(i) & FULL != 0 {
-                new.set_offset(i, Some(moved(g * GROUP_SLOTS + i)));
-            }
-        }
-    }
-    table
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
