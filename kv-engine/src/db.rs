@@ -32,6 +32,7 @@ use crate::shared::{Control, Shared};
 use crate::stats::{Counters, Stats};
 use crate::usage::SegmentUsage;
 use crate::value::Value;
+use crate::view;
 use crate::writer::{Command, Write, Writer};
 use crate::{Error, Options, Result, WriteBatch};
 
@@ -51,9 +52,13 @@ pub struct Db {
     compactor: Mutex<Option<JoinHandle<()>>>,
     options: Options,
     dir: PathBuf,
+    /// Whether this is a read-only view (`view.rs`): no writer thread, no
+    /// compactor, no lock; writes are refused.
+    read_only: bool,
     /// Held with an OS file lock for as long as the `Db` lives; declared
     /// last so that it is released only after the writer has stopped.
-    _lock: File,
+    /// `None` for a read-only view, which takes no lock.
+    _lock: Option<File>,
 }
 
 impl std::fmt::Debug for Db {
@@ -96,6 +101,9 @@ impl Db {
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Db> {
         options.validate()?;
         let dir = path.as_ref().to_path_buf();
+        if options.read_only {
+            return Db::open_view(dir, options);
+        }
         check_exists(&dir, options.create_if_missing)?;
         create_dir(&dir)?;
         let lock = lock_dir(&dir)?;
@@ -191,8 +199,116 @@ impl Db {
             compactor: Mutex::new(compactor),
             options,
             dir,
-            _lock: lock,
+            read_only: false,
+            _lock: Some(lock),
         })
+    }
+
+    /// Opens the database in `path` read-only: a consistent view of it as
+    /// of one moment during the call, which changes no byte in the
+    /// directory and may be taken while another process (or another `Db`
+    /// of this one) has the database open for writing.
+    ///
+    /// The view holds every write acknowledged before the call, and
+    /// possibly writes made during it (each whole: a [`WriteBatch`] is
+    /// all or nothing), in the order they were made; never a value that
+    /// was not written. It does not follow later writes: open it again for
+    /// a newer view. Nothing is created, removed, cut short or locked, so
+    /// it works on a read-only directory or mount, and any number of views
+    /// can be open at once; the writer beside it goes on writing,
+    /// compacting and trimming its WAL meanwhile, and the files it deletes
+    /// stay readable through the view's maps (disk space is given back
+    /// when the view is dropped). A torn tail left by a crash is read
+    /// around, not cut: the next writable open cuts it. With no writer
+    /// beside it, damage is reported as [`Db::open`] reports it.
+    ///
+    /// The view loads the whole index, as an open after a crash does
+    /// (from the saved index only if the writer has not changed anything
+    /// since its clean close), and holds in memory the records the WAL has
+    /// beyond the last checkpoint marker (at most about
+    /// [`Options::max_wal_size`] bytes).
+    ///
+    /// [`Db::put`], [`Db::delete`], [`Db::write`], [`Db::sync`],
+    /// [`Db::compact`] and [`Db::checkpoint`] return [`Error::ReadOnly`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = kv_engine::Db::open(dir.path())?;
+    /// db.put(b"k", b"v1")?;
+    /// let view = kv_engine::Db::open_read_only(dir.path())?;
+    /// db.put(b"k", b"v2")?;
+    /// assert_eq!(view.get(b"k")?.as_deref(), Some(&b"v1"[..]));
+    /// assert!(matches!(view.put(b"k", b"v3"), Err(kv_engine::Error::ReadOnly)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotADatabase`] if `path` holds no database;
+    /// [`Error::Corruption`] for damaged data; [`Error::Unsettled`] if the
+    /// writer beside it changed the files under every attempt;
+    /// [`Error::Io`].
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Db> {
+        Db::open_with(path, Options::default().read_only(true))
+    }
+
+    /// The read-only open (`view.rs`): no writer, no compactor, no lock.
+    fn open_view(dir: PathBuf, options: Options) -> Result<Db> {
+        check_exists(&dir, false)?;
+        let viewed = view::open(&dir, &options)?;
+        // Nobody listens: what would wake a compactor is dropped.
+        let (wake_compactor, _) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared {
+            index: viewed.index,
+            reader: viewed.reader,
+            limits: Limits::with_max_value_len(options.max_value_len),
+            usage: SegmentUsage::default(),
+            marker_segment: AtomicU32::new(0),
+            listed: Mutex::default(),
+            damaged: Mutex::default(),
+            control: Control::default(),
+            wake_compactor,
+            time: Monotonic::new(Arc::clone(&options.clock)),
+            stats: Counters::default(),
+            committing: AtomicBool::new(false),
+            index_health: viewed.index_health,
+        });
+        shared
+            .stats
+            .any_expiry
+            .store(viewed.any_expiry, Ordering::Relaxed);
+        shared
+            .stats
+            .index_loaded
+            .store(viewed.index_loaded, Ordering::Relaxed);
+        shared.usage.set(viewed.usage);
+        // Commands sent to no writer fail, and their replies say `Closed`;
+        // every write method refuses first (`Db::writable`).
+        let (commands, _) = crossbeam_channel::bounded(1);
+        Ok(Db {
+            shared,
+            commands,
+            writer: Mutex::new(None),
+            compactor: Mutex::new(None),
+            options,
+            dir,
+            read_only: true,
+            _lock: None,
+        })
+    }
+
+    /// Whether the database was opened read-only
+    /// ([`Db::open_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Refuses a write to a read-only view.
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
     }
 
     /// The database directory.
@@ -210,6 +326,7 @@ impl Db {
     /// for bad input; [`Error::Poisoned`] or [`Error::Io`] when the write
     /// could not be made; [`Error::Closed`].
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.writable()?;
         self.shared.limits.check(key.len(), value.len())?;
         self.submit_record(&Record::put(0, key, value))
     }
@@ -225,6 +342,7 @@ impl Db {
     ///
     /// As [`Db::put`].
     pub fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl: Duration) -> Result<()> {
+        self.writable()?;
         self.shared.limits.check(key.len(), value.len())?;
         self.submit_record(&Record {
             expires_at: self.shared.time.expiry_after(ttl),
@@ -238,6 +356,7 @@ impl Db {
     ///
     /// As [`Db::put`].
     pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.writable()?;
         self.shared.limits.check(key.len(), 0)?;
         self.submit_record(&Record::tombstone(0, key))
     }
@@ -253,6 +372,7 @@ impl Db {
     /// [`Error::BatchTooLarge`] when its encoded size passes the WAL's
     /// record limit (256 MiB). On error nothing of the batch is applied.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.writable()?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -293,6 +413,7 @@ impl Db {
     /// [`Error::Io`] if the sync fails (the database then refuses writes),
     /// [`Error::Poisoned`], [`Error::Closed`].
     pub fn sync(&self) -> Result<()> {
+        self.writable()?;
         reply::call(|reply: Reply| {
             let _ = self.commands.send(Command::Sync { reply });
         })
@@ -502,6 +623,7 @@ impl Db {
     /// this one was built; [`Error::Io`]; [`Error::Poisoned`] and
     /// [`Error::Closed`] as for writes.
     pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<()> {
+        self.writable()?;
         copy::checkpoint(
             dir.as_ref(),
             &self.dir,
@@ -524,6 +646,7 @@ impl Db {
     /// the run that found it), [`Error::Io`], [`Error::Poisoned`],
     /// [`Error::Closed`].
     pub fn compact(&self) -> Result<CompactionReport> {
+        self.writable()?;
         let _running = self.shared.control.running.lock();
         self.trim_wal_now(true)?;
         let report = compactor::pass(

@@ -87,6 +87,26 @@ pub enum Error {
     /// The database was closed, or its writer thread has stopped.
     #[error("the database is closed")]
     Closed,
+    /// A write, sync, compaction or checkpoint was asked of a database
+    /// opened read-only ([`Db::open_read_only`](crate::Db::open_read_only)).
+    #[error(
+        "the database is open read-only: it takes no writes; open it without read_only to write"
+    )]
+    ReadOnly,
+    /// A read-only open could not find one consistent state of the
+    /// directory: the writer beside it changed the files under every
+    /// attempt (`attempts` of them). Nothing was changed; try again.
+    #[error(
+        "could not open {path} read-only: its writer changed the files under each of {attempts}          attempts (last: {last}); try again"
+    )]
+    Unsettled {
+        /// The database directory.
+        path: PathBuf,
+        /// How many attempts were made.
+        attempts: u32,
+        /// What went wrong in the last one.
+        last: String,
+    },
     /// An earlier sync failed (or a failed write could not be discarded
     /// from the files), so the database refuses writes rather than risk
     /// acknowledging data that may not be durable. Reads go on; reopen the
@@ -242,6 +262,16 @@ impl Error {
             },
             Error::Locked { path } => Error::Locked { path: path.clone() },
             Error::Closed => Error::Closed,
+            Error::ReadOnly => Error::ReadOnly,
+            Error::Unsettled {
+                path,
+                attempts,
+                last,
+            } => Error::Unsettled {
+                path: path.clone(),
+                attempts: *attempts,
+                last: last.clone(),
+            },
             Error::Poisoned { cause } => Error::Poisoned {
                 cause: cause.clone(),
             },
@@ -300,6 +330,12 @@ mod tests {
             },
             Error::Locked { path: path.clone() },
             Error::Closed,
+            Error::ReadOnly,
+            Error::Unsettled {
+                path: path.clone(),
+                attempts: 5,
+                last: "a WAL file is missing".into(),
+            },
             Error::Poisoned {
                 cause: "a sync failed".into(),
             },

@@ -105,3 +105,21 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
         Err(TryLockError::Error(source)) => Err(Error::Io { path, source }),
     }
 }
+
+/// Whether a writer holds `dir` open now: another `Db`, in this process or
+/// another, holds the lock on its `LOCK` file. Changes nothing: a missing
+/// `LOCK` means no writer, and the lock is only tried (shared, at once)
+/// and let go.
+pub(crate) fn writer_holds(dir: &Path) -> Result<bool> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(source)) => Err(Error::Io { path, source }),
+    }
+}

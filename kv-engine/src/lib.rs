@@ -72,6 +72,7 @@ mod sync;
 mod usage;
 mod value;
 mod verify;
+mod view;
 mod wait;
 mod writer;
 

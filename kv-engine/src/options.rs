@@ -61,6 +61,13 @@ pub struct Options {
     /// [`Error::NotADatabase`](crate::Error::NotADatabase) before touching
     /// any file, as a reader of an existing database wants.
     pub create_if_missing: bool,
+    /// Opens the database as a read-only view (see
+    /// [`Db::open_read_only`](crate::Db::open_read_only)): nothing in the
+    /// directory is created, changed or locked, the database may be open
+    /// for writing in another process meanwhile, and writes are refused
+    /// with [`Error::ReadOnly`](crate::Error::ReadOnly). Implies that a
+    /// missing database is not created. Default false.
+    pub read_only: bool,
     /// When the write-ahead log is synced. Default [`SyncPolicy::Always`]:
     /// an acknowledged write survives power loss. Under every policy an
     /// acknowledged write survives the process being killed.
@@ -156,6 +163,7 @@ impl Default for Options {
             max_value_len: MAX_VALUE_LEN,
             max_group_size: 1024,
             create_if_missing: true,
+            read_only: false,
             sync: SyncPolicy::Always,
             wal_recovery: RecoveryMode::default(),
             max_wal_size: 64 << 20,
@@ -271,6 +279,12 @@ impl Options {
     /// Sets [`Options::create_if_missing`].
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create_if_missing = create;
+        self
+    }
+
+    /// Sets [`Options::read_only`].
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
         self
     }
 

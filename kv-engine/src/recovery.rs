@@ -75,19 +75,86 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
     //    it may be incomplete, and the WAL has all of it. Every segment
     //    the marker lists must be there.
     let marker_seq = marker.as_ref().map_or(0, |c| c.seq);
-    let durable = marker.as_ref().map_or(
+    let durable = durable_of(marker.as_ref());
+    let segments_end = durable.end;
+    let mut log = Log::recover(dir, options.log_options(faults), Some(&durable))?;
+    let (index, mut tally, index_loaded, index_health) =
+        load_index(dir, marker.as_ref(), &log.reader())?;
+    tally.max_seq = tally.max_seq.max(marker_seq);
+
+    // 2. The WAL after the marker, applied to the segments.
+    let wal_dir = dir.join(WAL_DIR_NAME);
+    let wal = Wal::open(&wal_dir, options.wal_options())?;
+    let mut replay = wal.read_from(marker.as_ref().map_or(Position::START, |c| c.wal_from));
+    let replayed = replay_wal(
+        &mut replay,
+        &wal_dir,
+        marker_seq,
+        &index,
+        &mut tally,
+        |encoded| Ok(log.append_encoded(encoded)?),
+    )?;
+    log.flush()?;
+    settle_index(&index, &tally);
+    let max_seq = tally.max_seq;
+    let any_expiry = tally.any_expiry;
+    let usage = tally.finish();
+    log::debug!(
+        "opened {}: {} keys, {replayed} records replayed from the WAL, next sequence number {}",
+        dir.display(),
+        index.len(),
+        max_seq + 1
+    );
+
+    let live = log.reader().segments().live_ids();
+    // A marker that does not list exactly the segments there are now (an
+    // output finished after it, a superseded input removed, a version 1
+    // marker) is replaced before compaction may take any of them.
+    let stale_marker = marker
+        .as_ref()
+        .is_none_or(|c| c.segments.as_ref() != Some(&live));
+
+    Ok(Recovered {
+        log,
+        wal,
+        index,
+        usage,
+        max_seq,
+        any_expiry,
+        marker_segment: segments_end.segment,
+        live,
+        replayed,
+        stale_marker,
+        index_loaded,
+        index_health,
+    })
+}
+
+/// What `marker` says of the segments; with none (a new database), an
+/// empty first segment.
+pub(crate) fn durable_of(marker: Option<&Marker>) -> kv_log::Durable {
+    marker.map_or(
         kv_log::Durable::at(LogPosition {
             segment: 1,
             offset: SEGMENT_HEADER_LEN as u64,
         }),
         Marker::durable,
-    );
-    let segments_end = durable.end;
-    let mut log = Log::recover(dir, options.log_options(faults), Some(&durable))?;
-    let segments = saved_index::segments(&log.reader());
+    )
+}
+
+/// The index of the segments `reader` holds: the saved index if it was
+/// saved as of exactly `marker` and these segments, else loaded from the
+/// segments (`load_segments`). Also returns the tally, whether the saved
+/// index was used, and the health of its shards.
+pub(crate) fn load_index(
+    dir: &Path,
+    marker: Option<&Marker>,
+    reader: &LogReader,
+) -> Result<(Index, Tally, bool, Arc<IndexHealth>)> {
+    let segments = saved_index::segments(reader);
     let index_health = Arc::new(IndexHealth::default());
-    let saved = marker.as_ref().and_then(|marker| {
-        let reader = log.reader();
+    let saved = marker.and_then(|marker| {
+        let reader = reader.clone();
         let fallback = Fallback {
             rebuild: Box::new(move |shard| rebuild_shard(&reader, shard)),
             health: Arc::clone(&index_health),
@@ -95,29 +162,49 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
         saved_index::read(dir, marker, &segments, fallback)
     });
     let index_loaded = saved.is_some();
-    let (index, mut tally) = match saved {
+    let (index, tally) = match saved {
         // What the last clean close saved, if it matches exactly.
         Some((index, context)) => (index, Tally::saved(&context)),
         None => {
             // Sized from the hint files' record counts (an upper bound on
             // the keys they hold), so that loading does not rehash.
-            let hinted: u64 = log
-                .reader()
+            let hinted: u64 = reader
                 .segments()
                 .iter()
                 .filter_map(|s| s.hinted_records())
                 .sum();
             let index = Index::with_capacity(usize::try_from(hinted).unwrap_or(0));
-            let tally = load_segments(&log.reader(), &index)?;
+            let tally = load_segments(reader, &index)?;
             (index, tally)
         }
     };
-    tally.max_seq = tally.max_seq.max(marker_seq);
+    Ok((index, tally, index_loaded, index_health))
+}
 
-    // 2. The WAL after the marker, applied to the segments.
-    let wal_dir = dir.join(WAL_DIR_NAME);
-    let wal = Wal::open(&wal_dir, options.wal_options())?;
-    let mut replay = wal.read_from(marker.as_ref().map_or(Position::START, |c| c.wal_from));
+/// Finishes an index that loading and replay filled: takes out the
+/// tombstones (kept so far against older records of their keys) and the
+/// sequence numbers (from here on a record's location names it).
+pub(crate) fn settle_index(index: &Index, tally: &Tally) {
+    if tally.tombstones_loaded > 0 {
+        index.retain(|_, entry| !entry.tombstone);
+    }
+    forget_seqs(index);
+}
+
+/// Replays the records of `replay` with a sequence number above
+/// `marker_seq` (those the segments do not hold durably): each is handed to
+/// `append`, which puts it into a segment (an older build's record encoded
+/// again first), and loaded into `index` where `append` put it. Returns
+/// how many were replayed. Used by opening (into the active segment) and
+/// by a read-only view (`view.rs`, into memory).
+pub(crate) fn replay_wal(
+    replay: &mut kv_wal::Replay,
+    wal_dir: &Path,
+    marker_seq: u64,
+    index: &Index,
+    tally: &mut Tally,
+    mut append: impl FnMut(&[u8]) -> Result<Location>,
+) -> Result<u64> {
     let mut payload = Vec::new();
     let mut reencoded = Vec::new();
     let mut replayed = 0u64;
@@ -159,53 +246,15 @@ pub(crate) fn recover(dir: &Path, options: &Options, faults: &Faults) -> Result<
                     kv_format::encode(&r, &mut reencoded)?;
                     &reencoded[..]
                 };
-                let loc = log.append_encoded(encoded)?;
+                let loc = append(encoded)?;
                 tally.usage.entry(loc.segment).or_default().total += u64::from(loc.len);
-                tally.load(&index, loc, r.key, r.seq, r.expires_at, r.kind);
+                tally.load(index, loc, r.key, r.seq, r.expires_at, r.kind);
                 replayed += 1;
             }
             at += decoded.len;
         }
     }
-    log.flush()?;
-    if tally.tombstones_loaded > 0 {
-        index.retain(|_, entry| !entry.tombstone);
-    }
-    // Loading kept each key's sequence number for newest-wins; from here
-    // on a record's location names it.
-    forget_seqs(&index);
-    let max_seq = tally.max_seq;
-    let any_expiry = tally.any_expiry;
-    let usage = tally.finish();
-    log::debug!(
-        "opened {}: {} keys, {replayed} records replayed from the WAL, next sequence number {}",
-        dir.display(),
-        index.len(),
-        max_seq + 1
-    );
-
-    let live = log.reader().segments().live_ids();
-    // A marker that does not list exactly the segments there are now (an
-    // output finished after it, a superseded input removed, a version 1
-    // marker) is replaced before compaction may take any of them.
-    let stale_marker = marker
-        .as_ref()
-        .is_none_or(|c| c.segments.as_ref() != Some(&live));
-
-    Ok(Recovered {
-        log,
-        wal,
-        index,
-        usage,
-        max_seq,
-        any_expiry,
-        marker_segment: segments_end.segment,
-        live,
-        replayed,
-        stale_marker,
-        index_loaded,
-        index_health,
-    })
+    Ok(replayed)
 }
 
 /// Shard `shard` of the index, rebuilt from the records the segments of
@@ -245,7 +294,7 @@ pub(crate) fn rebuild_shard(reader: &LogReader, shard: usize) -> Result<ShardIma
 /// the lowest sequence number and the bytes the index points at; the
 /// tombstones loaded; the highest sequence number.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     usage: BTreeMap<u32, Usage>,
     /// Bytes of index entries per segment (tombstone entries included), as
     /// entries come and go.
@@ -253,17 +302,17 @@ struct Tally {
     /// The same, for tombstone entries only.
     tombstones: BTreeMap<u32, i64>,
     tombstones_loaded: u64,
-    max_seq: u64,
+    pub(crate) max_seq: u64,
     /// Bytes of entries with an expiry per segment, and the segment's
     /// latest expiry.
     expiring: BTreeMap<u32, (i64, u64)>,
-    any_expiry: bool,
+    pub(crate) any_expiry: bool,
 }
 
 impl Tally {
     /// The tally of a saved index: its usage, every live byte pointed at,
     /// no tombstone (a saved index holds none).
-    fn saved(context: &saved_index::Context) -> Tally {
+    pub(crate) fn saved(context: &saved_index::Context) -> Tally {
         let mut tally = Tally {
             max_seq: context.max_seq,
             any_expiry: context.any_expiry,
@@ -355,7 +404,7 @@ impl Tally {
 
     /// The usage of every segment once loading is done: dead bytes are what
     /// no live (non-tombstone) entry points at.
-    fn finish(mut self) -> BTreeMap<u32, Usage> {
+    pub(crate) fn finish(mut self) -> BTreeMap<u32, Usage> {
         for (id, u) in self.usage.iter_mut() {
             let live = self.pointed.get(id).copied().unwrap_or(0)
                 - self.tombstones.get(id).copied().unwrap_or(0);
@@ -430,7 +479,7 @@ fn forget_seqs(index: &Index) {
 /// without one mean the marker was lost, and opening would take the
 /// database for an empty one (and cut its segments). Files a first open cut
 /// short can leave (an empty segment 1, an empty WAL file) are allowed.
-fn refuse_data_without_marker(dir: &Path) -> Result<()> {
+pub(crate) fn refuse_data_without_marker(dir: &Path) -> Result<()> {
     match data_without_marker(dir)? {
         Some(reason) => Err(Error::Corruption {
             path: dir.join(crate::marker::MARKER_FILE_NAME),

@@ -59,6 +59,11 @@
 //! the same lock when the file exists; a program that ignores the lock is
 //! outside the contract (docs/format.md, "Files are only ours").
 //!
+//! The one reader that may run beside another process's writer is a
+//! [`LogView`]: it maps only bytes that writer never truncates or rewrites
+//! (sealed segments, finished compaction outputs, and the segment of a
+//! durable position up to that position), and changes nothing on disk.
+//!
 //! ```
 //! use kv_format::Record;
 //! use kv_log::{Log, LogOptions};
@@ -95,6 +100,7 @@ mod segment;
 mod set;
 mod sync;
 mod types;
+mod view;
 
 #[cfg(all(test, loom))]
 mod loom;
@@ -115,6 +121,7 @@ pub use reader::{LogReader, SegmentsGuard};
 pub use segment::{LoadSource, RecordMeta, Segment};
 pub use set::SegmentSet;
 pub use types::{Durable, Location, LogPosition};
+pub use view::LogView;
 
 /// The result type of this crate.
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

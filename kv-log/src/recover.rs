@@ -24,12 +24,23 @@ use crate::{
 };
 
 /// A segment file found at open, before it is mapped.
-struct Found {
-    id: u32,
-    path: PathBuf,
-    file: File,
-    len: u64,
-    header: SegmentHeader,
+pub(crate) struct Found {
+    pub(crate) id: u32,
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) len: u64,
+    pub(crate) header: SegmentHeader,
+}
+
+/// How [`list_segments`] treats the directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The log's owner: leftover temporary files are removed, segment
+    /// files opened for writing.
+    Owner,
+    /// A reader that changes nothing: temporary files are skipped (another
+    /// process may be writing them), segment files opened read-only.
+    ReadOnly,
 }
 
 impl Log {
@@ -67,7 +78,7 @@ impl Log {
         #[cfg(not(feature = "fail-points"))]
         let faults = Faults::default();
         fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-        let mut found = list_segments(dir)?;
+        let mut found = list_segments(dir, Access::Owner)?;
         let max_id = found.iter().map(|f| f.id).max().unwrap_or(0);
         if let Some(expected) = durable.and_then(|d| d.segments.as_deref()) {
             check_present(dir, &found, expected)?;
@@ -187,15 +198,20 @@ impl Log {
     }
 }
 
-/// The segment files in `dir`, by id, with their headers checked. Removes
-/// leftover temporary files of segments whose creation was cut short.
-fn list_segments(dir: &Path) -> Result<Vec<Found>> {
+/// The segment files in `dir`, by id, with their headers checked. As the
+/// owner, removes leftover temporary files of segments whose creation was
+/// cut short.
+pub(crate) fn list_segments(dir: &Path, access: Access) -> Result<Vec<Found>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let entry = entry.map_err(|e| LogError::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TEMP_SUFFIX) || name.ends_with(".hint.tmp") {
+        let temporary = name.ends_with(TEMP_SUFFIX) || name.ends_with(".hint.tmp");
+        if temporary && access == Access::ReadOnly {
+            continue;
+        }
+        if temporary {
             let path = entry.path();
             log::warn!(
                 "removing {}, a file whose creation did not finish",
@@ -210,7 +226,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Found>> {
         let path = entry.path();
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(access == Access::Owner)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
         let (len, header) = read_segment_header(&file, &path, id)?;
@@ -269,7 +285,7 @@ pub(crate) fn read_segment_header(
 }
 
 /// The ids that the compaction outputs in `found` supersede.
-fn superseded_ids(found: &[Found]) -> HashSet<u32> {
+pub(crate) fn superseded_ids(found: &[Found]) -> HashSet<u32> {
     found
         .iter()
         .flat_map(|f| {
@@ -290,7 +306,7 @@ fn superseded_ids(found: &[Found]) -> HashSet<u32> {
 /// position), and is itself taken as an input only after a later record
 /// lists it: so a segment of the record that is gone is named by a header
 /// that exists.
-fn check_present(dir: &Path, found: &[Found], expected: &[u32]) -> Result<()> {
+pub(crate) fn check_present(dir: &Path, found: &[Found], expected: &[u32]) -> Result<()> {
     let present: HashSet<u32> = found.iter().map(|f| f.id).collect();
     let superseded = superseded_ids(found);
     let mut missing = expected

@@ -76,6 +76,11 @@ pub struct Segment {
     /// Retired by compaction: its files are unlinked (the map stays
     /// readable) and no hint file is written for it any more.
     retired: AtomicBool,
+    /// Whether [`Segment::load`] and [`Segment::hinted_records`] may read
+    /// the hint file. Off for a segment a read-only view holds cut short
+    /// or in memory (`view.rs`): a hint file of that name describes other
+    /// bytes.
+    use_hint: bool,
     /// Held while the segment's files change on disk: writing its hint file
     /// and unlinking its files at retirement. So one hint file is written
     /// at a time, never after the segment is retired, and never rewritten
@@ -107,7 +112,9 @@ impl Segment {
         // SAFETY: memmap2 maps are unsafe because the file may change or
         // shrink underneath the map. The caller keeps other processes out
         // of the directory (the contract in the crate docs, "Platform and
-        // file ownership"; kv-engine holds `LOCK`), segment bytes below
+        // file ownership"; kv-engine holds `LOCK`), or, for a `LogView`
+        // beside another process's writer, maps only bytes that writer
+        // never truncates or rewrites (`view.rs`); segment bytes below
         // `readable` are never rewritten, and no file is truncated below a published
         // `readable` length while mapped (the only truncation, of a torn
         // tail at open, happens before anything past it is published). Bytes
@@ -122,7 +129,22 @@ impl Segment {
         #[expect(unsafe_code, reason = "mapping a file; see the SAFETY comment above")]
         let map =
             unsafe { MmapOptions::new().len(len).map(file) }.map_err(|e| LogError::io(&path, e))?;
-        Ok(Segment {
+        Ok(Segment::from_map(
+            path, header, map, readable, sealed, faults,
+        ))
+    }
+
+    /// A segment of the bytes of `map`, the first `readable` of them valid.
+    pub(crate) fn from_map(
+        path: PathBuf,
+        header: SegmentHeader,
+        map: Mmap,
+        readable: u64,
+        sealed: bool,
+        faults: Faults,
+    ) -> Segment {
+        let readable = readable.min(map.len() as u64);
+        Segment {
             id: header.id,
             path,
             kind: header.kind,
@@ -134,9 +156,16 @@ impl Segment {
             sealed: AtomicBool::new(sealed),
             hinted: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            use_hint: true,
             files: Mutex::new(()),
             faults,
-        })
+        }
+    }
+
+    /// Makes [`Segment::load`] scan the records, never reading a hint file.
+    pub(crate) fn without_hint(mut self) -> Segment {
+        self.use_hint = false;
+        self
     }
 
     /// The layout of the segment's records: [`RecordFormat::CURRENT`] for
@@ -351,6 +380,9 @@ impl Segment {
     /// must never size an allocation.
     pub fn hinted_records(&self) -> Option<u64> {
         use std::io::Read;
+        if !self.use_hint {
+            return None;
+        }
         let mut head = [0u8; HINT_HEADER_LEN];
         File::open(self.hint_path())
             .ok()?
@@ -393,6 +425,9 @@ impl Segment {
     /// `Ok(None)` if there is none. An error is the byte offset in the hint
     /// file of what is wrong, and why.
     pub(crate) fn read_hint(&self) -> std::result::Result<Option<ReadHint>, (u64, String)> {
+        if !self.use_hint {
+            return Ok(None);
+        }
         let path = self.hint_path();
         let mut file = match File::open(&path) {
             Ok(file) => file,
@@ -491,7 +526,7 @@ impl Segment {
             return Err(LogError::NotSealed { segment: self.id });
         }
         let _files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        if self.is_retired() || self.has_hint() {
+        if self.is_retired() || self.has_hint() || !self.use_hint {
             return Ok(());
         }
         let mut body = Vec::with_capacity(HINT_HEADER_LEN + (self.data_len() / 8) as usize);

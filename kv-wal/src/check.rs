@@ -100,7 +100,7 @@ pub fn check(dir: &Path, mut visit: impl FnMut(&Path, Position, u8, &[u8])) -> R
         previous = Some(number);
         report.files += 1;
         report.bytes += std::fs::metadata(&path).map_err(io_error(&path))?.len();
-        let mut cursor = match FileCursor::open(path.clone(), number, 0, None) {
+        let mut cursor = match FileCursor::open(path.clone(), number, 0, None, None) {
             Ok(cursor) => cursor,
             Err(Error::Io { path, source }) => return Err(Error::Io { path, source }),
             Err(error) => {
@@ -149,7 +149,7 @@ pub fn check(dir: &Path, mut visit: impl FnMut(&Path, Position, u8, &[u8])) -> R
                                     next - offset
                                 ),
                             });
-                            cursor = FileCursor::open(path.clone(), number, next, None)?;
+                            cursor = FileCursor::open(path.clone(), number, next, None, None)?;
                         }
                         // The space allocated ahead of the frames: the
                         // clean end of the log, if this is its last file.

@@ -43,13 +43,19 @@ impl FileCursor {
     /// Opens WAL file `number`, checks its header, and positions the cursor
     /// at `start` (or after the header, if `start` is inside it). Frames are
     /// read up to `bound` or the end of the file, whichever is first.
+    /// `held` is the file already open, if the caller opened it earlier
+    /// (so that its removal since does not matter).
     pub(crate) fn open(
         path: PathBuf,
         number: u64,
         start: u64,
         bound: Option<u64>,
+        held: Option<File>,
     ) -> Result<FileCursor> {
-        let mut file = File::open(&path).map_err(io_error(&path))?;
+        let mut file = match held {
+            Some(file) => file,
+            None => File::open(&path).map_err(io_error(&path))?,
+        };
         let len = file.metadata().map_err(io_error(&path))?.len();
         let header = crate::fs::read_file_header(&mut file, &path, number)?;
         let limit = bound.map_or(len, |bound| bound.min(len));
@@ -186,10 +192,19 @@ pub(crate) fn classify_tail(path: &Path, offset: u64, layout: FrameLayout) -> Re
 /// [`RecoveryMode::TolerateCorruptedTail`] (without changing the file; only
 /// [`Wal::open`](crate::Wal::open) truncates) and is an error under
 /// [`RecoveryMode::AbsoluteConsistency`].
+///
+/// A replay of a log that another process is writing
+/// ([`Wal::replay_live`](crate::Wal::replay_live)) ends at the first bad
+/// frame of the last file, whatever follows it.
 #[derive(Debug)]
 pub struct Replay {
     dir: PathBuf,
-    files: std::vec::IntoIter<(u64, PathBuf)>,
+    /// The files to read, with each one's handle if it was opened when
+    /// the replay was made.
+    files: std::vec::IntoIter<(u64, PathBuf, Option<File>)>,
+    /// Whether another process may be appending to the log as it is read
+    /// (`Wal::replay_live`).
+    live: bool,
     /// The highest-numbered file of the log: the only one whose end may be
     /// torn or zeros. `None` when the replay is bounded by an open `Wal`'s
     /// end, which has neither before it.
@@ -231,10 +246,12 @@ impl Replay {
         let files: Vec<_> = files
             .into_iter()
             .filter(|&(number, _)| number >= from.file && end.is_none_or(|end| number <= end.file))
+            .map(|(number, path)| (number, path, None))
             .collect();
         Replay {
             dir,
             files: files.into_iter(),
+            live: false,
             last_file,
             from,
             end,
@@ -244,6 +261,41 @@ impl Replay {
             done: false,
             payload_version: 0,
         }
+    }
+
+    /// A replay of a log that another process may be appending to: every
+    /// file from `from.file` on is opened now, so that a file the writer
+    /// deletes later (once a checkpoint of its own no longer needs it) is
+    /// still read, and the first bad frame in the last of them ends the
+    /// replay whatever follows it, since the writer may be copying frames
+    /// into it as it is read. A file gone between the listing and its
+    /// opening is [`Error::MissingFile`].
+    pub(crate) fn live(dir: PathBuf, files: Vec<(u64, PathBuf)>, from: Position) -> Result<Replay> {
+        let last_file = files.last().map(|&(number, _)| number);
+        let mut held = Vec::new();
+        for (number, path) in files.into_iter().filter(|&(number, _)| number >= from.file) {
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::MissingFile { path });
+                }
+                Err(e) => return Err(io_error(&path)(e)),
+            };
+            held.push((number, path, Some(file)));
+        }
+        Ok(Replay {
+            dir,
+            files: held.into_iter(),
+            live: true,
+            last_file,
+            from,
+            end: None,
+            mode: RecoveryMode::TolerateCorruptedTail,
+            cursor: None,
+            previous: None,
+            done: false,
+            payload_version: 0,
+        })
     }
 
     /// The payload version of the file that the payload last returned by
@@ -285,7 +337,7 @@ impl Replay {
             let cursor = match &mut self.cursor {
                 Some(cursor) => cursor,
                 None => {
-                    let Some((number, path)) = self.files.next() else {
+                    let Some((number, path, held)) = self.files.next() else {
                         if self.previous.is_none() && self.from != Position::START {
                             // Not even the file the replay starts in exists.
                             return Err(Error::MissingFile {
@@ -319,7 +371,7 @@ impl Replay {
                         .filter(|end| end.file == number)
                         .map(|end| end.offset);
                     self.cursor
-                        .insert(FileCursor::open(path, number, start, bound)?)
+                        .insert(FileCursor::open(path, number, start, bound, held)?)
                 }
             };
             match cursor.next_frame(buf) {
@@ -367,6 +419,11 @@ impl Replay {
                 offset,
                 reason,
             });
+        }
+        if self.live {
+            // Frames the writer is copying in as they are read: the view
+            // ends before them.
+            return Ok(None);
         }
         tail_outcome(&path, offset, bad, layout, self.mode).map(|_| None)
     }

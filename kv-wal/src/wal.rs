@@ -295,6 +295,32 @@ impl Wal {
         Ok(Replay::new(dir, files, from, None, mode))
     }
 
+    /// Iterates over the records of the log in `dir` as [`Wal::replay`]
+    /// does, for a log that another process may be appending to and
+    /// trimming meanwhile (a read-only view beside a live writer).
+    ///
+    /// Every file from `from.file` on is opened by this call, so that the
+    /// iteration reads them even if the writer deletes them later; files
+    /// the writer creates after it are not read. The replay ends at the
+    /// first bad frame of the last file, whatever follows it: the writer
+    /// may be copying frames into it as it is read, so what lies there is
+    /// not yet a frame. What the iteration returns is therefore a prefix of
+    /// the log as the writer wrote it, ending at a frame boundary. Damage
+    /// in any other file is reported as by [`Wal::replay`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the directory cannot be listed or a file opened;
+    /// [`Error::MissingFile`] if a file is gone between the listing and
+    /// its opening (the writer trimmed the log: a caller retries from its
+    /// own newer position). The iterator yields the errors described at
+    /// [`Replay`].
+    pub fn replay_live(dir: impl AsRef<Path>, from: Position) -> Result<Replay> {
+        let dir = dir.as_ref().to_path_buf();
+        let files = fs::list_wal_files(&dir)?;
+        Replay::live(dir, files, from)
+    }
+
     /// Iterates over the records this `Wal` has written (flushed), from
     /// `from` to the current [`Wal::flushed_position`]. Records appended
     /// after this call are not included.
@@ -811,7 +837,7 @@ fn recover_last(
     options: &WalOptions,
     faults: &Faults,
 ) -> Result<(ActiveFile, Option<TruncatedTail>, bool)> {
-    let mut cursor = FileCursor::open(path.clone(), number, 0, None)?;
+    let mut cursor = FileCursor::open(path.clone(), number, 0, None, None)?;
     let layout = cursor.layout;
     let payload_version = cursor.payload_version;
     check_payload_version(&path, payload_version, options)?;
