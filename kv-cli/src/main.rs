@@ -73,7 +73,9 @@ struct Cli {
     /// If another process has the database open, wait for it to close it,
     /// up to DURATION (30s, 5m, ...), or with no DURATION for as long as
     /// it takes; exit 5 if it is still held then. Without --wait a held
-    /// database is exit 5 at once.
+    /// database is exit 5 at once. Commands that only read (get, ttl,
+    /// keys, scan, count, stats, export) never wait: they open the
+    /// database read-only, beside whoever has it open.
     #[arg(
         long,
         global = true,
@@ -491,9 +493,24 @@ pub(crate) fn count(n: impl TryInto<u64>, noun: &str) -> String {
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line, `error: cause: cause`, leaving
+/// out a cause the message before it already says (the engine's
+/// `Error::Io` names its OS error in its own message).
 pub(crate) fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
+    let mut line = String::new();
+    let mut previous = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !previous.is_empty() && previous.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+        previous = text;
+    }
+    line.replace('\n', " ")
 }
 
 /// The exit code of an error.
@@ -558,7 +575,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             // A session lives as long as an application's `Db` might: it
             // compacts in the background like one.
             session.background_compaction = true;
-            session.open(true)?;
+            session.open(Access::Create)?;
             let code = shell::run(&mut session, bail)?;
             session.close()?;
             Ok(code)
@@ -612,6 +629,17 @@ impl Output {
     }
 }
 
+/// How a command opens the database (`Session::open`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// A read-only view: the command only reads.
+    Read,
+    /// For writing, a database that exists.
+    Write,
+    /// For writing, creating the database in a missing or empty directory.
+    Create,
+}
+
 /// The database a command runs on: opened for one command, or for a whole
 /// shell session.
 pub(crate) struct Session {
@@ -641,14 +669,22 @@ impl Session {
         }
     }
 
-    /// Opens the database; `create` one (for writes) in a missing or
-    /// empty directory, never in one that holds other files; without
-    /// `create`, refuse a directory that holds no database, so that a read
-    /// of a mistyped --dir leaves nothing behind.
-    fn open(&mut self, create: bool) -> anyhow::Result<&Db> {
+    /// Opens the database as `access` says: a read-only view for a
+    /// command that only reads (it works beside a writer, such as a
+    /// `kv shell`, and on files it may not write, and changes nothing);
+    /// for writes, a database that exists, or one created in a missing or
+    /// empty directory (never in one that holds other files). A directory
+    /// that holds no database is refused unless the command creates one,
+    /// so that a read of a mistyped --dir leaves nothing behind. In the
+    /// shell the session's database, opened for writing, serves every
+    /// command.
+    fn open(&mut self, access: Access) -> anyhow::Result<&Db> {
         if self.db.is_none() {
-            check_dir(&self.dir, create)?;
-            let options = self.options().create_if_missing(create);
+            check_dir(&self.dir, access == Access::Create)?;
+            let options = self
+                .options()
+                .create_if_missing(access == Access::Create)
+                .read_only(access == Access::Read);
             self.db = Some(self.waiting(|| Db::open_with(&self.dir, options.clone()))?);
         }
         Ok(self.db.as_ref().expect("just opened"))
@@ -712,7 +748,7 @@ impl Session {
                     (None, Some(path)) => self.read_value_file(&path)?,
                     (None, None) => return Err(UsageError("VALUE is missing".into()).into()),
                 };
-                let db = self.open(true)?;
+                let db = self.open(Access::Create)?;
                 match ttl {
                     Some(ttl) => db.put_with_ttl(&key, &value, ttl)?,
                     None => db.put(&key, &value)?,
@@ -720,7 +756,7 @@ impl Session {
             }
             Command::Get { key, encoding, raw } => {
                 let key = arg_bytes(&key, encoding.encoding, "KEY")?;
-                match self.open(false)?.get(&key)? {
+                match self.open(Access::Read)?.get(&key)? {
                     Some(value) if raw => out.writer.write_all(&value)?,
                     Some(value) => {
                         out.bytes(&value, encoding.encoding)?;
@@ -731,11 +767,11 @@ impl Session {
             }
             Command::Delete { key, encoding } => {
                 let key = arg_bytes(&key, encoding.encoding, "KEY")?;
-                self.open(true)?.delete(&key)?;
+                self.open(Access::Create)?.delete(&key)?;
             }
             Command::Ttl { key, encoding } => {
                 let key = arg_bytes(&key, encoding.encoding, "KEY")?;
-                match self.open(false)?.ttl(&key)? {
+                match self.open(Access::Read)?.ttl(&key)? {
                     Some(None) => writeln!(out.writer, "none")?,
                     Some(Some(left)) => {
                         let seconds = Duration::from_secs(left.as_secs());
@@ -746,7 +782,7 @@ impl Session {
             }
             Command::Expire { key, ttl, encoding } => {
                 let key = arg_bytes(&key, encoding.encoding, "KEY")?;
-                let db = self.open(true)?;
+                let db = self.open(Access::Write)?;
                 // This process holds the database's lock and runs one
                 // command at a time: nothing writes between the read and
                 // the write.
@@ -757,7 +793,7 @@ impl Session {
             }
             Command::Persist { key, encoding } => {
                 let key = arg_bytes(&key, encoding.encoding, "KEY")?;
-                let db = self.open(true)?;
+                let db = self.open(Access::Write)?;
                 match db.get(&key)? {
                     Some(value) => db.put(&key, &value)?,
                     None => return self.not_found(out),
@@ -765,7 +801,7 @@ impl Session {
             }
             Command::Keys { filter, encoding } => {
                 let prefix = filter_prefix(&filter, encoding.encoding)?;
-                let db = self.open(false)?;
+                let db = self.open(Access::Read)?;
                 let keys = db
                     .keys()
                     .filter(|k| k.starts_with(&prefix))
@@ -777,7 +813,7 @@ impl Session {
             }
             Command::Scan { filter, encoding } => {
                 let prefix = filter_prefix(&filter, encoding.encoding)?;
-                let db = self.open(false)?;
+                let db = self.open(Access::Read)?;
                 let records = db
                     .iter()
                     .filter(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
@@ -795,7 +831,7 @@ impl Session {
                     Some(p) => Some(arg_bytes(&p, encoding.encoding, "PREFIX")?),
                     None => None,
                 };
-                let db = self.open(false)?;
+                let db = self.open(Access::Read)?;
                 let n = match prefix {
                     Some(prefix) => db.keys().filter(|k| k.starts_with(&prefix)).count(),
                     None => db.len(),
@@ -803,11 +839,11 @@ impl Session {
                 writeln!(out.writer, "{n}")?;
             }
             Command::Stats { json } => {
-                let stats = self.open(false)?.stats();
+                let stats = self.open(Access::Read)?.stats();
                 print_stats(out.writer(), &stats, json)?;
             }
             Command::Checkpoint { target } => {
-                self.open(false)?.checkpoint(&target)?;
+                self.open(Access::Write)?.checkpoint(&target)?;
                 writeln!(
                     out.writer,
                     "checkpoint written to {}; open it with --dir",
@@ -815,7 +851,7 @@ impl Session {
                 )?;
             }
             Command::Compact => {
-                let db = self.open(false)?;
+                let db = self.open(Access::Write)?;
                 let spinner = transfer::spinner("compacting");
                 let report = db.compact();
                 spinner.finish_and_clear();
@@ -828,7 +864,7 @@ impl Session {
                 self.close()?;
                 let result = self.verify(out);
                 if was_open {
-                    self.open(false)?;
+                    self.open(Access::Write)?;
                 }
                 return result;
             }
@@ -839,7 +875,7 @@ impl Session {
                     )
                     .into());
                 }
-                let db = self.open(true)?;
+                let db = self.open(Access::Create)?;
                 let summary = transfer::import(db, &args)?;
                 out.flush()?;
                 eprintln!(
@@ -849,7 +885,7 @@ impl Session {
                 );
             }
             Command::Export(args) => {
-                let db = self.open(false)?;
+                let db = self.open(Access::Read)?;
                 let n = transfer::export(db, &args, out)?;
                 out.flush()?;
                 if args.file.is_some() {
@@ -1110,5 +1146,22 @@ mod tests {
             exit::USAGE
         );
         assert_eq!(exit_code(&anyhow::anyhow!("other")), exit::ERROR);
+    }
+
+    #[test]
+    fn one_line_says_each_cause_once() {
+        let io = anyhow::Error::from(Error::Io {
+            path: "db/LOCK".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        })
+        .context("opening");
+        let line = one_line(&io);
+        assert_eq!(line.matches("permission denied").count(), 1, "{line}");
+        assert!(
+            line.starts_with("opening: I/O error on db/LOCK: "),
+            "{line}"
+        );
+        let nested = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&nested), "outer: inner");
     }
 }

@@ -615,34 +615,39 @@ fn bad_input_is_one_line_on_stderr_and_changes_nothing() {
 }
 
 #[test]
-fn a_database_held_open_elsewhere_is_reported_as_locked() {
+fn a_database_held_open_elsewhere_is_locked_for_writes_and_open_to_reads() {
     let dir = tempfile::tempdir().unwrap();
     let held = kv_engine::Db::open(dir.path()).unwrap();
+    held.put(b"k", b"v").unwrap();
     for args in [
-        &["get", "k"][..],
-        &["put", "k", "v"],
+        &["put", "k", "v"][..],
+        &["delete", "k"],
+        &["compact"],
         &["verify"],
         &["shell"],
     ] {
         assert_one_line_error(&kv(dir.path(), args), 5, "locked");
     }
+    // Reads open read-only, beside the holder.
+    assert_eq!(stdout(&kv(dir.path(), &["get", "k"])), "v\n");
+    assert_code(&kv(dir.path(), &["get", "absent"]), 1);
     drop(held);
     // NOTE: an flock belongs to the open file, which a child forked by
     // another test's thread shares until it execs; so the lock can outlive
     // the drop by that moment. Retry briefly rather than race it.
-    let mut out = kv(dir.path(), &["get", "k"]);
+    let mut out = kv(dir.path(), &["put", "k", "w"]);
     for _ in 0..100 {
         if out.status.code() != Some(5) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-        out = kv(dir.path(), &["get", "k"]);
+        out = kv(dir.path(), &["put", "k", "w"]);
     }
-    assert_code(&out, 1);
+    assert_code(&out, 0);
 }
 
 #[test]
-fn a_second_kv_on_a_database_a_kv_shell_holds_exits_5() {
+fn read_commands_work_while_a_kv_shell_holds_the_database_and_writes_exit_5() {
     let dir = tempfile::tempdir().unwrap();
     let mut shell = command(dir.path(), &["shell"])
         .stdin(Stdio::piped())
@@ -658,10 +663,34 @@ fn a_second_kv_on_a_database_a_kv_shell_holds_exits_5() {
     stdin.flush().unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "1");
 
-    let second = kv(dir.path(), &["get", "held"]);
+    // Every read command, from another process, sees what the shell has
+    // acknowledged, as of the moment it opens.
+    assert_eq!(stdout(&kv(dir.path(), &["get", "held"])), "yes\n");
+    writeln!(stdin, "put second 2").unwrap();
+    writeln!(stdin, "delete held").unwrap();
+    writeln!(stdin, "count").unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "1");
+    assert_code(&kv(dir.path(), &["get", "held"]), 1);
+    assert_eq!(stdout(&kv(dir.path(), &["get", "second"])), "2\n");
+    assert_eq!(stdout(&kv(dir.path(), &["count"])), "1\n");
+    assert_eq!(stdout(&kv(dir.path(), &["keys"])), "second\n");
+    assert_eq!(stdout(&kv(dir.path(), &["scan"])), "second\t2\n");
+    assert_eq!(stdout(&kv(dir.path(), &["ttl", "second"])), "none\n");
+    assert!(stdout(&kv(dir.path(), &["stats"])).contains("keys"));
+    let exported = kv(dir.path(), &["export"]);
+    assert_code(&exported, 0);
+    assert!(
+        stdout(&exported).contains("second"),
+        "{}",
+        stdout(&exported)
+    );
+    // Writes need the database to themselves.
+    let second = kv(dir.path(), &["put", "k", "v"]);
     assert_one_line_error(&second, 5, "locked");
     assert_code(&kv(dir.path(), &["verify"]), 5);
 
+    writeln!(stdin, "put held yes").unwrap();
     writeln!(stdin, "get held").unwrap();
     drop(stdin);
     assert_eq!(lines.next().unwrap().unwrap(), "yes");
@@ -677,12 +706,17 @@ fn wait_waits_for_the_lock_then_exits_5_or_goes_on() {
     // A bounded wait on a lock that stays held: exit 5, saying so.
     for args in [
         &["--wait=200ms", "put", "k", "v"][..],
-        &["get", "--wait=200ms", "k"],
+        &["delete", "--wait=200ms", "k"],
         &["--wait=200ms", "verify"],
     ] {
         let out = kv(dir.path(), args);
         assert_one_line_error(&out, 5, "still held after waiting 200ms");
     }
+    // A read does not wait: it opens read-only beside the holder.
+    assert_eq!(
+        stdout(&kv(dir.path(), &["--wait=200ms", "get", "k"])),
+        "held\n"
+    );
     // A wait that outlasts the holder: the command runs once it closes.
     let child = command(dir.path(), &["--wait=60s", "put", "k", "after"])
         .stdout(Stdio::piped())
@@ -1233,10 +1267,14 @@ fn engine_warnings_and_counts_read_as_sentences() {
         .unwrap()
         .write_all(b"x")
         .unwrap();
+    // A read opens read-only: it reads around the torn tail and leaves it.
     let got = kv(dir.path(), &["get", "a"]);
     assert_code(&got, 0);
     assert_eq!(stdout(&got), "b\n");
-    let err = stderr(&got);
+    assert_eq!(stderr(&got), "");
+    let put = kv(dir.path(), &["put", "c", "d"]);
+    assert_code(&put, 0);
+    let err = stderr(&put);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("kv: warning: cut the torn tail"), "{err}");
     assert!(err.contains(": 1 byte dropped"), "{err}");
@@ -1270,4 +1308,83 @@ fn get_raw_writes_the_value_bytes_and_nothing_else() {
     // Without --raw the value is printed, then a newline.
     assert_eq!(kv(dir.path(), &["get", "k"]).stdout, b"\x00\xff\nA\n\n");
     assert_code(&kv(dir.path(), &["get", "--raw", "absent"]), 1);
+}
+
+/// Makes `path` and everything under it read-only for everyone.
+fn make_read_only(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if path.is_dir() { 0o555 } else { 0o444 };
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            make_read_only(&entry.unwrap().path());
+        }
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn read_commands_work_on_files_they_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let db = root.path().join("db");
+    assert_code(&kv(&db, &["put", "k", "v"]), 0);
+    assert_code(&kv(&db, &["put", "gone", "x"]), 0);
+    assert_code(&kv(&db, &["delete", "gone"]), 0);
+    // Its own copy of the binary, which the unprivileged user can run.
+    let bin = root.path().join("kv");
+    std::fs::copy(env!("CARGO_BIN_EXE_kv"), &bin).unwrap();
+    make_read_only(root.path());
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let files_before = snapshot(&db);
+    // As root, permissions do not apply: run as `nobody` where the machine
+    // has runuser and the user; as anyone else, run as ourselves.
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    let runner: Option<Vec<&str>> = if !is_root {
+        Some(vec![])
+    } else if Command::new("runuser")
+        .args(["-u", "nobody", "--", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        Some(vec!["runuser", "-u", "nobody", "--"])
+    } else {
+        None
+    };
+    if let Some(runner) = runner {
+        let run = |args: &[&str]| {
+            let mut c = match runner.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
+            c.arg("--dir").arg(&db).args(args).env_remove("KV_DIR");
+            c.output().unwrap()
+        };
+        let got = run(&["get", "k"]);
+        assert_eq!(stdout(&got), "v\n", "{}", stderr(&got));
+        assert_code(&run(&["get", "gone"]), 1);
+        assert_eq!(stdout(&run(&["count"])), "1\n");
+        assert_eq!(stdout(&run(&["scan"])), "k\tv\n");
+        assert_code(&run(&["stats"]), 0);
+        // A write is refused with the OS's reason, and changes nothing.
+        let put = run(&["put", "k", "w"]);
+        assert_ne!(
+            put.status.code(),
+            Some(0),
+            "a write to a read-only database succeeded"
+        );
+        assert_eq!(stdout(&run(&["get", "k"])), "v\n");
+    } else {
+        eprintln!("skipped the unprivileged run: root without runuser or a nobody user");
+    }
+    assert_eq!(snapshot(&db), files_before, "a read changed the files");
+    // Let the temporary directory be removed.
+    for dir in [root.path().to_path_buf(), db.clone(), db.join("wal")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 }
