@@ -260,6 +260,22 @@ pub(crate) enum Command {
         #[arg(value_name = "DIR")]
         target: PathBuf,
     },
+    /// Copy what a damaged database still holds intact into a new one in
+    /// DIR, and report what could not be read.
+    ///
+    /// Every segment and WAL file is read, past each damaged place to the
+    /// next intact record; each key gets its newest intact value. The
+    /// damaged database is not changed. Each damaged place is listed
+    /// (file, offset, bytes), with the keys whose latest version may be
+    /// lost: they are copied with the newest value that could be read, so
+    /// check them. Exit 0 if nothing was lost, 4 if something may have
+    /// been. DIR must not exist, or be an empty directory.
+    #[command(after_help = AFTER_HELP)]
+    Salvage {
+        /// The new directory.
+        #[arg(value_name = "DIR")]
+        target: PathBuf,
+    },
     /// Check every file of the database (segments, hint files, WAL files,
     /// the CHECKPOINT marker) and every checksum, without changing
     /// anything.
@@ -855,7 +871,30 @@ impl Session {
                 let spinner = transfer::spinner("compacting");
                 let report = db.compact();
                 spinner.finish_and_clear();
-                print_compaction(out.writer(), &report?)?;
+                let report = report?;
+                print_compaction(out.writer(), &report)?;
+                if report.segments_skipped > 0 {
+                    out.flush()?;
+                    eprintln!(
+                        "{}compaction left out {}: a record in each fails its checks \
+                         (kv verify names them); the other segments were compacted",
+                        self.prefix(),
+                        count(report.segments_skipped, "damaged segment")
+                    );
+                    return Ok(exit::CORRUPTION);
+                }
+            }
+            Command::Salvage { target } => {
+                if self.db.is_some() {
+                    return Err(UsageError(
+                        "salvage reads the files with the database closed: run it outside the shell"
+                            .into(),
+                    )
+                    .into());
+                }
+                check_dir(&self.dir, false)?;
+                let report = self.waiting(|| kv_engine::salvage(&self.dir, &target))?;
+                return self.print_salvage(out, &target, &report);
             }
             Command::Verify => {
                 // Verification reads the files with the database closed: a
@@ -937,6 +976,85 @@ impl Session {
             return Ok(value);
         }
         std::fs::read(path).with_context(|| format!("reading the value from {}", path.display()))
+    }
+
+    fn print_salvage(
+        &self,
+        out: &mut Output,
+        target: &Path,
+        report: &kv_engine::SalvageReport,
+    ) -> anyhow::Result<u8> {
+        /// Keys at risk listed by name; the rest are counted.
+        const SHOWN: usize = 20;
+        let w = out.writer();
+        for loss in report.losses.iter().filter(|l| !l.covered) {
+            let bytes = loss
+                .len
+                .map_or_else(String::new, |n| format!(", {}", count(n, "byte")));
+            let held = match loss.before_seq {
+                Some(before) => format!(
+                    "writes {} to {} may be lost",
+                    loss.after_seq + 1,
+                    before.saturating_sub(1)
+                ),
+                None => format!("writes after {} may be lost", loss.after_seq),
+            };
+            let hinted = loss.hinted_records.map_or_else(String::new, |n| {
+                format!("; its hint file names {} there", count(n, "record"))
+            });
+            writeln!(
+                w,
+                "lost: {} at offset {}{bytes}: {} ({held}{hinted})",
+                loss.path.display(),
+                loss.offset,
+                loss.reason
+            )?;
+        }
+        for loss in report.losses.iter().filter(|l| l.covered) {
+            writeln!(
+                w,
+                "damaged, but read elsewhere: {} at offset {}: {}",
+                loss.path.display(),
+                loss.offset,
+                loss.reason
+            )?;
+        }
+        for warning in &report.warnings {
+            writeln!(w, "warning: {warning}")?;
+        }
+        for key in report.keys_at_risk.iter().take(SHOWN) {
+            writeln!(w, "at risk: {}", escape_for_terminal(key))?;
+        }
+        if report.keys_at_risk.len() > SHOWN {
+            writeln!(
+                w,
+                "at risk: ... and {} more",
+                count(report.keys_at_risk.len() - SHOWN, "key")
+            )?;
+        }
+        writeln!(
+            w,
+            "salvaged {} into {} ({} read; {} deleted and {} expired not copied)",
+            count(report.keys_copied, "key"),
+            target.display(),
+            count(report.records_read, "record"),
+            count(report.keys_deleted, "key"),
+            report.keys_expired
+        )?;
+        out.flush()?;
+        if report.is_complete() {
+            return Ok(exit::OK);
+        }
+        eprintln!(
+            "{}some data may be lost: {} not read, {} whose latest version may be lost (listed above)",
+            self.prefix(),
+            count(
+                report.losses.iter().filter(|l| !l.covered).count(),
+                "damaged place"
+            ),
+            count(report.keys_at_risk.len(), "key")
+        );
+        Ok(exit::CORRUPTION)
     }
 
     fn verify(&self, out: &mut Output) -> anyhow::Result<u8> {
@@ -1036,13 +1154,21 @@ fn filter_prefix(filter: &Filter, encoding: Encoding) -> anyhow::Result<Vec<u8>>
 
 fn print_compaction(w: &mut dyn Write, r: &CompactionReport) -> std::io::Result<()> {
     if r.runs == 0 {
-        return writeln!(w, "nothing to compact: no segment holds dead records");
+        return writeln!(
+            w,
+            "nothing to compact: no segment{} holds dead records",
+            if r.segments_skipped > 0 {
+                " but the damaged ones"
+            } else {
+                ""
+            }
+        );
     }
     writeln!(
         w,
-        "compacted {} segments in {} runs: {} bytes of records before, {} after, {} reclaimed",
-        r.segments_compacted,
-        r.runs,
+        "compacted {} in {}: {} bytes of records before, {} after, {} reclaimed",
+        count(r.segments_compacted, "segment"),
+        count(r.runs, "run"),
         r.bytes_before,
         r.bytes_after,
         r.bytes_reclaimed()

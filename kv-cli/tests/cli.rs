@@ -434,7 +434,7 @@ fn count_compact_and_verify_report() {
     let compact = kv(dir.path(), &["compact"]);
     assert_code(&compact, 0);
     let report = stdout(&compact);
-    assert!(report.contains("compacted 1 segments"), "{report}");
+    assert!(report.contains("compacted 1 segment in 1 run"), "{report}");
     assert!(report.contains("1000 dropped"), "{report}");
     // Piped: no progress drawing on stderr.
     assert!(compact.stderr.is_empty(), "{}", stderr(&compact));
@@ -1386,5 +1386,119 @@ fn read_commands_work_on_files_they_cannot_write() {
     // Let the temporary directory be removed.
     for dir in [root.path().to_path_buf(), db.clone(), db.join("wal")] {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn compact_leaves_a_damaged_segment_out_says_so_and_compacts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = kv_engine::Options::default()
+        .segment_size(4 << 10)
+        .background_compaction(false);
+    let db = kv_engine::Db::open_with(dir.path(), options.clone()).unwrap();
+    for i in 0..200u32 {
+        db.put(format!("k{i:03}").as_bytes(), &[b'a'; 100]).unwrap();
+    }
+    // Sealed segments get their hint files, so that opening does not
+    // scan them (and so does not meet the damage).
+    db.compact().unwrap();
+    for i in 0..200u32 {
+        db.put(format!("k{i:03}").as_bytes(), &[b'b'; 100]).unwrap();
+    }
+    db.close().unwrap();
+    let hinted: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hint"))
+        .collect();
+    assert!(hinted.len() >= 2, "{hinted:?}");
+    // A flipped byte in the values of the first hinted segment.
+    let seg = hinted[0].with_extension("seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let out = kv(dir.path(), &["compact"]);
+    assert_code(&out, 4);
+    let err = stderr(&out);
+    assert!(
+        err.contains("compaction left out 1 damaged segment:"),
+        "{err}"
+    );
+    assert!(stdout(&out).starts_with("compacted "), "{}", stdout(&out));
+    // The next compaction leaves it out again, and says so again.
+    let again = kv(dir.path(), &["compact"]);
+    assert_code(&again, 4);
+    // Every key still reads (the damaged segment's records are all dead).
+    assert_eq!(stdout(&kv(dir.path(), &["count"])), "200\n");
+    assert_eq!(
+        stdout(&kv(dir.path(), &["get", "k000"])),
+        "b".repeat(100) + "\n"
+    );
+}
+
+#[test]
+fn salvage_copies_what_is_intact_and_names_what_may_be_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = kv_engine::Options::default()
+        .segment_size(4 << 10)
+        .background_compaction(false);
+    let db = kv_engine::Db::open_with(dir.path(), options).unwrap();
+    for i in 0..100u32 {
+        db.put(format!("k{i:03}").as_bytes(), &[b'a'; 100]).unwrap();
+    }
+    db.compact().unwrap(); // hint files for the sealed segments
+    db.close().unwrap();
+    // Intact: everything, exit 0.
+    let whole = dir.path().with_extension("whole");
+    let out = kv(dir.path(), &["salvage", whole.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("salvaged 100 keys into"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(stdout(&kv(&whole, &["count"])), "100\n");
+    // One flipped byte in a hinted segment: its key is named, the rest
+    // are copied, and the damaged database is left as it was.
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "hint"))
+        .unwrap()
+        .with_extension("seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+    let before = snapshot(dir.path());
+    let part = dir.path().with_extension("part");
+    let out = kv(dir.path(), &["salvage", part.to_str().unwrap()]);
+    assert_code(&out, 4);
+    let text = stdout(&out);
+    assert!(text.contains("lost: "), "{text}");
+    assert!(
+        text.contains("its hint file names 1 record there"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("at risk: ")).count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("salvaged 99 keys into"), "{text}");
+    assert!(
+        stderr(&out).contains("some data may be lost"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(dir.path()), before);
+    assert_eq!(stdout(&kv(&part, &["count"])), "99\n");
+    // A target that is not new and empty is refused.
+    let out = kv(dir.path(), &["salvage", whole.to_str().unwrap()]);
+    assert_one_line_error(&out, 3, "not empty");
+    for d in [whole, part] {
+        std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -384,12 +384,14 @@ pub(crate) fn background(
     }
 }
 
-/// Writes a hint file for every sealed log segment that lacks one.
+/// Writes a hint file for every sealed log segment that lacks one, but
+/// those compaction found damaged (`Shared::damaged`).
 pub(crate) fn write_missing_hints(shared: &Shared) {
     let set = shared.reader.segments();
+    let damaged = shared.damaged.lock().clone();
     let lacking: Vec<Arc<Segment>> = set
         .iter()
-        .filter(|s| s.is_sealed() && !s.has_hint())
+        .filter(|s| s.is_sealed() && !s.has_hint() && !damaged.contains(&s.id()))
         .cloned()
         .collect();
     drop(set);

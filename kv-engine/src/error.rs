@@ -68,6 +68,14 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// [`salvage`](crate::salvage) was given a target it must not write to.
+    #[error("cannot salvage into {path}: {reason}; give a new or empty directory")]
+    SalvageTarget {
+        /// The target.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// The directory holds no database, and
     /// [`Options::create_if_missing`](crate::Options::create_if_missing) is
     /// off: nothing was created or changed.
@@ -256,6 +264,10 @@ impl Error {
                 path: path.clone(),
                 reason: reason.clone(),
             },
+            Error::SalvageTarget { path, reason } => Error::SalvageTarget {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
             Error::NotADatabase { path, reason } => Error::NotADatabase {
                 path: path.clone(),
                 reason: reason.clone(),
@@ -321,6 +333,10 @@ mod tests {
                 source: io::Error::new(io::ErrorKind::StorageFull, "no space left"),
             },
             Error::CheckpointTarget {
+                path: path.clone(),
+                reason: "it exists and is not empty".into(),
+            },
+            Error::SalvageTarget {
                 path: path.clone(),
                 reason: "it exists and is not empty".into(),
             },

@@ -550,7 +550,7 @@ fn check_segment(
 }
 
 /// Takes the directory lock if the lock file exists; never creates it.
-fn lock_if_present(dir: &Path) -> Result<Option<File>> {
+pub(crate) fn lock_if_present(dir: &Path) -> Result<Option<File>> {
     let path = dir.join(LOCK_FILE_NAME);
     let file = match File::open(&path) {
         Ok(file) => file,

@@ -529,6 +529,12 @@ impl Segment {
         if self.is_retired() || self.has_hint() || !self.use_hint {
             return Ok(());
         }
+        // One on disk already (the segment was not loaded from it: the
+        // index came from the saved index) is checked, not written again.
+        if let Ok(Some(_)) = self.read_hint() {
+            self.hinted.store(true, Ordering::Release);
+            return Ok(());
+        }
         let mut body = Vec::with_capacity(HINT_HEADER_LEN + (self.data_len() / 8) as usize);
         body.extend_from_slice(&[0u8; HINT_HEADER_LEN]);
         let mut count = 0u64;
