@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod encoding;
+mod framing;
 mod shell;
 mod transfer;
 

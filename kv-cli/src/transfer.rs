@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kv_engine::{Db, Error, WriteBatch};
 
 use crate::encoding::{Encoding, tsv_escape, tsv_unescape};
+use crate::framing::{self, Digest, Framing};
 use crate::{Output, UsageError, arg_bytes};
 
 /// The file formats of `import` and `export`.
@@ -112,6 +113,9 @@ struct Pending {
 pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary> {
     let file = args.file.as_deref().filter(|f| *f != Path::new("-"));
     let (mut input, progress): (Box<dyn BufRead>, ProgressBar) = if let Some(path) = file {
+        // An export cut short or changed is refused before anything of it
+        // is written (from stdin, only at its end).
+        check_framing(path, args.format)?;
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let progress = bar(
@@ -133,6 +137,7 @@ pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary
     };
     let mut line = Vec::new();
     let mut number = 0u64;
+    let mut framing = Framing::new(args.format);
     // On an error: where the import stopped, and why.
     let result = (|| -> Result<(), (String, anyhow::Error)> {
         loop {
@@ -150,11 +155,20 @@ pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary
             if text.is_empty() {
                 continue;
             }
+            let is_record = framing
+                .line(text)
+                .map_err(|e| (format!("at line {number}"), anyhow!(e)))?;
+            if !is_record {
+                continue;
+            }
             let (key, value, ttl_ms) = parse_record(text, args.format, args.encoding)
                 .map_err(|e| (format!("at line {number}"), anyhow!(e)))?;
             importer.add(number, &key, &value, ttl_ms)?;
         }
-        importer.flush()
+        importer.flush()?;
+        framing
+            .finish()
+            .map_err(|e| (format!("at the end, line {number}"), anyhow!(e)))
     })();
     progress.finish_and_clear();
     if let Err((at, cause)) = result {
@@ -166,6 +180,42 @@ pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary
     }
     Ok(ImportSummary {
         records: importer.written,
+    })
+}
+
+/// Reads the file at `path` through once, checking its export header and
+/// trailer (`framing.rs`) without parsing its records.
+fn check_framing(path: &Path, format: Format) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut framing = Framing::new(format);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        if input
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", path.display()))?
+            == 0
+        {
+            break;
+        }
+        number += 1;
+        let text = trim_line_end(&line);
+        if !text.is_empty() {
+            framing.line(text).map_err(|e| {
+                anyhow!("{e}").context(format!(
+                    "{} is refused at line {number}; nothing was imported",
+                    path.display()
+                ))
+            })?;
+        }
+    }
+    framing.finish().map_err(|e| {
+        anyhow!("{e}").context(format!(
+            "{} is refused; nothing was imported",
+            path.display()
+        ))
     })
 }
 
@@ -375,7 +425,9 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
     );
     let mut n = 0u64;
     let mut line = String::new();
+    let mut digest = Digest::new();
     let result = (|| -> anyhow::Result<()> {
+        writer.write_all(framing::header(args.format).as_bytes())?;
         for record in db.iter() {
             let (key, value) = record?;
             // The bar counts the records read, exported or not.
@@ -393,8 +445,10 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
             line.clear();
             format_record(&mut line, &key, &value, ttl_ms, args.format, args.encoding)?;
             writer.write_all(line.as_bytes())?;
+            digest.add(line.trim_end_matches('\n').as_bytes());
             n += 1;
         }
+        writer.write_all(digest.trailer(args.format).as_bytes())?;
         writer.flush()?;
         Ok(())
     })();

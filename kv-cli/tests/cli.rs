@@ -128,9 +128,26 @@ fn decode(text: &str, encoding: &str) -> Vec<u8> {
     }
 }
 
+/// The record lines of an export: all but its header and trailer, which
+/// must be there.
+fn export_records(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, last) = (lines.first().unwrap(), lines.last().unwrap());
+    assert!(
+        *first == r#"{"kv_export":1}"# || *first == "#kv-export 1",
+        "no export header: {first}"
+    );
+    assert!(
+        last.starts_with(r#"{"kv_export_end":"#) || last.starts_with("#kv-export-end "),
+        "no export trailer: {last}"
+    );
+    lines[1..lines.len() - 1].to_vec()
+}
+
 /// Parses an export in hex or base64 back into records.
 fn parse_export(text: &str, format: &str, encoding: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    text.lines()
+    export_records(text)
+        .into_iter()
         .map(|line| match format {
             "jsonl" => {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -394,7 +411,7 @@ fn keys_and_scan_filter_by_prefix_and_limit() {
         &["export", "--format", "tsv", "--prefix", "order:0"],
     );
     assert_code(&exported, 0);
-    let lines = sorted_lines(&stdout(&exported));
+    let lines = sorted_lines(&export_records(&stdout(&exported)).join("\n"));
     assert_eq!(lines.len(), 10);
     assert!(lines.iter().all(|l| l.starts_with("order:0")), "{lines:?}");
     assert_eq!(lines[2], "order:02\t20");
@@ -782,7 +799,7 @@ fn export_carries_ttls_and_never_leaves_a_partial_file_under_its_name() {
         let f = file.to_str().unwrap();
         assert_code(&kv(&db, &["export", f, "-f", format]), 0);
         let text = std::fs::read_to_string(&file).unwrap();
-        assert_eq!(text.lines().count(), 2, "{text}");
+        assert_eq!(export_records(&text).len(), 2, "{text}");
         assert!(!dir.path().join(format!("dump.{format}.partial")).exists());
         // The TTL travels as the milliseconds left, and comes back.
         let copy = dir.path().join(format!("copy-{format}"));
@@ -814,7 +831,66 @@ fn export_carries_ttls_and_never_leaves_a_partial_file_under_its_name() {
         ),
         0,
     );
-    assert_eq!(std::fs::read_to_string(&kept).unwrap().lines().count(), 3);
+    assert_eq!(
+        export_records(&std::fs::read_to_string(&kept).unwrap()).len(),
+        3
+    );
+}
+
+#[test]
+fn an_export_cut_short_or_changed_is_refused_by_import_and_one_by_hand_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    for i in 0..50 {
+        assert_code(&kv(&db, &["put", &format!("k{i:02}"), &format!("v{i}")]), 0);
+    }
+    for format in ["jsonl", "tsv"] {
+        let file = dir.path().join(format!("dump.{format}"));
+        let f = file.to_str().unwrap();
+        assert_code(&kv(&db, &["export", f, "-f", format]), 0);
+        let whole = std::fs::read(&file).unwrap();
+        // Cut at every line end but the last, as a killed export piped to
+        // a file leaves it: refused, from a file before anything is
+        // written, and from stdin at its end.
+        let ends: Vec<usize> = whole
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
+        for &cut in &ends[..ends.len() - 1] {
+            std::fs::write(&file, &whole[..cut]).unwrap();
+            let copy = dir.path().join(format!("cut-{format}-{cut}"));
+            let out = kv(&copy, &["import", f, "-f", format]);
+            assert_one_line_error(&out, 3, "cut short");
+            assert!(
+                stderr(&out).contains("nothing was imported"),
+                "{}",
+                stderr(&out)
+            );
+            assert_eq!(content(&copy).len(), 0);
+            let out = kv_in(&copy, &["import", "-f", format], &whole[..cut]);
+            assert_one_line_error(&out, 3, "cut short");
+        }
+        // A changed record: refused.
+        let text = String::from_utf8(whole.clone())
+            .unwrap()
+            .replace("v17", "v71");
+        std::fs::write(&file, &text).unwrap();
+        let copy = dir.path().join(format!("changed-{format}"));
+        assert_one_line_error(&kv(&copy, &["import", f, "-f", format]), 3, "checksum");
+        // Whole: imported.
+        std::fs::write(&file, &whole).unwrap();
+        let copy = dir.path().join(format!("whole-{format}"));
+        assert_code(&kv(&copy, &["import", f, "-f", format]), 0);
+        assert_eq!(content(&copy), content(&db));
+        // The records alone (a file written by hand): imported as they are.
+        let records = export_records(std::str::from_utf8(&whole).unwrap()).join("\n");
+        std::fs::write(&file, records + "\n").unwrap();
+        let copy = dir.path().join(format!("by-hand-{format}"));
+        assert_code(&kv(&copy, &["import", f, "-f", format]), 0);
+        assert_eq!(content(&copy), content(&db));
+    }
 }
 
 #[test]
@@ -916,7 +992,7 @@ fn utf8_text_with_tabs_and_newlines_round_trips_in_jsonl_and_tsv() {
         assert_eq!(content(&a), records);
         let export = kv(&a, &["export", "-f", format]);
         assert_code(&export, 0);
-        assert_eq!(stdout(&export).lines().count(), records.len());
+        assert_eq!(export_records(&stdout(&export)).len(), records.len());
         assert_code(&kv_in(&b, &["import", "-f", format], &export.stdout), 0);
         assert_eq!(content(&b), records, "{format}");
     }
@@ -956,8 +1032,8 @@ fn export_refuses_binary_in_utf8_and_an_existing_file() {
         0,
     );
     assert_eq!(
-        std::fs::read_to_string(&file).unwrap(),
-        "{\"key\":\"6b\",\"value\":\"ff00\"}\n"
+        export_records(&std::fs::read_to_string(&file).unwrap()),
+        ["{\"key\":\"6b\",\"value\":\"ff00\"}"]
     );
 }
 
@@ -1236,6 +1312,7 @@ fn a_reader_that_stops_early_is_no_error() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), r#"{"kv_export":1}"#);
     assert!(lines.next().unwrap().unwrap().starts_with("{\"key\":"));
     drop(lines);
     let out = child.wait_with_output().unwrap();
