@@ -32,7 +32,9 @@ use kv_log::{Location, LogError, Segment, parse_segment_file_name};
 use crate::fs::WAL_DIR_NAME;
 use crate::marker::Marker;
 use crate::options;
+use crate::shared::read_entry;
 use crate::verify::lock_if_present;
+use crate::writer::entry_for;
 use crate::{Db, Error, Options, Result, SyncPolicy, WriteBatch};
 
 /// What [`salvage`] copied and what it could not.
@@ -555,20 +557,10 @@ fn write_target(
         }
         let value = match newest.source {
             Source::Wal(start, end) => found.wal_values[start..end].to_vec(),
+            // The read path's own check: checksum, key and kind.
             Source::Segment(index, loc) => {
-                let segment = &segments[index];
-                let bytes = segment.read(loc.offset, loc.len)?;
-                segment
-                    .record_format()
-                    .decode(bytes)
-                    .map_err(|e| Error::Corruption {
-                        path: segment.path().to_path_buf(),
-                        offset: u64::from(loc.offset),
-                        reason: e.to_string(),
-                    })?
-                    .record
-                    .value
-                    .to_vec()
+                let entry = entry_for(loc, newest.expires_at, newest.kind);
+                read_entry(&segments[index], key, entry)?.to_vec()
             }
         };
         if newest.expires_at == NO_EXPIRY {
