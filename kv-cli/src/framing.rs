@@ -13,7 +13,10 @@
 //! ```
 //!
 //! The checksum covers each record line's text (without its line end,
-//! `\r\n` or `\n`) followed by one `\n`, in order.
+//! `\r\n` or `\n`) followed by one `\n`, in order. An export that left
+//! out damaged records (`kv export --skip-damaged`) says how many in its
+//! trailer, `"damaged":M` after `xxh3` (TSV: a third field `damaged=M`),
+//! and `import` of it warns that the file is short of its database.
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -36,6 +39,8 @@ pub(crate) fn header(format: Format) -> String {
 pub(crate) struct Digest {
     records: u64,
     hash: Xxh3,
+    /// Records of the database left out because they were damaged.
+    damaged: u64,
 }
 
 impl Digest {
@@ -43,7 +48,23 @@ impl Digest {
         Digest {
             records: 0,
             hash: Xxh3::new(),
+            damaged: 0,
         }
+    }
+
+    /// Counts a record of the database left out because it was damaged.
+    pub(crate) fn skip_damaged(&mut self) {
+        self.damaged += 1;
+    }
+
+    /// The record lines so far.
+    pub(crate) fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The records left out because they were damaged.
+    pub(crate) fn damaged(&self) -> u64 {
+        self.damaged
     }
 
     /// Adds one record line, without its line end.
@@ -55,12 +76,16 @@ impl Digest {
 
     /// The trailer line for the lines so far, with its `\n`.
     pub(crate) fn trailer(&self, format: Format) -> String {
-        let (n, sum) = (self.records, self.hash.digest());
-        match format {
-            Format::Jsonl => {
+        let (n, sum, damaged) = (self.records, self.hash.digest(), self.damaged);
+        match (format, damaged) {
+            (Format::Jsonl, 0) => {
                 format!("{JSONL_TRAILER_START}{{\"records\":{n},\"xxh3\":\"{sum:016x}\"}}}}\n")
             }
-            Format::Tsv => format!("{TSV_TRAILER_START}{n} {sum:016x}\n"),
+            (Format::Jsonl, _) => format!(
+                "{JSONL_TRAILER_START}{{\"records\":{n},\"xxh3\":\"{sum:016x}\",\"damaged\":{damaged}}}}}\n"
+            ),
+            (Format::Tsv, 0) => format!("{TSV_TRAILER_START}{n} {sum:016x}\n"),
+            (Format::Tsv, _) => format!("{TSV_TRAILER_START}{n} {sum:016x} damaged={damaged}\n"),
         }
     }
 }
@@ -68,7 +93,11 @@ impl Digest {
 /// What a line of an import is.
 enum Line {
     Header,
-    Trailer { records: u64, xxh3: u64 },
+    Trailer {
+        records: u64,
+        xxh3: u64,
+        damaged: u64,
+    },
     Record,
 }
 
@@ -92,7 +121,15 @@ fn classify(text: &[u8], format: Format) -> Result<Line, String> {
                 .and_then(|x| x.as_str())
                 .and_then(|x| u64::from_str_radix(x, 16).ok())
                 .ok_or_else(bad)?;
-            Ok(Line::Trailer { records, xxh3 })
+            let damaged = match end.get("damaged") {
+                None => 0,
+                Some(d) => d.as_u64().ok_or_else(bad)?,
+            };
+            Ok(Line::Trailer {
+                records,
+                xxh3,
+                damaged,
+            })
         }
         Format::Tsv if text.starts_with(TSV_TRAILER_START.as_bytes()) && !text.contains(&b'\t') => {
             let rest = std::str::from_utf8(&text[TSV_TRAILER_START.len()..]).map_err(|_| bad())?;
@@ -102,10 +139,21 @@ fn classify(text: &[u8], format: Format) -> Result<Line, String> {
                 .next()
                 .and_then(|x| u64::from_str_radix(x, 16).ok())
                 .ok_or_else(bad)?;
+            let damaged = match fields.next() {
+                None => 0,
+                Some(field) => field
+                    .strip_prefix("damaged=")
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(bad)?,
+            };
             if fields.next().is_some() {
                 return Err(bad());
             }
-            Ok(Line::Trailer { records, xxh3 })
+            Ok(Line::Trailer {
+                records,
+                xxh3,
+                damaged,
+            })
         }
         _ => Ok(Line::Record),
     }
@@ -151,7 +199,11 @@ impl Framing {
             Line::Trailer { .. } if !self.framed => {
                 Err("an export trailer, but the file does not start with an export header".into())
             }
-            Line::Trailer { records, xxh3 } => {
+            Line::Trailer {
+                records,
+                xxh3,
+                damaged,
+            } => {
                 let sum = self.digest.hash.digest();
                 if records != self.digest.records {
                     return Err(format!(
@@ -166,6 +218,7 @@ impl Framing {
                     ));
                 }
                 self.ended = true;
+                self.digest.damaged = damaged;
                 Ok(false)
             }
             Line::Record => {
@@ -178,15 +231,16 @@ impl Framing {
     }
 
     /// At the end of the input: an export that has its header must have
-    /// had its trailer.
-    pub(crate) fn finish(&self) -> Result<(), String> {
+    /// had its trailer. Returns how many damaged records the export says
+    /// it left out of its database.
+    pub(crate) fn finish(&self) -> Result<u64, String> {
         if self.framed && !self.ended {
             return Err(format!(
                 "the export ends without its trailer after {} records: it was cut short",
                 self.digest.records
             ));
         }
-        Ok(())
+        Ok(self.digest.damaged)
     }
 }
 
@@ -200,7 +254,7 @@ mod tests {
         for line in lines {
             records += u64::from(framing.line(line)?);
         }
-        framing.finish().map(|()| records)
+        framing.finish().map(|_| records)
     }
 
     #[test]
@@ -240,6 +294,18 @@ mod tests {
             assert_eq!(run(&records, format), Ok(2));
             let no_header: Vec<&[u8]> = [&records[..], &[trailer]].concat();
             assert!(run(&no_header, format).is_err());
+            // A trailer that counts damaged records left out: whole, and
+            // the count comes back.
+            digest.skip_damaged();
+            digest.skip_damaged();
+            let trailer = digest.trailer(format);
+            let whole: Vec<&[u8]> =
+                [&[header][..], &records, &[trailer.trim_end().as_bytes()]].concat();
+            let mut framing = Framing::new(format);
+            for line in &whole {
+                framing.line(line).unwrap();
+            }
+            assert_eq!(framing.finish(), Ok(2), "{trailer}");
         }
     }
 }

@@ -923,13 +923,60 @@ impl Session {
                     self.prefix(),
                     count(summary.records, "record")
                 );
+                if summary.damaged > 0 {
+                    eprintln!(
+                        "{}warning: the export says it left out {} of its database \
+                         (kv export --skip-damaged): what they held is not here",
+                        self.prefix(),
+                        count(summary.damaged, "damaged place")
+                    );
+                }
             }
             Command::Export(args) => {
-                let db = self.open(Access::Read)?;
-                let n = transfer::export(db, &args, out)?;
+                let prefix = self.prefix();
+                let opened = self.open(Access::Read).map(|_| ());
+                let summary = match opened {
+                    Ok(()) => {
+                        let db = self.db.as_ref().expect("just opened");
+                        transfer::export(transfer::Source::Db(db), &args, out, &prefix)
+                    }
+                    // Damage that keeps the database from opening: read
+                    // every file around it instead.
+                    Err(e)
+                        if args.skip_damaged
+                            && !self.in_shell
+                            && exit_code(&e) == exit::CORRUPTION =>
+                    {
+                        eprintln!(
+                            "{prefix}the database does not open ({}); reading every file \
+                             around the damage, as `kv salvage` does",
+                            one_line(&e)
+                        );
+                        let salvage = self.waiting(|| kv_engine::Salvage::read(&self.dir))?;
+                        transfer::export(transfer::Source::Salvage(&salvage), &args, out, &prefix)
+                    }
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| {
+                    if exit_code(&e) == exit::CORRUPTION && !args.skip_damaged {
+                        e.context(
+                            "export stopped at a damaged record (--skip-damaged leaves such \
+                             records out and goes on; `kv salvage` copies what is intact)",
+                        )
+                    } else {
+                        e
+                    }
+                })?;
                 out.flush()?;
-                if args.file.is_some() {
-                    eprintln!("{}exported {}", self.prefix(), count(n, "record"));
+                if args.file.is_some() || summary.damaged > 0 {
+                    eprintln!("{prefix}exported {}", count(summary.records, "record"));
+                }
+                if summary.damaged > 0 {
+                    eprintln!(
+                        "{prefix}the export is short of its database: {} left out (listed above)",
+                        count(summary.damaged, "damaged place")
+                    );
+                    return Ok(exit::CORRUPTION);
                 }
             }
             Command::Shell { .. } => {

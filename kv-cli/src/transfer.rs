@@ -67,6 +67,28 @@ pub(crate) struct ExportArgs {
     /// is a hash table, not ordered, so this reads every key.
     #[arg(long, short)]
     pub(crate) prefix: Option<OsString>,
+    /// Leave out records that fail their checks, name each on stderr, and
+    /// go on; the trailer counts them, and the exit code is 4. If the
+    /// database does not open for its damage, read every file around it
+    /// instead, as `kv salvage` does.
+    #[arg(long)]
+    pub(crate) skip_damaged: bool,
+}
+
+/// Where an export's records come from.
+pub(crate) enum Source<'a> {
+    /// An open database.
+    Db(&'a Db),
+    /// What `kv_engine::Salvage` read of a damaged one.
+    Salvage(&'a kv_engine::Salvage),
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ExportSummary {
+    pub(crate) records: u64,
+    /// Damaged places left out (`--skip-damaged`).
+    pub(crate) damaged: u64,
 }
 
 /// A batch is written before it would pass this many bytes of keys and
@@ -78,6 +100,9 @@ const BATCH_BYTES: usize = 128 << 20;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ImportSummary {
     pub(crate) records: u64,
+    /// Damaged records of its database that the export says it left out
+    /// (`export --skip-damaged`).
+    pub(crate) damaged: u64,
 }
 
 /// A spinner on a terminal (stderr), hidden otherwise.
@@ -139,7 +164,7 @@ pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary
     let mut number = 0u64;
     let mut framing = Framing::new(args.format);
     // On an error: where the import stopped, and why.
-    let result = (|| -> Result<(), (String, anyhow::Error)> {
+    let result = (|| -> Result<u64, (String, anyhow::Error)> {
         loop {
             line.clear();
             let n = input
@@ -171,21 +196,26 @@ pub(crate) fn import(db: &Db, args: &ImportArgs) -> anyhow::Result<ImportSummary
             .map_err(|e| (format!("at the end, line {number}"), anyhow!(e)))
     })();
     progress.finish_and_clear();
-    if let Err((at, cause)) = result {
-        let first_unwritten = importer.pending.first().map_or(number, |p| p.line);
-        return Err(cause.context(format!(
-            "import stopped {at} ({} records written, none from line {first_unwritten} on)",
-            importer.written
-        )));
-    }
+    let damaged = match result {
+        Ok(damaged) => damaged,
+        Err((at, cause)) => {
+            let first_unwritten = importer.pending.first().map_or(number, |p| p.line);
+            return Err(cause.context(format!(
+                "import stopped {at} ({} records written, none from line {first_unwritten} on)",
+                importer.written
+            )));
+        }
+    };
     Ok(ImportSummary {
         records: importer.written,
+        damaged,
     })
 }
 
 /// Reads the file at `path` through once, checking its export header and
-/// trailer (`framing.rs`) without parsing its records.
-fn check_framing(path: &Path, format: Format) -> anyhow::Result<()> {
+/// trailer (`framing.rs`) without parsing its records. Returns the damaged
+/// records the export says it left out.
+fn check_framing(path: &Path, format: Format) -> anyhow::Result<u64> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut input = BufReader::with_capacity(1 << 20, file);
     let mut framing = Framing::new(format);
@@ -383,9 +413,16 @@ fn parse_record(line: &[u8], format: Format, encoding: Encoding) -> Result<Parse
     }
 }
 
-/// Writes every record to the file (or stdout); returns how many.
-pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Result<u64> {
-    let prefix = match &args.prefix {
+/// Writes every record to the file (or stdout); returns how many, and how
+/// many damaged ones were left out. `prefix` starts each message on
+/// stderr.
+pub(crate) fn export(
+    source: Source<'_>,
+    args: &ExportArgs,
+    out: &mut Output,
+    prefix: &str,
+) -> anyhow::Result<ExportSummary> {
+    let key_prefix = match &args.prefix {
         Some(p) => arg_bytes(p, args.encoding, "PREFIX")?,
         None => Vec::new(),
     };
@@ -419,39 +456,112 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
         Some(file) => file,
         None => out.writer(),
     };
+    let total = match source {
+        Source::Db(db) => db.len() as u64,
+        Source::Salvage(salvage) => salvage.report().keys_copied,
+    };
     let progress = bar(
-        db.len() as u64,
+        total,
         "exporting [{bar:40}] {pos}/{len} records {per_sec} eta {eta}",
     );
-    let mut n = 0u64;
     let mut line = String::new();
     let mut digest = Digest::new();
+    // A record that fails its checks: left out and named, or the end.
+    let damaged = |e: Error, key: Option<&[u8]>, digest: &mut Digest| -> anyhow::Result<()> {
+        if !args.skip_damaged || !matches!(e, Error::Corruption { .. }) {
+            return Err(e.into());
+        }
+        digest.skip_damaged();
+        match key {
+            Some(key) => eprintln!(
+                "{prefix}left out {}: {e}",
+                crate::encoding::escape_for_terminal(key)
+            ),
+            None => eprintln!("{prefix}left out a damaged record: {e}"),
+        }
+        Ok(())
+    };
     let result = (|| -> anyhow::Result<()> {
         writer.write_all(framing::header(args.format).as_bytes())?;
-        for record in db.iter() {
-            let (key, value) = record?;
+        let mut emit = |digest: &mut Digest,
+                        key: &[u8],
+                        value: &[u8],
+                        ttl_ms: Option<u64>|
+         -> anyhow::Result<()> {
             // The bar counts the records read, exported or not.
             progress.inc(1);
-            if !key.starts_with(&prefix) {
-                continue;
+            if !key.starts_with(&key_prefix) {
+                return Ok(());
             }
-            // The time it has left, carried so that import restores it;
-            // a key that expired since it was read is left out.
-            let ttl_ms = match db.ttl(&key)? {
-                None => continue,
-                Some(None) => None,
-                Some(Some(left)) => Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
-            };
             line.clear();
-            format_record(&mut line, &key, &value, ttl_ms, args.format, args.encoding)?;
+            format_record(&mut line, key, value, ttl_ms, args.format, args.encoding)?;
             writer.write_all(line.as_bytes())?;
             digest.add(line.trim_end_matches('\n').as_bytes());
-            n += 1;
+            Ok(())
+        };
+        match source {
+            Source::Db(db) => {
+                let mut records = db.iter();
+                while let Some(record) = records.next() {
+                    let (key, value) = match record {
+                        Ok(record) => record,
+                        Err(e) => {
+                            damaged(e, records.damaged_key(), &mut digest)?;
+                            continue;
+                        }
+                    };
+                    // The time it has left, carried so that import restores
+                    // it; a key that expired since it was read is left out.
+                    let ttl_ms = match db.ttl(&key)? {
+                        None => continue,
+                        Some(None) => None,
+                        Some(Some(left)) => Some(millis(left)),
+                    };
+                    emit(&mut digest, &key, &value, ttl_ms)?;
+                }
+            }
+            Source::Salvage(salvage) => {
+                for record in salvage.records() {
+                    match record {
+                        Ok(r) => emit(&mut digest, &r.key, &r.value, r.ttl.map(millis))?,
+                        Err(e) => damaged(e, None, &mut digest)?,
+                    }
+                }
+                // Every place the salvage could not read, and every key
+                // whose newest version may be in one of them.
+                let report = salvage.report();
+                for loss in report.losses.iter().filter(|l| !l.covered) {
+                    digest.skip_damaged();
+                    eprintln!(
+                        "{prefix}left out what {} held at offset {}: {}",
+                        loss.path.display(),
+                        loss.offset,
+                        loss.reason
+                    );
+                }
+                /// Keys at risk listed by name; the rest are counted.
+                const SHOWN: usize = 20;
+                for key in report.keys_at_risk.iter().take(SHOWN) {
+                    eprintln!(
+                        "{prefix}at risk: {} (its newest version may be lost; exported with \
+                         the newest that could be read)",
+                        crate::encoding::escape_for_terminal(key)
+                    );
+                }
+                if report.keys_at_risk.len() > SHOWN {
+                    eprintln!(
+                        "{prefix}at risk: ... and {} more (`kv salvage` lists them all)",
+                        crate::count(report.keys_at_risk.len() - SHOWN, "key")
+                    );
+                }
+            }
         }
         writer.write_all(digest.trailer(args.format).as_bytes())?;
         writer.flush()?;
         Ok(())
     })();
+    let n = digest.records();
+    let damaged = digest.damaged();
     progress.finish_and_clear();
     let finished = result.and_then(|()| {
         let (Some(path), Some(partial), Some(writer)) = (to_file, &partial, file_writer.take())
@@ -501,7 +611,15 @@ pub(crate) fn export(db: &Db, args: &ExportArgs, out: &mut Output) -> anyhow::Re
         }
         return Err(e);
     }
-    Ok(n)
+    Ok(ExportSummary {
+        records: n,
+        damaged,
+    })
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Where an export to `path` is written until it is complete:

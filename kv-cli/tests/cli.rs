@@ -1579,3 +1579,103 @@ fn salvage_copies_what_is_intact_and_names_what_may_be_lost() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[test]
+fn export_skip_damaged_leaves_damaged_records_out_names_them_and_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = kv_engine::Options::default()
+        .segment_size(4 << 10)
+        .background_compaction(false);
+    let db = kv_engine::Db::open_with(dir.path(), options).unwrap();
+    for i in 0..100u32 {
+        db.put(format!("k{i:03}").as_bytes(), &[b'a'; 100]).unwrap();
+    }
+    db.compact().unwrap(); // hint files: the database opens around damage
+    db.close().unwrap();
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "hint"))
+        .unwrap()
+        .with_extension("seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+    let check_export = |file: &Path, damaged: &str| {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 101, "{text}"); // header, 99 records, trailer
+        assert!(
+            lines[100].ends_with(&format!("\"damaged\":{damaged}}}}}")),
+            "{}",
+            lines[100]
+        );
+        let value = "a".repeat(100);
+        for line in &lines[1..100] {
+            assert!(
+                line.ends_with(&format!("\"value\":\"{value}\"}}")),
+                "{line}"
+            );
+        }
+        // It imports whole, with a warning that it is short of its source.
+        let copy = tempfile::tempdir().unwrap();
+        let out = kv(copy.path(), &["import", file.to_str().unwrap()]);
+        assert_code(&out, 0);
+        assert!(
+            stderr(&out).contains("warning: the export says it left out 1 damaged place"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(stdout(&kv(copy.path(), &["count"])), "99\n");
+    };
+
+    // Without the flag, the export stops at the damage and says what to do.
+    let out = kv(dir.path(), &["export"]);
+    assert_code(&out, 4);
+    assert!(stderr(&out).contains("--skip-damaged"), "{}", stderr(&out));
+    // With it: the damaged key is named, the rest exported, exit 4.
+    let before = snapshot(dir.path());
+    let file = dir.path().with_extension("jsonl");
+    let out = kv(
+        dir.path(),
+        &["export", "--skip-damaged", file.to_str().unwrap()],
+    );
+    assert_code(&out, 4);
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("kv: left out k"))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("exported 99 records"), "{err}");
+    assert!(err.contains("1 damaged place left out"), "{err}");
+    check_export(&file, "1");
+    std::fs::remove_file(&file).unwrap();
+
+    // Without the hint file (and the saved index) the database does not
+    // open at all: the export reads every file around the damage instead.
+    std::fs::remove_file(seg.with_extension("hint")).unwrap();
+    std::fs::remove_file(dir.path().join("INDEX")).unwrap();
+    assert_code(&kv(dir.path(), &["count"]), 4);
+    let before_salvage = snapshot(dir.path());
+    let out = kv(
+        dir.path(),
+        &["export", "--skip-damaged", file.to_str().unwrap()],
+    );
+    assert_code(&out, 4);
+    let err = stderr(&out);
+    assert!(err.contains("the database does not open"), "{err}");
+    assert!(err.contains("kv: left out what "), "{err}");
+    assert!(err.contains("1 damaged place left out"), "{err}");
+    check_export(&file, "1");
+    assert_eq!(
+        snapshot(dir.path()),
+        before_salvage,
+        "the export changed files"
+    );
+    assert_ne!(before, before_salvage);
+    std::fs::remove_file(&file).unwrap();
+}

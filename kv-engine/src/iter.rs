@@ -109,6 +109,8 @@ pub struct Iter {
     /// The segments loaded before the current shard was copied.
     held: Option<Arc<kv_log::SegmentSet>>,
     dir: PathBuf,
+    /// The key of the last item, if it was a damaged record.
+    damaged: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Iter {
@@ -126,7 +128,17 @@ impl Iter {
             shared,
             held: None,
             dir,
+            damaged: None,
         }
+    }
+
+    /// After an item that is an error reading a key's value (a record that
+    /// fails its checks: [`Error::Corruption`](crate::Error::Corruption)),
+    /// that key; `None` after any other item. Iteration can go on past such
+    /// an error, so a caller can leave the damaged key out and name it
+    /// (as `kv export --skip-damaged` does).
+    pub fn damaged_key(&self) -> Option<&[u8]> {
+        self.damaged.as_deref()
     }
 
     fn value(&self, key: &[u8], entry: Entry) -> Result<Option<Value>> {
@@ -145,6 +157,7 @@ impl Iterator for Iter {
     type Item = Result<(Vec<u8>, Value)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.damaged = None;
         loop {
             let Some((key, entry)) = self.shards.next_entry() else {
                 // Load the segments before copying the shard: see `value`.
@@ -169,7 +182,10 @@ impl Iterator for Iter {
                 Ok(Some(value)) => return Some(Ok((key, value))),
                 // Deleted or expired since the copy.
                 Ok(None) => continue,
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    self.damaged = Some(key);
+                    return Some(Err(e));
+                }
             }
         }
     }

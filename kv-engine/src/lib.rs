@@ -95,7 +95,7 @@ pub use kv_format::FORMAT_VERSION as RECORD_FORMAT_VERSION;
 pub use kv_log::SEGMENT_VERSION;
 pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
-pub use salvage::{Loss, SalvageReport, salvage};
+pub use salvage::{Loss, Salvage, SalvageReport, SalvagedRecord, salvage};
 pub use stats::Stats;
 pub use value::Value;
 pub use verify::{Problem, VerifyReport, verify};

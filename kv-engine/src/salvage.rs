@@ -44,7 +44,9 @@ pub struct SalvageReport {
     /// Intact records read, in the segments and the WAL.
     pub records_read: u64,
     /// Keys copied into the new database, each with its newest intact
-    /// value (and what was left of its time to live).
+    /// value (and what was left of its time to live). In the report of
+    /// [`Salvage::read`], the keys live when it read them: what
+    /// [`Salvage::records`] yields.
     pub keys_copied: u64,
     /// Keys whose newest intact record is a tombstone: not copied.
     pub keys_deleted: u64,
@@ -155,7 +157,8 @@ struct Damage {
 /// new database is synced before this returns. Nothing in the damaged
 /// database needs to be consistent for this to work: a segment with a
 /// damaged record, a missing or damaged marker, a damaged WAL; each
-/// damaged place is a [`Loss`] in the report.
+/// damaged place is a [`Loss`] in the report. This is [`Salvage::read`]
+/// then [`Salvage::write_to`].
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -178,68 +181,240 @@ struct Damage {
 /// not an empty directory, or lies inside `damaged`; [`Error::Io`]; any
 /// error of writing the new database. Damage is not an error.
 pub fn salvage(damaged: impl AsRef<Path>, target: impl AsRef<Path>) -> Result<SalvageReport> {
-    let dir = damaged.as_ref();
     let target = target.as_ref();
-    crate::fs::check_exists(dir, false)?;
-    check_target(dir, target)?;
-    let _lock = lock_if_present(dir)?;
-    let mut report = SalvageReport::default();
-    let mut found = Found::default();
-    let mut damage = Vec::new();
+    check_target(damaged.as_ref(), target)?;
+    Salvage::read(damaged)?.write_to(target)
+}
 
-    if let Err(e) = Marker::read(dir) {
-        // Salvage needs no marker: every file is read whatever it says.
-        report.warnings.push(format!(
-            "the CHECKPOINT marker is unreadable ({e}); read every file anyway"
-        ));
+/// The intact records of a damaged database, read by [`Salvage::read`]:
+/// what [`salvage`] copies, for a caller that wants them some other way
+/// (`kv export --skip-damaged` writes them to a file).
+///
+/// It holds the damaged database's lock (if it has a lock file) and its
+/// segments mapped until it is dropped.
+pub struct Salvage {
+    report: SalvageReport,
+    segments: Vec<Segment>,
+    found: Found,
+    _lock: Option<std::fs::File>,
+}
+
+impl std::fmt::Debug for Salvage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Salvage")
+            .field("report", &self.report)
+            .finish_non_exhaustive()
     }
-    let segments = read_segments(dir, &mut found, &mut damage, &mut report)?;
-    read_wal(&dir.join(WAL_DIR_NAME), &mut found, &mut damage)?;
+}
 
-    found.seqs.sort_unstable();
-    found.seqs.dedup();
-    let mut at_risk: HashSet<Vec<u8>> = HashSet::new();
-    for Damage { mut loss, hinted } in damage {
-        loss.covered = covered(&found.seqs, loss.after_seq, loss.before_seq);
-        if !loss.covered {
-            match &hinted {
-                Some(records) => {
-                    for (key, seq) in records {
-                        if found.newest.get(key).is_none_or(|n| n.seq < *seq) {
-                            at_risk.insert(key.clone());
+/// A live key and its newest intact value, from [`Salvage::records`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SalvagedRecord {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its newest intact value.
+    pub value: Vec<u8>,
+    /// The time it has left to live, if it expires.
+    pub ttl: Option<Duration>,
+}
+
+impl Salvage {
+    /// Reads every file of the database in `damaged`, as [`salvage`] does,
+    /// without changing it, and works out what may be lost.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotADatabase`] if `damaged` holds no database;
+    /// [`Error::Locked`] if a `Db` has it open; [`Error::Io`]. Damage is
+    /// not an error: it is in [`report`](Salvage::report).
+    pub fn read(damaged: impl AsRef<Path>) -> Result<Salvage> {
+        let dir = damaged.as_ref();
+        crate::fs::check_exists(dir, false)?;
+        let lock = lock_if_present(dir)?;
+        let mut report = SalvageReport::default();
+        let mut found = Found::default();
+        let mut damage = Vec::new();
+
+        if let Err(e) = Marker::read(dir) {
+            // Salvage needs no marker: every file is read whatever it says.
+            report.warnings.push(format!(
+                "the CHECKPOINT marker is unreadable ({e}); read every file anyway"
+            ));
+        }
+        let segments = read_segments(dir, &mut found, &mut damage, &mut report)?;
+        read_wal(&dir.join(WAL_DIR_NAME), &mut found, &mut damage)?;
+
+        found.seqs.sort_unstable();
+        found.seqs.dedup();
+        let mut at_risk: HashSet<Vec<u8>> = HashSet::new();
+        for Damage { mut loss, hinted } in damage {
+            loss.covered = covered(&found.seqs, loss.after_seq, loss.before_seq);
+            if !loss.covered {
+                match &hinted {
+                    Some(records) => {
+                        for (key, seq) in records {
+                            if found.newest.get(key).is_none_or(|n| n.seq < *seq) {
+                                at_risk.insert(key.clone());
+                            }
                         }
                     }
-                }
-                None => {
-                    for (key, newest) in &found.newest {
-                        if loss.before_seq.is_none_or(|before| newest.seq < before) {
-                            at_risk.insert(key.clone());
+                    None => {
+                        for (key, newest) in &found.newest {
+                            if loss.before_seq.is_none_or(|before| newest.seq < before) {
+                                at_risk.insert(key.clone());
+                            }
                         }
                     }
                 }
             }
+            report.losses.push(loss);
         }
-        report.losses.push(loss);
+        report.keys_at_risk = at_risk.into_iter().collect();
+        report.keys_at_risk.sort_unstable();
+        report.records_read = found.records;
+        let now = now_ms();
+        for newest in found.newest.values() {
+            match live(newest, now) {
+                Liveness::Deleted => report.keys_deleted += 1,
+                Liveness::Expired => report.keys_expired += 1,
+                Liveness::Live(_) => report.keys_copied += 1,
+            }
+        }
+        Ok(Salvage {
+            report,
+            segments,
+            found,
+            _lock: lock,
+        })
     }
-    report.keys_at_risk = at_risk.into_iter().collect();
-    report.keys_at_risk.sort_unstable();
-    report.records_read = found.records;
 
-    write_target(target, &segments, &found, &mut report)?;
-    Ok(report)
+    /// What was read and what may be lost. Its
+    /// [`keys_copied`](SalvageReport::keys_copied) counts the keys that
+    /// were live when it was read.
+    pub fn report(&self) -> &SalvageReport {
+        &self.report
+    }
+
+    /// Every live key with its newest intact value, in no particular
+    /// order; a key that has expired since the read is left out.
+    ///
+    /// Each value is read again through the read path's checks (checksum,
+    /// key and kind); an error is a segment changed since the read.
+    pub fn records(&self) -> impl Iterator<Item = Result<SalvagedRecord>> + '_ {
+        self.found.newest.iter().filter_map(|(key, newest)| {
+            let ttl = match live(newest, now_ms()) {
+                Liveness::Deleted | Liveness::Expired => return None,
+                Liveness::Live(ttl) => ttl,
+            };
+            Some(self.value(key, newest).map(|value| SalvagedRecord {
+                key: key.clone(),
+                value,
+                ttl,
+            }))
+        })
+    }
+
+    /// Writes every live key, with its newest intact value and what is
+    /// left of its time to live, into a new database in `target`, syncs
+    /// it, and returns the report.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SalvageTarget`] if `target` exists and is not an empty
+    /// directory; any error of writing the new database.
+    pub fn write_to(mut self, target: impl AsRef<Path>) -> Result<SalvageReport> {
+        let target = target.as_ref();
+        check_target_empty(target)?;
+        let options = Options::default()
+            .sync(SyncPolicy::Never)
+            .background_compaction(false);
+        let db = Db::open_with(target, options)?;
+        let mut batch = WriteBatch::new();
+        let mut pending = 0usize;
+        let mut copied = 0;
+        for record in self.records() {
+            let SalvagedRecord { key, value, ttl } = record?;
+            match ttl {
+                None => batch.put(&key, &value),
+                Some(left) => batch.put_with_ttl(&key, &value, left),
+            };
+            copied += 1;
+            pending += key.len() + value.len();
+            if pending >= 4 << 20 {
+                db.write(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        db.write(batch)?;
+        db.sync()?;
+        db.close()?;
+        // Keys that expired between the read and the copy were not copied.
+        self.report.keys_expired += self.report.keys_copied - copied;
+        self.report.keys_copied = copied;
+        Ok(self.report)
+    }
+
+    fn value(&self, key: &[u8], newest: &Newest) -> Result<Vec<u8>> {
+        match newest.source {
+            Source::Wal(start, end) => Ok(self.found.wal_values[start..end].to_vec()),
+            // The read path's own check: checksum, key and kind.
+            Source::Segment(index, loc) => {
+                let entry = entry_for(loc, newest.expires_at, newest.kind);
+                Ok(read_entry(&self.segments[index], key, entry)?.to_vec())
+            }
+        }
+    }
+}
+
+enum Liveness {
+    Deleted,
+    Expired,
+    /// With the time it has left, if it expires.
+    Live(Option<Duration>),
+}
+
+fn live(newest: &Newest, now: u64) -> Liveness {
+    if newest.kind == RecordKind::Tombstone {
+        Liveness::Deleted
+    } else if newest.expires_at == NO_EXPIRY {
+        Liveness::Live(None)
+    } else if newest.expires_at <= now {
+        Liveness::Expired
+    } else {
+        Liveness::Live(Some(Duration::from_millis(newest.expires_at - now)))
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 /// A target must be missing or an empty directory, and not inside the
 /// damaged database.
 fn check_target(dir: &Path, target: &Path) -> Result<()> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if absolute(target).starts_with(absolute(dir)) {
+        return Err(Error::SalvageTarget {
+            path: target.to_path_buf(),
+            reason: "it is inside the damaged database's directory".into(),
+        });
+    }
+    check_target_empty(target)
+}
+
+/// A target must be missing or an empty directory.
+fn check_target_empty(target: &Path) -> Result<()> {
     let refuse = |reason: &str| Error::SalvageTarget {
         path: target.to_path_buf(),
         reason: reason.into(),
     };
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    if absolute(target).starts_with(absolute(dir)) {
-        return Err(refuse("it is inside the damaged database's directory"));
-    }
     if target.exists() && !target.is_dir() {
         return Err(refuse("it is a file"));
     }
@@ -523,62 +698,6 @@ fn covered(seqs: &[u64], after: u64, before: Option<u64>) -> bool {
     let lo = seqs.partition_point(|&s| s <= after);
     let hi = seqs.partition_point(|&s| s < before);
     (hi - lo) as u64 == before - after - 1
-}
-
-/// Writes the winners into a new database in `target`, in batches, and
-/// syncs it.
-fn write_target(
-    target: &Path,
-    segments: &[Segment],
-    found: &Found,
-    report: &mut SalvageReport,
-) -> Result<()> {
-    let options = Options::default()
-        .sync(SyncPolicy::Never)
-        .background_compaction(false);
-    let db = Db::open_with(target, options)?;
-    let now = u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX);
-    let mut batch = WriteBatch::new();
-    let mut pending = 0usize;
-    for (key, newest) in &found.newest {
-        if newest.kind == RecordKind::Tombstone {
-            report.keys_deleted += 1;
-            continue;
-        }
-        if newest.expires_at != NO_EXPIRY && newest.expires_at <= now {
-            report.keys_expired += 1;
-            continue;
-        }
-        let value = match newest.source {
-            Source::Wal(start, end) => found.wal_values[start..end].to_vec(),
-            // The read path's own check: checksum, key and kind.
-            Source::Segment(index, loc) => {
-                let entry = entry_for(loc, newest.expires_at, newest.kind);
-                read_entry(&segments[index], key, entry)?.to_vec()
-            }
-        };
-        if newest.expires_at == NO_EXPIRY {
-            batch.put(key, &value);
-        } else {
-            let left = Duration::from_millis(newest.expires_at - now);
-            batch.put_with_ttl(key, &value, left);
-        }
-        report.keys_copied += 1;
-        pending += key.len() + value.len();
-        if pending >= 4 << 20 {
-            db.write(std::mem::take(&mut batch))?;
-            pending = 0;
-        }
-    }
-    db.write(batch)?;
-    db.sync()?;
-    db.close()
 }
 
 #[cfg(test)]

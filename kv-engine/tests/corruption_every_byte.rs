@@ -4,7 +4,7 @@
 //! every byte of every file, a copy of it is made with that byte changed,
 //! opened, and every key ever written is read. (The WAL file of the crash
 //! image ends in the zeros allocated ahead of its frames, up to 1 MiB: of
-//! those only four bytes are flipped, see `offsets`.)
+//! those only four bytes are flipped, see `corpus::flip_offsets`.)
 //!
 //! The contract is **never wrong data, never a panic, never an unbounded
 //! allocation**. For each flip one of these must hold:
@@ -60,10 +60,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
-    copy_dir, crash_image, files_with_suffix, is_compaction_output, scratch_dir,
-    segment_records_end, wal_frames_end,
+    copy_dir, corpus, crash_image, is_compaction_output, scratch_dir, segment_records_end,
+    wal_frames_end,
 };
-use kv_engine::{Db, Error, Options, RecoveryMode, WriteBatch};
+use kv_engine::{Db, Error, RecoveryMode};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -77,19 +77,6 @@ const ALLOCATION_LIMIT: usize = 64 << 20;
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
-
-fn options() -> Options {
-    // Background compaction off, so that the build is deterministic; a big
-    // checkpoint interval, so that the last writes stay in the WAL.
-    Options::default()
-        .segment_size(512)
-        .max_wal_size(1 << 20)
-        .background_compaction(false)
-}
-
-fn key(i: u32) -> Vec<u8> {
-    format!("k{i:02}").into_bytes()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -137,78 +124,22 @@ fn build() -> Fixture {
     let root = scratch_dir();
     let live = root.path().join("live");
     let mut model = Model::new();
-    let mut keys = Vec::new();
-    let put = |db: &Db, model: &mut Model, i: u32, v: String| {
-        db.put(&key(i), v.as_bytes()).unwrap();
-        model.insert(key(i), v.into_bytes());
-    };
-    let del = |db: &Db, model: &mut Model, i: u32| {
-        db.delete(&key(i)).unwrap();
-        model.remove(&key(i));
-    };
-
-    let db = Db::open_with(&live, options()).unwrap();
-    // A segment that is never overwritten: compaction leaves it alone and
-    // gives it a hint file.
-    for i in 40..48 {
-        put(&db, &mut model, i, format!("stable-{i}"));
-    }
-    db.compact().unwrap();
-    // Segments of first values, then overwrites and deletes, so that
-    // compaction has dead bytes to drop and a tombstone to keep or drop.
-    for i in 0..20 {
-        put(&db, &mut model, i, format!("first-{i}-").repeat(2));
-    }
-    for i in 0..8 {
-        put(&db, &mut model, i, format!("second-{i}"));
-    }
-    for i in 10..13 {
-        del(&db, &mut model, i);
-    }
-    // Seals, checkpoints, compacts (one output superseding its inputs,
-    // with a hint file), checkpoints again, and writes the missing hints.
-    db.compact().unwrap();
-    // More segments after the compaction, sealed without hint files.
-    for i in 20..32 {
-        put(&db, &mut model, i, format!("third-{i}-").repeat(4));
-    }
-    put(&db, &mut model, 1, "third-1".into());
-    del(&db, &mut model, 2);
-    db.close().unwrap(); // a checkpoint at the end of the segments
-    let segments = files_with_suffix(&live, ".seg");
-    let newest = segments.last().cloned();
-    assert!(
-        segments
-            .iter()
-            .any(|s| Some(s) != newest.as_ref() && !s.with_extension("hint").exists()),
-        "no sealed segment without a hint file: the scan at open is not covered: {segments:?}"
-    );
-
-    // The WAL tail: writes after the last checkpoint, then a crash image.
-    let db = Db::open_with(&live, options()).unwrap();
-    put(&db, &mut model, 32, "tail-32".into());
-    del(&db, &mut model, 3);
-    put(&db, &mut model, 4, "tail-4".into());
-    let before_last = model.clone();
-    // The last write is a batch: dropped, it goes all at once.
-    let mut batch = WriteBatch::new();
-    batch
-        .put(&key(6), b"tail-6")
-        .delete(&key(7))
-        .put(&key(33), b"tail-33");
-    db.write(batch).unwrap();
-    model.insert(key(6), b"tail-6".to_vec());
-    model.remove(&key(7));
-    model.insert(key(33), b"tail-33".to_vec());
+    let mut before_last = Model::new();
+    let db = corpus::write(&live, |writes| {
+        before_last = model.clone();
+        for (key, value) in writes {
+            match value {
+                Some(value) => model.insert(key.clone(), value.clone()),
+                None => model.remove(key),
+            };
+        }
+    });
     let dir = root.path().join("pristine");
     // Every write was acknowledged, so it has reached the operating system:
     // a copy taken now is what kill -9 would leave.
     crash_image(&live, &dir);
     drop(db);
     std::fs::remove_dir_all(&live).unwrap();
-    for i in (0..34).chain(40..48) {
-        keys.push(key(i));
-    }
 
     let mut files = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -270,7 +201,7 @@ fn build() -> Fixture {
         dir,
         model,
         before_last,
-        keys,
+        keys: corpus::keys(),
         files,
         last_frame,
         wal_frames_end,
@@ -293,7 +224,7 @@ fn attempt(
     mode: RecoveryMode,
     drop_allowed: bool,
 ) -> Result<Outcome, String> {
-    let db = match Db::open_with(dir, options().wal_recovery(mode)) {
+    let db = match Db::open_with(dir, corpus::options().wal_recovery(mode)) {
         Ok(db) => db,
         Err(Error::Corruption { .. }) => return Ok(Outcome::DetectedAtOpen("Corruption")),
         Err(Error::UnsupportedFile { .. }) => {
@@ -343,27 +274,6 @@ fn attempt(
     } else {
         Err(format!("wrong data: {}", wrong.join("; ")))
     }
-}
-
-/// The offsets of a file of `kind` and `len` bytes to flip: every byte,
-/// except in the WAL file, whose zeros allocated ahead of the frames (from
-/// `wal_frames_end` to the end, up to 1 MiB) get four flips, at their first
-/// two bytes, their middle and their last byte. Every flip there has the
-/// same outcome (the zeros are no longer only zeros: a torn tail after the
-/// last frame), and a flip of each of a mebibyte of them would take hours.
-/// Every offset of a file's data, and a few of the zeros allocated after it
-/// (the WAL's last file and the active log segment, in a crash image, end
-/// with up to 1 MiB of them; flipping each would only repeat one case).
-fn offsets(len: usize, data_end: u64) -> Vec<usize> {
-    let end = data_end as usize;
-    if len <= end {
-        return (0..len).collect();
-    }
-    let mut offsets: Vec<usize> = (0..end).collect();
-    offsets.extend([end, end + 1, (end + len) / 2, len - 1]);
-    offsets.retain(|&o| o < len);
-    offsets.dedup();
-    offsets
 }
 
 #[derive(Default)]
@@ -428,7 +338,7 @@ fn every_flipped_byte_is_detected_or_harmless() {
                 Kind::LogSegment => segment_records_end(&fixture.dir.join(rel)),
                 _ => pristine.len() as u64,
             };
-            for offset in offsets(pristine.len(), data_end) {
+            for offset in corpus::flip_offsets(pristine.len(), data_end as usize) {
                 for &pattern in &patterns {
                     copy_dir(&fixture.dir, &work);
                     let mut bytes = pristine.clone();

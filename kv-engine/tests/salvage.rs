@@ -8,7 +8,8 @@
 //!
 //! The main test flips every byte (of the records and headers; four of the
 //! zeros allocated ahead at the end of the WAL) of every file of a small
-//! database built as the corruption-at-every-byte test builds its own:
+//! database, the corpus it shares with the corruption-at-every-byte test
+//! (`tests/common/corpus.rs`):
 //! sealed log segments with and without hint files, a compaction output, a
 //! marker, a WAL tail of writes after it.
 
@@ -18,22 +19,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{all_files, crash_image, scratch_dir};
-use kv_engine::{Db, Error, Options, SalvageReport, WriteBatch, salvage};
+use common::{all_files, corpus, crash_image, scratch_dir};
+use kv_engine::{Db, Error, SalvageReport, salvage};
 
 /// Every value ever written per key (`None` for a delete), in order.
 type History = BTreeMap<Vec<u8>, Vec<Option<Vec<u8>>>>;
-
-fn options() -> Options {
-    Options::default()
-        .segment_size(512)
-        .max_wal_size(1 << 20)
-        .background_compaction(false)
-}
-
-fn key(i: u32) -> Vec<u8> {
-    format!("k{i:02}").into_bytes()
-}
 
 struct Built {
     _root: tempfile::TempDir,
@@ -45,51 +35,11 @@ fn build() -> Built {
     let root = scratch_dir();
     let live = root.path().join("live");
     let mut history = History::new();
-    let put = |db: &Db, i: u32, v: String, h: &mut History| {
-        db.put(&key(i), v.as_bytes()).unwrap();
-        h.entry(key(i)).or_default().push(Some(v.into_bytes()));
-    };
-    let del = |db: &Db, i: u32, h: &mut History| {
-        db.delete(&key(i)).unwrap();
-        h.entry(key(i)).or_default().push(None);
-    };
-    let db = Db::open_with(&live, options()).unwrap();
-    for i in 40..48 {
-        put(&db, i, format!("stable-{i}"), &mut history);
-    }
-    db.compact().unwrap();
-    for i in 0..20 {
-        put(&db, i, format!("first-{i}-").repeat(2), &mut history);
-    }
-    for i in 0..8 {
-        put(&db, i, format!("second-{i}"), &mut history);
-    }
-    for i in 10..13 {
-        del(&db, i, &mut history);
-    }
-    db.compact().unwrap();
-    for i in 20..32 {
-        put(&db, i, format!("third-{i}-").repeat(4), &mut history);
-    }
-    put(&db, 1, "third-1".into(), &mut history);
-    del(&db, 2, &mut history);
-    db.close().unwrap();
-    let db = Db::open_with(&live, options()).unwrap();
-    put(&db, 32, "tail-32".into(), &mut history);
-    del(&db, 3, &mut history);
-    put(&db, 4, "tail-4".into(), &mut history);
-    let mut batch = WriteBatch::new();
-    batch
-        .put(&key(6), b"tail-6")
-        .delete(&key(7))
-        .put(&key(33), b"tail-33");
-    db.write(batch).unwrap();
-    for (k, v) in [(6, Some(&b"tail-6"[..])), (7, None), (33, Some(b"tail-33"))] {
-        history
-            .entry(key(k))
-            .or_default()
-            .push(v.map(<[u8]>::to_vec));
-    }
+    let db = corpus::write(&live, |writes| {
+        for (key, value) in writes {
+            history.entry(key.clone()).or_default().push(value.clone());
+        }
+    });
     let dir = root.path().join("pristine");
     crash_image(&live, &dir);
     drop(db);
@@ -193,18 +143,6 @@ fn a_target_that_is_not_new_and_empty_is_refused() {
     assert!(matches!(err, Error::NotADatabase { .. }), "{err}");
 }
 
-/// The offsets to flip in a file of `len` bytes whose data ends at
-/// `data_end`: every byte of the data, and four of the zeros after it.
-fn offsets(len: usize, data_end: usize) -> Vec<usize> {
-    let mut offsets: Vec<usize> = (0..len.min(data_end)).collect();
-    if len > data_end {
-        offsets.extend([data_end, data_end + 1, (data_end + len) / 2, len - 1]);
-        offsets.retain(|&o| o < len);
-        offsets.dedup();
-    }
-    offsets
-}
-
 #[test]
 fn every_flipped_byte_gives_written_values_and_names_every_key_it_may_have_cost() {
     let built = build();
@@ -236,7 +174,10 @@ fn every_flipped_byte_gives_written_values_and_names_every_key_it_may_have_cost(
                 .write(true)
                 .open(&damaged)
                 .unwrap();
-            for (i, at) in offsets(bytes.len(), data_end).into_iter().enumerate() {
+            for (i, at) in corpus::flip_offsets(bytes.len(), data_end)
+                .into_iter()
+                .enumerate()
+            {
                 if (n + i) % 2 != part {
                     continue;
                 }
@@ -293,13 +234,13 @@ fn a_damaged_record_named_by_a_hint_file_costs_exactly_its_key() {
     let target = built.dir.with_extension("copy");
     let report = salvage(&built.dir, &target).unwrap();
     assert!(!report.is_complete());
-    assert_eq!(report.keys_at_risk, [key(47)], "{report:#?}");
+    assert_eq!(report.keys_at_risk, [corpus::key(47)], "{report:#?}");
     let loss = report.losses.iter().find(|l| l.path == seg).unwrap();
     assert_eq!(loss.hinted_records, Some(1));
     let copy = Db::open(&target).unwrap();
-    assert_eq!(copy.get(&key(47)).unwrap(), None);
+    assert_eq!(copy.get(&corpus::key(47)).unwrap(), None);
     assert_eq!(
-        copy.get(&key(46)).unwrap().as_deref(),
+        copy.get(&corpus::key(46)).unwrap().as_deref(),
         Some(&b"stable-46"[..])
     );
 }

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use kv_engine::Db;
 
+pub mod corpus;
+
 /// A small deterministic generator (xorshift64), so that a failing seed can
 /// be replayed.
 #[derive(Debug, Clone)]
