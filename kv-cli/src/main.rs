@@ -75,8 +75,8 @@ struct Cli {
     /// up to DURATION (30s, 5m, ...), or with no DURATION for as long as
     /// it takes; exit 5 if it is still held then. Without --wait a held
     /// database is exit 5 at once. Commands that only read (get, ttl,
-    /// keys, scan, count, stats, export) never wait: they open the
-    /// database read-only, beside whoever has it open.
+    /// keys, scan, count, stats, export, verify) never wait: they read the
+    /// database beside whoever has it open.
     #[arg(
         long,
         global = true,
@@ -284,8 +284,10 @@ pub(crate) enum Command {
     /// Each problem is printed with its file and offset; the exit code is 4
     /// if any is found. Warnings (a torn write at the end of the WAL, which
     /// opening the database cuts off; leftover temporary files) do not
-    /// change the exit code. The database must not be open elsewhere (exit
-    /// 5 if it is).
+    /// change the exit code. If another process has the database open,
+    /// what it no longer changes is checked beside it (everything but the
+    /// data it wrote since its last checkpoint marker, which is checked in
+    /// the WAL), and the output says so.
     #[command(after_help = AFTER_HELP)]
     Verify,
     /// Load keys and values from FILE (or stdin) into the database.
@@ -1114,6 +1116,13 @@ impl Session {
         }
         for p in &report.warnings {
             writeln!(w, "warning: {p}")?;
+        }
+        if report.beside_writer {
+            writeln!(
+                w,
+                "another process has the database open: checked beside it, as of its last \
+                 checkpoint marker (what it wrote since then, in the WAL only)"
+            )?;
         }
         writeln!(
             w,

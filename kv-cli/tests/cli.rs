@@ -640,12 +640,12 @@ fn a_database_held_open_elsewhere_is_locked_for_writes_and_open_to_reads() {
         &["put", "k", "v"][..],
         &["delete", "k"],
         &["compact"],
-        &["verify"],
         &["shell"],
     ] {
         assert_one_line_error(&kv(dir.path(), args), 5, "locked");
     }
-    // Reads open read-only, beside the holder.
+    // Reads open read-only, beside the holder, and verify checks beside it.
+    assert_code(&kv(dir.path(), &["verify"]), 0);
     assert_eq!(stdout(&kv(dir.path(), &["get", "k"])), "v\n");
     assert_code(&kv(dir.path(), &["get", "absent"]), 1);
     drop(held);
@@ -705,7 +705,14 @@ fn read_commands_work_while_a_kv_shell_holds_the_database_and_writes_exit_5() {
     // Writes need the database to themselves.
     let second = kv(dir.path(), &["put", "k", "v"]);
     assert_one_line_error(&second, 5, "locked");
-    assert_code(&kv(dir.path(), &["verify"]), 5);
+    // verify checks beside it, and says so.
+    let verified = kv(dir.path(), &["verify"]);
+    assert_code(&verified, 0);
+    assert!(
+        stdout(&verified).contains("checked beside it"),
+        "{}",
+        stdout(&verified)
+    );
 
     writeln!(stdin, "put held yes").unwrap();
     writeln!(stdin, "get held").unwrap();
@@ -724,7 +731,7 @@ fn wait_waits_for_the_lock_then_exits_5_or_goes_on() {
     for args in [
         &["--wait=200ms", "put", "k", "v"][..],
         &["delete", "--wait=200ms", "k"],
-        &["--wait=200ms", "verify"],
+        &["--wait=200ms", "compact"],
     ] {
         let out = kv(dir.path(), args);
         assert_one_line_error(&out, 5, "still held after waiting 200ms");

@@ -101,11 +101,14 @@ pub enum Error {
         "the database is open read-only: it takes no writes; open it without read_only to write"
     )]
     ReadOnly,
-    /// A read-only open could not find one consistent state of the
-    /// directory: the writer beside it changed the files under every
-    /// attempt (`attempts` of them). Nothing was changed; try again.
+    /// A read-only open ([`Db::open_read_only`](crate::Db::open_read_only))
+    /// or a [`verify`](crate::verify) beside a writer could not find one
+    /// consistent state of the directory: the writer changed the files
+    /// under every attempt (`attempts` of them). Nothing was changed; try
+    /// again.
     #[error(
-        "could not open {path} read-only: its writer changed the files under each of {attempts}          attempts (last: {last}); try again"
+        "could not read {path} beside its writer: it changed the files under each of \
+         {attempts} attempts (last: {last}); try again"
     )]
     Unsettled {
         /// The database directory.

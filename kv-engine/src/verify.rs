@@ -12,7 +12,7 @@ use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use kv_log::{
-    BadRegion, LogError, LogPosition, SEGMENT_HEADER_LEN, Segment, SegmentKind,
+    BadRegion, LogError, LogPosition, LogView, SEGMENT_HEADER_LEN, Segment, SegmentKind,
     parse_hint_file_name, parse_segment_file_name, segment_file_name,
 };
 
@@ -62,6 +62,12 @@ pub struct VerifyReport {
     /// one). A hint file whose checksum holds but that disagrees with its
     /// segment is a problem.
     pub warnings: Vec<Problem>,
+    /// Whether a writer had the database open, so that only what it no
+    /// longer changes was checked: the segments as of its last marker (the
+    /// marker's log segment up to the marker; log segments after it are
+    /// not read, the WAL holds their records), hint files, and every WAL
+    /// file, the last one up to its last whole frame.
+    pub beside_writer: bool,
 }
 
 impl VerifyReport {
@@ -125,9 +131,13 @@ fn problem(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> 
 /// and reports every damaged place it finds.
 ///
 /// The directory lock is taken (if the lock file exists; it is not created)
-/// so that no writer changes files under the check; a database open
-/// elsewhere is [`Error::Locked`]. Damage is not an error: it is listed in
-/// [`VerifyReport::problems`].
+/// so that no writer changes files under the check. If a writer has the
+/// database open, what it no longer changes is checked beside it
+/// ([`VerifyReport::beside_writer`]): the files as of its last marker,
+/// read again from a newer marker when the writer moves files under the
+/// check, and a problem is reported only when two checks in a row find it
+/// (a writer's half-written frame is not damage). Damage is not an error:
+/// it is listed in [`VerifyReport::problems`].
 ///
 /// What is checked: the marker's checksum; every segment's
 /// header, and every record's checksum and framing (after a bad record the
@@ -150,8 +160,8 @@ fn problem(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> 
 ///
 /// # Errors
 ///
-/// [`Error::Locked`] if a `Db` has the directory open;
-/// [`Error::NotADatabase`] if the directory holds none
+/// [`Error::Unsettled`] if a writer beside the check kept moving files
+/// under it for every attempt; [`Error::NotADatabase`] if the directory holds none
 /// ([`holds_database`](crate::holds_database)); [`Error::Io`] if the path
 /// does not exist, is not a directory, or a file cannot be read.
 pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
@@ -170,43 +180,26 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
         });
     }
     crate::fs::check_exists(dir, false)?;
-    let _lock = lock_if_present(dir)?;
-    let mut report = VerifyReport::default();
-
-    // 1. The marker.
-    let marker = match Marker::read(dir) {
-        Ok(marker) => marker,
-        Err(Error::Corruption {
-            path,
-            offset,
-            reason,
-        }) => {
-            report.problems.push(problem(path, offset, reason));
-            None
-        }
-        Err(other) => return Err(other),
-    };
-    if marker.is_some() {
-        report.marker = true;
-        report.bytes += file_len(&dir.join(MARKER_FILE_NAME))?;
-    } else if !report.problems.is_empty() {
-        // The marker is damaged (reported above).
-    } else if let Some(reason) = crate::recovery::data_without_marker(dir)? {
-        report
-            .problems
-            .push(problem(dir.join(MARKER_FILE_NAME), 0, reason));
+    match lock_if_present(dir) {
+        Ok(_lock) => check_closed(dir),
+        Err(Error::Locked { .. }) => check_beside_writer(dir),
+        Err(e) => Err(e),
     }
-    // Without a marker, opening treats the database as marker_segment at the
-    // start of segment 1.
-    let segments_end = marker.as_ref().map_or(
-        LogPosition {
-            segment: 1,
-            offset: SEGMENT_HEADER_LEN as u64,
-        },
-        |m| m.segments_end,
-    );
+}
 
-    // 2. The directory's files.
+/// How many times a check beside a writer is made before
+/// [`Error::Unsettled`].
+const ATTEMPTS: u32 = 20;
+
+/// Checks the database in `dir` with its lock held: every file.
+fn check_closed(dir: &Path) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let marker = check_marker(dir, &mut report)?;
+    // Without a marker, opening treats the database as marked at the
+    // start of segment 1.
+    let segments_end = crate::recovery::durable_of(marker.as_ref()).end;
+
+    // The directory's files.
     let mut segments = BTreeMap::new();
     let mut hints = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(|source| Error::Io {
@@ -232,7 +225,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
         }
     }
 
-    // 3. The segment the marker names must hold what it says is durable.
+    // The segment the marker names must hold what it says is durable.
     let mut log_segments = 0;
     let mut opened = Vec::new();
     for path in segments.values() {
@@ -290,7 +283,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
         }
     }
 
-    // 4. Each segment's records, and its hint file.
+    // Each segment's records, and its hint file.
     for segment in &opened {
         let hint = hints.remove(&segment.id());
         if let Some(hint_path) = &hint {
@@ -314,15 +307,144 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
         }
     }
 
-    // 5. The write-ahead log, and the records inside its frames.
+    check_wal(dir, marker.as_ref(), false, &mut report)?;
+    Ok(report)
+}
+
+/// Checks the database in `dir` beside the writer that has it open: each
+/// attempt checks what the writer no longer changes as of its marker then
+/// (`check_live`), and one is made again when the writer moved files
+/// under it. Problems are reported only when two attempts in a row find
+/// the same: a frame the writer is halfway through writing, or a file it
+/// removed after the marker was read, is not damage, and is gone from the
+/// next attempt. Once the writer has closed the database, the check is
+/// [`check_closed`].
+fn check_beside_writer(dir: &Path) -> Result<VerifyReport> {
+    let mut previous: Option<Vec<Problem>> = None;
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        match lock_if_present(dir) {
+            Ok(_lock) => return check_closed(dir),
+            Err(Error::Locked { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        match check_live(dir) {
+            Ok(report) if report.problems.is_empty() => return Ok(report),
+            Ok(report) if previous.as_ref() == Some(&report.problems) => return Ok(report),
+            Ok(report) => {
+                last = report
+                    .problems
+                    .first()
+                    .map_or_else(String::new, ToString::to_string);
+                previous = Some(report.problems);
+            }
+            Err(Error::Io { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+                // The writer removed a file after the marker was read.
+                last = format!("{}: {source}", path.display());
+                previous = None;
+            }
+            Err(e) => return Err(e),
+        }
+        log::debug!("checking {} beside its writer again: {last}", dir.display());
+        std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(6)));
+    }
+    Err(Error::Unsettled {
+        path: dir.to_path_buf(),
+        attempts: ATTEMPTS,
+        last,
+    })
+}
+
+/// One check beside a writer: the segments as of its marker, mapped as a
+/// read-only view maps them (`LogView`: no bytes the writer may still cut
+/// or rewrite), their hint files, and every WAL file.
+fn check_live(dir: &Path) -> Result<VerifyReport> {
+    let mut report = VerifyReport {
+        beside_writer: true,
+        ..VerifyReport::default()
+    };
+    let marker = check_marker(dir, &mut report)?;
+    let durable = crate::recovery::durable_of(marker.as_ref());
+    let end = durable.end;
+    match LogView::open(dir, &durable) {
+        Ok(view) => {
+            let set = view.reader().segments().to_arc();
+            for segment in set.iter() {
+                report.segments += 1;
+                report.bytes += segment.len();
+                // The marker's log segment is mapped up to the marker,
+                // and its hint file (if it was sealed since) describes
+                // the whole file: the check goes by the records.
+                let cut_short = segment.kind() == SegmentKind::Log && segment.id() == end.segment;
+                let hint = dir.join(kv_log::hint_file_name(segment.id()));
+                let hinted = !cut_short && hint.exists();
+                if hinted {
+                    report.hint_files += 1;
+                    report.bytes += file_len(&hint)?;
+                }
+                check_segment(segment, end, hinted, &mut report);
+            }
+        }
+        Err(LogError::Io { path, source }) => return Err(Error::Io { path, source }),
+        Err(LogError::BadSegmentHeader { path, reason }) => {
+            report.problems.push(problem(path, 0, reason));
+        }
+        Err(LogError::Corruption {
+            path,
+            offset,
+            reason,
+        }) => report.problems.push(problem(path, offset, reason)),
+        Err(other) => report
+            .problems
+            .push(problem(dir.to_path_buf(), 0, other.to_string())),
+    }
+    check_wal(dir, marker.as_ref(), true, &mut report)?;
+    Ok(report)
+}
+
+/// Reads the marker (a damaged one is a problem), and checks that a
+/// directory without one holds no data.
+fn check_marker(dir: &Path, report: &mut VerifyReport) -> Result<Option<Marker>> {
+    let marker = match Marker::read(dir) {
+        Ok(marker) => marker,
+        Err(Error::Corruption {
+            path,
+            offset,
+            reason,
+        }) => {
+            report.problems.push(problem(path, offset, reason));
+            None
+        }
+        Err(other) => return Err(other),
+    };
+    if marker.is_some() {
+        report.marker = true;
+        report.bytes += file_len(&dir.join(MARKER_FILE_NAME))?;
+    } else if !report.problems.is_empty() {
+        // The marker is damaged (reported above).
+    } else if let Some(reason) = crate::recovery::data_without_marker(dir)? {
+        report
+            .problems
+            .push(problem(dir.join(MARKER_FILE_NAME), 0, reason));
+    }
+    Ok(marker)
+}
+
+/// Checks every WAL file and the records inside its frames. Beside a
+/// writer (`live`), the last file's tail is what the writer is appending,
+/// and temporary files are its own: neither is reported.
+fn check_wal(
+    dir: &Path,
+    marker: Option<&Marker>,
+    live: bool,
+    report: &mut VerifyReport,
+) -> Result<()> {
     let wal_dir = dir.join(WAL_DIR_NAME);
     let mut wal_problems = Vec::new();
     let mut wal_records = 0;
     let mut wal_records_pending = 0;
     // Frames before it hold records the segments hold too.
-    let replay_from = marker
-        .as_ref()
-        .map_or(kv_wal::Position::START, |m| m.wal_from);
+    let replay_from = marker.map_or(kv_wal::Position::START, |m| m.wal_from);
     let wal = kv_wal::check(&wal_dir, |path, position, payload_version, payload| {
         let Some(format) = options::wal_records(payload_version) else {
             wal_problems.push(problem(
@@ -366,7 +488,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             .map(|d| problem(d.path, d.offset, d.reason)),
     );
     report.problems.extend(wal_problems);
-    if let Some(torn) = wal.torn_tail {
+    if let Some(torn) = wal.torn_tail.filter(|_| !live) {
         report.warnings.push(problem(
             torn.path,
             torn.offset,
@@ -376,7 +498,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             ),
         ));
     }
-    for leftover in wal.leftovers {
+    for leftover in wal.leftovers.into_iter().filter(|_| !live) {
         report.warnings.push(problem(
             leftover,
             0,
@@ -395,7 +517,7 @@ pub fn verify(path: impl AsRef<Path>) -> Result<VerifyReport> {
             ));
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Checks a segment's records, and its hint file if it has one. Bad bytes

@@ -292,12 +292,17 @@ fn a_missing_wal_file_and_a_missing_checkpointed_segment_are_reported() {
 }
 
 #[test]
-fn an_open_database_is_locked_and_a_missing_one_is_an_error() {
+fn an_open_database_is_checked_beside_its_writer_and_a_missing_one_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path()).unwrap();
-    assert!(matches!(verify(dir.path()), Err(Error::Locked { .. })));
+    db.put(b"k", b"v").unwrap();
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    assert!(report.beside_writer);
+    assert_eq!(report.records_held(), 1, "{report:#?}");
     drop(db);
-    assert!(verify(dir.path()).unwrap().is_clean());
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_clean() && !report.beside_writer, "{report:#?}");
 
     let missing = dir.path().join("nope");
     assert!(matches!(verify(&missing), Err(Error::Io { .. })));
@@ -370,4 +375,82 @@ fn records_in_both_the_segments_and_the_wal_are_counted_once() {
         (150, 0),
         "{report:?}"
     );
+}
+
+#[test]
+fn a_check_beside_a_writer_that_compacts_trims_and_checkpoints_finds_no_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let busy = options()
+        .max_wal_size(16 << 10)
+        .background_compaction(true)
+        .compaction_interval(std::time::Duration::from_millis(5))
+        .compaction_threshold(0.1);
+    let db = std::sync::Arc::new(Db::open_with(dir.path(), busy).unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), stop.clone());
+        let copies = copies.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            // Bounded: it stops when the checks are done, or after 200k writes.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 200_000 {
+                let mut batch = kv_engine::WriteBatch::new();
+                batch
+                    .put(format!("k{}", i % 97).as_bytes(), &[i as u8; 150])
+                    .delete(format!("k{}", (i + 40) % 97).as_bytes());
+                db.write(batch).unwrap();
+                if i.is_multiple_of(400) {
+                    db.compact().unwrap();
+                }
+                if i.is_multiple_of(1500) {
+                    db.checkpoint(copies.join(i.to_string())).unwrap();
+                }
+                i += 1;
+            }
+        })
+    };
+    let (mut beside, mut held) = (0, 0);
+    for n in 0..30 {
+        let report = verify(dir.path()).unwrap_or_else(|e| panic!("check {n}: {e}"));
+        assert!(report.is_clean(), "check {n}: {report:#?}");
+        beside += u32::from(report.beside_writer);
+        held += report.records_held();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(beside, 30, "every check ran beside the writer");
+    assert!(held > 0, "the checks saw records");
+    // Without background compaction from here on, so that the damaged
+    // segment stays.
+    drop(std::sync::Arc::into_inner(db).expect("the writer thread is done"));
+    let db = Db::open_with(dir.path(), options()).unwrap();
+    // Damage in a sealed segment, made while the writer has it open (in
+    // place: the writer maps it), is found beside the writer.
+    let sealed = files_with_suffix(dir.path(), ".hint")
+        .first()
+        .expect("a hinted segment")
+        .with_extension("seg");
+    let len = std::fs::metadata(&sealed).unwrap().len();
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&sealed)
+            .unwrap();
+        let mut byte = [0u8];
+        file.seek(SeekFrom::Start(len - 2)).unwrap();
+        file.read_exact(&mut byte).unwrap();
+        file.seek(SeekFrom::Start(len - 2)).unwrap();
+        file.write_all(&[byte[0] ^ 0xFF]).unwrap();
+    }
+    let report = verify(dir.path()).unwrap();
+    assert!(report.beside_writer);
+    assert!(
+        report.problems.iter().any(|p| p.path == sealed),
+        "{report:#?}"
+    );
+    drop(db);
 }
