@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,7 +20,6 @@ use kv_index::Entry;
 use kv_log::Segment;
 use parking_lot::Mutex;
 
-use crate::clock::Monotonic;
 use crate::compactor::{self, CompactionReport, PassOptions};
 use crate::copy;
 use crate::fs::{WAL_DIR_NAME, check_exists, create_dir, lock_dir};
@@ -28,9 +27,8 @@ use crate::iter::{Iter, Keys};
 use crate::recovery::{self, Recovered};
 use crate::reply::{self, Reply};
 use crate::saved_index;
-use crate::shared::{Control, Shared};
-use crate::stats::{Counters, Stats};
-use crate::usage::SegmentUsage;
+use crate::shared::{Loaded, Shared};
+use crate::stats::Stats;
 use crate::value::Value;
 use crate::view;
 use crate::writer::{Command, Write, Writer};
@@ -129,28 +127,17 @@ impl Db {
         }
 
         let (wake_compactor, wake) = crossbeam_channel::bounded(1);
-        let shared = Arc::new(Shared {
+        let loaded = Loaded {
             index,
             reader: log.reader(),
-            limits: Limits::with_max_value_len(options.max_value_len),
-            usage: SegmentUsage::default(),
-            marker_segment: AtomicU32::new(marker_segment),
-            listed: Mutex::new(live),
-            damaged: Mutex::default(),
-            control: Control::default(),
-            wake_compactor,
-            time: Monotonic::new(Arc::clone(&options.clock)),
-            stats: Counters::default(),
-            committing: AtomicBool::new(false),
+            usage,
+            any_expiry,
+            index_loaded,
             index_health,
-        });
-        if any_expiry {
-            shared.stats.any_expiry.store(true, Ordering::Relaxed);
-        }
-        if index_loaded {
-            shared.stats.index_loaded.store(true, Ordering::Relaxed);
-        }
-        shared.usage.set(usage);
+            marker_segment,
+            listed: live,
+        };
+        let shared = Shared::new(loaded, &options, wake_compactor);
         let mut writer = Writer::new(
             Arc::clone(&shared),
             dir.clone(),
@@ -258,30 +245,7 @@ impl Db {
         let viewed = view::open(&dir, &options)?;
         // Nobody listens: what would wake a compactor is dropped.
         let (wake_compactor, _) = crossbeam_channel::bounded(1);
-        let shared = Arc::new(Shared {
-            index: viewed.index,
-            reader: viewed.reader,
-            limits: Limits::with_max_value_len(options.max_value_len),
-            usage: SegmentUsage::default(),
-            marker_segment: AtomicU32::new(0),
-            listed: Mutex::default(),
-            damaged: Mutex::default(),
-            control: Control::default(),
-            wake_compactor,
-            time: Monotonic::new(Arc::clone(&options.clock)),
-            stats: Counters::default(),
-            committing: AtomicBool::new(false),
-            index_health: viewed.index_health,
-        });
-        shared
-            .stats
-            .any_expiry
-            .store(viewed.any_expiry, Ordering::Relaxed);
-        shared
-            .stats
-            .index_loaded
-            .store(viewed.index_loaded, Ordering::Relaxed);
-        shared.usage.set(viewed.usage);
+        let shared = Shared::new(viewed, &options, wake_compactor);
         // Commands sent to no writer fail, and their replies say `Closed`;
         // every write method refuses first (`Db::writable`).
         let (commands, _) = crossbeam_channel::bounded(1);

@@ -23,6 +23,26 @@ use crate::stats::Counters;
 use crate::usage::SegmentUsage;
 use crate::{Error, Result};
 
+/// What an open loaded, from which it builds the [`Shared`] state
+/// ([`Shared::new`]): by recovery for a writer, by `view.rs` for a
+/// read-only view.
+pub(crate) struct Loaded {
+    pub(crate) index: Index,
+    pub(crate) reader: LogReader,
+    /// Live and dead bytes per segment.
+    pub(crate) usage: std::collections::BTreeMap<u32, crate::usage::Usage>,
+    /// Whether any record loaded expires.
+    pub(crate) any_expiry: bool,
+    /// Whether the index came from the saved index.
+    pub(crate) index_loaded: bool,
+    pub(crate) index_health: Arc<IndexHealth>,
+    /// The segment of the marker's position (0 for a view: it never
+    /// compacts).
+    pub(crate) marker_segment: u32,
+    /// The segments the marker lists (none for a view).
+    pub(crate) listed: Vec<u32>,
+}
+
 /// State shared by readers, the writer thread and compaction.
 pub(crate) struct Shared {
     pub(crate) index: Index,
@@ -52,6 +72,40 @@ pub(crate) struct Shared {
     /// Set if a shard of a saved index could be neither loaded nor
     /// rebuilt: a miss must then be checked against it.
     pub(crate) index_health: Arc<IndexHealth>,
+}
+
+impl Shared {
+    /// The shared state of a database opened with `options`, from what its
+    /// open loaded; `wake_compactor` wakes its compactor thread, if any.
+    pub(crate) fn new(
+        loaded: Loaded,
+        options: &crate::Options,
+        wake_compactor: Sender<()>,
+    ) -> Arc<Shared> {
+        let shared = Arc::new(Shared {
+            index: loaded.index,
+            reader: loaded.reader,
+            limits: Limits::with_max_value_len(options.max_value_len),
+            usage: SegmentUsage::default(),
+            marker_segment: AtomicU32::new(loaded.marker_segment),
+            listed: Mutex::new(loaded.listed),
+            damaged: Mutex::default(),
+            control: Control::default(),
+            wake_compactor,
+            time: Monotonic::new(Arc::clone(&options.clock)),
+            stats: Counters::default(),
+            committing: AtomicBool::new(false),
+            index_health: loaded.index_health,
+        });
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        shared.stats.any_expiry.store(loaded.any_expiry, relaxed);
+        shared
+            .stats
+            .index_loaded
+            .store(loaded.index_loaded, relaxed);
+        shared.usage.set(loaded.usage);
+        shared
+    }
 }
 
 /// Controls shared by the compactor thread and `Db`.

@@ -29,11 +29,9 @@
 //! stays the same while the marker does is real damage and is reported.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use kv_index::Index;
-use kv_log::{LogReader, LogView};
+use kv_log::LogView;
 use kv_wal::{Position, Wal};
 
 use crate::fs::{WAL_DIR_NAME, writer_holds};
@@ -41,8 +39,7 @@ use crate::marker::Marker;
 use crate::recovery::{
     durable_of, load_index, refuse_data_without_marker, replay_wal, settle_index,
 };
-use crate::saved_index::IndexHealth;
-use crate::usage::Usage;
+use crate::shared::Loaded;
 use crate::{Error, Options, Result};
 
 /// How many times a view is built before the open gives up
@@ -53,20 +50,9 @@ const ATTEMPTS: u32 = 20;
 /// race before it is reported as it is.
 const SAME_FAILURES: u32 = 3;
 
-/// A read-only view: what `Db::open_with` builds a read-only `Db` from.
-pub(crate) struct Viewed {
-    /// The view's segments: those mapped, and the WAL's records in memory.
-    pub(crate) reader: LogReader,
-    pub(crate) index: Index,
-    pub(crate) usage: std::collections::BTreeMap<u32, Usage>,
-    pub(crate) any_expiry: bool,
-    pub(crate) index_loaded: bool,
-    pub(crate) index_health: Arc<IndexHealth>,
-}
-
 /// Builds the read-only view of the database in `dir` (module docs),
 /// trying again while a writer beside it changes the files under it.
-pub(crate) fn open(dir: &Path, options: &Options) -> Result<Viewed> {
+pub(crate) fn open(dir: &Path, options: &Options) -> Result<Loaded> {
     let mut last: Option<(Option<Marker>, String)> = None;
     let mut same = 0;
     for attempt in 0..ATTEMPTS {
@@ -106,7 +92,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Viewed> {
 
 /// One attempt at the view of `dir` as of `marker`; `live` if a writer
 /// holds the directory.
-fn build(dir: &Path, options: &Options, marker: Option<&Marker>, live: bool) -> Result<Viewed> {
+fn build(dir: &Path, options: &Options, marker: Option<&Marker>, live: bool) -> Result<Loaded> {
     if marker.is_none() {
         refuse_data_without_marker(dir)?;
     }
@@ -146,12 +132,15 @@ fn build(dir: &Path, options: &Options, marker: Option<&Marker>, live: bool) -> 
         if live { " beside its writer" } else { "" },
         index.len(),
     );
-    Ok(Viewed {
+    Ok(Loaded {
         reader,
         index,
         any_expiry: tally.any_expiry,
         usage: tally.finish(),
         index_loaded,
         index_health,
+        // A view never compacts: it needs no marker segment or listing.
+        marker_segment: 0,
+        listed: Vec::new(),
     })
 }
