@@ -1522,18 +1522,40 @@ fn compact_leaves_a_damaged_segment_out_says_so_and_compacts_the_rest() {
     );
 }
 
-#[test]
-fn salvage_copies_what_is_intact_and_names_what_may_be_lost() {
-    let dir = tempfile::tempdir().unwrap();
+/// 100 keys `k000`.. of 100 bytes each, in segments of 4 KiB, the sealed
+/// ones with hint files (so that the database opens around damage in one).
+fn hinted_database(dir: &Path) {
     let options = kv_engine::Options::default()
         .segment_size(4 << 10)
         .background_compaction(false);
-    let db = kv_engine::Db::open_with(dir.path(), options).unwrap();
+    let db = kv_engine::Db::open_with(dir, options).unwrap();
     for i in 0..100u32 {
         db.put(format!("k{i:03}").as_bytes(), &[b'a'; 100]).unwrap();
     }
     db.compact().unwrap(); // hint files for the sealed segments
     db.close().unwrap();
+}
+
+/// Flips a byte of the last record of a segment of `hinted_database` that
+/// has a hint file; returns the segment's path.
+fn damage_last_record_of_a_hinted_segment(dir: &Path) -> PathBuf {
+    let seg = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "hint"))
+        .unwrap()
+        .with_extension("seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+    seg
+}
+
+#[test]
+fn salvage_copies_what_is_intact_and_names_what_may_be_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    hinted_database(dir.path());
     // Intact: everything, exit 0.
     let whole = dir.path().with_extension("whole");
     let out = kv(dir.path(), &["salvage", whole.to_str().unwrap()]);
@@ -1546,16 +1568,7 @@ fn salvage_copies_what_is_intact_and_names_what_may_be_lost() {
     assert_eq!(stdout(&kv(&whole, &["count"])), "100\n");
     // One flipped byte in a hinted segment: its key is named, the rest
     // are copied, and the damaged database is left as it was.
-    let seg = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "hint"))
-        .unwrap()
-        .with_extension("seg");
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.len() - 3;
-    bytes[at] ^= 0xFF;
-    std::fs::write(&seg, &bytes).unwrap();
+    damage_last_record_of_a_hinted_segment(dir.path());
     let before = snapshot(dir.path());
     let part = dir.path().with_extension("part");
     let out = kv(dir.path(), &["salvage", part.to_str().unwrap()]);
@@ -1590,25 +1603,8 @@ fn salvage_copies_what_is_intact_and_names_what_may_be_lost() {
 #[test]
 fn export_skip_damaged_leaves_damaged_records_out_names_them_and_exits_4() {
     let dir = tempfile::tempdir().unwrap();
-    let options = kv_engine::Options::default()
-        .segment_size(4 << 10)
-        .background_compaction(false);
-    let db = kv_engine::Db::open_with(dir.path(), options).unwrap();
-    for i in 0..100u32 {
-        db.put(format!("k{i:03}").as_bytes(), &[b'a'; 100]).unwrap();
-    }
-    db.compact().unwrap(); // hint files: the database opens around damage
-    db.close().unwrap();
-    let seg = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "hint"))
-        .unwrap()
-        .with_extension("seg");
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.len() - 3;
-    bytes[at] ^= 0xFF;
-    std::fs::write(&seg, &bytes).unwrap();
+    hinted_database(dir.path()); // the database opens around damage
+    let seg = damage_last_record_of_a_hinted_segment(dir.path());
     let check_export = |file: &Path, damaged: &str| {
         let text = std::fs::read_to_string(file).unwrap();
         let lines: Vec<&str> = text.lines().collect();

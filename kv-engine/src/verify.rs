@@ -238,16 +238,7 @@ fn check_closed(dir: &Path) -> Result<VerifyReport> {
                 }
                 opened.push(segment);
             }
-            Err(LogError::BadSegmentHeader { path, reason }) => {
-                report.problems.push(problem(path, 0, reason));
-            }
-            Err(LogError::Corruption {
-                path,
-                offset,
-                reason,
-            }) => report.problems.push(problem(path, offset, reason)),
-            Err(LogError::Io { path, source }) => return Err(Error::Io { path, source }),
-            Err(other) => report.problems.push(problem(path, 0, other.to_string())),
+            Err(e) => report.problems.push(log_problem(e, path)?),
         }
     }
     // Every segment the marker lists must exist, or be superseded by an
@@ -385,18 +376,7 @@ fn check_live(dir: &Path) -> Result<VerifyReport> {
                 check_segment(segment, end, hinted, &mut report);
             }
         }
-        Err(LogError::Io { path, source }) => return Err(Error::Io { path, source }),
-        Err(LogError::BadSegmentHeader { path, reason }) => {
-            report.problems.push(problem(path, 0, reason));
-        }
-        Err(LogError::Corruption {
-            path,
-            offset,
-            reason,
-        }) => report.problems.push(problem(path, offset, reason)),
-        Err(other) => report
-            .problems
-            .push(problem(dir.to_path_buf(), 0, other.to_string())),
+        Err(e) => report.problems.push(log_problem(e, dir)?),
     }
     check_wal(dir, marker.as_ref(), true, &mut report)?;
     Ok(report)
@@ -669,6 +649,21 @@ fn check_segment(
             ));
         }
     }
+}
+
+/// The problem a segment error reports (`path` for an error that names no
+/// file); an I/O error is no problem but an error of the check.
+fn log_problem(error: LogError, path: &Path) -> Result<Problem> {
+    Ok(match error {
+        LogError::BadSegmentHeader { path, reason } => problem(path, 0, reason),
+        LogError::Corruption {
+            path,
+            offset,
+            reason,
+        } => problem(path, offset, reason),
+        LogError::Io { path, source } => return Err(Error::Io { path, source }),
+        other => problem(path, 0, other.to_string()),
+    })
 }
 
 /// Takes the directory lock if the lock file exists; never creates it.
