@@ -29,6 +29,7 @@ use crate::reply::{self, Reply};
 use crate::saved_index;
 use crate::shared::{Loaded, Shared};
 use crate::stats::Stats;
+use crate::update::{Current, Update};
 use crate::value::Value;
 use crate::view;
 use crate::writer::{Command, Write, Writer};
@@ -351,6 +352,68 @@ impl Db {
             });
         }
         self.submit(Write::Batch(batch))
+    }
+
+    /// Reads `keys` and writes what `f` makes of them, as one atomic step:
+    /// no other write comes between the read and the write. `f` gets each
+    /// key's [`Current`] value (`None` if absent), in the order of `keys`,
+    /// fills the batch to apply (it may write any keys, or none), and
+    /// returns what this call returns once the batch is applied, with the
+    /// durability of any write ([`Options::sync`]). The primitive for
+    /// increments, compare-and-swap, set-if-absent and the like.
+    ///
+    /// `f` runs on the writer thread, which every write waits for: keep it
+    /// short, and do not call the `Db` from it (that would wait for
+    /// itself). A panic in `f` is caught: nothing is written, and the call
+    /// returns [`Error::UpdatePanicked`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = kv_engine::Db::open(dir.path())?;
+    /// let incr = |db: &kv_engine::Db| {
+    ///     db.update(&[b"hits"], |current, batch| {
+    ///         let n = current[0].as_ref().map_or(0, |c| {
+    ///             std::str::from_utf8(&c.value).unwrap().parse::<u64>().unwrap()
+    ///         }) + 1;
+    ///         batch.put(b"hits", n.to_string().as_bytes());
+    ///         n
+    ///     })
+    /// };
+    /// assert_eq!(incr(&db)?, 1);
+    /// assert_eq!(incr(&db)?, 2);
+    /// assert_eq!(db.get(b"hits")?.as_deref(), Some(&b"2"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::write`] for the keys read and the batch made;
+    /// [`Error::Corruption`] if a value read fails its checks (then `f`
+    /// does not run); [`Error::UpdatePanicked`].
+    pub fn update<T, F>(&self, keys: &[&[u8]], f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&[Option<Current>], &mut WriteBatch) -> T + Send + 'static,
+    {
+        self.writable()?;
+        for key in keys {
+            check_key(key)?;
+        }
+        let slot = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&slot);
+        let update = Update {
+            keys: keys.iter().map(|k| k.to_vec()).collect(),
+            run: Box::new(move |current, batch| {
+                *out.lock() = Some(f(current, batch));
+            }),
+        };
+        let committing = || self.shared.committing.load(Ordering::Relaxed);
+        reply::call_while(committing, |reply| {
+            let _ = self.commands.send(Command::Update { update, reply });
+        })?;
+        // Set before the writer replied; taken once.
+        let value = slot.lock().take();
+        value.ok_or(Error::Closed)
     }
 
     /// Encodes `record` on this thread, into its reusable buffer, and

@@ -101,6 +101,13 @@ pub enum Error {
         "the database is open read-only: it takes no writes; open it without read_only to write"
     )]
     ReadOnly,
+    /// The function given to [`Db::update`](crate::Db::update) panicked:
+    /// nothing of it was written, and the database goes on.
+    #[error("the update function panicked ({reason}); nothing of it was written")]
+    UpdatePanicked {
+        /// The panic's message.
+        reason: String,
+    },
     /// A read-only open ([`Db::open_read_only`](crate::Db::open_read_only))
     /// or a [`verify`](crate::verify) beside a writer could not find one
     /// consistent state of the directory: the writer changed the files
@@ -278,6 +285,9 @@ impl Error {
             Error::Locked { path } => Error::Locked { path: path.clone() },
             Error::Closed => Error::Closed,
             Error::ReadOnly => Error::ReadOnly,
+            Error::UpdatePanicked { reason } => Error::UpdatePanicked {
+                reason: reason.clone(),
+            },
             Error::Unsettled {
                 path,
                 attempts,
@@ -350,6 +360,9 @@ mod tests {
             Error::Locked { path: path.clone() },
             Error::Closed,
             Error::ReadOnly,
+            Error::UpdatePanicked {
+                reason: "overflow".into(),
+            },
             Error::Unsettled {
                 path: path.clone(),
                 attempts: 5,

@@ -70,6 +70,7 @@ mod saved_index;
 mod shared;
 mod stats;
 mod sync;
+mod update;
 mod usage;
 mod value;
 mod verify;
@@ -97,6 +98,7 @@ pub use kv_wal::{RecoveryMode, SyncPolicy};
 pub use options::Options;
 pub use salvage::{Loss, Salvage, SalvageReport, SalvagedRecord, salvage};
 pub use stats::Stats;
+pub use update::Current;
 pub use value::Value;
 pub use verify::{Problem, VerifyReport, verify};
 

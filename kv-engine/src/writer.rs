@@ -36,6 +36,7 @@ use crate::marker::Marker;
 use crate::reply::Reply;
 use crate::saved_index;
 use crate::shared::Shared;
+use crate::update::Update;
 use crate::usage::UsageDelta;
 use crate::wait::{SpinThenPark, Spun};
 use crate::{Error, Options, Result, SyncPolicy};
@@ -61,6 +62,12 @@ pub(crate) enum Write {
 pub(crate) enum Command {
     Write {
         write: Write,
+        reply: Reply,
+    },
+    /// Read keys and write what the caller's function makes of them, as
+    /// one atomic step among the other writes (`update.rs`).
+    Update {
+        update: Update,
         reply: Reply,
     },
     /// Make everything acknowledged so far durable.
@@ -265,6 +272,19 @@ impl Writer {
                             if next.is_none() && group.len() < self.gather_target {
                                 next = self.gather(&rx, &mut gather_until);
                             }
+                        }
+                    }
+                    Command::Update { update, reply } => {
+                        let queued: Vec<&Write> = group.iter().map(|(w, _)| w).collect();
+                        match update.evaluate(&self.shared, &self.dir, &queued) {
+                            // Acknowledged with the group, even when it
+                            // writes nothing: what it read assumed the
+                            // group's writes.
+                            Ok(batch) => group.push((Write::Batch(batch), reply)),
+                            Err(e) => reply.send(Err(e)),
+                        }
+                        if group.len() < self.max_group {
+                            next = rx.try_recv().ok();
                         }
                     }
                     Command::Sync { reply } => {
@@ -591,6 +611,10 @@ impl Writer {
         // Write-ahead: every write's records go to the WAL as one payload,
         // and the WAL is committed before anything else happens.
         for p in &pending {
+            // An update that wrote nothing has no frame.
+            if p.records.is_empty() {
+                continue;
+            }
             if let Err(e) = self.wal.append(&self.buf[p.records.clone()]) {
                 failure = Some(Error::from(e));
                 break;
@@ -598,7 +622,10 @@ impl Writer {
             self.wal_bytes += p.records.len() as u64;
         }
         self.last_append = Instant::now();
+        // A group of updates that wrote nothing has nothing to commit.
+        let nothing = pending.iter().all(|p| p.records.is_empty());
         if failure.is_none()
+            && !nothing
             && let Err(e) = self.commit_wal()
         {
             failure = Some(Error::from(e));
@@ -815,7 +842,9 @@ impl Writer {
                 .windows(2)
                 .all(|w| w[0].records.end == w[1].records.start)
         );
-        if let (Some(first), Some(last)) = (pending.first(), pending.last()) {
+        if let (Some(first), Some(last)) = (pending.first(), pending.last())
+            && first.records.start < last.records.end
+        {
             let base = first.records.start;
             self.log
                 .append_encoded_many(&self.buf[base..last.records.end], |range, loc| {
