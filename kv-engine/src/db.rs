@@ -553,6 +553,25 @@ impl Db {
         Keys::new(Arc::clone(&self.shared))
     }
 
+    /// The keys present in shard `shard` of the index (`0..INDEX_SHARDS`;
+    /// none past it), copied in one consistent step: a cursor for a scan in
+    /// steps that each return whole shards (Redis's `SCAN`). A key lives in
+    /// one shard for good, so a walk of every shard sees each key present
+    /// throughout exactly once.
+    pub fn shard_keys(&self, shard: usize) -> Vec<Vec<u8>> {
+        if shard >= kv_index::SHARDS {
+            return Vec::new();
+        }
+        let mut copy = kv_index::ShardSnapshot::new();
+        self.shared.index.snapshot_shard(shard, &mut copy);
+        let time = &self.shared.time;
+        (0..)
+            .map_while(|i| copy.get(i))
+            .filter(|(_, e)| !e.tombstone && !time.expired(e.expires_at))
+            .map(|(k, _)| k.to_vec())
+            .collect()
+    }
+
     /// Every key present and its value, in no particular order, lazily.
     ///
     /// The index is walked one shard (1/64 of the keys) at a time: each

@@ -91,6 +91,8 @@ pub use iter::{Iter, Keys};
 /// The record format version this build writes (docs/format.md); it reads
 /// every earlier one.
 pub use kv_format::FORMAT_VERSION as RECORD_FORMAT_VERSION;
+/// How many shards the index has: the range of [`Db::shard_keys`].
+pub use kv_index::SHARDS as INDEX_SHARDS;
 /// The segment file version this build writes (docs/format.md); it reads
 /// every earlier one.
 pub use kv_log::SEGMENT_VERSION;
