@@ -81,7 +81,7 @@ pub struct ShutdownHandle(watch::Sender<bool>);
 impl ShutdownHandle {
     /// Starts the shutdown; [`Server::run`] returns once it is done.
     pub fn shutdown(&self) {
-        let _ = self.0.send(true);
+        self.0.send_replace(true);
     }
 }
 
@@ -264,7 +264,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, state: Arc<State>) {
             Action::Continue => {}
             Action::Close => break,
             Action::Shutdown => {
-                let _ = state.shutdown.send(true);
+                state.shutdown.send_replace(true);
                 break;
             }
         }

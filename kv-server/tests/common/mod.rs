@@ -10,7 +10,7 @@ use kv_server::{Config, Server, ServerError, ShutdownHandle};
 
 pub struct Running {
     pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -28,7 +28,7 @@ impl Running {
 
     /// The database directory.
     pub fn db_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("db")
+        self.dir.as_ref().unwrap().path().join("db")
     }
 
     /// Shuts the server down and waits for it to finish.
@@ -37,9 +37,11 @@ impl Running {
         self.thread.take().unwrap().join().unwrap()
     }
 
-    /// Waits for a server that a client shut down.
-    pub fn join(mut self) -> Result<(), ServerError> {
-        self.thread.take().unwrap().join().unwrap()
+    /// Waits for a server that a client shut down; returns how it ended,
+    /// and its directory (kept until dropped).
+    pub fn join(mut self) -> (Result<(), ServerError>, tempfile::TempDir) {
+        let result = self.thread.take().unwrap().join().unwrap();
+        (result, self.dir.take().unwrap())
     }
 }
 
@@ -81,7 +83,7 @@ pub fn start(configure: impl FnOnce(&mut Config)) -> Running {
     let (addr, handle) = rx.recv().unwrap().unwrap();
     Running {
         addr,
-        dir,
+        dir: Some(dir),
         handle,
         thread: Some(thread),
     }
