@@ -241,7 +241,7 @@ fn shutdown_finishes_and_closes_the_database_cleanly() {
 /// Starts the `kv-server` binary on `dir` and a free port; returns the
 /// child and its address once it answers PING.
 fn spawn_binary(dir: &std::path::Path, port: u16) -> std::process::Child {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kv-server"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kv-server"))
         .arg("--dir")
         .arg(dir)
         .arg("--port")
