@@ -240,6 +240,7 @@ fn shutdown_finishes_and_closes_the_database_cleanly() {
 
 /// Starts the `kv-server` binary on `dir` and a free port; returns the
 /// child and its address once it answers PING.
+#[allow(clippy::zombie_processes)] // the caller kills the child and waits for it
 fn spawn_binary(dir: &std::path::Path, port: u16) -> std::process::Child {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kv-server"))
         .arg("--dir")
