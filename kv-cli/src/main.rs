@@ -343,6 +343,14 @@ pub(crate) enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Serve the database over the Redis protocol (RESP2 and RESP3), as
+    /// `kv-server` does: any Redis client can use it. Stops on SIGTERM,
+    /// SIGINT or SHUTDOWN, closing the database cleanly.
+    #[command(after_help = AFTER_HELP)]
+    Serve {
+        #[command(flatten)]
+        args: kv_server::ServerArgs,
+    },
     /// Print the manual page (roff) to stdout; no database is opened.
     ///
     /// `kv man > kv.1 && man ./kv.1`, or install it as
@@ -563,6 +571,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut session = Session::new(cli.dir);
     session.wait = cli.wait;
     match cli.command {
+        Command::Serve { args } => match kv_server::run_until_stopped(args.config(&session.dir)) {
+            Ok(()) => Ok(exit::OK),
+            // The engine's error keeps its exit code (5 for a database
+            // held elsewhere).
+            Err(kv_server::ServerError::Db { dir, source }) => {
+                Err(anyhow::Error::from(source).context(format!("database {}", dir.display())))
+            }
+            Err(e) => Err(anyhow::Error::from(e)),
+        },
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut cli_command(), "kv", out.writer());
             out.flush()?;
@@ -984,7 +1001,7 @@ impl Session {
             Command::Shell { .. } => {
                 return Err(UsageError("already in the shell".into()).into());
             }
-            Command::Completions { .. } | Command::Man { .. } => {
+            Command::Completions { .. } | Command::Man { .. } | Command::Serve { .. } => {
                 return Err(UsageError(
                     "completions and man are for the command line, not the shell".into(),
                 )

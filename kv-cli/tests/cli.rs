@@ -1682,3 +1682,44 @@ fn export_skip_damaged_leaves_damaged_records_out_names_them_and_exits_4() {
     assert_ne!(before, before_salvage);
     std::fs::remove_file(&file).unwrap();
 }
+
+#[test]
+fn serve_answers_the_redis_protocol_and_stops_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = command(dir.path(), &["serve", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kv serve did not listen: {e}");
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"SET greeting hello\r\nGET greeting\r\nSHUTDOWN\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut reply);
+    assert_eq!(reply, b"+OK\r\n$5\r\nhello\r\n");
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&kv(dir.path(), &["get", "greeting"])), "hello\n");
+}

@@ -56,12 +56,10 @@ impl Config {
     }
 }
 
-/// The command line of `kv-server` (and `kv serve`).
+/// The command line of `kv-server` and `kv serve`, but for the database
+/// directory (`--dir`, which each binary has of its own).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// The database directory; created if missing or empty.
-    #[arg(long, env = "KV_DIR", default_value = "kv-data")]
-    pub dir: PathBuf,
     /// The address to listen on. Anything but loopback needs
     /// --requirepass, or --protected-mode no.
     #[arg(long, default_value = "127.0.0.1")]
@@ -95,8 +93,8 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    /// The configuration these arguments give.
-    pub fn config(&self) -> Config {
+    /// The configuration these arguments give, for the database in `dir`.
+    pub fn config(&self, dir: impl Into<PathBuf>) -> Config {
         Config {
             bind: self.bind,
             port: self.port,
@@ -106,7 +104,7 @@ impl ServerArgs {
             maxclients: self.maxclients,
             timeout: (self.timeout > 0).then(|| Duration::from_secs(self.timeout)),
             save_dir: self.save_dir.clone(),
-            ..Config::new(&self.dir)
+            ..Config::new(dir)
         }
     }
 }

@@ -11,6 +11,9 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "kv-server", version)]
 struct Cli {
+    /// The database directory; created if missing or empty.
+    #[arg(long, env = "KV_DIR", default_value = "kv-data")]
+    dir: std::path::PathBuf,
     #[command(flatten)]
     args: kv_server::ServerArgs,
 }
@@ -20,7 +23,7 @@ fn main() -> std::process::ExitCode {
         .format_timestamp(None)
         .init();
     let cli = Cli::parse();
-    match kv_server::run_until_stopped(cli.args.config()) {
+    match kv_server::run_until_stopped(cli.args.config(&cli.dir)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kv-server: {e}");
