@@ -29,6 +29,9 @@
 //! - `cargo xtask bench --micro [ARGS]`: the criterion micro-benchmarks of
 //!   every crate (`cargo bench --workspace`); ARGS go to criterion, e.g.
 //!   `cargo xtask bench --micro -- --quick`.
+//! - `cargo xtask bench-server [--requests N] [--runs R]
+//!   [--update-benchmarks-md]`: kv-server against redis-server with
+//!   `redis-benchmark` (`bench_server.rs`).
 //! - `cargo xtask fuzz [--seconds N] [--target T] [-- LIBFUZZER_ARGS]`: runs
 //!   each cargo-fuzz target of `fuzz/` (its own workspace) for N seconds
 //!   (default 60), one after another, installing cargo-fuzz if it is
@@ -38,6 +41,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench_server;
 mod report;
 #[cfg(test)]
 mod tidy;
@@ -62,10 +66,13 @@ tasks:
                              [--update-benchmarks-md]
            cargo xtask bench --render DIR [--update-benchmarks-md]
            cargo xtask bench --micro [ARGS]   (criterion micro-benchmarks; ARGS go to criterion)
+  bench-server  kv-server against redis-server with redis-benchmark (installs redis-tools and
+           redis-server with apt-get where missing):
+           cargo xtask bench-server [--requests N] [--runs R] [--update-benchmarks-md]
   fuzz   run the cargo-fuzz targets of fuzz/, one after another:
            cargo xtask fuzz [--seconds N] [--target T] [-- LIBFUZZER_ARGS]
            (N seconds per target, default 60; targets: format_decode, wal_replay,
-            hint_load, db_ops)";
+            hint_load, db_ops, resp_parse)";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -77,6 +84,7 @@ fn main() -> Result<()> {
         Some("tidy") => cargo(&["test", "--package", "xtask", "--", "tidy::"], &[]),
         Some("loom") => loom(&rest),
         Some("bench") => bench(&rest),
+        Some("bench-server") => bench_server::run(&rest, &root()),
         Some("fuzz") => fuzz(&rest),
         Some("help") | None => {
             println!("{USAGE}");
@@ -278,7 +286,13 @@ fn bench(args: &[String]) -> Result<()> {
 }
 
 /// The cargo-fuzz targets in `fuzz/fuzz_targets/`, in the order they run.
-const FUZZ_TARGETS: [&str; 4] = ["format_decode", "wal_replay", "hint_load", "db_ops"];
+const FUZZ_TARGETS: [&str; 5] = [
+    "format_decode",
+    "wal_replay",
+    "hint_load",
+    "db_ops",
+    "resp_parse",
+];
 
 /// What one fuzz target's run did.
 struct FuzzRun {
