@@ -87,9 +87,7 @@ const OVERFLOW: &str = "ERR increment or decrement would overflow";
 
 /// Runs one command; its reply goes to `conn.out`.
 pub(crate) fn execute(state: &State, conn: &mut Conn, frame: &Frame) -> Action {
-    let name = frame.arg(0).to_ascii_lowercase();
-    let name = String::from_utf8_lossy(&name).into_owned();
-    let Some(&(_, arity)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
+    let Some(&(name, arity)) = lookup(frame.arg(0)) else {
         let args: String = frame
             .args()
             .skip(1)
@@ -102,7 +100,7 @@ pub(crate) fn execute(state: &State, conn: &mut Conn, frame: &Frame) -> Action {
         ));
         return Action::Continue;
     };
-    if !conn.authenticated && !matches!(name.as_str(), "auth" | "hello" | "quit") {
+    if !conn.authenticated && !matches!(name, "auth" | "hello" | "quit") {
         conn.out.error("NOAUTH Authentication required.");
         return Action::Continue;
     }
@@ -119,13 +117,32 @@ pub(crate) fn execute(state: &State, conn: &mut Conn, frame: &Frame) -> Action {
         frame,
         out: &mut conn.out,
     };
-    match cmd.run(&name, conn.id, &mut conn.authenticated) {
+    match cmd.run(name, conn.id, &mut conn.authenticated) {
         Ok(action) => action,
         Err(reply) => {
             cmd.out.error(&reply);
             Action::Continue
         }
     }
+}
+
+/// The command named `name` (any case), without allocating.
+fn lookup(name: &[u8]) -> Option<&'static (&'static str, i64)> {
+    COMMANDS
+        .iter()
+        .find(|(n, _)| n.len() == name.len() && n.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether `frame` is a plain `SET key value` (no options): one that a
+/// pipeline may join to the plain SETs next to it in one engine batch
+/// (`server.rs`), since its reply is `+OK` whatever the key held.
+pub(crate) fn is_plain_set(frame: &Frame) -> bool {
+    frame.len() == 3 && frame.arg(0).eq_ignore_ascii_case(b"set")
+}
+
+/// The error reply for an engine error, for `server.rs`.
+pub(crate) fn engine_error(e: &Error) -> String {
+    engine(e)
 }
 
 /// One command being run.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
-use kv_engine::{Db, Options, SyncPolicy};
+use kv_engine::{Db, Options, SyncPolicy, WriteBatch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -291,34 +291,122 @@ async fn read_some(
     }
 }
 
+/// Plain SETs of a pipeline waiting to be written as one engine batch:
+/// their `+OK` replies are already in the output, from `mark` on.
+#[derive(Default)]
+struct PendingSets {
+    /// Their keys and values, back to back.
+    data: Vec<u8>,
+    /// Per SET: where its key ends and its value ends in `data`.
+    ends: Vec<(usize, usize)>,
+    mark: usize,
+}
+
+/// A batch of pipelined SETs is written once it holds this many bytes.
+const PENDING_BYTES: usize = 1 << 20;
+
+impl PendingSets {
+    fn push(&mut self, key: &[u8], value: &[u8], out: &mut Out) {
+        if self.ends.is_empty() {
+            self.mark = out.buf.len();
+        }
+        self.data.extend_from_slice(key);
+        let key_end = self.data.len();
+        self.data.extend_from_slice(value);
+        self.ends.push((key_end, self.data.len()));
+        out.ok();
+    }
+
+    fn sets(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&(key_end, end)| {
+            let pair = (&self.data[start..key_end], &self.data[key_end..end]);
+            start = end;
+            pair
+        })
+    }
+
+    /// Writes them, atomically together. If the batch fails, each is
+    /// written alone, so that each gets its own reply (a bad key fails
+    /// only its own SET).
+    fn flush(&mut self, db: &Db, out: &mut Out) {
+        if self.ends.is_empty() {
+            return;
+        }
+        let result = if self.ends.len() == 1 {
+            let (key, value) = self.sets().next().expect("one");
+            db.put(key, value)
+        } else {
+            let mut batch = WriteBatch::new();
+            for (key, value) in self.sets() {
+                batch.put(key, value);
+            }
+            db.write(batch)
+        };
+        if result.is_err() {
+            out.buf.truncate(self.mark);
+            for (key, value) in self.sets() {
+                match db.put(key, value) {
+                    Ok(()) => out.ok(),
+                    Err(e) => out.error(&commands::engine_error(&e)),
+                }
+            }
+        }
+        self.data.clear();
+        self.ends.clear();
+        if self.data.capacity() > 4 * PENDING_BYTES {
+            self.data = Vec::new();
+        }
+    }
+}
+
 /// Runs every whole command in `input`, taking them out of it; the replies
 /// go to `conn.out`. Stops at the first command that closes the
 /// connection, and at a malformed request (answered, then closed).
+/// Consecutive plain SETs are written as one engine batch (one hand-off to
+/// the writer, one sync under `always`), before any other command runs and
+/// before the replies are sent.
 fn run_batch(state: &State, conn: &mut Conn, input: &mut BytesMut, frame: &mut Frame) -> Action {
-    loop {
+    let mut pending = PendingSets::default();
+    let mut commands_run = 0u64;
+    let action = loop {
         let limits = if conn.authenticated {
             state.config.limits
         } else {
             UNAUTHENTICATED
         };
         match resp::parse(input, &limits, frame) {
-            Ok(None) => return Action::Continue,
+            Ok(None) => break Action::Continue,
             Ok(Some(used)) => {
                 input.advance(used);
                 if frame.is_empty() {
                     continue;
                 }
-                state.total_commands.fetch_add(1, Ordering::Relaxed);
+                commands_run += 1;
+                if conn.authenticated && commands::is_plain_set(frame) {
+                    pending.push(frame.arg(1), frame.arg(2), &mut conn.out);
+                    if pending.data.len() >= PENDING_BYTES {
+                        pending.flush(&state.db, &mut conn.out);
+                    }
+                    continue;
+                }
+                pending.flush(&state.db, &mut conn.out);
                 let action = commands::execute(state, conn, frame);
                 if !matches!(action, Action::Continue) {
-                    return action;
+                    break action;
                 }
             }
             Err(e) => {
+                pending.flush(&state.db, &mut conn.out);
                 conn.out.error(&format!("ERR {e}"));
                 input.clear();
-                return Action::Close;
+                break Action::Close;
             }
         }
-    }
+    };
+    pending.flush(&state.db, &mut conn.out);
+    state
+        .total_commands
+        .fetch_add(commands_run, Ordering::Relaxed);
+    action
 }

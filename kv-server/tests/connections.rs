@@ -38,6 +38,28 @@ fn a_pipeline_of_10000_commands_gets_10000_replies_in_order() {
     }
     let values: Vec<i64> = pipe.query(&mut c).unwrap();
     assert_eq!(values, (0..10_000).map(|i| i % 5_000).collect::<Vec<i64>>());
+    // Pipelined plain SETs go to the engine together; a bad one among
+    // them fails alone, and a read after them sees them.
+    let set = |k: &str, v: &str| {
+        format!(
+            "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+            k.len(),
+            v.len()
+        )
+    };
+    let input = [
+        set("a", "1"),
+        set("", "x"),
+        set("b", "2"),
+        "GET b\r\nQUIT\r\n".into(),
+    ]
+    .concat();
+    let reply = String::from_utf8(raw(server.addr, input.as_bytes())).unwrap();
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    assert_eq!(lines[0], "+OK", "{reply}");
+    assert!(lines[1].starts_with("-ERR invalid key"), "{reply}");
+    assert_eq!(&lines[2..6], ["+OK", "$1", "2", "+OK"], "{reply}");
+    assert_eq!(c.get::<_, String>("a").unwrap(), "1");
 }
 
 #[test]
