@@ -133,11 +133,47 @@ fn lookup(name: &[u8]) -> Option<&'static (&'static str, i64)> {
         .find(|(n, _)| n.len() == name.len() && n.as_bytes().eq_ignore_ascii_case(name))
 }
 
-/// Whether `frame` is a plain `SET key value` (no options): one that a
-/// pipeline may join to the plain SETs next to it in one engine batch
-/// (`server.rs`), since its reply is `+OK` whatever the key held.
-pub(crate) fn is_plain_set(frame: &Frame) -> bool {
-    frame.len() == 3 && frame.arg(0).eq_ignore_ascii_case(b"set")
+/// Whether `frame` is a plain `SET key value` (no options) or an `MSET`:
+/// one that a pipeline may join to the plain writes next to it in one
+/// engine batch (`server.rs`), since its reply is `+OK` whatever the keys
+/// held.
+pub(crate) fn is_plain_write(frame: &Frame) -> bool {
+    let name = frame.arg(0);
+    (frame.len() == 3 && name.eq_ignore_ascii_case(b"set"))
+        || (frame.len() >= 3 && frame.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset"))
+}
+
+/// Commands that never write: under `SyncPolicy::Always` they need not
+/// leave their worker thread (`server.rs`).
+const READ_ONLY: &[&str] = &[
+    "ping",
+    "echo",
+    "quit",
+    "hello",
+    "select",
+    "auth",
+    "client",
+    "command",
+    "config",
+    "info",
+    "dbsize",
+    "get",
+    "mget",
+    "exists",
+    "type",
+    "strlen",
+    "getrange",
+    "ttl",
+    "pttl",
+    "scan",
+    "keys",
+    "randomkey",
+    "lastsave",
+];
+
+/// Whether running `frame` may write (and so wait for a sync).
+pub(crate) fn may_write(frame: &Frame) -> bool {
+    lookup(frame.arg(0)).is_some_and(|(name, _)| !READ_ONLY.contains(name))
 }
 
 /// The error reply for an engine error, for `server.rs`.

@@ -4,9 +4,10 @@
 //! and runs every whole command in it (a pipeline), and sends the replies
 //! in one write. Commands call the engine directly: reads never block, and
 //! a write waits only for the engine's writer thread. Under
-//! `SyncPolicy::Always` that wait is a sync, so a batch with writes runs
-//! in `block_in_place`: the other connections keep their worker threads,
-//! and their writes join the same group commit.
+//! `SyncPolicy::Always` that wait is a sync, so a command that may write
+//! runs in `block_in_place`: the other connections keep their worker
+//! threads, and their writes join the same group commit. Consecutive plain
+//! writes of a pipeline are one engine batch (`PendingWrites`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -241,12 +242,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, state: Arc<State>) {
                 state.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
-        let blocking = state.config.sync == SyncPolicy::Always;
-        let action = if blocking {
-            tokio::task::block_in_place(|| run_batch(&state, &mut conn, &mut input, &mut frame))
-        } else {
-            run_batch(&state, &mut conn, &mut input, &mut frame)
-        };
+        let action = run_batch(&state, &mut conn, &mut input, &mut frame);
         if !conn.out.buf.is_empty() {
             if stream.write_all(&conn.out.buf).await.is_err() {
                 break;
@@ -291,71 +287,104 @@ async fn read_some(
     }
 }
 
-/// Plain SETs of a pipeline waiting to be written as one engine batch:
-/// their `+OK` replies are already in the output, from `mark` on.
+/// Plain writes of a pipeline (`SET key value`, `MSET`) waiting to be
+/// written as one engine batch: their `+OK` replies are already in the
+/// output, from `mark` on.
 #[derive(Default)]
-struct PendingSets {
+struct PendingWrites {
     /// Their keys and values, back to back.
     data: Vec<u8>,
-    /// Per SET: where its key ends and its value ends in `data`.
+    /// Per pair: where its key ends and its value ends in `data`.
     ends: Vec<(usize, usize)>,
+    /// Per command: how many pairs it has.
+    commands: Vec<usize>,
     mark: usize,
 }
 
-/// A batch of pipelined SETs is written once it holds this many bytes.
+/// A batch of pipelined writes is written once it holds this many bytes.
 const PENDING_BYTES: usize = 1 << 20;
 
-impl PendingSets {
-    fn push(&mut self, key: &[u8], value: &[u8], out: &mut Out) {
-        if self.ends.is_empty() {
+impl PendingWrites {
+    fn push(&mut self, frame: &Frame, out: &mut Out) {
+        if self.commands.is_empty() {
             self.mark = out.buf.len();
         }
-        self.data.extend_from_slice(key);
-        let key_end = self.data.len();
-        self.data.extend_from_slice(value);
-        self.ends.push((key_end, self.data.len()));
+        let pairs = (frame.len() - 1) / 2;
+        for i in 0..pairs {
+            self.data.extend_from_slice(frame.arg(1 + 2 * i));
+            let key_end = self.data.len();
+            self.data.extend_from_slice(frame.arg(2 + 2 * i));
+            self.ends.push((key_end, self.data.len()));
+        }
+        self.commands.push(pairs);
         out.ok();
     }
 
-    fn sets(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        let mut start = 0;
-        self.ends.iter().map(move |&(key_end, end)| {
+    /// Every pair, from pair `from` on.
+    fn pairs(&self, from: usize) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let mut start = if from == 0 { 0 } else { self.ends[from - 1].1 };
+        self.ends[from..].iter().map(move |&(key_end, end)| {
             let pair = (&self.data[start..key_end], &self.data[key_end..end]);
             start = end;
             pair
         })
     }
 
-    /// Writes them, atomically together. If the batch fails, each is
-    /// written alone, so that each gets its own reply (a bad key fails
-    /// only its own SET).
-    fn flush(&mut self, db: &Db, out: &mut Out) {
-        if self.ends.is_empty() {
+    fn write<'p>(
+        db: &Db,
+        pairs: impl Iterator<Item = (&'p [u8], &'p [u8])>,
+        n: usize,
+    ) -> kv_engine::Result<()> {
+        let mut pairs = pairs.take(n);
+        if n == 1 {
+            let (key, value) = pairs.next().expect("one pair");
+            return db.put(key, value);
+        }
+        let mut batch = WriteBatch::new();
+        for (key, value) in pairs {
+            batch.put(key, value);
+        }
+        db.write(batch)
+    }
+
+    /// Writes them, atomically together. If the batch fails, each command
+    /// is written alone, so that each gets its own reply (a bad key fails
+    /// only its own command).
+    fn flush(&mut self, state: &State, out: &mut Out) {
+        if self.commands.is_empty() {
             return;
         }
-        let result = if self.ends.len() == 1 {
-            let (key, value) = self.sets().next().expect("one");
-            db.put(key, value)
-        } else {
-            let mut batch = WriteBatch::new();
-            for (key, value) in self.sets() {
-                batch.put(key, value);
-            }
-            db.write(batch)
-        };
+        let db = &state.db;
+        let result = state.writing(|| Self::write(db, self.pairs(0), self.ends.len()));
         if result.is_err() {
             out.buf.truncate(self.mark);
-            for (key, value) in self.sets() {
-                match db.put(key, value) {
+            let mut from = 0;
+            for &n in &self.commands {
+                match state.writing(|| Self::write(db, self.pairs(from), n)) {
                     Ok(()) => out.ok(),
                     Err(e) => out.error(&commands::engine_error(&e)),
                 }
+                from += n;
             }
         }
         self.data.clear();
         self.ends.clear();
+        self.commands.clear();
         if self.data.capacity() > 4 * PENDING_BYTES {
             self.data = Vec::new();
+        }
+    }
+}
+
+impl State {
+    /// Runs `f`, which may write: under `SyncPolicy::Always` it waits for
+    /// a sync, so it runs in `block_in_place`, and the other connections
+    /// keep this worker meanwhile (their writes join the same group).
+    pub(crate) fn writing<T>(&self, f: impl FnOnce() -> T) -> T {
+        if self.config.sync == SyncPolicy::Always {
+            tokio::task::block_in_place(f)
+        } else {
+            f()
         }
     }
 }
@@ -363,11 +392,11 @@ impl PendingSets {
 /// Runs every whole command in `input`, taking them out of it; the replies
 /// go to `conn.out`. Stops at the first command that closes the
 /// connection, and at a malformed request (answered, then closed).
-/// Consecutive plain SETs are written as one engine batch (one hand-off to
-/// the writer, one sync under `always`), before any other command runs and
-/// before the replies are sent.
+/// Consecutive plain writes are written as one engine batch (one hand-off
+/// to the writer, one sync under `always`), before any other command runs
+/// and before the replies are sent.
 fn run_batch(state: &State, conn: &mut Conn, input: &mut BytesMut, frame: &mut Frame) -> Action {
-    let mut pending = PendingSets::default();
+    let mut pending = PendingWrites::default();
     let mut commands_run = 0u64;
     let action = loop {
         let limits = if conn.authenticated {
@@ -383,28 +412,32 @@ fn run_batch(state: &State, conn: &mut Conn, input: &mut BytesMut, frame: &mut F
                     continue;
                 }
                 commands_run += 1;
-                if conn.authenticated && commands::is_plain_set(frame) {
-                    pending.push(frame.arg(1), frame.arg(2), &mut conn.out);
+                if conn.authenticated && commands::is_plain_write(frame) {
+                    pending.push(frame, &mut conn.out);
                     if pending.data.len() >= PENDING_BYTES {
-                        pending.flush(&state.db, &mut conn.out);
+                        pending.flush(state, &mut conn.out);
                     }
                     continue;
                 }
-                pending.flush(&state.db, &mut conn.out);
-                let action = commands::execute(state, conn, frame);
+                pending.flush(state, &mut conn.out);
+                let action = if commands::may_write(frame) {
+                    state.writing(|| commands::execute(state, conn, frame))
+                } else {
+                    commands::execute(state, conn, frame)
+                };
                 if !matches!(action, Action::Continue) {
                     break action;
                 }
             }
             Err(e) => {
-                pending.flush(&state.db, &mut conn.out);
+                pending.flush(state, &mut conn.out);
                 conn.out.error(&format!("ERR {e}"));
                 input.clear();
                 break Action::Close;
             }
         }
     };
-    pending.flush(&state.db, &mut conn.out);
+    pending.flush(state, &mut conn.out);
     state
         .total_commands
         .fetch_add(commands_run, Ordering::Relaxed);

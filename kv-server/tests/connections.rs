@@ -60,6 +60,20 @@ fn a_pipeline_of_10000_commands_gets_10000_replies_in_order() {
     assert!(lines[1].starts_with("-ERR invalid key"), "{reply}");
     assert_eq!(&lines[2..6], ["+OK", "$1", "2", "+OK"], "{reply}");
     assert_eq!(c.get::<_, String>("a").unwrap(), "1");
+    // MSETs join them too, each failing alone.
+    let reply = raw(
+        server.addr,
+        b"MSET m1 1 m2 2\r\nMSET m3 3 '' 4\r\nSET m4 4\r\nMGET m1 m3 m4\r\nQUIT\r\n",
+    );
+    let reply = String::from_utf8(reply).unwrap();
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    assert_eq!(lines[0], "+OK", "{reply}");
+    assert!(lines[1].starts_with("-ERR invalid key"), "{reply}");
+    assert_eq!(
+        &lines[2..10],
+        ["+OK", "*3", "$1", "1", "$-1", "$1", "4", "+OK"],
+        "{reply}"
+    );
 }
 
 #[test]
