@@ -143,6 +143,88 @@ pub(crate) fn is_plain_write(frame: &Frame) -> bool {
         || (frame.len() >= 3 && frame.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset"))
 }
 
+/// For `INCR`, `DECR`, `INCRBY` and `DECRBY` with the right arity: the
+/// key and the amount to add (or the error reply for a bad amount). A
+/// pipeline joins consecutive ones into one `Db::update` (`incr_many`).
+pub(crate) fn incr_op(frame: &Frame) -> Option<(Vec<u8>, Reply<i64>)> {
+    let name = frame.arg(0);
+    let by = if frame.len() == 2 && name.eq_ignore_ascii_case(b"incr") {
+        Ok(1)
+    } else if frame.len() == 2 && name.eq_ignore_ascii_case(b"decr") {
+        Ok(-1)
+    } else if frame.len() == 3 && name.eq_ignore_ascii_case(b"incrby") {
+        int_arg(frame.arg(2))
+    } else if frame.len() == 3 && name.eq_ignore_ascii_case(b"decrby") {
+        int_arg(frame.arg(2)).and_then(|n| n.checked_neg().ok_or_else(|| OVERFLOW.to_string()))
+    } else {
+        return None;
+    };
+    let key = frame.arg(1);
+    // A key the engine refuses fails its own command only.
+    let by = by.and_then(|by| {
+        if key.is_empty() || key.len() > usize::from(u16::MAX) {
+            Err(format!(
+                "ERR invalid key: keys are 1 to 65535 bytes, this one is {}",
+                key.len()
+            ))
+        } else {
+            Ok(by)
+        }
+    });
+    Some((key.to_vec(), by))
+}
+
+/// Applies increments in order, as one atomic `Db::update`: each sees the
+/// ones before it, a value that is not an integer or an overflow fails
+/// only its own (the key keeps its value), and each key keeps its time to
+/// live. Returns each one's reply.
+pub(crate) fn incr_many(db: &Db, ops: Vec<(Vec<u8>, Reply<i64>)>) -> Reply<Vec<Reply<i64>>> {
+    let keys: Vec<Vec<u8>> = ops
+        .iter()
+        .filter(|(_, by)| by.is_ok())
+        .map(|(k, _)| k.clone())
+        .collect();
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    db.update(&refs, move |current, batch| {
+        // Only the valid ones were read: line their values up with `ops`.
+        let mut read = current.iter();
+        let current: Vec<Option<&Current>> = ops
+            .iter()
+            .map(|(_, by)| {
+                if by.is_ok() {
+                    read.next().and_then(Option::as_ref)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        // The value each key has reached so far, with its TTL.
+        let mut reached: std::collections::HashMap<&[u8], (i64, Option<Duration>)> =
+            std::collections::HashMap::new();
+        let mut replies = Vec::with_capacity(ops.len());
+        for ((key, by), current) in ops.iter().zip(current) {
+            let reply = by.clone().and_then(|by| {
+                let (old, ttl) = match reached.get(key.as_slice()) {
+                    Some(&(n, ttl)) => (n, ttl),
+                    None => match current {
+                        Some(c) => (stored_int(&c.value)?, c.ttl),
+                        None => (0, None),
+                    },
+                };
+                let n = old.checked_add(by).ok_or_else(|| OVERFLOW.to_string())?;
+                reached.insert(key.as_slice(), (n, ttl));
+                Ok(n)
+            });
+            replies.push(reply);
+        }
+        for (key, (n, ttl)) in &reached {
+            put(batch, key, n.to_string().as_bytes(), *ttl);
+        }
+        replies
+    })
+    .map_err(|e| engine(&e))
+}
+
 /// Commands that never write: under `SyncPolicy::Always` they need not
 /// leave their worker thread (`server.rs`).
 const READ_ONLY: &[&str] = &[
@@ -453,25 +535,9 @@ impl Cmd<'_> {
                 self.out.simple(if present { "string" } else { "none" });
             }
             "incr" | "decr" | "incrby" | "decrby" => {
-                let by = match name {
-                    "incr" => 1,
-                    "decr" => -1,
-                    "incrby" => int_arg(self.arg(2))?,
-                    _ => int_arg(self.arg(2))?
-                        .checked_neg()
-                        .ok_or_else(|| OVERFLOW.to_string())?,
-                };
-                let key = self.owned(1);
-                let n = self.update(&[&key.clone()], move |current, batch| {
-                    let (old, ttl) = match &current[0] {
-                        Some(c) => (stored_int(&c.value)?, c.ttl),
-                        None => (0, None),
-                    };
-                    let n = old.checked_add(by).ok_or_else(|| OVERFLOW.to_string())?;
-                    put(batch, &key, n.to_string().as_bytes(), ttl);
-                    Ok(n)
-                })?;
-                self.out.int(n);
+                let op = incr_op(self.frame).expect("the arity was checked");
+                let mut replies = incr_many(self.db, vec![op])?;
+                self.out.int(replies.pop().expect("one reply")?);
             }
             "incrbyfloat" => {
                 let by = float_arg(self.arg(2))

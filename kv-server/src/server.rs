@@ -376,6 +376,31 @@ impl PendingWrites {
     }
 }
 
+/// Runs the pipeline's pending increments as one update, and writes
+/// their replies in order.
+fn flush_incrs(state: &State, incrs: &mut Vec<(Vec<u8>, Result<i64, String>)>, out: &mut Out) {
+    if incrs.is_empty() {
+        return;
+    }
+    let n = incrs.len();
+    let ops = std::mem::take(incrs);
+    match state.writing(|| commands::incr_many(&state.db, ops)) {
+        Ok(replies) => {
+            for reply in replies {
+                match reply {
+                    Ok(v) => out.int(v),
+                    Err(e) => out.error(&e),
+                }
+            }
+        }
+        Err(e) => {
+            for _ in 0..n {
+                out.error(&e);
+            }
+        }
+    }
+}
+
 impl State {
     /// Runs `f`, which may write: under `SyncPolicy::Always` it waits for
     /// a sync, so it runs in `block_in_place`, and the other connections
@@ -397,6 +422,7 @@ impl State {
 /// and before the replies are sent.
 fn run_batch(state: &State, conn: &mut Conn, input: &mut BytesMut, frame: &mut Frame) -> Action {
     let mut pending = PendingWrites::default();
+    let mut incrs = Vec::new();
     let mut commands_run = 0u64;
     let action = loop {
         let limits = if conn.authenticated {
@@ -412,6 +438,14 @@ fn run_batch(state: &State, conn: &mut Conn, input: &mut BytesMut, frame: &mut F
                     continue;
                 }
                 commands_run += 1;
+                if conn.authenticated
+                    && let Some(op) = commands::incr_op(frame)
+                {
+                    pending.flush(state, &mut conn.out);
+                    incrs.push(op);
+                    continue;
+                }
+                flush_incrs(state, &mut incrs, &mut conn.out);
                 if conn.authenticated && commands::is_plain_write(frame) {
                     pending.push(frame, &mut conn.out);
                     if pending.data.len() >= PENDING_BYTES {
@@ -431,6 +465,7 @@ fn run_batch(state: &State, conn: &mut Conn, input: &mut BytesMut, frame: &mut F
             }
             Err(e) => {
                 pending.flush(state, &mut conn.out);
+                flush_incrs(state, &mut incrs, &mut conn.out);
                 conn.out.error(&format!("ERR {e}"));
                 input.clear();
                 break Action::Close;
@@ -438,6 +473,7 @@ fn run_batch(state: &State, conn: &mut Conn, input: &mut BytesMut, frame: &mut F
         }
     };
     pending.flush(state, &mut conn.out);
+    flush_incrs(state, &mut incrs, &mut conn.out);
     state
         .total_commands
         .fetch_add(commands_run, Ordering::Relaxed);

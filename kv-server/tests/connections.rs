@@ -74,6 +74,33 @@ fn a_pipeline_of_10000_commands_gets_10000_replies_in_order() {
         ["+OK", "*3", "$1", "1", "$-1", "$1", "4", "+OK"],
         "{reply}"
     );
+    // Pipelined increments are one update, each seeing the ones before it,
+    // each failing alone.
+    let _: () = cmd("SET")
+        .arg("ttl")
+        .arg("1")
+        .arg("EX")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    let reply = raw(
+        server.addr,
+        b"INCR n\r\nINCR n\r\nINCRBY n x\r\nSET s abc\r\nINCR s\r\nINCR n\r\nDECRBY n 5\r\nINCR ''\r\nINCR ttl\r\nQUIT\r\n",
+    );
+    let reply = String::from_utf8(reply).unwrap();
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    assert_eq!(&lines[..2], [":1", ":2"], "{reply}");
+    assert!(lines[2].contains("not an integer"), "{reply}");
+    assert_eq!(lines[3], "+OK", "{reply}");
+    assert!(lines[4].contains("not an integer"), "{reply}");
+    assert_eq!(&lines[5..7], [":3", ":-2"], "{reply}");
+    assert!(lines[7].starts_with("-ERR invalid key"), "{reply}");
+    assert_eq!(&lines[8..10], [":2", "+OK"], "{reply}");
+    assert_eq!(c.get::<_, i64>("n").unwrap(), -2);
+    assert!(
+        c.ttl::<_, i64>("ttl").unwrap() > 90,
+        "a pipelined INCR keeps the TTL"
+    );
 }
 
 #[test]
