@@ -243,6 +243,10 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, state: Arc<State>) {
             }
         }
         let action = run_batch(&state, &mut conn, &mut input, &mut frame);
+        // A big request leaves a big buffer: give it back once it is used.
+        if input.is_empty() && input.capacity() > 4 << 20 {
+            input = BytesMut::with_capacity(16 << 10);
+        }
         if !conn.out.buf.is_empty() {
             if stream.write_all(&conn.out.buf).await.is_err() {
                 break;
@@ -275,8 +279,10 @@ async fn read_some(
     input: &mut BytesMut,
     timeout: Option<std::time::Duration>,
 ) -> std::io::Result<usize> {
+    // Room doubles with what is buffered, so that a big request arriving
+    // in pieces is parsed again only a logarithmic number of times.
     if input.capacity() - input.len() < 4096 {
-        input.reserve(16 << 10);
+        input.reserve(input.len().max(16 << 10));
     }
     match timeout {
         None => stream.read_buf(input).await,

@@ -266,6 +266,14 @@ fn strings_set_get_and_the_conditional_forms() {
         cmd("TYPE").arg("a").query::<String>(&mut c).unwrap(),
         "none"
     );
+    // A big value arrives in many reads and comes back whole.
+    let big: Vec<u8> = (0..5u32 << 20).map(|i| (i % 251) as u8).collect();
+    let _: () = c.set("big", &big).unwrap();
+    assert_eq!(c.get::<_, Vec<u8>>("big").unwrap(), big);
+    assert_eq!(
+        cmd("STRLEN").arg("big").query::<i64>(&mut c).unwrap(),
+        5 << 20
+    );
 }
 
 #[test]
